@@ -1,0 +1,331 @@
+"""The ``pgq`` command: migrate, worker, status, workers, dlq, bench.
+
+Thin by design: parse options, build ``Settings``, call one library function,
+print, exit. Exit codes: 0 success, 1 failed operation, 2 bad usage or
+configuration. Every option can also come from the environment (``PGQ_…``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from pgq import migrate as migrations
+from pgq.errors import ConfigurationError, PgqError
+from pgq.queue import Queue
+from pgq.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, database_url: str | None, schema: str | None) -> None:
+        self.database_url = database_url
+        self.schema = schema
+
+    def settings(self, *, require_db: bool = True, **overrides: Any) -> Settings:
+        settings = Settings.from_env(database_url=self.database_url, schema=self.schema, **overrides)
+        if require_db:
+            settings.require_database_url()
+        return settings
+
+    def queue(self) -> Queue:
+        return Queue(self.settings(), strict_tasks=False)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn pgq errors into a one-line message and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigurationError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        except PgqError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _json(data: Any) -> str:
+    def default(value: Any) -> Any:
+        if isinstance(value, (dt.datetime, dt.date)):
+            return value.isoformat()
+        return str(value)
+
+    return json.dumps(data, default=default, indent=2, sort_keys=True)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@click.group(context_settings={"auto_envvar_prefix": "PGQ", "help_option_names": ["-h", "--help"]})
+@click.option("--database-url", envvar="PGQ_DATABASE_URL", help="PostgreSQL URL [env: PGQ_DATABASE_URL].")
+@click.option("--schema", envvar="PGQ_SCHEMA", help="Schema holding pgq's tables [env: PGQ_SCHEMA; default pgq].")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="pgq")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, schema: str | None, verbose: int) -> None:
+    """pgq: a job queue in which PostgreSQL is the queue."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(database_url, schema)
+
+
+# ---------------------------------------------------------------- migrate
+@main.command()
+@click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it.")
+@click.option("--check", is_flag=True, help="Exit 1 unless the database is at the newest revision.")
+@click.option("--to", "revision", default="head", show_default=True, help="Target revision.")
+@click.pass_obj
+@handle_errors
+def migrate(obj: Context, offline: bool, check: bool, revision: str) -> None:
+    """Create or upgrade pgq's schema (Alembic)."""
+    if offline:
+        click.echo(migrations.upgrade_sql(obj.settings(require_db=False), revision))
+        return
+    settings = obj.settings()
+    if check:
+        current, head = migrations.current_revision(settings), migrations.head_revision()
+        if current != head:
+            click.echo(f"schema {settings.schema!r} is at {current or 'nothing (never migrated)'}, "
+                       f"pgq needs {head}; run `pgq migrate`")
+            sys.exit(1)
+        click.echo(f"schema {settings.schema!r} is at {head} (up to date)")
+        return
+    before = migrations.current_revision(settings)
+    migrations.upgrade(settings, revision)
+    after = migrations.current_revision(settings)
+    click.echo(f"schema {settings.schema!r}: {before or 'empty'} -> {after}")
+
+
+# ---------------------------------------------------------------- worker
+def _load_app(spec: str) -> Queue:
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise click.BadParameter("expected MODULE:ATTRIBUTE, e.g. myapp.tasks:queue", param_hint="APP")
+    if "." not in sys.path and "" not in sys.path:
+        sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="APP") from None
+    if attr:
+        target = getattr(module, attr, None)
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, Queue)]
+        target = found[0] if len(found) == 1 else None
+    if not isinstance(target, Queue):
+        raise click.BadParameter(f"{spec!r} is not a pgq.Queue (name it as MODULE:ATTRIBUTE)", param_hint="APP")
+    return target
+
+
+@main.command()
+@click.argument("app")
+@click.option("--queues", "-q", help="Comma-separated queues (default: the queues of the app's tasks).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 10000), help="Most jobs claimed per round trip.")
+@click.option("--burst", is_flag=True, help="Exit when no job is left.")
+@handle_errors
+def worker(app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool) -> None:
+    """Run a worker for APP (MODULE:ATTRIBUTE naming a pgq.Queue).
+
+    SIGTERM or Ctrl-C: stop claiming and finish running jobs; a second signal
+    stops at once and puts unfinished jobs back in the queue.
+    """
+    queue = _load_app(app)
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size)
+    click.echo(f"worker {w.id}: queues {', '.join(w.queues)}, concurrency {concurrency}", err=True)
+    w.run(burst=burst)
+    if w.in_flight:
+        # Stopped at once (second signal) while handlers were still running: their
+        # jobs are recorded as interrupted and will run again. Threads cannot be
+        # killed, so leave without waiting for them.
+        click.echo(f"exiting with {w.in_flight} handler(s) still running; their jobs will run again", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(1)
+
+
+# ---------------------------------------------------------------- status
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+@handle_errors
+def status(obj: Context, as_json: bool) -> None:
+    """Queue depth by queue x status x priority, oldest waiting age, workers, DLQ size."""
+    with obj.queue() as queue:
+        stats = queue.stats()
+    if as_json:
+        click.echo(_json(stats.to_dict()))
+        return
+    rows = [(r.queue, r.status, r.priority, r.jobs, r.due, _age(r.oldest_due_age_seconds)) for r in stats.depth]
+    click.echo(_table(["queue", "status", "priority", "jobs", "due", "oldest due"], rows) if rows else "no jobs")
+    live = [w for w in stats.workers if w.status in ("active", "draining")]
+    click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running), "
+               f"{len(stats.workers) - len(live)} stale/stopped")
+    click.echo(f"dead letter queue: {stats.dead_letters} job(s)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="Include stopped workers.")
+@click.pass_obj
+@handle_errors
+def workers(obj: Context, as_json: bool, show_all: bool) -> None:
+    """Registered workers with heartbeat age, load and health."""
+    with obj.queue() as queue:
+        rows = [w for w in queue.stats().workers if show_all or w.status != "stopped"]
+    if as_json:
+        click.echo(_json([{**w.__dict__, "id": str(w.id)} for w in rows]))
+        return
+    click.echo(_table(
+        ["id", "host", "pid", "status", "queues", "running", "capacity", "health", "heartbeat"],
+        [(str(w.id)[:8], w.hostname, w.pid, w.status, ",".join(w.queues), w.running_jobs, w.capacity,
+          f"{w.health_score:.2f}", _age(w.heartbeat_age_seconds)) for w in rows],
+    ) if rows else "no workers")
+
+
+# ---------------------------------------------------------------- dlq
+@main.group()
+def dlq() -> None:
+    """Inspect, requeue and purge the dead letter queue."""
+
+
+@dlq.command("list")
+@click.option("--queue", "queue_name", help="Only this queue.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def dlq_list(obj: Context, queue_name: str | None, limit: int, as_json: bool) -> None:
+    """Dead jobs, oldest first, with their last error."""
+    with obj.queue() as queue:
+        letters = queue.dead_letters(queue_name, limit)
+    if as_json:
+        click.echo(_json([d.__dict__ for d in letters]))
+        return
+    click.echo(_table(
+        ["job", "queue", "task", "reason", "attempts", "died", "last error"],
+        [(d.job_id, d.queue, d.task, d.reason, d.attempts, d.moved_at.isoformat(timespec="seconds"),
+          (d.last_error or "")[:80]) for d in letters],
+    ) if letters else "dead letter queue is empty")
+
+
+@dlq.command("requeue")
+@click.argument("job_ids", nargs=-1, type=click.IntRange(1))
+@click.option("--all", "everything", is_flag=True, help="Requeue every dead job (of --queue).")
+@click.option("--queue", "queue_name", help="With --all: only this queue.")
+@click.pass_obj
+@handle_errors
+def dlq_requeue(obj: Context, job_ids: tuple[int, ...], everything: bool, queue_name: str | None) -> None:
+    """Put dead jobs back in their queue with their attempts reset."""
+    if bool(job_ids) == everything:
+        raise click.UsageError("give job ids, or --all (not both)")
+    with obj.queue() as queue:
+        ids = queue.requeue_dead(None if everything else list(job_ids), queue=queue_name)
+    click.echo(f"requeued {len(ids)} job(s)" + (f": {', '.join(map(str, ids[:20]))}" if ids else ""))
+
+
+@dlq.command("purge")
+@click.argument("job_ids", nargs=-1, type=click.IntRange(1))
+@click.option("--all", "everything", is_flag=True, help="Purge every dead job.")
+@click.option("--older-than", type=click.FloatRange(0), default=0, show_default=True,
+              help="Only jobs dead for longer than this many seconds.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+@handle_errors
+def dlq_purge(obj: Context, job_ids: tuple[int, ...], everything: bool, older_than: float, yes: bool) -> None:
+    """Delete dead jobs, their dead letters and their history."""
+    if bool(job_ids) == everything:
+        raise click.UsageError("give job ids, or --all (not both)")
+    if not yes:
+        click.confirm("Delete these dead jobs for good?", abort=True)
+    with obj.queue() as queue:
+        ids = queue.purge_dead(None if everything else list(job_ids), older_than=older_than)
+    click.echo(f"purged {len(ids)} job(s)")
+
+
+# ---------------------------------------------------------------- bench
+def load_bench() -> Any:
+    """Import the bench/ scenarios (shipped in the wheel as pgq/_bench)."""
+    name = "pgq._bench"
+    if name in sys.modules:
+        return sys.modules[name]
+    from pgq.sqlfiles import bench_dir
+
+    path = bench_dir()
+    spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _BenchGroup(click.Group):
+    """``pgq bench [SCENARIO]``: the scenarios and their options live in bench/ and load on first use.
+
+    Without a scenario it runs the quick bench, whose options are the group's own.
+    """
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return [*load_bench().quick_params(), *super().get_params(ctx)]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(load_bench().commands(handle_errors))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command: click.Command | None = load_bench().commands(handle_errors).get(cmd_name)
+        return command
+
+
+@main.group(cls=_BenchGroup, invoke_without_command=True)
+@click.pass_context
+@handle_errors
+def bench(ctx: click.Context, /, as_json: bool, plot_path: str | None, **params: Any) -> None:
+    """Load-test scenarios: pgq against the raw ceilings of its database (and peers).
+
+    `pgq bench` alone runs the quick bench (enqueue N jobs, process them with W
+    worker processes, pickup latency); `pgq bench SCENARIO --help` describes a
+    scenario, `pgq bench all` runs every one. Each run uses its own schema
+    (pgq_bench, recreated), never your queue's; with no database configured an
+    embedded PostgreSQL starts.
+    """
+    if ctx.invoked_subcommand is None:
+        load_bench().execute([("quick", params)], ctx.obj.settings(require_db=False).database_url,
+                             as_json=as_json, plot_path=plot_path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

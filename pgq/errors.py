@@ -1,0 +1,132 @@
+"""Everything pgq raises, and the signals a handler may raise to steer its job.
+
+    PgqError                      base for everything pgq raises
+      ConfigurationError          bad or inconsistent settings (names the variable)
+      SchemaNotReady              database is not at the migration head
+      DatabaseError               driver failure; the original is on __cause__
+      ValidationError             bad argument to a public call (also a ValueError)
+        UnknownTask               a job names a task nobody registered
+      DuplicateJob                unique-key conflict on enqueue
+      JobNotFound
+      InvalidTransition           job not in the status (or owner) the call expected
+      JobFailed                   q.wait(): the job ended dead or cancelled
+      WaitTimeout                 q.wait(): no result in time (also a TimeoutError)
+      BackendUnavailable          an optional backend is configured but unreachable
+        RedisUnavailable
+        ContextStoreUnavailable
+
+Handler outcome signals (``Retry``, ``Fatal``) are instructions, not failures,
+so they do not inherit from ``PgqError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+# Longest delay pgq accepts anywhere (enqueue delay, backoff cap, Retry(after)): a year.
+MAX_DELAY_SECONDS = 366 * 24 * 3600.0
+
+
+class PgqError(Exception):
+    """Base class of every error pgq raises."""
+
+
+class ConfigurationError(PgqError):
+    """A setting is missing, malformed or inconsistent; the message names it."""
+
+
+class SchemaNotReady(PgqError):
+    """The database schema is not at the revision this pgq needs."""
+
+    def __init__(self, current: str | None, needed: str, schema: str) -> None:
+        self.current = current
+        self.needed = needed
+        self.schema = schema
+        where = f"schema {schema!r} is at revision {current}" if current else (
+            f"schema {schema!r} has no pgq tables (never migrated)"
+        )
+        super().__init__(f"{where}, pgq needs {needed}; run `pgq migrate`")
+
+
+class DatabaseError(PgqError):
+    """The database driver failed; the original exception is ``__cause__``."""
+
+
+class ValidationError(PgqError, ValueError):
+    """An argument of a public call is invalid; nothing was written."""
+
+
+class UnknownTask(ValidationError):
+    """A job names a task that is not registered."""
+
+
+class DuplicateJob(PgqError):
+    """A live job already holds this unique key."""
+
+    def __init__(self, unique_key: str, existing_job_id: int | None) -> None:
+        self.unique_key = unique_key
+        self.existing_job_id = existing_job_id
+        super().__init__(
+            f"unique_key {unique_key!r} is held by live job {existing_job_id}"
+        )
+
+
+class JobNotFound(PgqError):
+    """No job has this id."""
+
+
+class InvalidTransition(PgqError):
+    """The job (or worker) is not in the status or owner the call expected."""
+
+
+class JobFailed(PgqError):
+    """The awaited job ended dead or cancelled instead of completed."""
+
+    def __init__(self, job_id: int, status: str, last_error: str | None) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.last_error = last_error
+        detail = f": {last_error}" if last_error else ""
+        super().__init__(f"job {job_id} ended {status}{detail}")
+
+
+class WaitTimeout(PgqError, TimeoutError):
+    """The awaited job did not finish in time."""
+
+
+class BackendUnavailable(PgqError):
+    """An optional backend is configured but cannot be reached."""
+
+
+class RedisUnavailable(BackendUnavailable):
+    """Redis is configured but cannot be reached."""
+
+
+class ContextStoreUnavailable(BackendUnavailable):
+    """The execution-context store is configured but cannot be reached."""
+
+
+class Retry(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a handler: run the job again after ``after`` seconds.
+
+    The attempt still counts; when no attempts are left the job is dead.
+    """
+
+    def __init__(self, after: float = 0.0, reason: str = "") -> None:
+        if isinstance(after, bool) or not isinstance(after, (int, float)) or not 0 <= after <= MAX_DELAY_SECONDS:
+            raise ValidationError(
+                f"Retry(after=...) must be a number of seconds from 0 to {MAX_DELAY_SECONDS:.0f} (a year), got {after!r}"
+            )
+        self.after = float(after)
+        self.reason = reason
+        super().__init__(reason or f"retry after {after} s")
+
+
+class Fatal(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a handler: do not retry, move the job to the dead letter queue."""
+
+    def __init__(self, reason: str = "", **details: Any) -> None:
+        self.reason = reason
+        self.details = details
+        super().__init__(reason)

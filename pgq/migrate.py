@@ -1,0 +1,161 @@
+"""Schema migrations: Alembic driven from code, and helpers for the revisions.
+
+``upgrade`` / ``downgrade`` / ``current_revision`` / ``check`` build an Alembic
+configuration from ``Settings`` (script location inside the installed package,
+URL and schema from settings), so ``pgq migrate`` needs no alembic.ini.
+Revisions call ``enter_schema()`` and ``run_sql_file()``.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Any, TextIO
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, pool
+from sqlalchemy.engine import Engine
+
+from pgq import sqlfiles
+from pgq.db import connect, driver_url, quote_ident, translated
+from pgq.errors import SchemaNotReady
+from pgq.settings import Settings, validate_schema_name
+
+# ---------------------------------------------------------------- for revisions
+
+
+def schema_ident() -> str:
+    """The configured schema, quoted, for use inside a revision."""
+    from alembic import context
+
+    return quote_ident(configured_schema(context.config))
+
+
+def enter_schema() -> None:
+    """Point this transaction's search_path at the pgq schema.
+
+    Functions are created with ``SET search_path FROM CURRENT``, so they keep
+    this path (schema, then pg_catalog, then pg_temp last so that temporary
+    objects can never shadow pgq's).
+    """
+    from alembic import op
+
+    op.execute(f"SET LOCAL search_path TO {schema_ident()}, pg_catalog, pg_temp")
+
+
+def run_sql_file(relative: str) -> None:
+    """Execute ``db/<relative>`` exactly as written."""
+    from alembic import op
+
+    op.execute(sqlfiles.read_sql(relative))
+
+
+# ---------------------------------------------------------------- for env.py
+
+
+def configured_schema(config: Config) -> str:
+    schema = config.attributes.get("pgq_schema") or Settings.from_env().schema
+    return validate_schema_name(schema)
+
+
+def configured_url(config: Config, *, required: bool = True) -> str | None:
+    url = config.attributes.get("pgq_url") or Settings.from_env().database_url
+    if url is None and required:
+        Settings().require_database_url()
+    return url
+
+
+# ---------------------------------------------------------------- for pgq
+
+
+def alembic_config(settings: Settings, *, stdout: TextIO | None = None, url_required: bool = True) -> Config:
+    url = settings.require_database_url() if url_required else settings.database_url
+    # Offline (--sql) mode writes the SQL to output_buffer, not to stdout; without
+    # it Alembic falls back to sys.stdout and upgrade_sql() would return "".
+    cfg = Config(stdout=stdout or sys.stdout, output_buffer=stdout)
+    cfg.set_main_option("script_location", str(sqlfiles.migrations_dir()))
+    cfg.attributes["pgq_schema"] = settings.schema
+    cfg.attributes["pgq_url"] = url
+    return cfg
+
+
+def _engine(url: str) -> Engine:
+    # A creator callable accepts every libpq connection string form (URL or
+    # key=value) and gives pgq's clear error for a wrong DSN.
+    return create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: connect(url, autocommit=False),
+        poolclass=pool.NullPool,
+    )
+
+
+def head_revision() -> str:
+    """The newest revision this pgq ships."""
+    script = ScriptDirectory(str(sqlfiles.migrations_dir()))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Migrate the database up to ``revision`` (commits)."""
+    _run(settings, command.upgrade, revision)
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    """Migrate the database down to ``revision`` (``base`` removes every pgq object but the schema)."""
+    _run(settings, command.downgrade, revision)
+
+
+def upgrade_sql(settings: Settings, revision: str = "head") -> str:
+    """Return the SQL that ``upgrade`` would run (offline mode); touches no database."""
+    out = io.StringIO()
+    cfg = alembic_config(settings, stdout=out, url_required=False)
+    command.upgrade(cfg, revision, sql=True)
+    return out.getvalue()
+
+
+def _run(settings: Settings, action: Any, revision: str) -> None:
+    url = settings.require_database_url()
+    engine = _engine(url)
+    try:
+        with translated(url), engine.connect() as connection:
+            cfg = alembic_config(settings)
+            cfg.attributes["connection"] = connection
+            action(cfg, revision)
+            connection.commit()
+    finally:
+        engine.dispose()
+
+
+def current_revision(settings: Settings) -> str | None:
+    """The revision the database is at, or None when pgq was never migrated there."""
+    from pgq.queries import Queries
+
+    url = settings.require_database_url()
+    with translated(url), connect(url) as conn:
+        return Queries(settings.schema).schema_revision(conn)
+
+
+def ensure_current(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Raise ``SchemaNotReady`` unless the schema is at this pgq's head revision."""
+    from pgq.queries import Queries
+
+    current = Queries(schema).schema_revision(conn)
+    needed = head_revision()
+    if current != needed:
+        raise SchemaNotReady(current, needed, schema)
+
+
+__all__ = [
+    "current_revision",
+    "downgrade",
+    "driver_url",
+    "ensure_current",
+    "head_revision",
+    "upgrade",
+    "upgrade_sql",
+]

@@ -1,0 +1,246 @@
+"""Every statement pgq sends at runtime, as one small typed function each.
+
+Statements are built once per schema (``Queries(schema)``), with the schema
+quoted by psycopg, and take only bound parameters. Each function takes a
+connection (psycopg, or a caller's SQLAlchemy connection where transactional
+use makes sense), runs one statement and returns plain values; deciding what
+to do with them is the caller's business.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pgq.db import execute, quote_ident
+from pgq.job import JOB_COLUMNS, Job, JobSpec, job_from_row
+
+_JOB_SELECT = ", ".join(JOB_COLUMNS)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An open entry of the dead letter queue."""
+
+    job_id: int
+    queue: str
+    task: str
+    reason: str
+    last_error: str | None
+    attempts: int
+    moved_at: dt.datetime
+    error_history: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Rescue:
+    """One row of mark_stale_workers / fail_timed_out_jobs."""
+
+    worker_id: UUID | None
+    job_id: int | None
+    status: str | None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    previous_status: str
+    lost_job_ids: list[int]
+
+
+class Queries:
+    """The statements for one pgq schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        s = quote_ident(schema)
+        self.channel_job_available = f"{schema}_job_available"
+        self.channel_job_cancelled = f"{schema}_job_cancelled"
+        self._enqueue = (
+            f"SELECT ord, job_id, created FROM {s}.enqueue_jobs("
+            "%s::text[], %s::text[]::jsonb[], %s::text[], %s::int[], %s::timestamptz[], %s::int[],"
+            " %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[])"
+        )
+        # Delays are turned into run_at by the database clock (now() + delay).
+        self._enqueue_delayed = (
+            f"SELECT ord, job_id, created FROM {s}.enqueue_jobs("
+            "%s::text[], %s::text[]::jsonb[], %s::text[], %s::int[],"
+            " ARRAY(SELECT coalesce(r, now() + make_interval(secs => coalesce(d, 0)))"
+            "       FROM unnest(%s::timestamptz[], %s::float8[]) AS t(r, d)),"
+            " %s::int[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[])"
+        )
+        self._claim = f"SELECT {_JOB_SELECT} FROM {s}.get_runnable_jobs(%s::text[], %s::uuid, %s::int)"
+        self._complete = f"SELECT * FROM {s}.complete_jobs(%s::uuid, %s::bigint[], %s::int[], %s::text[]::jsonb[])"
+        self._fail = (
+            f"SELECT {s}.fail_job(%s::bigint, %s::uuid, %s::int, %s::text, %s::text, %s::text,"
+            f" %s::float8, %s::boolean, %s::{s}.attempt_outcome)"
+        )
+        self._release = f"SELECT * FROM {s}.release_jobs(%s::uuid, %s::bigint[], %s::int[])"
+        self._cancel = f"SELECT {s}.cancel_job(%s::bigint)"
+        self._requeue = f"SELECT * FROM {s}.requeue_dead_jobs(%s::bigint[], %s::text)"
+        self._purge = f"SELECT * FROM {s}.purge_dead_jobs(%s::bigint[], make_interval(secs => %s::float8))"
+        self._stale = f"SELECT worker_id, job_id, job_status FROM {s}.mark_stale_workers(make_interval(secs => %s::float8))"
+        self._timed_out = f"SELECT worker_id, job_id, job_status FROM {s}.fail_timed_out_jobs(make_interval(secs => %s::float8))"
+        self._prune = f"SELECT {s}.prune_jobs(make_interval(secs => %s::float8), %s::int)"
+        self._register = f"SELECT {s}.register_worker(%s::uuid, %s::text, %s::int, %s::text[], %s::int, %s::jsonb)"
+        self._heartbeat = (
+            f"SELECT previous_status, lost_job_ids FROM {s}.heartbeat_worker(%s::uuid, %s::int, %s::bigint[], %s::real)"
+        )
+        self._deregister = f"SELECT {s}.deregister_worker(%s::uuid)"
+        self._get = f"SELECT {_JOB_SELECT} FROM {s}.jobs WHERE id = %s::bigint"
+        self._status = f"SELECT status, result, last_error FROM {s}.jobs WHERE id = %s::bigint"
+        self._dead_letters = (
+            f"SELECT d.job_id, d.queue, d.task, d.reason, d.last_error, j.attempts, d.moved_at, d.error_history"
+            f" FROM {s}.dead_letter_queue AS d JOIN {s}.jobs AS j ON j.id = d.job_id"
+            " WHERE d.requeued_at IS NULL AND (%s::text IS NULL OR d.queue = %s::text)"
+            " ORDER BY d.moved_at, d.id LIMIT %s::int"
+        )
+        self._dlq_size = f"SELECT count(*) FROM {s}.dead_letter_queue WHERE requeued_at IS NULL"
+        self._queue_stats = (
+            f"SELECT queue, status::text, priority, jobs, due, extract(epoch FROM oldest_due_age)"
+            f" FROM {s}.queue_stats ORDER BY queue, status, priority DESC"
+        )
+        self._workers = (
+            f"SELECT id, hostname, pid, status::text, queues, capacity, current_load, running_jobs,"
+            f" health_score, extract(epoch FROM heartbeat_age), started_at"
+            f" FROM {s}.worker_status ORDER BY status, started_at"
+        )
+        # Seconds until the next scheduled (delayed or retrying) job of these
+        # queues is due: one index probe per queue and priority on the claim index.
+        self._next_due = (
+            f"SELECT extract(epoch FROM min(n.run_at) - now())"
+            f" FROM unnest(%s::text[]) AS q(queue), generate_series(1, 5) AS p(priority),"
+            f" LATERAL (SELECT run_at FROM {s}.jobs AS j"
+            "           WHERE j.queue = q.queue AND j.priority = p.priority"
+            "             AND j.status IN ('queued', 'retrying') AND j.run_at > now()"
+            "           ORDER BY j.run_at LIMIT 1) AS n"
+        )
+        self._revision = f"SELECT version_num FROM {s}.alembic_version"
+        self._revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
+        # One leader per database and schema for maintenance (SPEC §12: only
+        # per-database advisory locks, no global singleton).
+        self._leader = "SELECT pg_try_advisory_xact_lock(hashtext(%s))"
+
+    # ------------------------------------------------------------ producers
+    def enqueue_jobs(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
+        """Insert ``specs`` in one round trip; return ``(job_id, created)`` in input order."""
+        base = [
+            [s.task for s in specs],
+            [s.payload_json for s in specs],
+            [s.queue for s in specs],
+            [s.priority for s in specs],
+        ]
+        rest = [
+            [s.max_attempts for s in specs],
+            [s.timeout_seconds for s in specs],
+            [s.unique_key for s in specs],
+            [s.backoff.base if s.backoff else None for s in specs],
+            [s.backoff.factor if s.backoff else None for s in specs],
+            [s.backoff.max if s.backoff else None for s in specs],
+            [s.backoff.jitter if s.backoff else None for s in specs],
+        ]
+        run_at = [s.run_at for s in specs]
+        if any(s.delay_seconds for s in specs):
+            params = [*base, run_at, [s.delay_seconds for s in specs], *rest]
+            rows = execute(conn, self._enqueue_delayed, params)
+        else:
+            rows = execute(conn, self._enqueue, [*base, run_at, *rest])
+        rows.sort(key=lambda r: r[0])
+        return [(int(r[1]), bool(r[2])) for r in rows]
+
+    def cancel_job(self, conn: Any, job_id: int) -> bool:
+        return bool(execute(conn, self._cancel, [job_id])[0][0])
+
+    def requeue_dead_jobs(self, conn: Any, job_ids: Sequence[int] | None, queue: str | None) -> list[int]:
+        ids = None if job_ids is None else list(job_ids)
+        return [int(r[0]) for r in execute(conn, self._requeue, [ids, queue])]
+
+    def purge_dead_jobs(self, conn: Any, job_ids: Sequence[int] | None, older_than_seconds: float) -> list[int]:
+        ids = None if job_ids is None else list(job_ids)
+        return [int(r[0]) for r in execute(conn, self._purge, [ids, older_than_seconds])]
+
+    # ------------------------------------------------------------ reads
+    def get_job(self, conn: Any, job_id: int) -> Job | None:
+        rows = execute(conn, self._get, [job_id])
+        return job_from_row(rows[0]) if rows else None
+
+    def job_outcome(self, conn: Any, job_id: int) -> tuple[str, Any, str | None] | None:
+        rows = execute(conn, self._status, [job_id])
+        return (str(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    def dead_letters(self, conn: Any, queue: str | None, limit: int) -> list[DeadLetter]:
+        rows = execute(conn, self._dead_letters, [queue, queue, limit])
+        return [DeadLetter(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], list(r[7])) for r in rows]
+
+    def dead_letter_count(self, conn: Any) -> int:
+        return int(execute(conn, self._dlq_size)[0][0])
+
+    def queue_stats(self, conn: Any) -> list[tuple[Any, ...]]:
+        return execute(conn, self._queue_stats)
+
+    def workers(self, conn: Any) -> list[tuple[Any, ...]]:
+        return execute(conn, self._workers)
+
+    def schema_revision(self, conn: Any) -> str | None:
+        """The Alembic revision of the schema, or None when it was never migrated."""
+        if not execute(conn, self._revision_exists, [f"{quote_ident(self.schema)}.alembic_version"])[0][0]:
+            return None
+        rows = execute(conn, self._revision)
+        return str(rows[0][0]) if rows else None
+
+    # ------------------------------------------------------------ workers
+    def register_worker(
+        self, conn: Any, worker_id: UUID, hostname: str, pid: int, queues: Sequence[str], capacity: int,
+        metadata_json: str,
+    ) -> None:
+        execute(conn, self._register, [worker_id, hostname, pid, list(queues), capacity, metadata_json])
+
+    def heartbeat_worker(
+        self, conn: Any, worker_id: UUID, load: int, running: Sequence[int], health_score: float | None = None
+    ) -> Heartbeat:
+        row = execute(conn, self._heartbeat, [worker_id, load, list(running), health_score])[0]
+        return Heartbeat(str(row[0]), [int(i) for i in row[1]])
+
+    def deregister_worker(self, conn: Any, worker_id: UUID) -> int:
+        return int(execute(conn, self._deregister, [worker_id])[0][0])
+
+    def get_runnable_jobs(self, conn: Any, queues: Sequence[str], worker_id: UUID, max_jobs: int) -> list[Job]:
+        return [job_from_row(r) for r in execute(conn, self._claim, [list(queues), worker_id, max_jobs])]
+
+    def seconds_until_next_due(self, conn: Any, queues: Sequence[str]) -> float | None:
+        """Seconds until the next not-yet-due job of ``queues`` is due (None if there is none)."""
+        value = execute(conn, self._next_due, [list(queues)])[0][0]
+        return None if value is None else max(0.0, float(value))
+
+    def complete_jobs(
+        self, conn: Any, worker_id: UUID, job_ids: Sequence[int], attempts: Sequence[int],
+        results_json: Sequence[str | None],
+    ) -> set[int]:
+        rows = execute(conn, self._complete, [worker_id, list(job_ids), list(attempts), list(results_json)])
+        return {int(r[0]) for r in rows}
+
+    def fail_job(
+        self, conn: Any, job_id: int, worker_id: UUID, attempt: int, error_type: str, message: str,
+        traceback: str | None, retry_delay: float | None, fatal: bool, outcome: str,
+    ) -> bool:
+        params = [job_id, worker_id, attempt, error_type, message, traceback, retry_delay, fatal, outcome]
+        return bool(execute(conn, self._fail, params)[0][0])
+
+    def release_jobs(self, conn: Any, worker_id: UUID, job_ids: Sequence[int], attempts: Sequence[int]) -> set[int]:
+        return {int(r[0]) for r in execute(conn, self._release, [worker_id, list(job_ids), list(attempts)])}
+
+    # ------------------------------------------------------------ maintenance
+    def try_lead(self, conn: Any) -> bool:
+        """Take this schema's maintenance lock for the current transaction, if free."""
+        return bool(execute(conn, self._leader, [f"pgq-maintenance:{self.schema}"])[0][0])
+
+    def mark_stale_workers(self, conn: Any, stale_after_seconds: float) -> list[Rescue]:
+        return [Rescue(r[0], r[1], r[2]) for r in execute(conn, self._stale, [stale_after_seconds])]
+
+    def fail_timed_out_jobs(self, conn: Any, grace_seconds: float) -> list[Rescue]:
+        return [Rescue(r[0], r[1], r[2]) for r in execute(conn, self._timed_out, [grace_seconds])]
+
+    def prune_jobs(self, conn: Any, older_than_seconds: float, limit: int) -> int:
+        return int(execute(conn, self._prune, [older_than_seconds, limit])[0][0])

@@ -1,0 +1,427 @@
+"""The application's API: define tasks, enqueue, inspect, cancel, requeue, wait.
+
+``Queue`` is what ``pgq.connect()`` returns. It validates every argument (in
+``job.py``) before anything is sent, holds the small connection pool, and
+delegates every statement to ``queries.py``. Running jobs is ``worker.py``'s.
+The ``*_async`` methods are awaitable counterparts for asyncio services: they
+run the same code in a thread, so every rule has one implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from psycopg_pool import ConnectionPool
+
+from pgq.db import make_pool, translated
+from pgq.errors import DuplicateJob, JobFailed, JobNotFound, UnknownTask, ValidationError, WaitTimeout
+from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, JobStatus, validate_queue_name, validate_task_name
+from pgq.queries import DeadLetter, Queries
+from pgq.retry import Backoff
+from pgq.settings import Settings
+from pgq.stats import QueueStats, collect_stats
+
+if TYPE_CHECKING:
+    from pgq.worker import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+OnDuplicate = Literal["return", "raise"]
+_UNSET: Any = object()
+
+
+class Task:
+    """A registered handler plus its defaults. Calling it runs the function inline."""
+
+    def __init__(
+        self,
+        owner: Queue,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        queue: str,
+        priority: int,
+        max_attempts: int,
+        timeout: float | None,
+        retry: Backoff | None,
+    ) -> None:
+        self.owner = owner
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.retry = retry
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<pgq.Task {self.name} queue={self.queue}>"
+
+    def defer(self, **payload: Any) -> int:
+        """Enqueue a job running this task with ``payload`` as its keyword arguments."""
+        return self.owner.enqueue(self.name, payload)
+
+    def enqueue(self, payload: Mapping[str, Any] | None = None, **options: Any) -> int:
+        """Enqueue with per-job options (queue, priority, delay, run_at, unique_key, …)."""
+        return self.owner.enqueue(self.name, payload, **options)
+
+    def spec(self, payload: Mapping[str, Any] | None = None, **options: Any) -> JobSpec:
+        """A validated ``JobSpec`` for ``Queue.enqueue_many``."""
+        return self.owner.job_spec(self.name, payload, **options)
+
+
+class Queue:
+    """A connection to one pgq schema: tasks, producers and inspection.
+
+    Thread-safe. The pool opens lazily on first use and checks once that the
+    schema is at this pgq's migration head (``SchemaNotReady`` otherwise).
+    """
+
+    def __init__(self, settings: Settings, *, strict_tasks: bool = True) -> None:
+        if not isinstance(settings, Settings):
+            raise ValidationError(f"settings must be a pgq.Settings, got {type(settings).__name__}")
+        self.settings = settings
+        self.queries = Queries(settings.schema)
+        self.strict_tasks = strict_tasks
+        self.tasks: dict[str, Task] = {}
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<pgq.Queue {self.settings!r}>"
+
+    # ------------------------------------------------------------ plumbing
+    @property
+    def pool(self) -> ConnectionPool:
+        """The connection pool (opened on first use, schema checked)."""
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    url = self.settings.require_database_url()
+                    pool = make_pool(url, max_size=self.settings.pool_size, name=f"pgq-{self.settings.schema}")
+                    try:
+                        from pgq.migrate import ensure_current
+
+                        with translated(url), pool.connection() as conn:
+                            ensure_current(conn, self.settings.schema)
+                    except BaseException:
+                        pool.close()
+                        raise
+                    self._pool = pool
+        return self._pool
+
+    def _run(self, fn: Callable[..., Any], *args: Any, connection: Any = None) -> Any:
+        """Run ``fn(conn, *args)`` on ``connection`` or a pooled one, translating errors."""
+        with translated(self.settings.database_url):
+            if connection is not None:
+                return fn(connection, *args)
+            with self.pool.connection() as conn:
+                return fn(conn, *args)
+
+    def close(self) -> None:
+        """Close the pool. The queue may be used again (it reopens)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ tasks
+    @overload
+    def task(self, fn: F) -> Task: ...
+    @overload
+    def task(
+        self, fn: None = None, *, name: str | None = ..., queue: str | None = ..., priority: int = ...,
+        max_attempts: int | None = ..., timeout: float | None = ..., retry: Backoff | None = ...,
+    ) -> Callable[[F], Task]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        retry: Backoff | None = None,
+    ) -> Task | Callable[[F], Task]:
+        """Register a handler (decorator). Its defaults apply to every job of the task.
+
+        Args:
+            name: task name stored on jobs; defaults to ``module.function``.
+            queue: default queue (``Settings.default_queue`` when None).
+            priority: 1 (lowest) to 5 (highest).
+            max_attempts: attempts before the dead letter queue (``Settings.max_attempts``).
+            timeout: seconds one attempt may run; None = no limit.
+            retry: backoff between attempts (``pgq.Backoff``); None = the default backoff.
+        Raises:
+            ValidationError: a bad default, or a name registered twice.
+        """
+
+        def register(f: Callable[..., Any]) -> Task:
+            if not callable(f):
+                raise ValidationError(f"@task needs a function, got {f!r}")
+            task_name = name or f"{f.__module__}.{f.__qualname__}".replace("<locals>.", "")
+            if task_name in self.tasks:
+                raise ValidationError(f"task {task_name!r} is already registered")
+            attempts = self.settings.max_attempts if max_attempts is None else max_attempts
+            # Validate the defaults now, not at the first enqueue.
+            JobSpec.build(task_name, {}, queue=queue or self.settings.default_queue, priority=priority,
+                          max_attempts=attempts, timeout=timeout, backoff=retry)
+            t = Task(self, f, name=task_name, queue=queue or self.settings.default_queue, priority=priority,
+                     max_attempts=attempts, timeout=timeout, retry=retry)
+            self.tasks[task_name] = t
+            return t
+
+        return register(fn) if fn is not None else register
+
+    def job_spec(
+        self,
+        task: str | Task,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | dt.timedelta | None = None,
+        run_at: dt.datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | dt.timedelta | None = _UNSET,
+        unique_key: str | None = None,
+        retry: Backoff | None = _UNSET,
+    ) -> JobSpec:
+        """Validate one job's arguments against its task's defaults (no I/O)."""
+        name = task.name if isinstance(task, Task) else validate_task_name(task)
+        registered = self.tasks.get(name)
+        if registered is None and self.strict_tasks:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTask(
+                f"unknown task {name!r} (registered: {known}); register it with @queue.task, "
+                "or connect with strict_tasks=False to enqueue tasks defined elsewhere"
+            )
+        return JobSpec.build(
+            name,
+            dict(payload) if isinstance(payload, Mapping) else payload,
+            queue=queue if queue is not None else (registered.queue if registered else self.settings.default_queue),
+            priority=priority if priority is not None else (registered.priority if registered else DEFAULT_PRIORITY),
+            delay=delay,
+            run_at=run_at,
+            max_attempts=max_attempts if max_attempts is not None else (
+                registered.max_attempts if registered else self.settings.max_attempts),
+            timeout=timeout if timeout is not _UNSET else (registered.timeout if registered else None),
+            unique_key=unique_key,
+            backoff=retry if retry is not _UNSET else (registered.retry if registered else None),
+            max_payload_bytes=self.settings.max_payload_bytes,
+        )
+
+    # ------------------------------------------------------------ producers
+    def enqueue(
+        self,
+        task: str | Task,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        on_duplicate: OnDuplicate = "return",
+        connection: Any = None,
+        **options: Any,
+    ) -> int:
+        """Enqueue one job; return its id.
+
+        Args:
+            task: task name or ``Task``.
+            payload: keyword arguments for the handler (JSON-serialisable dict).
+            queue, priority, delay (seconds), run_at (aware datetime), max_attempts,
+            timeout (seconds), unique_key, retry (``Backoff``): override the task's defaults.
+            on_duplicate: when ``unique_key`` is held by a live job: ``"return"`` its id
+                (idempotent enqueue, the default) or ``"raise"`` ``DuplicateJob``.
+            connection: a SQLAlchemy or psycopg connection with an open transaction; the
+                job then exists only if the caller commits it (transactional enqueue).
+        Raises:
+            ValidationError / UnknownTask: bad arguments; nothing was written.
+            DuplicateJob: with ``on_duplicate="raise"``.
+        """
+        if on_duplicate not in ("return", "raise"):
+            raise ValidationError(f"on_duplicate must be 'return' or 'raise', got {on_duplicate!r}")
+        spec = self.job_spec(task, payload, **options)
+        rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, [spec], connection=connection)
+        ((job_id, created),) = rows
+        if not created and on_duplicate == "raise":
+            raise DuplicateJob(spec.unique_key or "", job_id)
+        return job_id
+
+    def enqueue_many(
+        self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, connection: Any = None
+    ) -> list[int]:
+        """Enqueue many jobs in one round trip; return their ids in order.
+
+        Each item is a ``JobSpec`` (``task.spec(...)`` / ``queue.job_spec(...)``) or a
+        dict ``{"task": ..., "payload": ..., **options}``. All are validated before
+        anything is sent; one bad item raises and nothing is written. A unique_key held
+        by a live job yields that job's id.
+        """
+        specs: list[JobSpec] = []
+        for index, item in enumerate(jobs):
+            if isinstance(item, JobSpec):
+                specs.append(item)
+            elif isinstance(item, Mapping):
+                options = dict(item)
+                if "task" not in options:
+                    raise ValidationError(f"job {index}: a dict job needs a 'task' key")
+                task = options.pop("task")
+                payload = options.pop("payload", None)
+                try:
+                    specs.append(self.job_spec(task, payload, **options))
+                except TypeError as exc:
+                    raise ValidationError(f"job {index}: {exc}") from None
+                except ValidationError as exc:
+                    raise type(exc)(f"job {index}: {exc}") from None
+            else:
+                raise ValidationError(f"job {index}: expected a JobSpec or a dict, got {type(item).__name__}")
+        if not specs:
+            return []
+        rows = self._run(self.queries.enqueue_jobs, specs, connection=connection)
+        return [job_id for job_id, _created in rows]
+
+    # ------------------------------------------------------------ inspection and control
+    def get(self, job_id: int, *, connection: Any = None) -> Job:
+        """Return the job; raise ``JobNotFound`` for an unknown id."""
+        _check_id(job_id)
+        job: Job | None = self._run(self.queries.get_job, job_id, connection=connection)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        return job
+
+    def cancel(self, job_id: int, *, connection: Any = None) -> bool:
+        """Cancel a job (transition -> cancelled).
+
+        A waiting/queued/retrying job is cancelled at once. A running job is cancelled
+        at once too: its worker is told to stop the handler, and whatever the handler
+        finishes with later is discarded. Returns False if it was already cancelled.
+        Raises ``JobNotFound``, or ``InvalidTransition`` for a completed or dead job.
+        """
+        _check_id(job_id)
+        return bool(self._run(self.queries.cancel_job, job_id, connection=connection))
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Open dead-letter entries (oldest first), optionally of one queue."""
+        if queue is not None:
+            validate_queue_name(queue)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError(f"limit must be a whole number >= 1, got {limit!r}")
+        return list(self._run(self.queries.dead_letters, queue, limit))
+
+    def requeue_dead(self, job_ids: Sequence[int] | None = None, *, queue: str | None = None) -> list[int]:
+        """Requeue dead jobs (transition dead -> queued, attempts reset); return their ids.
+
+        ``job_ids=None`` requeues every dead job (of ``queue`` if given). A named id that
+        is unknown or not dead raises and nothing is requeued.
+        """
+        if job_ids is not None:
+            job_ids = [_check_id(i) for i in job_ids]
+        if queue is not None:
+            validate_queue_name(queue)
+        return list(self._run(self.queries.requeue_dead_jobs, job_ids, queue))
+
+    def purge_dead(self, job_ids: Sequence[int] | None = None, *, older_than: float = 0.0) -> list[int]:
+        """Delete dead jobs (and their dead letters) that died over ``older_than`` seconds ago."""
+        if job_ids is not None:
+            job_ids = [_check_id(i) for i in job_ids]
+        if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
+            raise ValidationError(f"older_than must be a number of seconds >= 0, got {older_than!r}")
+        return list(self._run(self.queries.purge_dead_jobs, job_ids, float(older_than)))
+
+    def stats(self) -> QueueStats:
+        """Depth per queue x status x priority, oldest waiting age, workers, DLQ size."""
+        return self._run(collect_stats, self.queries)  # type: ignore[no-any-return]
+
+    def wait(self, job_id: int, timeout: float | None = None, *, poll_interval: float = 0.05) -> Any:
+        """Wait until the job is completed and return its result.
+
+        Raises ``JobFailed`` when it ends dead or cancelled, ``WaitTimeout`` after
+        ``timeout`` seconds, ``JobNotFound`` for an unknown id.
+        """
+        _check_id(job_id)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValidationError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.005, poll_interval)
+        while True:
+            row = self._run(self.queries.job_outcome, job_id)
+            if row is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            status, result, last_error = row
+            if status == JobStatus.COMPLETED:
+                return result
+            if status in (JobStatus.DEAD, JobStatus.CANCELLED):
+                raise JobFailed(job_id, status, last_error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} is still {status} after {timeout} s")
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)  # polling interval; the loop re-checks the database
+            delay = min(delay * 2, poll_interval)
+
+    # ------------------------------------------------------------ asyncio counterparts
+    async def enqueue_async(self, task: str | Task, payload: Mapping[str, Any] | None = None, **options: Any) -> int:
+        """Awaitable ``enqueue`` (same validation and SQL, run in a thread)."""
+        return await asyncio.to_thread(lambda: self.enqueue(task, payload, **options))
+
+    async def enqueue_many_async(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[int]:
+        """Awaitable ``enqueue_many``."""
+        items = list(jobs)
+        return await asyncio.to_thread(self.enqueue_many, items)
+
+    async def get_async(self, job_id: int) -> Job:
+        """Awaitable ``get``."""
+        return await asyncio.to_thread(self.get, job_id)
+
+    async def wait_async(self, job_id: int, timeout: float | None = None) -> Any:
+        """Awaitable ``wait``."""
+        return await asyncio.to_thread(self.wait, job_id, timeout)
+
+    # ------------------------------------------------------------ workers
+    def worker(self, queues: Sequence[str] | None = None, concurrency: int = 10, **options: Any) -> Worker:
+        """A worker that runs this queue's tasks (see ``pgq.Worker``)."""
+        from pgq.worker import Worker
+
+        return Worker(self, queues=queues, concurrency=concurrency, **options)
+
+
+def _check_id(job_id: object) -> int:
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or not 1 <= job_id <= 2**63 - 1:
+        raise ValidationError(f"job id must be a positive whole number, got {job_id!r}")
+    return job_id
+
+
+def connect(
+    database_url: str | None = None,
+    *,
+    redis_url: str | None = None,
+    schema: str | None = None,
+    strict_tasks: bool = True,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> Queue:
+    """Create a ``Queue``. Arguments win over ``PGQ_*`` environment variables.
+
+    No connection is opened until the first operation.
+    """
+    if settings is None:
+        settings = Settings.from_env(database_url=database_url, redis_url=redis_url, schema=schema, **overrides)
+    elif database_url or redis_url or schema or overrides:
+        raise ValidationError("pass either settings= or individual settings, not both")
+    return Queue(settings, strict_tasks=strict_tasks)

@@ -1,0 +1,189 @@
+"""pgq's configuration: one frozen ``Settings`` object, built once at the edge.
+
+``Settings.from_env()`` reads the ``PGQ_*`` variables; keyword arguments build
+one in code. Every field is validated in the constructor, relations between
+fields included, and a bad value raises ``ConfigurationError`` naming the
+variable. Only this module and ``cli.py`` read the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pgq.errors import ConfigurationError
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@]*:)(?P<secret>[^@]*)(?P<tail>@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&]*)", re.I)
+
+
+def redact_url(url: str | None) -> str | None:
+    """Return ``url`` (a URL or key=value DSN) with any password replaced by ``***``."""
+    if url is None:
+        return None
+    for pattern in (_URL_PASSWORD, _KV_PASSWORD, _QUERY_PASSWORD):
+        url = pattern.sub(lambda m: f"{m.group('head')}***{m.groupdict().get('tail') or ''}", url)
+    return url
+
+
+def validate_schema_name(name: object, *, variable: str = "PGQ_SCHEMA") -> str:
+    """Return ``name`` if it is a safe schema identifier, else raise ``ConfigurationError``."""
+    if not isinstance(name, str) or not SCHEMA_NAME.match(name):
+        raise ConfigurationError(
+            f"{variable} must be a lowercase identifier of at most 40 characters "
+            f"(letters, digits, underscore; not starting with a digit), got {name!r}"
+        )
+    return name
+
+
+def _env_name(field_name: str) -> str:
+    return "PGQ_" + field_name.upper()
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Everything pgq needs to know, validated. Times are in seconds."""
+
+    # Where the queue lives; None means "not configured" (the CLI says how to set it).
+    database_url: str | None = None
+    # Schema holding pgq's tables and functions; one database may hold several.
+    schema: str = "pgq"
+    # Optional accelerator and execution memory; None switches them off.
+    redis_url: str | None = None
+    qdrant_url: str | None = None
+    # Safety-net poll when no NOTIFY arrives (NOTIFY wakes workers at once).
+    poll_interval_seconds: float = 1.0
+    # Heartbeats; a worker is stale after several missed beats.
+    heartbeat_interval_seconds: float = 30.0
+    stale_after_seconds: float = 90.0
+    # How often the elected leader runs maintenance (stale sweep, timeouts, pruning).
+    maintenance_interval_seconds: float = 15.0
+    # Finished (completed/cancelled) jobs older than this are pruned.
+    job_retention_seconds: float = 7 * 24 * 3600.0
+    # Default attempts for jobs whose task does not say.
+    max_attempts: int = 3
+    # Claim up to this many jobs per round trip.
+    claim_batch_size: int = 100
+    # Completions are written in batches: at most this many, at most this late.
+    ack_batch_size: int = 500
+    ack_interval_seconds: float = 0.005
+    # Postgres connections per process, besides the one LISTEN connection.
+    pool_size: int = 4
+    # False = poll only (e.g. behind PgBouncer in transaction mode).
+    listen: bool = True
+    # Optional direct (non-pooled) connection for LISTEN when database_url goes through PgBouncer.
+    listen_database_url: str | None = None
+    # Largest accepted payload, as serialised JSON.
+    max_payload_bytes: int = 1024 * 1024
+    # SIGTERM: how long in-flight jobs may run before they are released.
+    shutdown_grace_seconds: float = 30.0
+    # Queue for jobs that do not name one.
+    default_queue: str = "default"
+
+    def __post_init__(self) -> None:
+        validate_schema_name(self.schema)
+        for name in ("database_url", "redis_url", "qdrant_url", "listen_database_url"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"{_env_name(name)} must be a non-empty string, got {value!r}")
+        positive = (
+            "poll_interval_seconds",
+            "heartbeat_interval_seconds",
+            "stale_after_seconds",
+            "maintenance_interval_seconds",
+            "ack_interval_seconds",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ConfigurationError(f"{_env_name(name)} must be a positive number of seconds, got {value!r}")
+        for name in ("job_retention_seconds", "shutdown_grace_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigurationError(f"{_env_name(name)} must be a number of seconds >= 0, got {value!r}")
+        for name in ("max_attempts", "claim_batch_size", "ack_batch_size", "pool_size", "max_payload_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{_env_name(name)} must be a whole number >= 1, got {value!r}")
+        if self.pool_size < 2:
+            raise ConfigurationError(
+                f"PGQ_POOL_SIZE must be at least 2 (claims and acknowledgements run side by side), got {self.pool_size}"
+            )
+        if not isinstance(self.listen, bool):
+            raise ConfigurationError(f"PGQ_LISTEN must be true or false, got {self.listen!r}")
+        if not isinstance(self.default_queue, str) or not QUEUE_NAME.match(self.default_queue):
+            raise ConfigurationError(f"PGQ_DEFAULT_QUEUE is not a valid queue name: {self.default_queue!r}")
+        if self.stale_after_seconds < 2 * self.heartbeat_interval_seconds:
+            raise ConfigurationError(
+                "PGQ_STALE_AFTER_SECONDS must be at least twice PGQ_HEARTBEAT_INTERVAL_SECONDS "
+                f"(a worker is stale only after missing two heartbeats): got {self.stale_after_seconds} "
+                f"and {self.heartbeat_interval_seconds}"
+            )
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_url"):
+                value = redact_url(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    __str__ = __repr__
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def require_database_url(self) -> str:
+        """Return the database URL or raise ``ConfigurationError`` saying how to set it."""
+        if not self.database_url:
+            raise ConfigurationError(
+                "no database configured: set PGQ_DATABASE_URL (e.g. "
+                "postgresql://user@localhost:5432/app) or pass database_url= to pgq.connect()"
+            )
+        return self.database_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``PGQ_*`` variables; ``overrides`` win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(_env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigurationError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _parse(name: str, annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{_env_name(name)} must be a {kind}, got {raw!r}") from None
+    return raw

@@ -1,0 +1,643 @@
+"""The worker: registration, heartbeats, the claim loop, running handlers
+concurrently, batched acknowledgements and graceful shutdown.
+
+One process holds a bounded pool (``Settings.pool_size`` connections) plus one
+LISTEN connection, whatever its concurrency. Jobs are claimed in batches into
+a small local buffer that ``concurrency`` runner threads (or the event loop,
+for ``async def`` handlers) take from; the buffer holds only what the worker
+will start within about 50 ms at its measured rate, so fast jobs are claimed
+100 at a time and slow jobs are not hoarded. No transaction is open while a
+handler runs. Outcomes go to an acknowledger thread that writes completions in
+batches (``complete_jobs``) and failures one by one (``fail_job``). Deciding
+what a failure means is the database's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue as queue_module
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from pgq.clock import Clock, SystemClock
+from pgq.errors import InvalidTransition, PgqError, ValidationError
+from pgq.executor import Completed, Failed, JobContext, Outcome, run_async, run_sync, timed_out, unknown_task
+from pgq.job import Job, validate_queue_name
+from pgq.maintenance import Maintenance
+from pgq.notify import Listener
+
+if TYPE_CHECKING:
+    from pgq.queue import Queue
+
+log = logging.getLogger("pgq.worker")
+
+
+def _outcome_of(future: Any) -> Outcome:
+    exc = future.exception()
+    return Failed(type(exc).__name__, str(exc)) if exc is not None else future.result()
+
+
+@dataclass
+class _Slot:
+    """One claimed job inside this worker."""
+
+    job: Job
+    ctx: JobContext
+    deadline: float | None = None
+    # True once a runner took it (a buffered job that never started can be released).
+    started: bool = False
+    # True once an outcome was sent (or must not be: cancelled / rescued).
+    reported: bool = False
+
+
+@dataclass
+class WorkerCounters:
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    stale_reports: int = 0
+    released: int = 0
+    claim_round_trips: int = 0
+    ack_round_trips: int = 0
+    errors: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs the jobs of ``queue``'s tasks from ``queues``.
+
+    Args:
+        queue: the ``pgq.Queue`` whose tasks this worker runs.
+        queues: queue names to claim from; default: the queues of the registered tasks.
+        concurrency: jobs run at once (sync handlers in a thread pool of this size,
+            async handlers on one event loop).
+        batch_size: most jobs claimed per round trip (``Settings.claim_batch_size``).
+        install_signal_handlers: SIGTERM/SIGINT drain gracefully; a second signal stops now.
+        run_maintenance: take part in the leader election for maintenance.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        *,
+        batch_size: int | None = None,
+        worker_id: uuid.UUID | None = None,
+        install_signal_handlers: bool = True,
+        run_maintenance: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
+            raise ValidationError(f"concurrency must be a whole number from 1 to 10000, got {concurrency!r}")
+        if queues is None:
+            queues = sorted({t.queue for t in queue.tasks.values()}) or [queue.settings.default_queue]
+        if isinstance(queues, str) or not queues:
+            raise ValidationError(f"queues must be a non-empty list of queue names, got {queues!r}")
+        self.queues = [validate_queue_name(q) for q in dict.fromkeys(queues)]
+        batch = queue.settings.claim_batch_size if batch_size is None else batch_size
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValidationError(f"batch_size must be a whole number >= 1, got {batch!r}")
+        self.queue = queue
+        self.settings = queue.settings
+        self.queries = queue.queries
+        self.concurrency = concurrency
+        self.batch_size = batch
+        self.id = worker_id or uuid.uuid4()
+        self.install_signal_handlers = install_signal_handlers
+        self.run_maintenance = run_maintenance
+        self.clock = clock or SystemClock()
+        self.counters = WorkerCounters()
+
+        self._lock = threading.Lock()
+        # Claimed jobs not finished yet: buffered (waiting for a runner) and running.
+        self._in_flight: dict[int, _Slot] = {}
+        self._ready: queue_module.SimpleQueue[_Slot | None] = queue_module.SimpleQueue()
+        self._runners: list[threading.Thread] = []
+        # Completions per second (EWMA), to size the prefetch buffer.
+        self._rate = 0.0
+        self._rate_mark = (0.0, 0)
+        self._finished = 0
+        self._acks: queue_module.SimpleQueue[tuple[Job, Outcome]] = queue_module.SimpleQueue()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._force = threading.Event()
+        self._stop_background = threading.Event()
+        self._registered = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._listener: Listener | None = None
+        self._background: list[threading.Thread] = []
+        self.maintenance: Maintenance | None = None
+
+    def __repr__(self) -> str:
+        return f"<pgq.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
+
+    # ------------------------------------------------------------ public
+    def run(self, *, burst: bool = False) -> None:
+        """Run until stopped (SIGTERM/SIGINT or ``stop()``); with ``burst``, until no job is left.
+
+        On exit every claimed job has been reported, released or (after the grace
+        period) interrupted, and the worker is deregistered.
+        """
+        restore = self._install_signals() if self.install_signal_handlers else None
+        try:
+            self._start_background()
+            self._loop_forever(burst)
+        finally:
+            try:
+                self._shutdown()
+            finally:
+                if restore:
+                    restore()
+
+    def run_once(self, max_jobs: int | None = None) -> int:
+        """Claim one batch, run it to the end, write the outcomes; return how many ran.
+
+        For tests and embedding: no background threads, no waiting for work.
+        """
+        self._register()
+        self._start_runners()
+        jobs = self._claim(min(max_jobs or self.batch_size, self.concurrency))
+        for job in jobs:
+            self._dispatch(job)
+        while True:
+            self._enforce_deadlines()
+            with self._lock:
+                pending = [s for s in self._in_flight.values() if not s.reported]
+            if not pending:
+                break
+            nearest = min((s.deadline for s in pending if s.deadline is not None), default=None)
+            timeout = 0.05 if nearest is None else max(0.0, min(0.05, nearest - self.clock.monotonic()))
+            self._wake.wait(timeout)
+            self._wake.clear()
+        self._flush(self._drain_acks())
+        return len(jobs)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop claiming; let running jobs finish (``now``: skip the grace period)."""
+        self._stopping.set()
+        if now:
+            self._force.set()
+        self._wake.set()
+
+    def heartbeat(self) -> None:
+        """Send a heartbeat; stop handlers of jobs this worker no longer owns."""
+        with self._lock:
+            running = [job_id for job_id, s in self._in_flight.items() if not s.reported]
+        with self.queue.pool.connection() as conn:
+            beat = self.queries.heartbeat_worker(conn, self.id, len(running), running)
+        if beat.previous_status == "stale":
+            log.warning("worker %s had been marked stale; its jobs were rescued", self.id)
+        for job_id in beat.lost_job_ids:
+            self._abandon(job_id, "no longer owned (cancelled, rescued or timed out)")
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    # ------------------------------------------------------------ claim loop
+    def _loop_forever(self, burst: bool) -> None:
+        self._register()
+        self._start_runners()
+        backoff = 0.05
+        while not self._stopping.is_set():
+            # Clear before looking, so a wake-up that arrives meanwhile is kept.
+            self._wake.clear()
+            self._enforce_deadlines()
+            want = self._claim_size()
+            if want == 0:
+                self._wait(self.settings.poll_interval_seconds)
+                continue
+            if self._stopping.is_set():
+                break
+            try:
+                jobs = self._claim(want)
+            except PgqError as exc:
+                self.counters.errors += 1
+                log.warning("claim failed (%s); retrying in %.2f s", exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            for job in jobs:
+                self._dispatch(job)
+            if len(jobs) < want:
+                if burst and not jobs and self.in_flight == 0:
+                    return
+                self._wait(self._idle_wait())
+
+    def _claim_size(self) -> int:
+        """How many jobs to claim now (0: wait for a slot to free).
+
+        Capacity is ``concurrency`` running jobs plus a prefetch buffer sized to
+        what this worker starts in about 50 ms at its measured completion rate
+        (at most a batch). Small top-ups are skipped while the runners are still
+        busy, so claims come in batches rather than one job at a time.
+        """
+        now = self.clock.monotonic()
+        mark_time, mark_count = self._rate_mark
+        if now - mark_time >= 0.25:
+            instant = (self._finished - mark_count) / (now - mark_time) if mark_time else 0.0
+            self._rate = instant if self._rate == 0.0 else 0.5 * self._rate + 0.5 * instant
+            self._rate_mark = (now, self._finished)
+        prefetch = min(self.batch_size, int(self._rate * 0.05))
+        # Finished jobs whose outcome is not written yet are still running in the
+        # database: do not claim more while the acknowledger is behind.
+        if self._acks.qsize() > 2 * self.settings.ack_batch_size:
+            return 0
+        in_flight = self.in_flight
+        free = self.concurrency + prefetch - in_flight
+        if free <= 0:
+            return 0
+        if in_flight >= self.concurrency and free < max(1, prefetch // 2):
+            return 0
+        return min(free, self.batch_size)
+
+    def _idle_wait(self) -> float:
+        """How long to wait for work: the poll interval, or less when a delayed
+        or retrying job falls due sooner (NOTIFY only covers jobs due at once)."""
+        poll = self.settings.poll_interval_seconds
+        try:
+            with self.queue.pool.connection() as conn:
+                due = self.queries.seconds_until_next_due(conn, self.queues)
+        except Exception as exc:  # only an optimisation: fall back to polling
+            log.debug("next-due lookup failed: %s", exc)
+            return poll
+        return poll if due is None else min(poll, due)
+
+    def _wait(self, timeout: float) -> None:
+        with self._lock:
+            deadlines = [s.deadline for s in self._in_flight.values() if s.deadline is not None and not s.reported]
+        if deadlines:
+            timeout = max(0.0, min(timeout, min(deadlines) - self.clock.monotonic()))
+        self._wake.wait(timeout)
+
+    def _claim(self, n: int) -> list[Job]:
+        from pgq.db import translated
+
+        with translated(self.settings.database_url):
+            try:
+                with self.queue.pool.connection() as conn:
+                    self.counters.claim_round_trips += 1
+                    jobs = self.queries.get_runnable_jobs(conn, self.queues, self.id, n)
+            except InvalidTransition:
+                # Marked stale (e.g. heartbeats could not reach the database):
+                # its jobs were rescued; register again and carry on.
+                log.warning("worker %s was not active; registering again", self.id)
+                self._registered = False
+                self._register()
+                return []
+        self.counters.claimed += len(jobs)
+        return jobs
+
+    def _dispatch(self, job: Job) -> None:
+        task = self.queue.tasks.get(job.task)
+        slot = _Slot(job, JobContext(job))
+        with self._lock:
+            self._in_flight[job.id] = slot
+        if task is None:
+            slot.started = True
+            self._finish(slot, unknown_task(job))
+        elif task.is_async:
+            slot.started = True
+            future = asyncio.run_coroutine_threadsafe(
+                run_async(task.fn, slot.ctx, job.timeout_seconds), self._event_loop())
+            future.add_done_callback(lambda f: self._finish(slot, _outcome_of(f)))
+        else:
+            self._ready.put(slot)
+
+    def _start_runners(self) -> None:
+        while len(self._runners) < self.concurrency:
+            thread = threading.Thread(target=self._runner, name=f"pgq-job-{len(self._runners)}", daemon=True)
+            thread.start()
+            self._runners.append(thread)
+
+    def _runner(self) -> None:
+        """One of ``concurrency`` threads running sync handlers from the buffer."""
+        while True:
+            slot = self._ready.get()
+            if slot is None:
+                return
+            with self._lock:
+                if slot.reported or slot.started:
+                    # Cancelled or rescued while buffered, or released at shutdown.
+                    skip = True
+                elif self._stopping.is_set():
+                    # Stopping: a buffered job is not started; shutdown releases it.
+                    continue
+                else:
+                    skip = False
+                    slot.started = True
+                    timeout = slot.job.timeout_seconds
+                    if timeout is not None:
+                        slot.deadline = self.clock.monotonic() + timeout
+            if skip:
+                self._finish(slot, None)
+                continue
+            task = self.queue.tasks[slot.job.task]
+            self._finish(slot, run_sync(task.fn, slot.ctx))
+
+    def _finish(self, slot: _Slot, outcome: Outcome | None) -> None:
+        with self._lock:
+            if self._in_flight.get(slot.job.id) is slot:
+                del self._in_flight[slot.job.id]
+            report = not slot.reported and outcome is not None
+            slot.reported = True
+            self._finished += 1
+        if report:
+            assert outcome is not None
+            self._acks.put((slot.job, outcome))
+        self._wake.set()
+
+    def _enforce_deadlines(self) -> None:
+        now = self.clock.monotonic()
+        expired: list[_Slot] = []
+        with self._lock:
+            for slot in self._in_flight.values():
+                if slot.deadline is not None and not slot.reported and now >= slot.deadline:
+                    slot.reported = True
+                    expired.append(slot)
+        for slot in expired:
+            # A thread cannot be killed: the job is failed now and the handler is
+            # asked to stop; its slot frees when the function returns.
+            log.warning("job %s exceeded its timeout of %s s", slot.job.id, slot.job.timeout_seconds)
+            slot.ctx.cancel()
+            self._acks.put((slot.job, timed_out(slot.job.timeout_seconds)))
+
+    def _take_unstarted(self) -> list[_Slot]:
+        """Remove the buffered, never-started jobs from this worker (to release them)."""
+        taken = []
+        with self._lock:
+            for slot in list(self._in_flight.values()):
+                if not slot.started and not slot.reported:
+                    slot.started = True  # a runner that still dequeues it skips it
+                    slot.reported = True
+                    del self._in_flight[slot.job.id]
+                    taken.append(slot)
+        return taken
+
+    def _abandon(self, job_id: int, why: str) -> None:
+        with self._lock:
+            slot = self._in_flight.get(job_id)
+            if slot is None or slot.reported:
+                return
+            slot.reported = True
+        log.info("job %s: %s; stopping its handler", job_id, why)
+        slot.ctx.cancel()
+
+    # ------------------------------------------------------------ acknowledgements
+    def _drain_acks(self) -> list[tuple[Job, Outcome]]:
+        items = []
+        while True:
+            try:
+                items.append(self._acks.get_nowait())
+            except queue_module.Empty:
+                return items
+
+    def _ack_loop(self) -> None:
+        interval = self.settings.ack_interval_seconds
+        limit = self.settings.ack_batch_size
+        while True:
+            try:
+                first = self._acks.get(timeout=0.1)
+            except queue_module.Empty:
+                if self._stop_background.is_set():
+                    return
+                continue
+            batch = [first]
+            deadline = self.clock.monotonic() + interval
+            while len(batch) < limit:
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._acks.get(timeout=remaining))
+                except queue_module.Empty:
+                    break
+            self._flush(batch)
+
+    def _flush(self, batch: list[tuple[Job, Outcome]]) -> None:
+        """Write outcomes; retry on database errors until written (or forced to stop).
+
+        An outcome the database rejects for good (bad data, not a dropped
+        connection) is replaced by a plain failure naming the rejection, so one
+        bad report never blocks the others nor leaves its job running.
+        """
+        from pgq.db import translated
+
+        completions = [(job, o) for job, o in batch if isinstance(o, Completed)]
+        failures = [(job, o) for job, o in batch if isinstance(o, Failed)]
+        backoff = 0.05
+        tries = 0
+        while completions or failures:
+            try:
+                with translated(self.settings.database_url), self.queue.pool.connection() as conn:
+                    if completions:
+                        try:
+                            self._complete(conn, completions)
+                        except ValidationError as exc:
+                            if len(completions) > 1:
+                                # Find the culprit: write the batch one by one.
+                                for item in completions:
+                                    self._flush([item])
+                            else:
+                                job = completions[0][0]
+                                log.error("the database rejected the result of job %s: %s", job.id, exc)
+                                failures.append((job, Failed("ResultRejected", f"result not stored: {exc}",
+                                                             fatal=True)))
+                        completions = []
+                    while failures:
+                        job, o = failures[0]
+                        assert isinstance(o, Failed)
+                        try:
+                            ok = self._fail(conn, job, o)
+                        except ValidationError as exc:
+                            log.error("the database rejected the failure report of job %s: %s", job.id, exc)
+                            ok = self._fail(conn, job, Failed("OutcomeRejected", f"failure report rejected: {exc}"))
+                        if ok:
+                            self.counters.failed += 1
+                        else:
+                            self.counters.stale_reports += 1
+                            log.info("failure report for job %s attempt %s was stale; discarded", job.id, job.attempts)
+                        failures.pop(0)
+            except Exception as exc:  # a lost ack is recovered by rescue; keep trying meanwhile
+                tries += 1
+                self.counters.errors += 1
+                if self._force.is_set() and tries >= 3:
+                    log.error("giving up on %d outcome(s) after %d tries (%s); the jobs will be rescued",
+                              len(completions) + len(failures), tries, exc)
+                    return
+                log.warning("writing outcomes failed (%s); retrying in %.2f s", exc, backoff)
+                self._force.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _complete(self, conn: Any, completions: list[tuple[Job, Completed]]) -> None:
+        self.counters.ack_round_trips += 1
+        done = self.queries.complete_jobs(
+            conn, self.id, [j.id for j, _ in completions], [j.attempts for j, _ in completions],
+            [o.result_json for _, o in completions],
+        )
+        self.counters.completed += len(done)
+        self.counters.stale_reports += len(completions) - len(done)
+        for job, _ in completions:
+            if job.id not in done:
+                log.info("completion of job %s attempt %s was stale (rescued, cancelled or timed out "
+                         "meanwhile); discarded", job.id, job.attempts)
+
+    def _fail(self, conn: Any, job: Job, o: Failed) -> bool:
+        self.counters.ack_round_trips += 1
+        return self.queries.fail_job(conn, job.id, self.id, job.attempts, o.error_type, o.message,
+                                     o.traceback, o.retry_delay, o.fatal, o.outcome)
+
+    # ------------------------------------------------------------ background
+    def _register(self) -> None:
+        if self._registered:
+            return
+        metadata = json.dumps({"concurrency": self.concurrency, "batch_size": self.batch_size,
+                               "tasks": sorted(self.queue.tasks)})
+        from pgq.db import translated
+
+        with translated(self.settings.database_url), self.queue.pool.connection() as conn:
+            self.queries.register_worker(conn, self.id, socket.gethostname(), os.getpid(), self.queues,
+                                         self.concurrency, metadata)
+        self._registered = True
+        log.info("worker %s registered (queues %s, concurrency %d)", self.id, self.queues, self.concurrency)
+
+    def _start_background(self) -> None:
+        self._register()
+        if self.run_maintenance:
+            self.maintenance = Maintenance(self.settings, self.queue.pool, self.queries)
+        self._spawn(self._ack_loop, "pgq-ack")
+        self._spawn(self._heartbeat_loop, "pgq-heartbeat")
+        if self.settings.listen:
+            url = self.settings.listen_database_url or self.settings.require_database_url()
+            self._listener = Listener(
+                url,
+                [self.queries.channel_job_available, self.queries.channel_job_cancelled],
+                self._on_notify,
+                self._wake.set,
+            )
+            self._listener.start()
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._background.append(thread)
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == self.queries.channel_job_available:
+            if payload in self.queues:
+                self._wake.set()
+        elif channel == self.queries.channel_job_cancelled:
+            try:
+                job_id = int(payload)
+            except ValueError:
+                return
+            self._abandon(job_id, "cancelled")
+
+    def _heartbeat_loop(self) -> None:
+        beat_every = self.settings.heartbeat_interval_seconds
+        maintain_every = self.settings.maintenance_interval_seconds
+        next_beat = self.clock.monotonic() + beat_every
+        next_maintenance = self.clock.monotonic()
+        while not self._stop_background.is_set():
+            now = self.clock.monotonic()
+            try:
+                if now >= next_beat:
+                    next_beat = now + beat_every
+                    self.heartbeat()
+                if self.maintenance is not None and now >= next_maintenance:
+                    next_maintenance = now + maintain_every
+                    self.maintenance.run_once()
+            except Exception as exc:  # the loop must survive database outages
+                self.counters.errors += 1
+                log.warning("heartbeat/maintenance failed: %s", exc)
+            wait = min(next_beat, next_maintenance if self.maintenance else next_beat) - self.clock.monotonic()
+            self._stop_background.wait(max(0.01, wait))
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="pgq-async", daemon=True)
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    # ------------------------------------------------------------ shutdown
+    def _install_signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self._stopping.is_set():
+                log.warning("second signal: stopping now")
+                self.stop(now=True)
+            else:
+                log.info("signal %s: finishing running jobs (send again to stop now)", signum)
+                self.stop()
+
+        for sig in previous:
+            signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        grace_end = self.clock.monotonic() + self.settings.shutdown_grace_seconds
+        while not self._force.is_set():
+            self._enforce_deadlines()
+            with self._lock:
+                running = [s for s in self._in_flight.values() if s.started and not s.reported]
+            if not running or self.clock.monotonic() >= grace_end:
+                break
+            self._wake.wait(0.05)
+            self._wake.clear()
+        # Buffered jobs no runner started (none will now) go back to the queue untouched.
+        unstarted = self._take_unstarted()
+        for _ in self._runners:
+            self._ready.put(None)
+        self._stop_background.set()
+        for thread in self._background:
+            thread.join(timeout=10)
+        self._flush(self._drain_acks())
+        if self._listener is not None:
+            self._listener.stop()
+        if self._registered:
+            try:
+                with self.queue.pool.connection() as conn:
+                    if unstarted:
+                        released = self.queries.release_jobs(
+                            conn, self.id, [s.job.id for s in unstarted], [s.job.attempts for s in unstarted])
+                        self.counters.released += len(released)
+                    interrupted = self.queries.deregister_worker(conn, self.id)
+                if interrupted:
+                    log.warning("%d job(s) were still running at shutdown; they will run again", interrupted)
+            except Exception as exc:
+                log.error("could not deregister worker %s (%s); maintenance will rescue its jobs", self.id, exc)
+            self._registered = False
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            # Close the loop once it has stopped, or it leaks (ResourceWarning).
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=5)
+            if not self._loop.is_running():
+                self._loop.close()
+                self._loop, self._loop_thread = None, None
+        log.info("worker %s stopped: %s", self.id, self.counters)
