@@ -10,7 +10,7 @@
 
 -- ==================== schema
 CREATE SCHEMA pgq;
--- alembic revision: 0002
+-- alembic revision: 0004
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
