@@ -129,16 +129,16 @@ CREATE TABLE pgq.jobs (
     CONSTRAINT jobs_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
     CONSTRAINT jobs_pkey PRIMARY KEY (id),
     CONSTRAINT jobs_priority_range CHECK (priority >= 1 AND priority <= 5),
-    CONSTRAINT jobs_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$'::text),
+    CONSTRAINT jobs_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(queue) <= 100),
     CONSTRAINT jobs_retry_base_positive CHECK (retry_base_seconds > 0::double precision),
     CONSTRAINT jobs_retry_factor_range CHECK (retry_factor >= 1::double precision),
     CONSTRAINT jobs_retry_jitter_range CHECK (retry_jitter >= 0::double precision AND retry_jitter < 1::double precision),
     CONSTRAINT jobs_retry_max_range CHECK (retry_max_seconds >= COALESCE(retry_base_seconds, 0::double precision)),
     CONSTRAINT jobs_running_has_owner CHECK (status <> 'running'::pgq.job_status OR worker_id IS NOT NULL AND started_at IS NOT NULL),
-    CONSTRAINT jobs_task_name CHECK (task ~ '^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$'::text),
+    CONSTRAINT jobs_task_name CHECK (task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$'::text AND length(task) <= 200),
     CONSTRAINT jobs_timeout_positive CHECK (timeout > '00:00:00'::interval),
     CONSTRAINT jobs_unique_key_length CHECK (length(unique_key) >= 1 AND length(unique_key) <= 200)
-);
+) WITH (fillfactor=50);
 COMMENT ON TABLE pgq.jobs IS 'One row per job: what to run, its status, attempts, owner and outcome. The queue itself.';
 COMMENT ON COLUMN pgq.jobs.id IS 'Job id, increasing in enqueue order.';
 COMMENT ON COLUMN pgq.jobs.queue IS 'Named lane; workers claim from the queues they are given.';
@@ -750,12 +750,11 @@ $function$;
 CREATE OR REPLACE FUNCTION pgq.notify_job_available()
  RETURNS trigger
  LANGUAGE plpgsql
- SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    PERFORM notify_queues(ARRAY(
-        SELECT DISTINCT queue FROM new_jobs
-        WHERE status IN ('queued', 'retrying') AND run_at <= now()));
+    PERFORM pg_catalog.pg_notify(TG_TABLE_SCHEMA || '_job_available', d.queue)
+    FROM (SELECT DISTINCT n.queue FROM new_jobs AS n
+          WHERE n.status IN ('queued', 'retrying') AND n.run_at <= pg_catalog.now()) AS d;
     RETURN NULL;
 END
 $function$;

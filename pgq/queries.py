@@ -9,11 +9,14 @@ to do with them is the caller's business.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
+
+import psycopg
 
 from pgq.db import execute, quote_ident
 from pgq.job import JOB_COLUMNS, Job, JobSpec, job_from_row
@@ -50,6 +53,11 @@ class Heartbeat:
     lost_job_ids: list[int]
 
 
+def _backoff_columns(spec: JobSpec) -> tuple[float | None, float | None, float | None, float | None]:
+    b = spec.backoff
+    return (None, None, None, None) if b is None else (b.base, b.factor, b.max, b.jitter)
+
+
 class Queries:
     """The statements for one pgq schema."""
 
@@ -70,6 +78,22 @@ class Queries:
             " ARRAY(SELECT coalesce(r, now() + make_interval(secs => coalesce(d, 0)))"
             "       FROM unnest(%s::timestamptz[], %s::float8[]) AS t(r, d)),"
             " %s::int[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[])"
+        )
+        # The fast paths for jobs without a unique key (see enqueue_jobs).
+        self._insert_one = (
+            f"INSERT INTO {s}.jobs (task, payload, queue, priority, run_at, max_attempts, timeout,"
+            " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter)"
+            " VALUES (%s::text, %s::text::jsonb, %s::text, %s::smallint,"
+            " coalesce(%s::timestamptz, now() + make_interval(secs => coalesce(%s::float8, 0))),"
+            " %s::int, make_interval(secs => %s::float8), %s::float8, %s::float8, %s::float8, %s::float8)"
+            " RETURNING id"
+        )
+        self._reserve_ids = (
+            f"SELECT now(), array_agg(nextval('{s}.jobs_id_seq'::regclass)) FROM generate_series(1, %s::int)"
+        )
+        self._copy_jobs = (
+            f"COPY {s}.jobs (id, task, payload, queue, priority, run_at, max_attempts, timeout,"
+            " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter) FROM STDIN"
         )
         self._claim = f"SELECT {_JOB_SELECT} FROM {s}.get_runnable_jobs(%s::text[], %s::uuid, %s::int)"
         self._complete = f"SELECT * FROM {s}.complete_jobs(%s::uuid, %s::bigint[], %s::int[], %s::text[]::jsonb[])"
@@ -125,7 +149,53 @@ class Queries:
 
     # ------------------------------------------------------------ producers
     def enqueue_jobs(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
-        """Insert ``specs`` in one round trip; return ``(job_id, created)`` in input order."""
+        """Insert ``specs``; return ``(job_id, created)`` in input order.
+
+        Three paths, chosen for speed, all leaving the same rows (the column
+        defaults and CHECK constraints of ``jobs`` are the rules, and the insert
+        trigger sends the NOTIFY):
+
+        - jobs with a unique key go through ``enqueue_jobs()`` in the database,
+          which resolves a key held by a live job to that job's id;
+        - one job without a key is a single ``INSERT ... RETURNING id``;
+        - many jobs without keys on a psycopg connection are written with COPY
+          (ids drawn from the sequence first, so they come back in input order).
+
+        Every path is one transaction; a delay is added to the database's
+        transaction time, never to the client clock.
+        """
+        if any(s.unique_key is not None for s in specs):
+            return self._enqueue_by_function(conn, specs)
+        if len(specs) == 1:
+            spec = specs[0]
+            rows = execute(conn, self._insert_one, [
+                spec.task, spec.payload_json, spec.queue, spec.priority, spec.run_at, spec.delay_seconds,
+                spec.max_attempts, spec.timeout_seconds, *_backoff_columns(spec),
+            ])
+            return [(int(rows[0][0]), True)]
+        if isinstance(conn, psycopg.Connection):
+            return self._enqueue_by_copy(conn, specs)
+        return self._enqueue_by_function(conn, specs)
+
+    def _enqueue_by_copy(self, conn: psycopg.Connection[Any], specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
+        # On an autocommit (pooled) connection the batch is its own transaction; on
+        # a caller's connection it joins the caller's transaction, which decides.
+        with conn.transaction() if conn.autocommit else contextlib.nullcontext():
+            row = conn.execute(self._reserve_ids, [len(specs)]).fetchone()
+            assert row is not None
+            now, ids = row
+            with conn.cursor().copy(self._copy_jobs) as copy:
+                for job_id, spec in zip(ids, specs, strict=True):
+                    run_at = spec.run_at
+                    if run_at is None:
+                        run_at = now if not spec.delay_seconds else now + dt.timedelta(seconds=spec.delay_seconds)
+                    timeout = None if spec.timeout_seconds is None else dt.timedelta(seconds=spec.timeout_seconds)
+                    copy.write_row((job_id, spec.task, spec.payload_json, spec.queue, spec.priority, run_at,
+                                    spec.max_attempts, timeout, *_backoff_columns(spec)))
+        return [(int(job_id), True) for job_id in ids]
+
+    def _enqueue_by_function(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
+        """Insert ``specs`` through the ``enqueue_jobs()`` stored function (one round trip)."""
         base = [
             [s.task for s in specs],
             [s.payload_json for s in specs],

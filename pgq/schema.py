@@ -97,8 +97,8 @@ jobs = Table(
     Column("last_error", Text),
     Column("created_at", _TZ, nullable=False, server_default=_NOW),
     Column("updated_at", _TZ, nullable=False, server_default=_NOW),
-    CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$'", name="jobs_queue_name"),
-    CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$'", name="jobs_task_name"),
+    CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="jobs_queue_name"),
+    CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="jobs_task_name"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="jobs_payload_object"),
     CheckConstraint("priority BETWEEN 1 AND 5", name="jobs_priority_range"),
     CheckConstraint("attempts >= 0 AND attempts <= max_attempts", name="jobs_attempts_range"),
@@ -113,6 +113,7 @@ jobs = Table(
         "status <> 'running' OR (worker_id IS NOT NULL AND started_at IS NOT NULL)", name="jobs_running_has_owner"
     ),
     comment="One row per job: what to run, its status, attempts, owner and outcome. The queue itself.",
+    postgresql_with={"fillfactor": 50},
 )
 # Claim order of get_runnable_jobs, over runnable rows only.
 Index(

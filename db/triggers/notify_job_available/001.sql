@@ -4,15 +4,20 @@
 -- Statement-level with a transition table: a bulk insert of 100,000 jobs sends
 -- one notification per queue, not 100,000; Postgres folds repeats within a
 -- transaction, so each queue is notified at most once per transaction.
+--
+-- This function runs on every enqueue, so it has no SET search_path clause: a
+-- function-level SET costs a configuration change on every call, which measured
+-- 140 us per single-job enqueue (40% of it). It needs no search path: the
+-- channel is built from TG_TABLE_SCHEMA, the rows come from the transition
+-- table and everything else is pg_catalog.
 CREATE OR REPLACE FUNCTION notify_job_available()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path FROM CURRENT
 AS $$
 BEGIN
-    PERFORM notify_queues(ARRAY(
-        SELECT DISTINCT queue FROM new_jobs
-        WHERE status IN ('queued', 'retrying') AND run_at <= now()));
+    PERFORM pg_catalog.pg_notify(TG_TABLE_SCHEMA || '_job_available', d.queue)
+    FROM (SELECT DISTINCT n.queue FROM new_jobs AS n
+          WHERE n.status IN ('queued', 'retrying') AND n.run_at <= pg_catalog.now()) AS d;
     RETURN NULL;
 END
 $$;
