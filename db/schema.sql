@@ -354,6 +354,46 @@ BEGIN
 END
 $function$;
 
+-- ==================== function claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone DEFAULT now())
+ RETURNS SETOF pgq.jobs
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_worker_status worker_status_enum;
+BEGIN
+    IF p_job_ids IS NULL THEN
+        RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    SELECT status INTO v_worker_status FROM workers WHERE id = p_worker_id;
+    IF v_worker_status IS DISTINCT FROM 'active' THEN
+        RAISE EXCEPTION 'claim_jobs: worker % is %, only an active worker may claim jobs',
+            p_worker_id, coalesce(v_worker_status::text, 'not registered')
+            USING ERRCODE = 'PQ002';
+    END IF;
+
+    RETURN QUERY
+    -- The CTE locks exactly the rows it selects, once (see get_runnable_jobs).
+    WITH candidates AS MATERIALIZED (
+        SELECT id FROM jobs
+        WHERE id = ANY (p_job_ids)
+          AND status IN ('queued', 'retrying')
+          AND run_at <= p_now
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE jobs AS j
+        SET status = 'running', worker_id = p_worker_id, attempts = j.attempts + 1,
+            started_at = p_now, updated_at = p_now
+        -- = ANY(ARRAY(...)): primary-key lookups, as in get_runnable_jobs.
+        WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c))
+        RETURNING j.*
+    )
+    SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
+END
+$function$;
+
 -- ==================== function complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[] DEFAULT NULL::jsonb[], p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF bigint
@@ -746,6 +786,18 @@ BEGIN
 END
 $function$;
 
+-- ==================== function mirror_horizon()
+CREATE OR REPLACE FUNCTION pgq.mirror_horizon()
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT least(now(), min(a.xact_start))
+    FROM pg_stat_activity AS a
+    WHERE a.datname = current_database()
+      AND a.backend_type IS DISTINCT FROM 'autovacuum worker';
+$function$;
+
 -- ==================== function notify_job_available()
 CREATE OR REPLACE FUNCTION pgq.notify_job_available()
  RETURNS trigger
@@ -985,6 +1037,52 @@ AS $function$
     FROM (SELECT coalesce(p_base_seconds, 1.0) AS b,
                  coalesce(p_factor, 2.0) AS f,
                  greatest(coalesce(p_max_seconds, 300.0), coalesce(p_base_seconds, 1.0)) AS m) AS d
+$function$;
+
+-- ==================== function runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer)
+CREATE OR REPLACE FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 10000)
+ RETURNS TABLE(id bigint, queue text, priority smallint, run_at timestamp with time zone)
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'runnable_jobs_after: p_limit must be at least 1 (got %)', p_limit
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF p_after_run_at IS NULL OR p_after_id IS NULL THEN
+        RAISE EXCEPTION 'runnable_jobs_after: p_after_run_at and p_after_id must not be NULL'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    RETURN QUERY
+    WITH RECURSIVE queues(name) AS (
+        (SELECT j.queue FROM jobs AS j
+         WHERE j.status IN ('queued', 'retrying')
+         ORDER BY j.queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM jobs AS j
+                WHERE j.status IN ('queued', 'retrying') AND j.queue > q.name
+                ORDER BY j.queue LIMIT 1)
+        FROM queues AS q
+        WHERE q.name IS NOT NULL
+    )
+    SELECT c.id, c.queue, c.priority, c.run_at
+    FROM queues AS q
+    CROSS JOIN generate_series(1, 5) AS p(priority)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.queue, j.priority, j.run_at FROM jobs AS j
+        WHERE j.queue = q.name AND j.priority = p.priority
+          AND j.status IN ('queued', 'retrying')
+          AND (j.run_at, j.id) > (p_after_run_at, p_after_id)
+          AND j.run_at <= p_until
+        ORDER BY j.run_at, j.id
+        LIMIT p_limit
+    ) AS c
+    WHERE q.name IS NOT NULL
+    ORDER BY c.run_at, c.id
+    LIMIT p_limit;
+END
 $function$;
 
 -- ==================== function set_updated_at()

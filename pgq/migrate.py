@@ -21,7 +21,6 @@ from sqlalchemy.engine import Engine
 
 from pgq import sqlfiles
 from pgq.db import connect, driver_url, quote_ident, translated
-from pgq.errors import SchemaNotReady
 from pgq.settings import Settings, validate_schema_name
 
 # ---------------------------------------------------------------- for revisions
@@ -142,12 +141,9 @@ def current_revision(settings: Settings) -> str | None:
 
 def ensure_current(conn: psycopg.Connection[Any], schema: str) -> None:
     """Raise ``SchemaNotReady`` unless the schema is at this pgq's head revision."""
-    from pgq.queries import Queries
+    from pgq.queries import ensure_current as check
 
-    current = Queries(schema).schema_revision(conn)
-    needed = head_revision()
-    if current != needed:
-        raise SchemaNotReady(current, needed, schema)
+    check(conn, schema)
 
 
 __all__ = [

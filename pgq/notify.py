@@ -78,7 +78,9 @@ class Listener:
                     self.on_reconnect()
                     backoff = 0.05
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
+                        # A short timeout bounds how long stop() waits (an idle
+                        # loop turn costs microseconds; NOTIFY still wakes at once).
+                        for note in conn.notifies(timeout=0.1):
                             self.on_notify(note.channel, note.payload)
             except (psycopg.Error, ConfigurationError) as exc:
                 self.connected.clear()

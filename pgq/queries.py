@@ -19,7 +19,9 @@ from uuid import UUID
 import psycopg
 
 from pgq.db import execute, quote_ident
+from pgq.errors import SchemaNotReady
 from pgq.job import JOB_COLUMNS, Job, JobSpec, job_from_row
+from pgq.sqlfiles import head_revision
 
 _JOB_SELECT = ", ".join(JOB_COLUMNS)
 
@@ -314,3 +316,67 @@ class Queries:
 
     def prune_jobs(self, conn: Any, older_than_seconds: float, limit: int) -> int:
         return int(execute(conn, self._prune, [older_than_seconds, limit])[0][0])
+
+
+def ensure_current(conn: Any, schema: str) -> None:
+    """Raise ``SchemaNotReady`` unless ``schema`` is at this pgq's head revision."""
+    current = Queries(schema).schema_revision(conn)
+    needed = head_revision()
+    if current != needed:
+        raise SchemaNotReady(current, needed, schema)
+
+
+class MirrorQueries:
+    """The statements of the optional Redis accelerator (``redis_mirror.py``), for one schema.
+
+    Kept apart from ``Queries`` so that Postgres-only deployments never build
+    them; both follow the same rules (bound parameters, schema quoted once).
+    """
+
+    def __init__(self, schema: str) -> None:
+        s = quote_ident(schema)
+        self._claim = f"SELECT {_JOB_SELECT} FROM {s}.claim_jobs(%s::bigint[], %s::uuid)"
+        self._horizon = f"SELECT {s}.mirror_horizon(), now()"
+        self._after = (
+            f"SELECT id, queue, priority, run_at FROM {s}.runnable_jobs_after("
+            "%s::timestamptz, %s::bigint, now(), %s::int)"
+        )
+        self._runnable = (
+            f"SELECT id, queue, priority FROM {s}.jobs"
+            " WHERE id = ANY (%s::bigint[]) AND status IN ('queued', 'retrying') AND run_at <= now()"
+        )
+        self._live_workers = (
+            f"SELECT id FROM {s}.workers WHERE id = ANY (%s::uuid[]) AND status IN ('active', 'draining')"
+        )
+        self._runnable_count = (
+            f"SELECT queue, count(*) FROM {s}.jobs"
+            " WHERE status IN ('queued', 'retrying') AND run_at <= now() GROUP BY queue"
+        )
+
+    def claim_jobs(self, conn: Any, job_ids: Sequence[int], worker_id: UUID) -> list[Job]:
+        """Claim these ids for the worker (the ones still runnable); claim order."""
+        return [job_from_row(r) for r in execute(conn, self._claim, [list(job_ids), worker_id])]
+
+    def horizon(self, conn: Any) -> tuple[dt.datetime, dt.datetime]:
+        """``(mirror_horizon(), now())``: the reconciler's next watermark and the database time."""
+        row = execute(conn, self._horizon)[0]
+        return row[0], row[1]
+
+    def runnable_after(
+        self, conn: Any, after_run_at: dt.datetime | str, after_id: int, limit: int
+    ) -> list[tuple[int, str, int, dt.datetime]]:
+        """One page of ``runnable_jobs_after``: due runnable jobs after (run_at, id), in that order."""
+        rows = execute(conn, self._after, [after_run_at, after_id, limit])
+        return [(int(r[0]), str(r[1]), int(r[2]), r[3]) for r in rows]
+
+    def runnable_entries(self, conn: Any, job_ids: Sequence[int]) -> list[tuple[int, str, int]]:
+        """``(id, queue, priority)`` of those ids that are runnable and due now."""
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in execute(conn, self._runnable, [list(job_ids)])]
+
+    def live_workers(self, conn: Any, worker_ids: Sequence[UUID]) -> set[UUID]:
+        """Those of ``worker_ids`` that Postgres counts as alive (active or draining)."""
+        return {r[0] for r in execute(conn, self._live_workers, [list(worker_ids)])}
+
+    def runnable_counts(self, conn: Any) -> dict[str, int]:
+        """Runnable, due jobs per queue (for ``pgq status``: this scans the runnable set)."""
+        return {str(r[0]): int(r[1]) for r in execute(conn, self._runnable_count)}

@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from pgq.db import make_pool, translated
 from pgq.errors import DuplicateJob, JobFailed, JobNotFound, UnknownTask, ValidationError, WaitTimeout
 from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, JobStatus, validate_queue_name, validate_task_name
-from pgq.queries import DeadLetter, Queries
+from pgq.queries import DeadLetter, Queries, ensure_current
 from pgq.retry import Backoff
 from pgq.settings import Settings
 from pgq.stats import QueueStats, collect_stats
@@ -111,8 +111,6 @@ class Queue:
                     url = self.settings.require_database_url()
                     pool = make_pool(url, max_size=self.settings.pool_size, name=f"pgq-{self.settings.schema}")
                     try:
-                        from pgq.migrate import ensure_current
-
                         with translated(url), pool.connection() as conn:
                             ensure_current(conn, self.settings.schema)
                     except BaseException:

@@ -20,6 +20,7 @@ from pgq.errors import ConfigurationError
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@]*:)(?P<secret>[^@]*)(?P<tail>@)", re.I)
 _KV_PASSWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
@@ -88,6 +89,21 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     # Queue for jobs that do not name one.
     default_queue: str = "default"
+    # Redis accelerator (only used with redis_url). Keys start with "{<prefix>:<schema>}:",
+    # so deployments sharing one Redis need different prefixes (or schemas).
+    redis_prefix: str = "pgq"
+    # Connect and per-command socket timeout: a slow Redis never stalls a worker longer.
+    redis_timeout_seconds: float = 0.5
+    # Liveness keys in Redis expire after this (Postgres heartbeats stay authoritative).
+    redis_heartbeat_ttl_seconds: float = 60.0
+    # How often the reconciler leader mirrors what became runnable (retries falling
+    # due, rescues, jobs enqueued by other means); a NOTIFY also triggers a pass.
+    redis_reconcile_interval_seconds: float = 1.0
+    # Full rebuild-and-compare of the mirror, for what no watermark can see (SQL edits).
+    redis_full_sweep_interval_seconds: float = 600.0
+    # With Redis on, an idle worker still asks Postgres directly this often: a safety
+    # net for anything the mirror missed (Postgres-only workers poll every poll_interval).
+    redis_poll_interval_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
@@ -101,6 +117,11 @@ class Settings:
             "stale_after_seconds",
             "maintenance_interval_seconds",
             "ack_interval_seconds",
+            "redis_timeout_seconds",
+            "redis_heartbeat_ttl_seconds",
+            "redis_reconcile_interval_seconds",
+            "redis_full_sweep_interval_seconds",
+            "redis_poll_interval_seconds",
         )
         for name in positive:
             value = getattr(self, name)
@@ -122,6 +143,17 @@ class Settings:
             raise ConfigurationError(f"PGQ_LISTEN must be true or false, got {self.listen!r}")
         if not isinstance(self.default_queue, str) or not QUEUE_NAME.match(self.default_queue):
             raise ConfigurationError(f"PGQ_DEFAULT_QUEUE is not a valid queue name: {self.default_queue!r}")
+        if not isinstance(self.redis_prefix, str) or not REDIS_PREFIX.match(self.redis_prefix):
+            raise ConfigurationError(
+                "PGQ_REDIS_PREFIX must be 1 to 64 letters, digits or _ . : - (no braces or spaces), "
+                f"got {self.redis_prefix!r}"
+            )
+        if self.redis_heartbeat_ttl_seconds <= self.heartbeat_interval_seconds:
+            raise ConfigurationError(
+                "PGQ_REDIS_HEARTBEAT_TTL_SECONDS must be longer than PGQ_HEARTBEAT_INTERVAL_SECONDS "
+                f"(the key would expire between heartbeats): got {self.redis_heartbeat_ttl_seconds} "
+                f"and {self.heartbeat_interval_seconds}"
+            )
         if self.stale_after_seconds < 2 * self.heartbeat_interval_seconds:
             raise ConfigurationError(
                 "PGQ_STALE_AFTER_SECONDS must be at least twice PGQ_HEARTBEAT_INTERVAL_SECONDS "

@@ -8,6 +8,7 @@ module finds them in either place and reads files; it never executes anything.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -48,3 +49,31 @@ def read_sql(relative: str) -> str:
     if sql_dir().resolve() not in path.parents:
         raise ValueError(f"{relative!r} is outside the db/ folder")
     return path.read_text(encoding="utf-8")
+
+
+_REVISION = re.compile(r"""^revision\s*=\s*["']([^"']+)["']""", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"""^down_revision\s*=\s*(?:["']([^"']+)["']|None)""", re.MULTILINE)
+
+
+@cache
+def head_revision() -> str:
+    """The newest migration revision this pgq ships, read from ``migrations/versions``.
+
+    The same answer as Alembic's script directory (a test holds them equal),
+    without importing Alembic and SQLAlchemy into every worker process: that
+    import alone costs a process about 22 MB.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((migrations_dir() / "versions").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(text), _DOWN_REVISION.search(text)
+        if revision is None or down is None:
+            raise ValueError(f"{path.name}: no revision/down_revision line")
+        revisions.add(revision.group(1))
+        if down.group(1):
+            parents.add(down.group(1))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise ValueError(f"migrations must have exactly one head, found {sorted(heads)}")
+    return heads.pop()

@@ -247,7 +247,7 @@ class Worker:
         """
         now = self.clock.monotonic()
         mark_time, mark_count = self._rate_mark
-        if now - mark_time >= 0.25:
+        if now - mark_time >= 0.05:
             instant = (self._finished - mark_count) / (now - mark_time) if mark_time else 0.0
             self._rate = instant if self._rate == 0.0 else 0.5 * self._rate + 0.5 * instant
             self._rate_mark = (now, self._finished)

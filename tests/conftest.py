@@ -251,6 +251,13 @@ def _needs_server(items: list[pytest.Item]) -> bool:
     return any("pg_server" in getattr(item, "fixturenames", ()) for item in items)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Registered here, not in tests/chaos/conftest.py: options must be known before
+    # pytest reads conftest files below the rootdir (`pytest -m chaos --chaos-long`).
+    parser.addoption("--chaos-long", action="store_true", default=False,
+                     help="run the long version of the chaos scenarios (tests/chaos)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_DB_TIMES] = {"clone": [], "drop": []}
 
