@@ -86,8 +86,10 @@ def _enqueue_phase(env: Env, jobs: int, cost: bool, send: Callable[[pgq.Queue, A
 
 
 def preload(env: Env, jobs: int, chunk: int = 5000) -> tuple[int, int]:
-    """Enqueue ``jobs`` bench jobs with ``enqueue_many`` (not measured); return the first and last id."""
+    """Enqueue ``jobs`` bench jobs with ``enqueue_many`` (not measured) and ANALYZE the
+    table, as the peers' harness does before its burn-down; return the first and last id."""
     phase = enqueue_bulk(env, jobs, chunk=chunk, cost=False, label=f"pre-loading {jobs:,} jobs")
+    env.conn.execute(f"ANALYZE {quote_ident(SCHEMA)}.jobs")
     return phase["first_id"], phase["last_id"]
 
 

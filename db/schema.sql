@@ -3,13 +3,16 @@
 -- to head (pgq.migrate.upgrade / `pgq migrate`) with
 --   python -m pgq.schema_dump --url postgresql://USER@HOST/DB > db/schema.sql
 -- tests/integration/test_migrations.py checks that migrating an empty database
--- produces exactly this text. Objects are listed in name order; owners and
--- privileges are left out. View definitions are printed without relation
--- qualifiers (j.id -> id), which Postgres 16+ omits for one-table views, so the
--- text is the same on every supported version.
+-- produces exactly this text. Objects are listed in name order; owners are
+-- left out, and the privileges of other roles follow each object as GRANTs.
+-- View definitions are printed without relation qualifiers (j.id -> id), which
+-- Postgres 16+ omits for one-table views, so the text is the same on every
+-- supported version.
 
 -- ==================== schema
 CREATE SCHEMA pgq;
+GRANT USAGE ON SCHEMA pgq TO pgq_producer;
+GRANT USAGE ON SCHEMA pgq TO pgq_worker;
 -- alembic revision: 0004
 
 -- ==================== types
@@ -25,6 +28,8 @@ CREATE TABLE pgq.alembic_version (
     version_num character varying(32) NOT NULL,
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
+GRANT SELECT ON TABLE pgq.alembic_version TO pgq_producer;
+GRANT SELECT ON TABLE pgq.alembic_version TO pgq_worker;
 
 -- ==================== table dead_letter_queue
 CREATE TABLE pgq.dead_letter_queue (
@@ -42,6 +47,7 @@ CREATE TABLE pgq.dead_letter_queue (
     CONSTRAINT dead_letter_queue_reason CHECK (reason = ANY (ARRAY['exhausted'::text, 'fatal'::text]))
 );
 COMMENT ON TABLE pgq.dead_letter_queue IS 'Jobs that exhausted their attempts or failed fatally, with their error history.';
+GRANT SELECT ON TABLE pgq.dead_letter_queue TO pgq_producer;
 COMMENT ON COLUMN pgq.dead_letter_queue.id IS 'Dead letter id.';
 COMMENT ON COLUMN pgq.dead_letter_queue.job_id IS 'The dead job (jobs.id).';
 COMMENT ON COLUMN pgq.dead_letter_queue.queue IS 'Queue of the job when it died.';
@@ -127,19 +133,26 @@ CREATE TABLE pgq.jobs (
     CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
     CONSTRAINT jobs_max_attempts_positive CHECK (max_attempts >= 1),
     CONSTRAINT jobs_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
+    CONSTRAINT jobs_payload_size CHECK (pg_column_size(payload) <= 8388608),
     CONSTRAINT jobs_pkey PRIMARY KEY (id),
     CONSTRAINT jobs_priority_range CHECK (priority >= 1 AND priority <= 5),
     CONSTRAINT jobs_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(queue) <= 100),
     CONSTRAINT jobs_retry_base_positive CHECK (retry_base_seconds > 0::double precision),
     CONSTRAINT jobs_retry_factor_range CHECK (retry_factor >= 1::double precision),
+    CONSTRAINT jobs_retry_finite CHECK (retry_base_seconds < 'Infinity'::double precision AND retry_factor < 'Infinity'::double precision AND retry_max_seconds < 'Infinity'::double precision),
     CONSTRAINT jobs_retry_jitter_range CHECK (retry_jitter >= 0::double precision AND retry_jitter < 1::double precision),
     CONSTRAINT jobs_retry_max_range CHECK (retry_max_seconds >= COALESCE(retry_base_seconds, 0::double precision)),
+    CONSTRAINT jobs_run_at_finite CHECK (isfinite(run_at)),
     CONSTRAINT jobs_running_has_owner CHECK (status <> 'running'::pgq.job_status OR worker_id IS NOT NULL AND started_at IS NOT NULL),
     CONSTRAINT jobs_task_name CHECK (task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$'::text AND length(task) <= 200),
     CONSTRAINT jobs_timeout_positive CHECK (timeout > '00:00:00'::interval),
     CONSTRAINT jobs_unique_key_length CHECK (length(unique_key) >= 1 AND length(unique_key) <= 200)
 ) WITH (fillfactor=50);
 COMMENT ON TABLE pgq.jobs IS 'One row per job: what to run, its status, attempts, owner and outcome. The queue itself.';
+GRANT SELECT ON TABLE pgq.jobs TO pgq_producer;
+GRANT SELECT ON TABLE pgq.jobs TO pgq_worker;
+GRANT INSERT (id, queue, task, payload, priority, run_at, max_attempts, timeout, retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter) ON TABLE pgq.jobs TO pgq_producer;
+GRANT USAGE ON SEQUENCE pgq.jobs_id_seq TO pgq_producer;
 COMMENT ON COLUMN pgq.jobs.id IS 'Job id, increasing in enqueue order.';
 COMMENT ON COLUMN pgq.jobs.queue IS 'Named lane; workers claim from the queues they are given.';
 COMMENT ON COLUMN pgq.jobs.task IS 'Name of the handler that runs the job.';
@@ -162,6 +175,9 @@ COMMENT ON COLUMN pgq.jobs.result IS 'JSON return value of the handler, once com
 COMMENT ON COLUMN pgq.jobs.last_error IS 'Error type and message of the last failed attempt.';
 COMMENT ON COLUMN pgq.jobs.created_at IS 'When the job was enqueued.';
 COMMENT ON COLUMN pgq.jobs.updated_at IS 'Last change of the row (kept by a trigger).';
+COMMENT ON CONSTRAINT jobs_payload_size ON pgq.jobs IS 'Payloads are at most 8 MiB as stored jsonb: a backstop for producers that skip the client-side PGQ_MAX_PAYLOAD_BYTES check.';
+COMMENT ON CONSTRAINT jobs_retry_finite ON pgq.jobs IS 'Backoff numbers are finite (NaN and infinity are rejected).';
+COMMENT ON CONSTRAINT jobs_run_at_finite ON pgq.jobs IS 'A job with run_at ''infinity'' would never run.';
 CREATE INDEX jobs_claim_idx ON pgq.jobs USING btree (queue, priority DESC, run_at, id) WHERE (status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status]));
 CREATE INDEX jobs_finished_at_brin ON pgq.jobs USING brin (finished_at);
 CREATE INDEX jobs_running_idx ON pgq.jobs USING btree (worker_id) WHERE (status = 'running'::pgq.job_status);
@@ -229,10 +245,13 @@ CREATE TABLE pgq.workers (
     CONSTRAINT workers_capacity_positive CHECK (capacity >= 1),
     CONSTRAINT workers_health_range CHECK (health_score >= 0::double precision AND health_score <= 1::double precision),
     CONSTRAINT workers_load_nonnegative CHECK (current_load >= 0),
+    CONSTRAINT workers_metadata_object CHECK (jsonb_typeof(metadata) = 'object'::text),
     CONSTRAINT workers_pkey PRIMARY KEY (id),
+    CONSTRAINT workers_queue_names CHECK (array_position(queues, NULL::text) IS NULL AND strpos(array_to_string(queues, ''::text), ','::text) = 0 AND (cardinality(queues) = 0 OR array_to_string(queues, ','::text) ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*(,[A-Za-z0-9][A-Za-z0-9_.:-]*)*$'::text)),
     CONSTRAINT workers_queues_nonempty CHECK (cardinality(queues) >= 1)
 );
 COMMENT ON TABLE pgq.workers IS 'Registry of worker processes, their heartbeats and health.';
+GRANT SELECT ON TABLE pgq.workers TO pgq_worker;
 COMMENT ON COLUMN pgq.workers.id IS 'Worker id, chosen by the worker at start.';
 COMMENT ON COLUMN pgq.workers.hostname IS 'Host the worker runs on.';
 COMMENT ON COLUMN pgq.workers.pid IS 'Operating-system process id on that host.';
@@ -247,6 +266,8 @@ COMMENT ON COLUMN pgq.workers.stopped_at IS 'When the worker deregistered or was
 COMMENT ON COLUMN pgq.workers.metadata IS 'Free-form facts about the worker (versions, settings).';
 COMMENT ON COLUMN pgq.workers.created_at IS 'When the row was created.';
 COMMENT ON COLUMN pgq.workers.updated_at IS 'Last change of the row (kept by a trigger).';
+COMMENT ON CONSTRAINT workers_metadata_object ON pgq.workers IS 'metadata is a JSON object.';
+COMMENT ON CONSTRAINT workers_queue_names ON pgq.workers IS 'Queues are queue names, as jobs.queue (no NULL, no empty name).';
 CREATE INDEX workers_live_heartbeat_idx ON pgq.workers USING btree (last_heartbeat) WHERE (status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum]));
 CREATE TRIGGER workers_set_updated_at BEFORE UPDATE ON pgq.workers FOR EACH ROW WHEN (NOT old.updated_at IS DISTINCT FROM new.updated_at) EXECUTE FUNCTION pgq.set_updated_at();
 
@@ -284,6 +305,7 @@ UNION ALL
    FROM pgq.jobs j
   WHERE status = 'running'::pgq.job_status;
 COMMENT ON VIEW pgq.job_history IS 'Every attempt of every job (finished ones and the running one), for "what happened to job X".';
+GRANT SELECT ON TABLE pgq.job_history TO pgq_producer;
 
 -- ==================== view queue_stats
 CREATE VIEW pgq.queue_stats AS
@@ -300,6 +322,7 @@ CREATE VIEW pgq.queue_stats AS
    FROM pgq.jobs
   GROUP BY queue, status, priority;
 COMMENT ON VIEW pgq.queue_stats IS 'Jobs per queue, status and priority, with how long the oldest due job has waited.';
+GRANT SELECT ON TABLE pgq.queue_stats TO pgq_producer;
 
 -- ==================== view worker_status
 CREATE VIEW pgq.worker_status AS
@@ -320,11 +343,13 @@ CREATE VIEW pgq.worker_status AS
     stopped_at
    FROM pgq.workers w;
 COMMENT ON VIEW pgq.worker_status IS 'Workers with heartbeat age, load, health and the number of jobs they are running.';
+GRANT SELECT ON TABLE pgq.worker_status TO pgq_producer;
 
 -- ==================== function cancel_job(p_job_id bigint, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone DEFAULT now())
  RETURNS boolean
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -353,6 +378,7 @@ BEGIN
     RETURN true;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone DEFAULT now())
@@ -393,11 +419,13 @@ BEGIN
     SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone) TO PUBLIC;
 
 -- ==================== function complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[] DEFAULT NULL::jsonb[], p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF bigint
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
  SET enable_nestloop TO 'off'
 AS $function$
@@ -433,11 +461,13 @@ BEGIN
     SELECT id FROM done;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function deregister_worker(p_worker_id uuid, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.deregister_worker(p_worker_id uuid, p_now timestamp with time zone DEFAULT now())
  RETURNS integer
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -462,11 +492,13 @@ BEGIN
     RETURN v_count;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.deregister_worker(p_worker_id uuid, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb DEFAULT '{}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 3, p_delay interval DEFAULT '00:00:00'::interval, p_max_attempts integer DEFAULT 3, p_timeout interval DEFAULT NULL::interval, p_unique_key text DEFAULT NULL::text, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_now timestamp with time zone DEFAULT now())
  RETURNS bigint
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -489,11 +521,13 @@ BEGIN
     RETURN v_id;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[] DEFAULT NULL::text[], p_priorities integer[] DEFAULT NULL::integer[], p_run_at timestamp with time zone[] DEFAULT NULL::timestamp with time zone[], p_max_attempts integer[] DEFAULT NULL::integer[], p_timeout_seconds double precision[] DEFAULT NULL::double precision[], p_unique_keys text[] DEFAULT NULL::text[], p_retry_base double precision[] DEFAULT NULL::double precision[], p_retry_factor double precision[] DEFAULT NULL::double precision[], p_retry_max double precision[] DEFAULT NULL::double precision[], p_retry_jitter double precision[] DEFAULT NULL::double precision[], p_now timestamp with time zone DEFAULT now())
  RETURNS TABLE(ord integer, job_id bigint, created boolean)
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -568,11 +602,13 @@ BEGIN
         FROM generate_series(1, v_n) AS s(k);
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text DEFAULT NULL::text, p_retry_delay double precision DEFAULT NULL::double precision, p_fatal boolean DEFAULT false, p_outcome pgq.attempt_outcome DEFAULT 'failed'::pgq.attempt_outcome, p_now timestamp with time zone DEFAULT now())
  RETURNS boolean
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
@@ -580,8 +616,10 @@ BEGIN
         RAISE EXCEPTION 'fail_job: p_outcome must be failed or timed_out (got %)', p_outcome
             USING ERRCODE = 'PQ004';
     END IF;
-    IF p_retry_delay < 0 THEN
-        RAISE EXCEPTION 'fail_job: p_retry_delay must not be negative (got %)', p_retry_delay
+    -- NOT BETWEEN also rejects NaN (Postgres sorts it above every number) and
+    -- infinity, which would fail later as an interval overflow naming nothing.
+    IF NOT p_retry_delay BETWEEN 0 AND 31622400 THEN
+        RAISE EXCEPTION 'fail_job: p_retry_delay must be from 0 to 31622400 seconds (a year), got %', p_retry_delay
             USING ERRCODE = 'PQ004';
     END IF;
     PERFORM 1 FROM jobs
@@ -595,11 +633,13 @@ BEGIN
     RETURN true;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function fail_timed_out_jobs(p_grace interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.fail_timed_out_jobs(p_grace interval DEFAULT '00:00:00'::interval, p_now timestamp with time zone DEFAULT now())
  RETURNS TABLE(job_id bigint, worker_id uuid, job_status pgq.job_status)
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -628,11 +668,13 @@ BEGIN
     END LOOP;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.fail_timed_out_jobs(p_grace interval, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer DEFAULT 1, p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF pgq.jobs
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -708,11 +750,13 @@ BEGIN
     END IF;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function heartbeat_worker(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_health_score real, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.heartbeat_worker(p_worker_id uuid, p_current_load integer DEFAULT 0, p_running_job_ids bigint[] DEFAULT '{}'::bigint[], p_health_score real DEFAULT NULL::real, p_now timestamp with time zone DEFAULT now())
  RETURNS TABLE(previous_status pgq.worker_status_enum, lost_job_ids bigint[])
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -739,11 +783,13 @@ BEGIN
     RETURN NEXT;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.heartbeat_worker(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_health_score real, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone DEFAULT now())
  RETURNS TABLE(worker_id uuid, job_id bigint, job_status pgq.job_status)
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -785,6 +831,7 @@ BEGIN
     RETURN QUERY SELECT s, NULL::bigint, NULL::job_status FROM unnest(v_stale) AS s;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function mirror_horizon()
 CREATE OR REPLACE FUNCTION pgq.mirror_horizon()
@@ -797,6 +844,7 @@ AS $function$
     WHERE a.datname = current_database()
       AND a.backend_type IS DISTINCT FROM 'autovacuum worker';
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.mirror_horizon() TO PUBLIC;
 
 -- ==================== function notify_job_available()
 CREATE OR REPLACE FUNCTION pgq.notify_job_available()
@@ -826,6 +874,7 @@ $function$;
 CREATE OR REPLACE FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer DEFAULT 10000, p_now timestamp with time zone DEFAULT now())
  RETURNS integer
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -850,11 +899,13 @@ BEGIN
     RETURN v_count;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function purge_dead_jobs(p_job_ids bigint[], p_older_than interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.purge_dead_jobs(p_job_ids bigint[] DEFAULT NULL::bigint[], p_older_than interval DEFAULT '00:00:00'::interval, p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF bigint
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
@@ -932,6 +983,7 @@ $function$;
 CREATE OR REPLACE FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer DEFAULT 1, p_metadata jsonb DEFAULT '{}'::jsonb, p_now timestamp with time zone DEFAULT now())
  RETURNS void
  LANGUAGE sql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
     INSERT INTO workers (id, hostname, pid, queues, capacity, status, last_heartbeat,
@@ -943,11 +995,13 @@ AS $function$
         capacity = excluded.capacity, status = 'active', last_heartbeat = p_now,
         stopped_at = NULL, metadata = excluded.metadata, updated_at = p_now
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer, p_metadata jsonb, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF bigint
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
  SET enable_nestloop TO 'off'
 AS $function$
@@ -972,11 +1026,13 @@ BEGIN
     SELECT r.id FROM released AS r, wake;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[] DEFAULT NULL::bigint[], p_queue text DEFAULT NULL::text, p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF bigint
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -988,9 +1044,10 @@ BEGIN
         FROM unnest(p_job_ids) AS i LEFT JOIN jobs AS j ON j.id = i
         WHERE j.id IS NULL OR j.status <> 'dead'
         LIMIT 1;
-        IF v_bad IS NOT NULL AND v_bad_status IS NULL THEN
+        -- FOUND, not v_bad: a NULL id is unknown too.
+        IF FOUND AND v_bad_status IS NULL THEN
             RAISE EXCEPTION 'requeue_dead_jobs: job % does not exist', v_bad USING ERRCODE = 'PQ001';
-        ELSIF v_bad IS NOT NULL THEN
+        ELSIF FOUND THEN
             RAISE EXCEPTION 'requeue_dead_jobs: job % is %, not dead', v_bad, v_bad_status
                 USING ERRCODE = 'PQ002';
         END IF;
@@ -1084,6 +1141,7 @@ BEGIN
     LIMIT p_limit;
 END
 $function$;
+GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO PUBLIC;
 
 -- ==================== function set_updated_at()
 CREATE OR REPLACE FUNCTION pgq.set_updated_at()

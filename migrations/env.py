@@ -17,7 +17,10 @@ schema = configured_schema(config)
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=configured_url(config, required=False) or "postgresql+psycopg://",
+        # Offline SQL needs only the dialect. The configured URL is not parsed
+        # (SQLAlchemy's parser fails on some valid libpq strings, and its
+        # errors would quote the URL, password included).
+        url="postgresql+psycopg://",
         literal_binds=True,
         version_table_schema=schema,
         transactional_ddl=True,

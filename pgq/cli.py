@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pgq.errors import ConfigurationError, PgqError
+from pgq.errors import ConfigurationError, PgqError, ValidationError
 from pgq.queue import Queue
 from pgq.settings import Settings
 
@@ -49,7 +49,8 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ConfigurationError as exc:
+        except (ConfigurationError, ValidationError) as exc:
+            # Bad configuration or a bad argument (an option's value): bad usage.
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)
         except PgqError as exc:
@@ -185,11 +186,21 @@ def worker(app: str, queues: str | None, concurrency: int, batch_size: int | Non
 @click.pass_obj
 @handle_errors
 def status(obj: Context, as_json: bool) -> None:
-    """Queue depth by queue x status x priority, oldest waiting age, workers, DLQ size."""
+    """Queue depth by queue x status x priority, oldest waiting age, workers, DLQ size
+    (and, with PGQ_REDIS_URL, the health of the Redis mirror)."""
     with obj.queue() as queue:
         stats = queue.stats()
+        mirror = None
+        if queue.settings.redis_url is not None:
+            from pgq.redis_mirror import mirror_health
+
+            with queue.pool.connection() as conn:
+                mirror = mirror_health(queue.settings, conn)
     if as_json:
-        click.echo(_json(stats.to_dict()))
+        data = stats.to_dict()
+        if mirror is not None:
+            data["redis_mirror"] = mirror.to_dict()
+        click.echo(_json(data))
         return
     rows = [(r.queue, r.status, r.priority, r.jobs, r.due, _age(r.oldest_due_age_seconds)) for r in stats.depth]
     click.echo(_table(["queue", "status", "priority", "jobs", "due", "oldest due"], rows) if rows else "no jobs")
@@ -197,6 +208,24 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running), "
                f"{len(stats.workers) - len(live)} stale/stopped")
     click.echo(f"dead letter queue: {stats.dead_letters} job(s)")
+    if mirror is not None:
+        _echo_mirror(mirror)
+
+
+def _echo_mirror(mirror: Any) -> None:
+    if not mirror.reachable:
+        click.echo(f"redis mirror: UNREACHABLE ({mirror.error}); workers use the Postgres path")
+        return
+    if not mirror.built:
+        click.echo("redis mirror: not built yet (after a flush or restart); workers use the Postgres path "
+                   "until the reconciler rebuilds it")
+    else:
+        click.echo(f"redis mirror: last pass {_age(mirror.seconds_since_pass)} ago, watermark lag "
+                   f"{_age(mirror.horizon_lag_seconds)}, {mirror.held_by_workers} id(s) held by workers, "
+                   f"{mirror.heartbeat_keys} worker heartbeat key(s)")
+    rows = [(q, in_redis, runnable) for q, (in_redis, runnable) in mirror.queues.items()]
+    if rows:
+        click.echo(_table(["queue", "ids in redis", "runnable in postgres"], rows))
 
 
 @main.command()

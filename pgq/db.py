@@ -29,7 +29,7 @@ from pgq.errors import (
     PgqError,
     ValidationError,
 )
-from pgq.settings import redact_url
+from pgq.settings import password_candidates, redact_url
 
 log = logging.getLogger("pgq.db")
 
@@ -69,13 +69,21 @@ def driver_url(url: str) -> str:
 
 
 def _scrub(message: str, url: str) -> str:
-    """Remove any password that ``url`` carries from ``message``."""
+    """Remove any password that ``url`` carries from ``message``.
+
+    Besides the password libpq parses, every password-like part of the text is
+    scrubbed: libpq quotes an unparsable URL whole in its error, and reads the
+    tail of a password typed with a raw "@" as the host name.
+    """
+    secrets = password_candidates(url)
     try:
         password = psycopg.conninfo.conninfo_to_dict(driver_url(url)).get("password")
     except psycopg.Error:
         password = None
     if password:
-        message = message.replace(str(password), "***")
+        secrets.add(str(password))
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
     return message
 
 
@@ -84,23 +92,28 @@ def connect(url: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Conn
     try:
         return psycopg.connect(driver_url(url), autocommit=autocommit, **kwargs)
     except psycopg.ProgrammingError as exc:
-        raise ConfigurationError(
+        error = ConfigurationError(
             f"PGQ_DATABASE_URL is not a valid connection string ({redact_url(url)}): {_scrub(str(exc), url)}"
-        ) from None
+        )
     except psycopg.OperationalError as exc:
-        raise ConfigurationError(
+        error = ConfigurationError(
             f"cannot connect to the database at {redact_url(url)}: {_scrub(str(exc).strip(), url)}"
-        ) from None
+        )
+    # Raised outside the handler: "from None" would still keep the driver's error as
+    # __context__, whose message may quote the whole URL, password included.
+    raise error
 
 
 def check_url(url: str) -> None:
     """Raise ``ConfigurationError`` if ``url`` cannot be parsed as a connection string."""
     try:
         psycopg.conninfo.conninfo_to_dict(driver_url(url))
+        return
     except psycopg.ProgrammingError as exc:
-        raise ConfigurationError(
+        error = ConfigurationError(
             f"PGQ_DATABASE_URL is not a valid connection string ({redact_url(url)}): {_scrub(str(exc), url)}"
-        ) from None
+        )
+    raise error  # outside the handler, for the reason given in connect()
 
 
 def make_pool(url: str, *, max_size: int, name: str = "pgq", min_size: int = 1) -> ConnectionPool:
@@ -145,6 +158,11 @@ def translate(exc: BaseException, url: str | None = None) -> PgqError:
         constraint = getattr(diag, "constraint_name", None)
         where = f" (constraint {constraint})" if constraint else ""
         return ValidationError(f"rejected by the database{where}: {primary}")
+    if sqlstate == "42501":  # insufficient_privilege
+        return DatabaseError(
+            f"{primary}; the database role lacks this privilege: grant it the schema's producer or worker "
+            "role (README, 'Roles and grants')"
+        )
     if isinstance(exc, psycopg.errors.UndefinedFunction | psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
         return DatabaseError(f"{primary}; is the schema migrated? run `pgq migrate`")
     return DatabaseError(primary)

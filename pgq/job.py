@@ -80,7 +80,7 @@ def _is_number(value: object) -> bool:
 
 
 def validate_queue_name(queue: object) -> str:
-    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
         raise ValidationError(
             f"queue name must be 1-100 characters of letters, digits and _ . : - "
             f"(starting with a letter or digit), got {queue!r}"
@@ -89,12 +89,16 @@ def validate_queue_name(queue: object) -> str:
 
 
 def validate_task_name(task: object) -> str:
-    if not isinstance(task, str) or not TASK_NAME.match(task):
+    if not isinstance(task, str) or not TASK_NAME.fullmatch(task):
         raise ValidationError(
             f"task name must be 1-200 characters of letters, digits and _ . : - "
             f"(starting with a letter or _), got {task!r}"
         )
     return task
+
+
+# \u0000 preceded by an even number of backslashes (so the escape is not itself escaped).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def encode_json(value: Any, what: str, max_bytes: int | None = None) -> str:
@@ -103,7 +107,11 @@ def encode_json(value: Any, what: str, max_bytes: int | None = None) -> str:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from None
-    if "\\u0000" in text:
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply to serialise as JSON") from None
+    # json.dumps writes a NUL as \u0000; a string holding a backslash and "u0000"
+    # comes out as \\u0000 (escaped backslash), which Postgres stores fine.
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise ValidationError(f"{what} contains a NUL character, which Postgres jsonb cannot store")
     try:
         size = len(text.encode("utf-8"))
@@ -174,8 +182,10 @@ class JobSpec:
         timeout_seconds: float | None = None
         if timeout is not None:
             timeout_seconds = timeout.total_seconds() if isinstance(timeout, dt.timedelta) else timeout
-            if not _is_number(timeout_seconds) or not 0 < timeout_seconds <= MAX_DELAY_SECONDS:
-                raise ValidationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+            # The database keeps microseconds: anything shorter would be stored as 0.
+            if not _is_number(timeout_seconds) or not 1e-6 <= timeout_seconds <= MAX_DELAY_SECONDS:
+                raise ValidationError(
+                    f"timeout must be a number of seconds from 0.000001 to {MAX_DELAY_SECONDS:.0f}, got {timeout!r}")
             timeout_seconds = float(timeout_seconds)
         if unique_key is not None:
             if not isinstance(unique_key, str) or not 1 <= len(unique_key) <= 200:

@@ -4,19 +4,26 @@ timed-out jobs, prune finished jobs past the retention period.
 Any worker may call ``Maintenance.run_once()``; a transaction-scoped advisory
 lock per schema makes exactly one of them do the work at a time. Everything
 happens in one short transaction. The claim path is not touched here.
+With Redis configured, the leader also reconciles the Redis mirror after its
+round (``reconcile_mirror``; the reconciler itself lives in ``redis_mirror``),
+so that rescued jobs reach Redis at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import ConnectionPool
 
 from pgq.db import translated
 from pgq.queries import Queries, Rescue
 from pgq.settings import Settings
+
+if TYPE_CHECKING:
+    from pgq.redis_mirror import MirrorReconciler, ReconcileReport, RedisMirror
 
 log = logging.getLogger("pgq.maintenance")
 
@@ -29,6 +36,8 @@ class MaintenanceReport:
     stale: list[Rescue] = field(default_factory=list)
     timed_out: list[Rescue] = field(default_factory=list)
     pruned: int = 0
+    # The Redis mirror pass that followed (Redis mode only; None if Redis was unavailable).
+    mirror: ReconcileReport | None = None
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -38,21 +47,52 @@ class MaintenanceReport:
 class Maintenance:
     """Runs the housekeeping functions for one schema."""
 
-    def __init__(self, settings: Settings, pool: ConnectionPool, queries: Queries | None = None) -> None:
+    def __init__(
+        self, settings: Settings, pool: ConnectionPool, queries: Queries | None = None,
+        mirror: RedisMirror | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.queries = queries or Queries(settings.schema)
+        # Redis mode: the mirror reconciler (on ``mirror``, or a client of its own).
+        self.mirror: MirrorReconciler | None = None
+        if settings.redis_url is not None:
+            from pgq.redis_mirror import MirrorReconciler, RedisMirror
+
+            self.mirror = MirrorReconciler(settings, pool, mirror or RedisMirror(settings))
+
+    def reconcile_mirror(self, *, quick: bool = False) -> ReconcileReport | None:
+        """One pass of the Redis mirror reconciler (None without Redis, or when Redis is unavailable)."""
+        if self.mirror is None:
+            return None
+        from pgq.errors import RedisUnavailable
+
+        try:
+            return self.mirror.run_once(quick=quick)
+        except RedisUnavailable as exc:
+            log.debug("mirror not reconciled: %s", exc)
+            return None
 
     def run_once(self, conn: Any = None) -> MaintenanceReport:
         """One round of maintenance, if this caller wins the leader lock (commits)."""
         with translated(self.settings.database_url):
             if conn is not None:
-                return self._round(conn)
-            with self.pool.connection() as pooled:
-                return self._round(pooled)
+                report = self._round(conn)
+            else:
+                with self.pool.connection() as pooled:
+                    report = self._round(pooled)
+        if report.leader and self.mirror is not None:
+            # After the round's commit, on a connection of its own: rescued jobs reach Redis now.
+            report = dataclasses.replace(report, mirror=self.reconcile_mirror())
+        return report
 
     def _round(self, conn: Any) -> MaintenanceReport:
         with conn.transaction():
+            # A leader that stalls inside this transaction (SIGSTOP, a frozen VM, a
+            # debugger) would hold the lock, and so every worker's maintenance, for as
+            # long as it stalls: the server ends the session after a heartbeat interval
+            # of silence instead, and another worker takes the lead.
+            self.queries.limit_idle_in_transaction(conn, self.settings.heartbeat_interval_seconds)
             if not self.queries.try_lead(conn):
                 return MaintenanceReport(leader=False)
             stale = self.queries.mark_stale_workers(conn, self.settings.stale_after_seconds)

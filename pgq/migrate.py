@@ -9,6 +9,7 @@ Revisions call ``enter_schema()`` and ``run_sql_file()``.
 from __future__ import annotations
 
 import io
+import logging
 import sys
 from typing import Any, TextIO
 
@@ -22,6 +23,8 @@ from sqlalchemy.engine import Engine
 from pgq import sqlfiles
 from pgq.db import connect, driver_url, quote_ident, translated
 from pgq.settings import Settings, validate_schema_name
+
+log = logging.getLogger("pgq.migrate")
 
 # ---------------------------------------------------------------- for revisions
 
@@ -81,12 +84,26 @@ def alembic_config(settings: Settings, *, stdout: TextIO | None = None, url_requ
     return cfg
 
 
+def _log_warning(diag: psycopg.errors.Diagnostic) -> None:
+    # A revision that cannot do everything says so with RAISE WARNING (e.g. 0003
+    # when the migrating role may not create roles); psycopg drops notices
+    # unless someone listens.
+    if diag.severity_nonlocalized == "WARNING":
+        log.warning("%s", diag.message_primary)
+
+
+def _connect_for_migrations(url: str) -> psycopg.Connection[Any]:
+    conn = connect(url, autocommit=False)
+    conn.add_notice_handler(_log_warning)
+    return conn
+
+
 def _engine(url: str) -> Engine:
     # A creator callable accepts every libpq connection string form (URL or
     # key=value) and gives pgq's clear error for a wrong DSN.
     return create_engine(
         "postgresql+psycopg://",
-        creator=lambda: connect(url, autocommit=False),
+        creator=lambda: _connect_for_migrations(url),
         poolclass=pool.NullPool,
     )
 

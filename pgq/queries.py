@@ -148,6 +148,9 @@ class Queries:
         # One leader per database and schema for maintenance (SPEC §12: only
         # per-database advisory locks, no global singleton).
         self._leader = "SELECT pg_try_advisory_xact_lock(hashtext(%s))"
+        # SET LOCAL, with a bound parameter: the server ends this session if it idles
+        # inside the current transaction for longer than this many milliseconds.
+        self._idle_limit = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
 
     # ------------------------------------------------------------ producers
     def enqueue_jobs(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
@@ -304,6 +307,10 @@ class Queries:
         return {int(r[0]) for r in execute(conn, self._release, [worker_id, list(job_ids), list(attempts)])}
 
     # ------------------------------------------------------------ maintenance
+    def limit_idle_in_transaction(self, conn: Any, seconds: float) -> None:
+        """End this session if it idles inside the current transaction for ``seconds`` (SET LOCAL)."""
+        execute(conn, self._idle_limit, [str(max(1, round(seconds * 1000)))])
+
     def try_lead(self, conn: Any) -> bool:
         """Take this schema's maintenance lock for the current transaction, if free."""
         return bool(execute(conn, self._leader, [f"pgq-maintenance:{self.schema}"])[0][0])

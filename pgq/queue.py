@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import inspect
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ from pgq.settings import Settings
 from pgq.stats import QueueStats, collect_stats
 
 if TYPE_CHECKING:
+    from pgq.redis_mirror import RedisMirror
     from pgq.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,6 +99,7 @@ class Queue:
         self.tasks: dict[str, Task] = {}
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
+        self._mirror: RedisMirror | None = None
 
     def __repr__(self) -> str:
         return f"<pgq.Queue {self.settings!r}>"
@@ -128,11 +131,43 @@ class Queue:
                 return fn(conn, *args)
 
     def close(self) -> None:
-        """Close the pool. The queue may be used again (it reopens)."""
+        """Close the pool (and the Redis client). The queue may be used again (it reopens)."""
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+            if self._mirror is not None:
+                self._mirror.close()
+                self._mirror = None
+
+    @property
+    def mirror(self) -> RedisMirror | None:
+        """The Redis accelerator's client when ``redis_url`` is set, else None (created on first use)."""
+        if self.settings.redis_url is None:
+            return None
+        if self._mirror is None:
+            with self._pool_lock:
+                if self._mirror is None:
+                    from pgq.redis_mirror import RedisMirror
+
+                    self._mirror = RedisMirror(self.settings)
+        return self._mirror
+
+    def _push(self, specs: Sequence[JobSpec], rows: Sequence[tuple[int, bool]]) -> None:
+        """Redis mode: mirror the jobs just enqueued (and committed) that are due now.
+
+        Delayed jobs are mirrored by the reconciler when they fall due. A Redis
+        failure only logs: Postgres committed the jobs, so they are enqueued.
+        """
+        mirror = self.mirror
+        if mirror is None:
+            return
+        now = dt.datetime.now(dt.UTC)  # only picks which ids to suggest; claims use the database clock
+        mirror.push_quietly(
+            (job_id, spec.queue, spec.priority)
+            for spec, (job_id, created) in zip(specs, rows, strict=True)
+            if created and not spec.delay_seconds and (spec.run_at is None or spec.run_at <= now)
+        )
 
     def __enter__(self) -> Queue:
         return self
@@ -176,14 +211,15 @@ class Queue:
         def register(f: Callable[..., Any]) -> Task:
             if not callable(f):
                 raise ValidationError(f"@task needs a function, got {f!r}")
-            task_name = name or f"{f.__module__}.{f.__qualname__}".replace("<locals>.", "")
+            task_name = f"{f.__module__}.{f.__qualname__}".replace("<locals>.", "") if name is None else name
             if task_name in self.tasks:
                 raise ValidationError(f"task {task_name!r} is already registered")
             attempts = self.settings.max_attempts if max_attempts is None else max_attempts
             # Validate the defaults now, not at the first enqueue.
-            JobSpec.build(task_name, {}, queue=queue or self.settings.default_queue, priority=priority,
+            task_queue = self.settings.default_queue if queue is None else queue
+            JobSpec.build(task_name, {}, queue=task_queue, priority=priority,
                           max_attempts=attempts, timeout=timeout, backoff=retry)
-            t = Task(self, f, name=task_name, queue=queue or self.settings.default_queue, priority=priority,
+            t = Task(self, f, name=task_name, queue=task_queue, priority=priority,
                      max_attempts=attempts, timeout=timeout, retry=retry)
             self.tasks[task_name] = t
             return t
@@ -255,9 +291,13 @@ class Queue:
         """
         if on_duplicate not in ("return", "raise"):
             raise ValidationError(f"on_duplicate must be 'return' or 'raise', got {on_duplicate!r}")
+        _check_options(options)
         spec = self.job_spec(task, payload, **options)
         rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, [spec], connection=connection)
         ((job_id, created),) = rows
+        if connection is None:
+            # Transactional enqueues are mirrored by the reconciler once the caller commits.
+            self._push([spec], rows)
         if not created and on_duplicate == "raise":
             raise DuplicateJob(spec.unique_key or "", job_id)
         return job_id
@@ -272,6 +312,8 @@ class Queue:
         anything is sent; one bad item raises and nothing is written. A unique_key held
         by a live job yields that job's id.
         """
+        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
+            raise ValidationError(f"jobs must be a list of JobSpecs or dicts, got {type(jobs).__name__}")
         specs: list[JobSpec] = []
         for index, item in enumerate(jobs):
             if isinstance(item, JobSpec):
@@ -283,6 +325,7 @@ class Queue:
                 task = options.pop("task")
                 payload = options.pop("payload", None)
                 try:
+                    _check_options(options)
                     specs.append(self.job_spec(task, payload, **options))
                 except TypeError as exc:
                     raise ValidationError(f"job {index}: {exc}") from None
@@ -293,6 +336,8 @@ class Queue:
         if not specs:
             return []
         rows = self._run(self.queries.enqueue_jobs, specs, connection=connection)
+        if connection is None:
+            self._push(specs, rows)
         return [job_id for job_id, _created in rows]
 
     # ------------------------------------------------------------ inspection and control
@@ -319,8 +364,8 @@ class Queue:
         """Open dead-letter entries (oldest first), optionally of one queue."""
         if queue is not None:
             validate_queue_name(queue)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError(f"limit must be a whole number >= 1, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2**31 - 1:
+            raise ValidationError(f"limit must be a whole number from 1 to {2**31 - 1}, got {limit!r}")
         return list(self._run(self.queries.dead_letters, queue, limit))
 
     def requeue_dead(self, job_ids: Sequence[int] | None = None, *, queue: str | None = None) -> list[int]:
@@ -330,17 +375,23 @@ class Queue:
         is unknown or not dead raises and nothing is requeued.
         """
         if job_ids is not None:
-            job_ids = [_check_id(i) for i in job_ids]
+            job_ids = _check_ids(job_ids)
         if queue is not None:
             validate_queue_name(queue)
-        return list(self._run(self.queries.requeue_dead_jobs, job_ids, queue))
+        requeued: list[int] = self._run(self.queries.requeue_dead_jobs, job_ids, queue)
+        if requeued and self.mirror is not None:
+            from pgq.queries import MirrorQueries
+
+            entries = self._run(MirrorQueries(self.settings.schema).runnable_entries, requeued)
+            self.mirror.push_quietly(entries)
+        return list(requeued)
 
     def purge_dead(self, job_ids: Sequence[int] | None = None, *, older_than: float = 0.0) -> list[int]:
         """Delete dead jobs (and their dead letters) that died over ``older_than`` seconds ago."""
         if job_ids is not None:
-            job_ids = [_check_id(i) for i in job_ids]
-        if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
-            raise ValidationError(f"older_than must be a number of seconds >= 0, got {older_than!r}")
+            job_ids = _check_ids(job_ids)
+        if not _is_seconds(older_than):
+            raise ValidationError(f"older_than must be a finite number of seconds >= 0, got {older_than!r}")
         return list(self._run(self.queries.purge_dead_jobs, job_ids, float(older_than)))
 
     def stats(self) -> QueueStats:
@@ -354,8 +405,10 @@ class Queue:
         ``timeout`` seconds, ``JobNotFound`` for an unknown id.
         """
         _check_id(job_id)
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-            raise ValidationError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        if timeout is not None and not _is_seconds(timeout):
+            raise ValidationError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+        if not _is_seconds(poll_interval) or poll_interval == 0:
+            raise ValidationError(f"poll_interval must be a finite number of seconds > 0, got {poll_interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(0.005, poll_interval)
         while True:
@@ -403,6 +456,29 @@ def _check_id(job_id: object) -> int:
     if isinstance(job_id, bool) or not isinstance(job_id, int) or not 1 <= job_id <= 2**63 - 1:
         raise ValidationError(f"job id must be a positive whole number, got {job_id!r}")
     return job_id
+
+
+def _check_ids(job_ids: object) -> list[int]:
+    if isinstance(job_ids, (str, bytes, Mapping)) or not isinstance(job_ids, Iterable):
+        raise ValidationError(f"job ids must be a list of job ids, got {job_ids!r}")
+    return [_check_id(i) for i in job_ids]
+
+
+def _is_seconds(value: object) -> bool:
+    """A finite, non-negative number of seconds (NaN and infinity would never time out)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < math.inf
+
+
+# Per-job options of enqueue / enqueue_many (the keyword arguments of Queue.job_spec).
+_JOB_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "retry"})
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - _JOB_OPTIONS)
+    if unknown:
+        raise ValidationError(
+            f"unknown job option(s) {', '.join(map(repr, unknown))}; the options are {', '.join(sorted(_JOB_OPTIONS))}"
+        )
 
 
 def connect(

@@ -112,6 +112,13 @@ jobs = Table(
     CheckConstraint(
         "status <> 'running' OR (worker_id IS NOT NULL AND started_at IS NOT NULL)", name="jobs_running_has_owner"
     ),
+    # Revision 0003: finite run_at and backoff, payload backstop (8 MiB stored).
+    CheckConstraint("isfinite(run_at)", name="jobs_run_at_finite"),
+    CheckConstraint(
+        "retry_base_seconds < 'Infinity' AND retry_factor < 'Infinity' AND retry_max_seconds < 'Infinity'",
+        name="jobs_retry_finite",
+    ),
+    CheckConstraint("pg_column_size(payload) <= 8388608", name="jobs_payload_size"),
     comment="One row per job: what to run, its status, attempts, owner and outcome. The queue itself.",
     postgresql_with={"fillfactor": 50},
 )
@@ -149,6 +156,12 @@ workers = Table(
     CheckConstraint("current_load >= 0", name="workers_load_nonnegative"),
     CheckConstraint("health_score BETWEEN 0 AND 1", name="workers_health_range"),
     CheckConstraint("cardinality(queues) >= 1", name="workers_queues_nonempty"),
+    # Revision 0003: every element a queue name (see the migration), metadata an object.
+    CheckConstraint("array_position(queues, NULL) IS NULL AND strpos(array_to_string(queues, ''), ',') = 0"
+                    " AND (cardinality(queues) = 0"
+                    "      OR array_to_string(queues, ',') ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*(,[A-Za-z0-9][A-Za-z0-9_.:-]*)*$')",
+                    name="workers_queue_names"),
+    CheckConstraint("jsonb_typeof(metadata) = 'object'", name="workers_metadata_object"),
     comment="Registry of worker processes, their heartbeats and health.",
 )
 # Stale sweep: live workers by heartbeat age.

@@ -6,8 +6,10 @@ migrated database against. It reads the system catalogs and Postgres' own
 deparsers (``pg_get_constraintdef``, ``pg_get_indexdef``, ``pg_get_functiondef``,
 ``pg_get_triggerdef``, ``pg_get_viewdef``) instead of running ``pg_dump``, so it
 needs no client binaries. Every section is sorted and server-specific details
-(owners, privileges, OIDs, the server version) are left out, so the output is
-the same for the same migrations on any supported Postgres version.
+(owners, OIDs, the server version) are left out, so the output is the same for
+the same migrations on any supported Postgres version. Privileges are printed
+as GRANTs to roles other than the owner (the roles of migration 0003 are part
+of the interface); the owner's own privileges are implicit.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ HEADER = """\
 -- to head (pgq.migrate.upgrade / `pgq migrate`) with
 --   python -m pgq.schema_dump --url postgresql://USER@HOST/DB > db/schema.sql
 -- tests/integration/test_migrations.py checks that migrating an empty database
--- produces exactly this text. Objects are listed in name order; owners and
--- privileges are left out. View definitions are printed without relation
--- qualifiers (j.id -> id), which Postgres 16+ omits for one-table views, so the
--- text is the same on every supported version.
+-- produces exactly this text. Objects are listed in name order; owners are
+-- left out, and the privileges of other roles follow each object as GRANTs.
+-- View definitions are printed without relation qualifiers (j.id -> id), which
+-- Postgres 16+ omits for one-table views, so the text is the same on every
+-- supported version.
 """
 
 # Every query takes the schema name as its only parameter. Names are compared
@@ -118,7 +121,7 @@ ORDER BY tg.tgname COLLATE "C"
 """
 
 _SEQUENCES = """
-SELECT c.relname, obj_description(c.oid, 'pg_class') AS comment
+SELECT c.oid, c.relname, obj_description(c.oid, 'pg_class') AS comment
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relkind = 'S'
@@ -148,7 +151,7 @@ ORDER BY a.attnum
 """
 
 _FUNCTIONS = """
-SELECT p.proname,
+SELECT p.oid, p.proname,
        pg_get_function_identity_arguments(p.oid) AS identity_args,
        p.prokind,
        CASE WHEN p.prokind IN ('f', 'p', 'w') THEN pg_get_functiondef(p.oid) END AS definition,
@@ -164,6 +167,48 @@ SELECT obj_description(n.oid, 'pg_namespace') FROM pg_namespace AS n WHERE n.nsp
 """
 
 _REVISION = "SELECT version_num FROM {}.alembic_version ORDER BY version_num"
+
+# Privileges of roles other than the owner, one row per grantee (PUBLIC
+# included), from the object's ACL or, when it has none, the defaults
+# (acldefault: e.g. EXECUTE for PUBLIC on a function).
+_GRANTS = """
+SELECT * FROM (
+    SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee,
+           a.is_grantable,
+           string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) AS privileges
+    FROM (SELECT {acl} AS acl, {owner} AS owner, {kind} AS kind FROM {catalog} WHERE oid = %s) AS o,
+         aclexplode(coalesce(o.acl, acldefault(o.kind, o.owner))) AS a
+    WHERE a.grantee <> o.owner
+    GROUP BY 1, 2
+) AS g
+ORDER BY grantee COLLATE "C", is_grantable
+"""
+_SCHEMA_GRANTS = _GRANTS.format(acl="nspacl", owner="nspowner", kind="'n'::\"char\"", catalog="pg_namespace")
+_RELATION_GRANTS = _GRANTS.format(
+    acl="relacl", owner="relowner", kind="CASE relkind WHEN 'S' THEN 's' ELSE 'r' END::\"char\"", catalog="pg_class")
+_FUNCTION_GRANTS = _GRANTS.format(acl="proacl", owner="proowner", kind="'f'::\"char\"", catalog="pg_proc")
+
+# Column privileges (GRANT INSERT (a, b) ON t), one row per grantee and privilege.
+_COLUMN_GRANTS = """
+SELECT * FROM (
+    SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee,
+           a.privilege_type, a.is_grantable,
+           string_agg(quote_ident(att.attname), ', ' ORDER BY att.attnum) AS columns
+    FROM pg_attribute AS att, aclexplode(att.attacl) AS a
+    WHERE att.attrelid = %s AND att.attnum > 0 AND NOT att.attisdropped
+    GROUP BY 1, 2, 3
+) AS g
+ORDER BY grantee COLLATE "C", privilege_type, is_grantable
+"""
+
+# Identity sequences of a table (printed with the table, for their grants).
+_IDENTITY_SEQUENCES = """
+SELECT s.oid, s.relname
+FROM pg_depend AS d JOIN pg_class AS s ON s.oid = d.objid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.refobjid = %s AND d.deptype = 'i' AND s.relkind = 'S'
+ORDER BY s.relname COLLATE "C"
+"""
 
 
 # The names a view's query gives its relations (table names and aliases), as
@@ -193,6 +238,13 @@ def _literal(text: str) -> str:
 
 def _comment(kind: str, name: str, comment: str | None) -> list[str]:
     return [] if comment is None else [f"COMMENT ON {kind} {name} IS {_literal(comment)};"]
+
+
+def _grants(conn: psycopg.Connection[Any], query: str, oid: int, kind: str, name: str) -> list[str]:
+    return [
+        f"GRANT {g['privileges']} ON {kind} {name} TO {g['grantee']}{' WITH GRANT OPTION' if g['is_grantable'] else ''};"
+        for g in _rows(conn, query, oid)
+    ]
 
 
 def _column_line(row: dict[str, Any], ident: Callable[[str], str]) -> str:
@@ -258,6 +310,9 @@ def dump(conn: psycopg.Connection[Any], schema: str = "pgq") -> str:
         section("schema")
         out.append(f"CREATE SCHEMA {q};")
         out.extend(_comment("SCHEMA", q, _rows(conn, _SCHEMA, schema)[0]["obj_description"]))
+        schema_oid = conn.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+        assert schema_oid is not None
+        out.extend(_grants(conn, _SCHEMA_GRANTS, schema_oid[0], "SCHEMA", q))
         has_version_table = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", (f"{q}.alembic_version",)
         ).fetchone()
@@ -283,6 +338,7 @@ def dump(conn: psycopg.Connection[Any], schema: str = "pgq") -> str:
             name = f"{q}.{ident(row['relname'])}"
             out.append(f"CREATE SEQUENCE {name};")
             out.extend(_comment("SEQUENCE", name, row["comment"]))
+            out.extend(_grants(conn, _RELATION_GRANTS, row["oid"], "SEQUENCE", name))
 
         for table in _rows(conn, _TABLES, schema):
             name = f"{q}.{ident(table['relname'])}"
@@ -300,6 +356,14 @@ def dump(conn: psycopg.Connection[Any], schema: str = "pgq") -> str:
             options = f" WITH ({', '.join(sorted(table['reloptions']))})" if table["reloptions"] else ""
             out.append(f"){options};")
             out.extend(_comment("TABLE", name, table["comment"]))
+            out.extend(_grants(conn, _RELATION_GRANTS, table["oid"], "TABLE", name))
+            out.extend(
+                f"GRANT {g['privilege_type']} ({g['columns']}) ON TABLE {name} TO {g['grantee']}"
+                f"{' WITH GRANT OPTION' if g['is_grantable'] else ''};"
+                for g in _rows(conn, _COLUMN_GRANTS, table["oid"])
+            )
+            for seq in _rows(conn, _IDENTITY_SEQUENCES, table["oid"]):
+                out.extend(_grants(conn, _RELATION_GRANTS, seq["oid"], "SEQUENCE", f"{q}.{ident(seq['relname'])}"))
             for c in columns:
                 column = f"{name}.{ident(c['attname'])}"
                 out.extend(_comment("COLUMN", column, c["comment"]))
@@ -322,6 +386,7 @@ def dump(conn: psycopg.Connection[Any], schema: str = "pgq") -> str:
             out.append(f"CREATE {kind} {name} AS")
             out.append(_unqualified(view["definition"], view["query_tree"], schema).rstrip())
             out.extend(_comment(kind, name, view["comment"]))
+            out.extend(_grants(conn, _RELATION_GRANTS, view["oid"], "TABLE", name))
             for c in _rows(conn, _VIEW_COLUMN_COMMENTS, view["oid"]):
                 column = f"{name}.{ident(c['attname'])}"
                 out.extend(_comment("COLUMN", column, c["comment"]))
@@ -335,6 +400,7 @@ def dump(conn: psycopg.Connection[Any], schema: str = "pgq") -> str:
                 out.append(fn["definition"].rstrip() + ";")
             kind = "PROCEDURE" if fn["prokind"] == "p" else "FUNCTION"
             out.extend(_comment(kind, signature, fn["comment"]))
+            out.extend(_grants(conn, _FUNCTION_GRANTS, fn["oid"], kind, signature))
 
     return "\n".join(_strip_trailing(out)) + "\n"
 

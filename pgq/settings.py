@@ -18,12 +18,16 @@ from typing import Any
 
 from pgq.errors import ConfigurationError
 
+# Matched with fullmatch(): "$" alone would also accept a trailing newline.
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@]*:)(?P<secret>[^@]*)(?P<tail>@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+# The secret runs to the *last* "@": libpq cuts a password typed with a raw "@"
+# at the first one and reads the rest as the host (echoed in its errors), and a
+# raw "/" or "?" in it ends its user part. Redacting too much beats too little.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@]*:)(?P<secret>.*)(?P<tail>@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|(?:\\.|\S)+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&]*)", re.I)
 
 
@@ -36,9 +40,27 @@ def redact_url(url: str | None) -> str | None:
     return url
 
 
+def password_candidates(url: str) -> set[str]:
+    """Every string in ``url`` that may be (part of) a password, for scrubbing messages.
+
+    Used where the URL cannot be parsed (a driver error may quote it) or was
+    parsed differently than its author meant (a raw "@" in the password).
+    """
+    found: set[str] = set()
+    for pattern in (_URL_PASSWORD, _KV_PASSWORD, _QUERY_PASSWORD):
+        for match in pattern.finditer(url):
+            secret = match.group("secret")
+            found.add(secret)
+            if secret.startswith("'") and secret.endswith("'") and len(secret) >= 2:
+                found.add(re.sub(r"\\(.)", r"\1", secret[1:-1]))
+            found.add(re.sub(r"\\(.)", r"\1", secret))
+            found.update(part for part in re.split(r"[@/]", secret) if len(part) >= 4)
+    return {s for s in found if s}
+
+
 def validate_schema_name(name: object, *, variable: str = "PGQ_SCHEMA") -> str:
     """Return ``name`` if it is a safe schema identifier, else raise ``ConfigurationError``."""
-    if not isinstance(name, str) or not SCHEMA_NAME.match(name):
+    if not isinstance(name, str) or not SCHEMA_NAME.fullmatch(name):
         raise ConfigurationError(
             f"{variable} must be a lowercase identifier of at most 40 characters "
             f"(letters, digits, underscore; not starting with a digit), got {name!r}"
@@ -103,7 +125,7 @@ class Settings:
     redis_full_sweep_interval_seconds: float = 600.0
     # With Redis on, an idle worker still asks Postgres directly this often: a safety
     # net for anything the mirror missed (Postgres-only workers poll every poll_interval).
-    redis_poll_interval_seconds: float = 5.0
+    redis_poll_interval_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
@@ -141,9 +163,9 @@ class Settings:
             )
         if not isinstance(self.listen, bool):
             raise ConfigurationError(f"PGQ_LISTEN must be true or false, got {self.listen!r}")
-        if not isinstance(self.default_queue, str) or not QUEUE_NAME.match(self.default_queue):
+        if not isinstance(self.default_queue, str) or not QUEUE_NAME.fullmatch(self.default_queue):
             raise ConfigurationError(f"PGQ_DEFAULT_QUEUE is not a valid queue name: {self.default_queue!r}")
-        if not isinstance(self.redis_prefix, str) or not REDIS_PREFIX.match(self.redis_prefix):
+        if not isinstance(self.redis_prefix, str) or not REDIS_PREFIX.fullmatch(self.redis_prefix):
             raise ConfigurationError(
                 "PGQ_REDIS_PREFIX must be 1 to 64 letters, digits or _ . : - (no braces or spaces), "
                 f"got {self.redis_prefix!r}"

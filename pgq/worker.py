@@ -23,7 +23,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from pgq.notify import Listener
 
 if TYPE_CHECKING:
     from pgq.queue import Queue
+    from pgq.redis_mirror import WorkerMirror
 
 log = logging.getLogger("pgq.worker")
 
@@ -97,16 +98,22 @@ class Worker:
         run_maintenance: bool = True,
         clock: Clock | None = None,
     ) -> None:
+        from pgq.queue import Queue
+
+        if not isinstance(queue, Queue):
+            raise ValidationError(f"queue must be a pgq.Queue, got {type(queue).__name__}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
             raise ValidationError(f"concurrency must be a whole number from 1 to 10000, got {concurrency!r}")
         if queues is None:
             queues = sorted({t.queue for t in queue.tasks.values()}) or [queue.settings.default_queue]
-        if isinstance(queues, str) or not queues:
+        if isinstance(queues, (str, bytes)) or not isinstance(queues, Iterable) or not queues:
             raise ValidationError(f"queues must be a non-empty list of queue names, got {queues!r}")
-        self.queues = [validate_queue_name(q) for q in dict.fromkeys(queues)]
+        self.queues = list(dict.fromkeys(validate_queue_name(q) for q in queues))
         batch = queue.settings.claim_batch_size if batch_size is None else batch_size
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValidationError(f"batch_size must be a whole number >= 1, got {batch!r}")
+        if worker_id is not None and not isinstance(worker_id, uuid.UUID):
+            raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
         self.queue = queue
         self.settings = queue.settings
         self.queries = queue.queries
@@ -138,6 +145,16 @@ class Worker:
         self._listener: Listener | None = None
         self._background: list[threading.Thread] = []
         self.maintenance: Maintenance | None = None
+        # Redis accelerator (redis_url set): ids come from Redis, claims stay in Postgres.
+        self._mirror: WorkerMirror | None = None
+        if queue.mirror is not None:
+            from pgq.redis_mirror import WorkerMirror
+
+            self._mirror = WorkerMirror(queue.mirror, self.id, self.queues, self.counters)
+        # Set while the claim loop waits for work: the Redis waiter may then take wake-ups.
+        self._idle = threading.Event()
+        # Set by a NOTIFY: the mirror reconciler (if this worker leads it) runs a pass now.
+        self._mirror_poke = threading.Event()
 
     def __repr__(self) -> str:
         return f"<pgq.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
@@ -167,7 +184,7 @@ class Worker:
         """
         self._register()
         self._start_runners()
-        jobs = self._claim(min(max_jobs or self.batch_size, self.concurrency))
+        jobs = self._claim(min(max_jobs or self.batch_size, self.concurrency), thorough=True)
         for job in jobs:
             self._dispatch(job)
         while True:
@@ -200,6 +217,8 @@ class Worker:
             log.warning("worker %s had been marked stale; its jobs were rescued", self.id)
         for job_id in beat.lost_job_ids:
             self._abandon(job_id, "no longer owned (cancelled, rescued or timed out)")
+        if self._mirror is not None:
+            self._mirror.heartbeat(len(running))
 
     @property
     def in_flight(self) -> int:
@@ -222,7 +241,7 @@ class Worker:
             if self._stopping.is_set():
                 break
             try:
-                jobs = self._claim(want)
+                jobs = self._claim(want, thorough=burst)
             except PgqError as exc:
                 self.counters.errors += 1
                 log.warning("claim failed (%s); retrying in %.2f s", exc, backoff)
@@ -235,7 +254,11 @@ class Worker:
             if len(jobs) < want:
                 if burst and not jobs and self.in_flight == 0:
                     return
-                self._wait(self._idle_wait())
+                self._idle.set()
+                try:
+                    self._wait(self._idle_wait())
+                finally:
+                    self._idle.clear()
 
     def _claim_size(self) -> int:
         """How many jobs to claim now (0: wait for a slot to free).
@@ -268,6 +291,10 @@ class Worker:
         """How long to wait for work: the poll interval, or less when a delayed
         or retrying job falls due sooner (NOTIFY only covers jobs due at once)."""
         poll = self.settings.poll_interval_seconds
+        if self._mirror is not None and self._mirror.trusted:
+            # Redis wakes this worker (push tokens); due retries reach Redis through
+            # the reconciler. Postgres is asked only at the safety-net poll.
+            return min(poll, self._mirror.seconds_to_poll())
         try:
             with self.queue.pool.connection() as conn:
                 due = self.queries.seconds_until_next_due(conn, self.queues)
@@ -283,14 +310,20 @@ class Worker:
             timeout = max(0.0, min(timeout, min(deadlines) - self.clock.monotonic()))
         self._wake.wait(timeout)
 
-    def _claim(self, n: int) -> list[Job]:
+    def _claim(self, n: int, *, thorough: bool = False) -> list[Job]:
+        """Claim up to ``n`` jobs: from Redis ids when the accelerator answers, else
+        (or when Redis is empty and a safety-net poll is due, or ``thorough``) from Postgres."""
         from pgq.db import translated
 
         with translated(self.settings.database_url):
             try:
-                with self.queue.pool.connection() as conn:
-                    self.counters.claim_round_trips += 1
-                    jobs = self.queries.get_runnable_jobs(conn, self.queues, self.id, n)
+                jobs = None if self._mirror is None else self._mirror.claim(self.queue.pool, n, thorough=thorough)
+                if jobs is None:
+                    with self.queue.pool.connection() as conn:
+                        self.counters.claim_round_trips += 1
+                        jobs = self.queries.get_runnable_jobs(conn, self.queues, self.id, n)
+                    if self._mirror is not None:
+                        self._mirror.claimed_from_postgres(jobs)
             except InvalidTransition:
                 # Marked stale (e.g. heartbeats could not reach the database):
                 # its jobs were rescued; register again and carry on.
@@ -358,6 +391,8 @@ class Worker:
         if report:
             assert outcome is not None
             self._acks.put((slot.job, outcome))
+        elif self._mirror is not None:
+            self._mirror.finished([slot.job.id])  # cancelled or rescued: no outcome to write
         self._wake.set()
 
     def _enforce_deadlines(self) -> None:
@@ -436,6 +471,10 @@ class Worker:
         """
         from pgq.db import translated
 
+        if self._mirror is not None and batch:
+            # Leave the processing set first: once an outcome is written the id must
+            # not count as held (a retry due at once is then mirrored by the reconciler).
+            self._mirror.finished([job.id for job, _ in batch])
         completions = [(job, o) for job, o in batch if isinstance(o, Completed)]
         failures = [(job, o) for job, o in batch if isinstance(o, Failed)]
         backoff = 0.05
@@ -512,12 +551,18 @@ class Worker:
             self.queries.register_worker(conn, self.id, socket.gethostname(), os.getpid(), self.queues,
                                          self.concurrency, metadata)
         self._registered = True
+        if self._mirror is not None:
+            self._mirror.heartbeat(0)
         log.info("worker %s registered (queues %s, concurrency %d)", self.id, self.queues, self.concurrency)
 
     def _start_background(self) -> None:
         self._register()
         if self.run_maintenance:
-            self.maintenance = Maintenance(self.settings, self.queue.pool, self.queries)
+            self.maintenance = Maintenance(self.settings, self.queue.pool, self.queries, mirror=self.queue.mirror)
+            if self.maintenance.mirror is not None:
+                self._spawn(self._mirror_loop, "pgq-mirror")
+        if self._mirror is not None:
+            self._spawn(self._redis_waiter, "pgq-redis-wait")
         self._spawn(self._ack_loop, "pgq-ack")
         self._spawn(self._heartbeat_loop, "pgq-heartbeat")
         if self.settings.listen:
@@ -537,7 +582,13 @@ class Worker:
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == self.queries.channel_job_available:
-            if payload in self.queues:
+            if self._mirror is not None and self._mirror.trusted:
+                # Redis wakes this worker; a NOTIFY only tells the reconciler to
+                # look (jobs enqueued without a push: transactional, SQL, other languages).
+                if self.maintenance is not None and self.maintenance.mirror is not None \
+                        and self.maintenance.mirror.is_leader:
+                    self._mirror_poke.set()
+            elif payload in self.queues:
                 self._wake.set()
         elif channel == self.queries.channel_job_cancelled:
             try:
@@ -565,6 +616,44 @@ class Worker:
                 log.warning("heartbeat/maintenance failed: %s", exc)
             wait = min(next_beat, next_maintenance if self.maintenance else next_beat) - self.clock.monotonic()
             self._stop_background.wait(max(0.01, wait))
+
+    def _redis_waiter(self) -> None:
+        """Redis mode: while the claim loop is idle, block on the queues' wake lists
+        (Redis, not Postgres) and wake the loop when work is pushed."""
+        mirror = self._mirror
+        assert mirror is not None
+        while not self._stop_background.is_set():
+            if not self._idle.wait(0.2):
+                continue
+            woken = mirror.wait_for_work()
+            if woken:
+                self._wake.set()
+            elif woken is None:  # Redis unavailable: the loop polls Postgres meanwhile
+                self._stop_background.wait(0.5)
+
+    def _mirror_loop(self) -> None:
+        """Redis mode: take part in the reconciler lease; the leader reconciles the mirror
+        every ``redis_reconcile_interval_seconds``, and soon after a NOTIFY."""
+        assert self.maintenance is not None and self.maintenance.mirror is not None
+        reconciler = self.maintenance.mirror
+        interval = self.settings.redis_reconcile_interval_seconds
+        next_tick = 0.0
+        while not self._stop_background.is_set():
+            # A pass on the clock does everything; one triggered by a NOTIFY in
+            # between only mirrors what became runnable (``quick``).
+            quick = self.clock.monotonic() < next_tick
+            if not quick:
+                next_tick = self.clock.monotonic() + interval
+            try:
+                if reconciler.lead(str(self.id)):
+                    reconciler.run_once(quick=quick)
+            except Exception as exc:  # the loop must survive Redis and database outages
+                self.counters.errors += 1
+                log.warning("mirror reconciliation failed: %s", exc)
+            # At most one NOTIFY-triggered pass per 20 ms, however many notifications arrive.
+            self._stop_background.wait(0.02)
+            self._mirror_poke.wait(max(0.0, next_tick - self.clock.monotonic()))
+            self._mirror_poke.clear()
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -614,6 +703,9 @@ class Worker:
         for _ in self._runners:
             self._ready.put(None)
         self._stop_background.set()
+        self._mirror_poke.set()  # the mirror loop may be waiting for its next tick
+        if self._mirror is not None:
+            self._mirror.interrupt_wait()  # the Redis waiter may be blocked in BLPOP
         for thread in self._background:
             thread.join(timeout=10)
         self._flush(self._drain_acks())
@@ -632,6 +724,9 @@ class Worker:
             except Exception as exc:
                 log.error("could not deregister worker %s (%s); maintenance will rescue its jobs", self.id, exc)
             self._registered = False
+        if self._mirror is not None:
+            # Released and interrupted jobs are runnable again: their ids go back to Redis.
+            self._mirror.retire(self.queue.pool)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             # Close the loop once it has stopped, or it leaks (ResourceWarning).

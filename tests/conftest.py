@@ -60,6 +60,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgq.migrate import upgrade
 from pgq.settings import Settings, redact_url
+from redis_service import accelerated, both_modes, queue_mode, redis_prefix, redis_service, redis_url  # noqa: F401
 
 # Property tests: random and fresh on a developer's machine; in CI (CI=true) the
 # same examples every run, so a red build always reproduces.
@@ -260,6 +261,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_DB_TIMES] = {"clone": [], "drop": []}
+    config.addinivalue_line("markers", "both_modes: run each test Postgres-only and with the Redis accelerator")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    both_modes(metafunc)  # the `queue_mode` parameter of modules marked both_modes
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -514,9 +520,13 @@ def empty_db_url(admin_conn: psycopg.Connection[Any], pg_server: PgServer) -> It
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    """pgq Settings for ``db_url`` (schema ``pgq``)."""
-    return Settings(database_url=db_url, schema="pgq")
+def settings(db_url: str, queue_mode: str, request: pytest.FixtureRequest) -> Settings:  # noqa: F811 (a fixture)
+    """pgq Settings for ``db_url`` (schema ``pgq``); in ``queue_mode`` "redis" with the
+    Redis accelerator on (a key prefix of its own, the mirror built)."""
+    settings = Settings(database_url=db_url, schema="pgq")
+    if queue_mode == "redis":
+        return accelerated(settings, request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+    return settings
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import sqlalchemy
 import pgq
 from pgq.migrate import downgrade, head_revision
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
 
 UTC = dt.UTC
 

@@ -22,7 +22,7 @@ import pgq
 from factories import eventually
 from pgq.queries import Queries
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
 
 WAIT = 10.0  # generous upper bound for anything that should take milliseconds
 

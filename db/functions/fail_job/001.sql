@@ -26,8 +26,10 @@ BEGIN
         RAISE EXCEPTION 'fail_job: p_outcome must be failed or timed_out (got %)', p_outcome
             USING ERRCODE = 'PQ004';
     END IF;
-    IF p_retry_delay < 0 THEN
-        RAISE EXCEPTION 'fail_job: p_retry_delay must not be negative (got %)', p_retry_delay
+    -- NOT BETWEEN also rejects NaN (Postgres sorts it above every number) and
+    -- infinity, which would fail later as an interval overflow naming nothing.
+    IF NOT p_retry_delay BETWEEN 0 AND 31622400 THEN
+        RAISE EXCEPTION 'fail_job: p_retry_delay must be from 0 to 31622400 seconds (a year), got %', p_retry_delay
             USING ERRCODE = 'PQ004';
     END IF;
     PERFORM 1 FROM jobs

@@ -25,9 +25,10 @@ BEGIN
         FROM unnest(p_job_ids) AS i LEFT JOIN jobs AS j ON j.id = i
         WHERE j.id IS NULL OR j.status <> 'dead'
         LIMIT 1;
-        IF v_bad IS NOT NULL AND v_bad_status IS NULL THEN
+        -- FOUND, not v_bad: a NULL id is unknown too.
+        IF FOUND AND v_bad_status IS NULL THEN
             RAISE EXCEPTION 'requeue_dead_jobs: job % does not exist', v_bad USING ERRCODE = 'PQ001';
-        ELSIF v_bad IS NOT NULL THEN
+        ELSIF FOUND THEN
             RAISE EXCEPTION 'requeue_dead_jobs: job % is %, not dead', v_bad, v_bad_status
                 USING ERRCODE = 'PQ002';
         END IF;

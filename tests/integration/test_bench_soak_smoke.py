@@ -1,0 +1,37 @@
+"""Smoke test of `pgq bench soak`: a few seconds of it, with failing and slow jobs and
+pruning on, through the real command (see test_bench_smoke.py for the style).
+
+Not a benchmark: no figure is compared with a target. What must hold at any
+size: every job accounted for, none run more often than it had to, the dead
+letter queue exactly the failing jobs, and a sample per window.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from test_bench_smoke import bench
+
+pytestmark = pytest.mark.integration
+
+
+def test_soak_runs_producers_and_workers_and_accounts_for_every_job(db_url: str) -> None:
+    (r,) = bench(db_url, "soak", "--minutes", "0.05", "--rate", "200", "-w", "1", "-c", "4",
+                 "--sample-seconds", "0.5", "--retention-seconds", "0.5", "--slow-ms", "20",
+                 "--slow-fraction", "0.05", "--fail-fraction", "0.05", "--max-attempts", "2")
+    assert r["scenario"] == "soak"
+    assert r["settings"]["minutes"] == 0.05 and r["settings"]["rate"] == 200.0
+    assert r["jobs"] == 600  # 3 s at 200 jobs/s
+    assert r["lost"] == 0 and r["duplicated"] == 0
+    assert r["dead_letters_exact"] is True and r["dead"] > 0
+    # A failing job runs --max-attempts (2) times, every other job once.
+    assert r["handler_runs"] == r["jobs"] + r["dead"]
+    assert r["pruned"] > 0  # maintenance pruned completed jobs past the 0.5 s retention
+    assert r["pickup_latency_ms"]["n"] == r["jobs"] and r["pickup_latency_ms"]["p99"] > 0
+    assert len(r["windows"]) >= 6
+    sampled = [w for w in r["windows"] if "jobs_bytes" in w]
+    assert len(sampled) >= 4
+    assert all(w["jobs_bytes"] > 0 and w["jobs_dead_tuples"] >= 0 for w in sampled)
+    assert sum(w["runs_per_s"] for w in r["windows"]) * 0.5 == pytest.approx(r["handler_runs"], abs=1)
+    assert r["samples"][-1]["final"] and r["samples"][-1]["depth"] == 0
+    assert set(r["autovacuum"]) == {"autovacuum", "autovacuum_naptime", "autovacuum_vacuum_cost_delay"}
