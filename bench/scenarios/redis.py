@@ -188,15 +188,17 @@ def _level(env: Env, tmp: Path, crew: Workers, jobs: int, duration: float, idle:
     empty_tables(env)
     if mode == "redis":
         _rebuilt(env)
-    idle_group = crew.group(env, tmp, burst=False)
-    idle_group.start()
-    idle_meter = CostMeter(env, SCHEMA, queue_tables(env))
-    idle_meter.start()
-    idle_group.release()
-    time.sleep(idle)  # the idle period being measured
-    idle_group.stop()
-    idle_group.join()
-    idle_commits = idle_meter.stop(1)["totals"]["commits"]
+    idle_commits = 0
+    if idle > 0:
+        idle_group = crew.group(env, tmp, burst=False)
+        idle_group.start()
+        idle_meter = CostMeter(env, SCHEMA, queue_tables(env))
+        idle_meter.start()
+        idle_group.release()
+        time.sleep(idle)  # the idle period being measured
+        idle_group.stop()
+        idle_group.join()
+        idle_commits = idle_meter.stop(1)["totals"]["commits"]
     # Pickup by idle workers, one job at a time.
     latency, series = pickup_probe(env, tmp, crew, jobs=latency_jobs, gap_ms=5.0,
                                    label=f"{mode} pickup {crew.processes} x {crew.concurrency}")
@@ -215,19 +217,18 @@ def _level(env: Env, tmp: Path, crew: Workers, jobs: int, duration: float, idle:
     }, series
 
 
-def _rebuilt(env: Env, timeout: float = 30.0) -> None:
-    """Drop the bench's keys (ids of deleted jobs) and wait until the reconciler
-    leader has rebuilt the mirror for the emptied tables."""
-    from pgq.redis_mirror import RedisMirror
+def _rebuilt(env: Env) -> None:
+    """Drop the bench's keys (ids of deleted jobs) and rebuild the mirror for the
+    emptied tables now, as the reconciler leader would on its next pass."""
+    from pgq.redis_mirror import MirrorReconciler, RedisMirror
 
-    mirror = RedisMirror(env.settings())
+    settings = env.settings()
+    mirror = RedisMirror(settings)
     try:
         _clear(mirror)
-        deadline = time.monotonic() + timeout
-        while not mirror.state().get("epoch"):
-            if time.monotonic() > deadline:
-                raise pgq.PgqError("the bench's mirror reconciler did not build the Redis mirror")
-            time.sleep(0.05)  # the leader thread builds it on its next pass
+        report = MirrorReconciler(settings, None, mirror).run_once(env.conn)  # type: ignore[arg-type]
+        if not report.rebuilt:
+            raise pgq.PgqError("the bench could not rebuild the Redis mirror")
     finally:
         mirror.close()
 

@@ -1,0 +1,975 @@
+"""Optional Redis accelerator: runnable job ids mirrored in Redis, popped by
+workers, claimed in Postgres, reconciled from Postgres.
+
+Redis never decides anything. It holds *suggestions*: ids that were runnable
+when they were written. A worker pops ids (atomically moving them to its own
+processing set), then claims them with ``pgq.claim_jobs``, which applies the
+fence of ``get_runnable_jobs``; ids Postgres no longer considers runnable are
+dropped. Every Redis structure can be rebuilt from Postgres, and every Redis
+failure sends the caller down the Postgres path (``get_runnable_jobs``).
+This module imports ``redis`` lazily; core modules import it only when
+``redis_url`` is set.
+
+Key layout (``P`` = ``{<redis_prefix>:<schema>}``; the braces are a Redis
+Cluster hash tag, so one deployment's keys share a slot and scripts may touch
+them together)::
+
+    P:ready:<queue>        sorted set: runnable ids; score = (5 - priority) * 2**50 + id
+    P:wake:<queue>         list: wake-up tokens for idle workers (capped)
+    P:processing:<worker>  sorted set: ids a worker popped and has not finished; score = pop time (ms)
+    P:inflight             hash: id -> "<worker>|<pop ms>" for every id in any processing set
+    P:owners               set: workers that have a processing set
+    P:heartbeat:<worker>   string with a TTL: cheap liveness (Postgres heartbeats stay authoritative)
+    P:wake-worker:<worker> list: interrupts one worker's blocking wait (shutdown)
+    P:queues               set: queues ever mirrored (for status and stale checks)
+    P:mirror               hash: epoch, horizon, reconciled_at, full_at; exists only once a
+                           full rebuild completed; absent after FLUSHALL or a restart
+    P:building, P:reconciler, P:recheck   rebuild token, reconciler lease, ids to look at again
+
+Why one sorted set per queue rather than three lists (high/medium/low):
+ZADD is idempotent, so a duplicate push, a re-mirrored id or a retried write
+is harmless (a list would hold the id twice and run a claim for each copy);
+a stale id is removed in O(log n) by value; the five priorities keep their
+full order instead of being folded into three bands; and the score (priority
+first, then id, i.e. enqueue order) is an exact integer below 2**53, so the
+order is the same on every node and needs no clock. Postgres orders a
+priority by run_at then id; Redis orders it by id, so a retried or delayed job
+that falls due goes ahead of younger jobs of its priority.
+
+Acquisition is a Lua script (pop up to N in priority order across the
+worker's queues, record them in its processing set and ``inflight``).
+Scripts cannot block, so idle workers block on ``BLPOP`` of the per-queue
+wake lists instead: a push adds a token, and a pop that leaves ids behind adds
+another, so wake-ups cascade to as many idle workers as there is work without
+waking all of them per job. An idle worker therefore costs Postgres nothing
+but its heartbeat and a safety-net poll every ``redis_poll_interval_seconds``.
+
+Reconciliation costs what changed, not the table size. Every stored function
+that makes a job runnable (enqueue, retry, rescue, release, requeue) sets its
+``run_at`` to its transaction's ``now()`` or later. ``mirror_horizon()`` is the
+start of the oldest transaction open in the database; a pass mirrors the
+runnable jobs with ``run_at`` at or after the previous pass's horizon (an
+index range scan per queue and priority) and then stores its own horizon. A
+job made runnable by a transaction that commits late, after a failed push,
+while Redis was down, by a transactional enqueue (which is not pushed: there
+is no after-commit hook) or by another language calling the SQL functions,
+is therefore seen by the next pass. The reconciler leader also runs a pass
+when a ``NOTIFY`` says a queue got work. A missing ``P:mirror`` hash
+(FLUSHALL, a restart without persistence) makes the next pass rebuild
+everything once; until it completes, workers take the Postgres path. Ids of
+dead workers' processing sets go back to the ready set when Postgres still
+calls them runnable; stale ids at the head of each ready set are removed when
+Postgres says they are not runnable, and a full sweep every
+``redis_full_sweep_interval_seconds`` catches what no watermark sees (a DBA's
+UPDATE).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pgq.errors import ConfigurationError, RedisUnavailable
+from pgq.queries import MirrorQueries
+from pgq.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from pgq.job import Job
+    from pgq.worker import WorkerCounters
+
+log = logging.getLogger("pgq.redis")
+
+T = TypeVar("T")
+
+#: Scores: (5 - priority) * PRIORITY_SPAN + id, exact in a double for ids below 2**50.
+PRIORITY_SPAN = 2**50
+#: Wake-up tokens kept per queue (each wakes one idle worker).
+WAKE_CAP = 64
+#: How long an idle worker blocks in BLPOP before looking again (seconds).
+BLOCK_SECONDS = 1.0
+#: Rows per page when the reconciler reads runnable jobs.
+PAGE = 5000
+#: Ids checked at the head of each ready set per pass.
+HEAD_CHECK = 100
+#: The reconciler looks back at most this far (seconds) for late commits; an older
+#: open transaction's late writes are caught by the full sweep.
+MAX_LOOKBACK_SECONDS = 300.0
+#: An id popped this long ago (ms) and still runnable in Postgres was abandoned.
+ABANDONED_MS = 30_000
+
+
+def score(job_id: int, priority: int) -> int:
+    """The ready-set score of a job: priority 5 first, then by id (enqueue order)."""
+    return (5 - priority) * PRIORITY_SPAN + min(job_id, PRIORITY_SPAN - 1)
+
+
+class Keys:
+    """Redis key names of one deployment (prefix and schema)."""
+
+    def __init__(self, prefix: str, schema: str) -> None:
+        self.base = "{" + f"{prefix}:{schema}" + "}"
+        self.inflight = f"{self.base}:inflight"
+        self.owners = f"{self.base}:owners"
+        self.queues = f"{self.base}:queues"
+        self.mirror = f"{self.base}:mirror"
+        self.building = f"{self.base}:building"
+        self.lease = f"{self.base}:reconciler"
+        self.recheck = f"{self.base}:recheck"
+
+    def ready(self, queue: str) -> str:
+        return f"{self.base}:ready:{queue}"
+
+    def wake(self, queue: str) -> str:
+        return f"{self.base}:wake:{queue}"
+
+    def processing(self, worker: str) -> str:
+        return f"{self.base}:processing:{worker}"
+
+    def heartbeat(self, worker: str) -> str:
+        return f"{self.base}:heartbeat:{worker}"
+
+    def worker_wake(self, worker: str) -> str:
+        return f"{self.base}:wake-worker:{worker}"
+
+
+# ---------------------------------------------------------------- Lua scripts
+# KEYS: mirror, inflight, owners, processing, ready_1..k, wake_1..k
+# ARGV: n, worker, k, wake cap
+# Returns {0} when the mirror is not built (use Postgres), else {1, id, score, queue index, ...}.
+_POP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local n = tonumber(ARGV[1])
+local k = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local picked = {}
+if k == 1 then
+  local items = redis.call('ZPOPMIN', KEYS[5], n)
+  for j = 1, #items, 2 do picked[#picked + 1] = {items[j], items[j + 1], 1} end
+else
+  local cands = {}
+  for i = 1, k do
+    local items = redis.call('ZRANGE', KEYS[4 + i], 0, n - 1, 'WITHSCORES')
+    for j = 1, #items, 2 do
+      cands[#cands + 1] = {tonumber(items[j + 1]), items[j], items[j + 1], i}
+    end
+  end
+  table.sort(cands, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for idx = 1, math.min(n, #cands) do
+    local c = cands[idx]
+    redis.call('ZREM', KEYS[4 + c[4]], c[2])
+    picked[#picked + 1] = {c[2], c[3], c[4]}
+  end
+end
+local out = {1}
+if #picked > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local tag = ARGV[2] .. '|' .. now
+  for _, p in ipairs(picked) do
+    redis.call('ZADD', KEYS[4], now, p[1])
+    redis.call('HSET', KEYS[2], p[1], tag)
+    out[#out + 1] = p[1]
+    out[#out + 1] = p[2]
+    out[#out + 1] = p[3]
+  end
+  redis.call('SADD', KEYS[3], ARGV[2])
+end
+for i = 1, k do
+  if redis.call('EXISTS', KEYS[4 + i]) == 1 then
+    redis.call('LPUSH', KEYS[4 + k + i], '1')
+    redis.call('LTRIM', KEYS[4 + k + i], 0, cap - 1)
+  end
+end
+return out
+"""
+
+# KEYS: inflight, recheck, queues, ready, wake
+# ARGV: queue, wake cap, id_1, score_1, id_2, score_2, ...
+# Adds the ids that no worker holds; ids a worker holds go to recheck (looked at
+# again by the next reconcile pass). Returns how many were added.
+_OFFER = """
+local added = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('SADD', KEYS[2], ARGV[i])
+  else
+    added = added + redis.call('ZADD', KEYS[4], 'NX', ARGV[i + 1], ARGV[i])
+  end
+end
+redis.call('SADD', KEYS[3], ARGV[1])
+if added > 0 then
+  local tokens = {}
+  for _ = 1, math.min(added, tonumber(ARGV[2])) do tokens[#tokens + 1] = '1' end
+  redis.call('LPUSH', KEYS[5], unpack(tokens))
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[2]) - 1)
+end
+return added
+"""
+
+# KEYS: processing, inflight, owners, heartbeat, worker wake; ARGV: worker
+# Empties a worker's processing set (shutdown, or a dead worker); returns its ids.
+_RETIRE = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for i = 1, #ids, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+end
+redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+redis.call('SREM', KEYS[3], ARGV[1])
+return ids
+"""
+
+# KEYS: inflight, then one processing key per id; ARGV: ids
+# Forgets abandoned pops (ids still runnable long after a pop), whoever holds them.
+_ABANDON = """
+for i = 1, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[i + 1], ARGV[i])
+end
+return #ARGV
+"""
+
+# KEYS: lease; ARGV: owner, ttl ms. Take or extend the reconciler lease.
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: building, mirror; ARGV: token, epoch, horizon, now
+# Publishes a completed rebuild, unless Redis lost the build token meanwhile
+# (FLUSHALL or restart during the rebuild: the mirror would be incomplete).
+_FINISH_BUILD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2], KEYS[1])
+redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'horizon', ARGV[3], 'reconciled_at', ARGV[4],
+           'full_at', ARGV[4], 'built_at', ARGV[4])
+return 1
+"""
+
+# KEYS: mirror; ARGV: epoch, horizon, now, full ('1' or '0')
+# Records a pass, only on the mirror it started on (not on one rebuilt or flushed meanwhile).
+_COMMIT = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'horizon', ARGV[2], 'reconciled_at', ARGV[3])
+if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'full_at', ARGV[3]) end
+return 1
+"""
+
+
+class RedisMirror:
+    """Talks to Redis for one pgq schema, with bounded timeouts and a circuit breaker.
+
+    Every command is bounded by ``Settings.redis_timeout_seconds``. A failure
+    raises ``RedisUnavailable`` and opens a short back-off (1 s, doubling up
+    to 5 s) during which calls raise at once without touching the network, so
+    callers fall back to Postgres immediately; an outage is logged once, and
+    so is the recovery. Thread-safe (redis-py pools its connections).
+
+    Raises:
+        ConfigurationError: the ``redis`` package is missing or the URL is malformed.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.redis_url:
+            raise ConfigurationError("the Redis accelerator needs PGQ_REDIS_URL (or redis_url=)")
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise ConfigurationError(
+                "PGQ_REDIS_URL is set but the redis package is not installed: pip install 'pgq[redis]'"
+            ) from None
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix, settings.schema)
+        self.url = redact_url(settings.redis_url) or ""
+        timeout = settings.redis_timeout_seconds
+        try:
+            # One immediate retry on a connection error: after a Redis restart every
+            # pooled socket is dead, and the retry opens a fresh one.
+            self._client: Any = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 1), retry_on_timeout=False, decode_responses=True,
+                client_name="pgq",
+            )
+            self._blocking: Any = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=timeout + BLOCK_SECONDS, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
+                client_name="pgq-wait",
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"PGQ_REDIS_URL is not a valid Redis URL ({self.url}): {exc}") from None
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._pop = self._client.register_script(_POP)
+        self._offer = self._client.register_script(_OFFER)
+        self._retire = self._client.register_script(_RETIRE)
+        self._abandon = self._client.register_script(_ABANDON)
+        self._lease = self._client.register_script(_LEASE)
+        self._finish_build = self._client.register_script(_FINISH_BUILD)
+        self._commit = self._client.register_script(_COMMIT)
+        self._state_lock = threading.Lock()
+        self._down_until = 0.0
+        self._backoff = 1.0
+        self._down = False
+        self.failures = 0
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<pgq.RedisMirror {self.url} {self.keys.base}>"
+
+    # ------------------------------------------------------------ circuit breaker
+    @property
+    def available(self) -> bool:
+        """False during the back-off after a failure (calls would raise at once)."""
+        return not self.closed and time.monotonic() >= self._down_until
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        if self.closed:
+            raise RedisUnavailable(f"Redis client for {self.url} is closed")
+        if time.monotonic() < self._down_until:
+            raise RedisUnavailable(f"Redis at {self.url} is unavailable (retrying shortly)")
+        try:
+            result = fn()
+        except self._errors as exc:
+            self._failed(what, exc)
+            raise RedisUnavailable(f"Redis at {self.url} failed during {what}: {exc}") from exc
+        if self._down:
+            with self._state_lock:
+                if self._down:
+                    self._down = False
+                    self._backoff = 1.0
+                    log.warning("Redis at %s answers again; using the accelerator", self.url)
+        return result
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        with self._state_lock:
+            self.failures += 1
+            self._down_until = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 5.0)
+            first = not self._down
+            self._down = True
+        if first and not self.closed:
+            log.warning("Redis at %s unavailable (%s during %s); using the Postgres path until it answers",
+                        self.url, exc, what)
+
+    def close(self) -> None:
+        """Close the connections (the object is unusable afterwards)."""
+        self.closed = True
+        for client in (self._client, self._blocking):
+            try:
+                client.close()
+            except self._errors:
+                pass
+
+    # ------------------------------------------------------------ producers
+    def push(self, entries: Iterable[tuple[int, str, int]]) -> int:
+        """Mirror runnable jobs given as ``(id, queue, priority)``; return how many were new.
+
+        Idempotent: an id already in its ready set (or held by a worker) is not added again.
+        Raises ``RedisUnavailable``.
+        """
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for job_id, queue, priority in entries:
+            by_queue[queue] += [str(job_id), str(score(job_id, priority))]
+        if not by_queue:
+            return 0
+        k = self.keys
+
+        def run() -> int:
+            added = 0
+            for queue, args in by_queue.items():
+                for start in range(0, len(args), 2 * PAGE):
+                    added += int(self._offer(
+                        keys=[k.inflight, k.recheck, k.queues, k.ready(queue), k.wake(queue)],
+                        args=[queue, WAKE_CAP, *args[start:start + 2 * PAGE]],
+                    ))
+            return added
+
+        return self._call("push", run)
+
+    def push_quietly(self, entries: Iterable[tuple[int, str, int]]) -> int:
+        """``push``, but a Redis failure only logs: the reconciler mirrors the jobs later."""
+        try:
+            return self.push(entries)
+        except RedisUnavailable as exc:
+            log.debug("push skipped: %s", exc)
+            return 0
+
+    # ------------------------------------------------------------ workers
+    def pop(self, worker: str, queues: Sequence[str], n: int) -> list[tuple[int, int, str]] | None:
+        """Pop up to ``n`` ids in priority order into ``worker``'s processing set.
+
+        Returns ``[(id, score, queue), ...]``, or None when the mirror is not built
+        (after FLUSHALL or a restart, until the reconciler rebuilds it).
+        Raises ``RedisUnavailable``.
+        """
+        k = self.keys
+        keys = [k.mirror, k.inflight, k.owners, k.processing(worker),
+                *[k.ready(q) for q in queues], *[k.wake(q) for q in queues]]
+        reply = self._call("pop", lambda: self._pop(keys=keys, args=[n, worker, len(queues), WAKE_CAP]))
+        if not reply or int(reply[0]) == 0:
+            return None
+        return [(int(reply[i]), int(float(reply[i + 1])), queues[int(reply[i + 2]) - 1])
+                for i in range(1, len(reply), 3)]
+
+    def finished(self, worker: str, job_ids: Sequence[int]) -> None:
+        """Remove ids from ``worker``'s processing set (finished, or dropped as not runnable)."""
+        if not job_ids:
+            return
+        ids = [str(i) for i in job_ids]
+
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zrem(self.keys.processing(worker), *ids)
+            pipe.hdel(self.keys.inflight, *ids)
+            pipe.execute()
+
+        self._call("finish", run)
+
+    def give_back(self, worker: str, entries: Sequence[tuple[int, int, str]]) -> None:
+        """Return popped ids that were not claimed (``(id, score, queue)``) to their ready sets."""
+        if not entries:
+            return
+        k = self.keys
+
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            ids = [str(i) for i, _, _ in entries]
+            pipe.zrem(k.processing(worker), *ids)
+            pipe.hdel(k.inflight, *ids)
+            for job_id, job_score, queue in entries:
+                pipe.zadd(k.ready(queue), {str(job_id): job_score})
+                pipe.lpush(k.wake(queue), "1")
+            pipe.execute()
+
+        self._call("give back", run)
+
+    def forget(self, jobs: Iterable[tuple[int, str]]) -> None:
+        """Remove ``(id, queue)`` from the ready sets (claimed through the Postgres path)."""
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for job_id, queue in jobs:
+            by_queue[queue].append(str(job_id))
+        if not by_queue:
+            return
+
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for queue, ids in by_queue.items():
+                pipe.zrem(self.keys.ready(queue), *ids)
+            pipe.execute()
+
+        self._call("forget", run)
+
+    def retire(self, worker: str) -> list[int]:
+        """Empty ``worker``'s processing set, heartbeat and wake list; return the ids it held."""
+        k = self.keys
+        keys = [k.processing(worker), k.inflight, k.owners, k.heartbeat(worker), k.worker_wake(worker)]
+        ids = self._call("retire", lambda: self._retire(keys=keys, args=[worker]))
+        return [int(i) for i in ids]
+
+    def heartbeat(self, worker: str, info: dict[str, Any]) -> None:
+        """Write the worker's liveness key with a TTL of ``redis_heartbeat_ttl_seconds``."""
+        ttl_ms = int(self.settings.redis_heartbeat_ttl_seconds * 1000)
+        self._call("heartbeat", lambda: self._client.set(self.keys.heartbeat(worker), json.dumps(info), px=ttl_ms))
+
+    def wait_for_work(self, worker: str, queues: Sequence[str], timeout: float = BLOCK_SECONDS) -> bool:
+        """Block until a wake-up token arrives for one of ``queues`` (True) or ``timeout`` passes.
+
+        Raises ``RedisUnavailable`` (at once during the back-off).
+        """
+        keys = [*[self.keys.wake(q) for q in queues], self.keys.worker_wake(worker)]
+        reply = self._call("wait", lambda: self._blocking.blpop(keys, timeout=timeout))
+        return reply is not None and reply[0] != self.keys.worker_wake(worker)
+
+    def interrupt_wait(self, worker: str) -> None:
+        """Make ``worker``'s blocking wait return now."""
+        self._call("interrupt", lambda: self._client.lpush(self.keys.worker_wake(worker), "1"))
+
+    # ------------------------------------------------------------ reconciler
+    def state(self) -> dict[str, str]:
+        """The mirror hash (empty when the mirror is not built)."""
+        return dict(self._call("state", lambda: self._client.hgetall(self.keys.mirror)))
+
+    def lead(self, owner: str, ttl_seconds: float) -> bool:
+        """Take or extend the reconciler lease; True if ``owner`` holds it."""
+        return bool(self._call("lease", lambda: self._lease(keys=[self.keys.lease], args=[owner, int(ttl_seconds * 1000)])))
+
+    def begin_build(self) -> str:
+        token = uuid.uuid4().hex
+        self._call("build", lambda: self._client.set(self.keys.building, token, ex=3600))
+        return token
+
+    def finish_build(self, token: str, horizon: str, now: str) -> bool:
+        epoch = uuid.uuid4().hex
+        keys = [self.keys.building, self.keys.mirror]
+        return bool(self._call("build", lambda: self._finish_build(keys=keys, args=[token, epoch, horizon, now])))
+
+    def commit(self, epoch: str, horizon: str, now: str, *, full: bool) -> bool:
+        args = [epoch, horizon, now, "1" if full else "0"]
+        return bool(self._call("commit", lambda: self._commit(keys=[self.keys.mirror], args=args)))
+
+    def owners(self) -> list[str]:
+        return sorted(self._call("owners", lambda: self._client.smembers(self.keys.owners)))
+
+    def beating(self, workers: Sequence[str]) -> set[str]:
+        """Those of ``workers`` whose heartbeat key exists."""
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for w in workers:
+                pipe.exists(self.keys.heartbeat(w))
+            return list(pipe.execute())
+
+        return {w for w, alive in zip(workers, self._call("heartbeats", run), strict=True) if alive}
+
+    def take_recheck(self) -> list[tuple[int, str | None]]:
+        """Ids waiting for another look, with their inflight tag (None: no worker holds them)."""
+        def run() -> list[tuple[int, str | None]]:
+            ids = list(self._client.smembers(self.keys.recheck))
+            if not ids:
+                return []
+            tags = self._client.hmget(self.keys.inflight, ids)
+            return [(int(i), t) for i, t in zip(ids, tags, strict=True)]
+
+        return self._call("recheck", run)
+
+    def drop_recheck(self, job_ids: Sequence[int]) -> None:
+        if job_ids:
+            self._call("recheck", lambda: self._client.srem(self.keys.recheck, *[str(i) for i in job_ids]))
+
+    def abandon(self, holders: Sequence[tuple[int, str]]) -> None:
+        """Forget pops ``(id, worker)`` that no worker will claim any more."""
+        if holders:
+            keys = [self.keys.inflight, *[self.keys.processing(w) for _, w in holders]]
+            self._call("abandon", lambda: self._abandon(keys=keys, args=[str(i) for i, _ in holders]))
+
+    def queues(self) -> list[str]:
+        return sorted(self._call("queues", lambda: self._client.smembers(self.keys.queues)))
+
+    def head(self, queue: str, count: int | None) -> list[int]:
+        """The next ``count`` ids of a ready set (all of them for None)."""
+        stop = -1 if count is None else count - 1
+        return [int(i) for i in self._call("head", lambda: self._client.zrange(self.keys.ready(queue), 0, stop))]
+
+    def remove(self, queue: str, job_ids: Sequence[int]) -> int:
+        if not job_ids:
+            return 0
+        return int(self._call("remove", lambda: self._client.zrem(self.keys.ready(queue), *[str(i) for i in job_ids])))
+
+    def sizes(self, queues: Sequence[str]) -> dict[str, int]:
+        """Ids per ready set."""
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for q in queues:
+                pipe.zcard(self.keys.ready(q))
+            return list(pipe.execute())
+
+        return {q: int(n) for q, n in zip(queues, self._call("sizes", run), strict=True)}
+
+    def counts(self) -> tuple[int, int, int]:
+        """(ids held by workers, ids to recheck, workers with a live heartbeat key)."""
+        def run() -> tuple[int, int, int]:
+            inflight = int(self._client.hlen(self.keys.inflight))
+            recheck = int(self._client.scard(self.keys.recheck))
+            beats = sum(1 for _ in self._client.scan_iter(match=self.keys.heartbeat("*"), count=1000))
+            return inflight, recheck, beats
+
+        return self._call("counts", run)
+
+
+# ---------------------------------------------------------------- worker side
+
+
+class WorkerMirror:
+    """One worker's use of the accelerator: pop, claim in Postgres, finish, heartbeat.
+
+    ``claim`` answers None whenever the worker should take the Postgres path
+    instead: Redis unavailable, the mirror not built, or Redis empty while a
+    safety-net poll of Postgres is due.
+    """
+
+    def __init__(self, mirror: RedisMirror, worker_id: uuid.UUID, queues: Sequence[str],
+                 counters: WorkerCounters) -> None:
+        self.mirror = mirror
+        self.worker = str(worker_id)
+        self.worker_id = worker_id
+        self.queues = list(queues)
+        self.queries = MirrorQueries(mirror.settings.schema)
+        self.counters = counters
+        self.poll_every = mirror.settings.redis_poll_interval_seconds
+        self._next_poll = time.monotonic() + self.poll_every
+        # Redis answered and the mirror is built: waits may rely on Redis wake-ups.
+        self.trusted = False
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters.extra[name] = self.counters.extra.get(name, 0) + n
+
+    def seconds_to_poll(self) -> float:
+        """Seconds until the next safety-net poll of Postgres."""
+        return max(0.0, self._next_poll - time.monotonic())
+
+    def claim(self, pool: ConnectionPool, n: int, *, thorough: bool = False) -> list[Job] | None:
+        """Pop ids and claim them in Postgres; None: take the Postgres path now.
+
+        ``thorough``: when Redis has nothing, ask Postgres at once (``run_once``, burst mode).
+        Raises what the database raises (popped ids are given back first).
+        """
+        for _ in range(4):
+            try:
+                popped = self.mirror.pop(self.worker, self.queues, n)
+            except RedisUnavailable:
+                self.trusted = False
+                self._count("redis_unavailable")
+                return None
+            if popped is None:
+                self.trusted = False
+                self._count("redis_not_built")
+                return None
+            self.trusted = True
+            if not popped:
+                if thorough or time.monotonic() >= self._next_poll:
+                    self._next_poll = time.monotonic() + self.poll_every
+                    self._count("redis_safety_polls")
+                    return None
+                return []
+            jobs = self._claim_popped(pool, popped)
+            if jobs or len(popped) < n:
+                return jobs
+            # A whole batch of stale ids: there may be good ones behind them.
+        return []
+
+    def _claim_popped(self, pool: ConnectionPool, popped: list[tuple[int, int, str]]) -> list[Job]:
+        ids = [job_id for job_id, _, _ in popped]
+        self._count("redis_popped", len(ids))
+        try:
+            with pool.connection() as conn:
+                self.counters.claim_round_trips += 1
+                jobs = self.queries.claim_jobs(conn, ids, self.worker_id)
+        except BaseException:
+            # Not claimed (database error, worker not active): put the ids back as
+            # they were; stale ones are dropped by whoever pops them next.
+            try:
+                self.mirror.give_back(self.worker, popped)
+            except RedisUnavailable as exc:  # left in the processing set: see retire / the reconciler
+                log.debug("could not give back popped ids: %s", exc)
+            raise
+        claimed = {job.id for job in jobs}
+        dropped = [i for i in ids if i not in claimed]
+        if dropped:
+            self._count("redis_dropped", len(dropped))
+            self.finished(dropped)
+        self._count("redis_claimed", len(jobs))
+        return jobs
+
+    def claimed_from_postgres(self, jobs: Sequence[Job]) -> None:
+        """Jobs claimed through the Postgres path: remove their ids from the ready sets."""
+        if jobs and self.trusted:
+            try:
+                self.mirror.forget((job.id, job.queue) for job in jobs)
+            except RedisUnavailable:
+                self.trusted = False
+
+    def finished(self, job_ids: Sequence[int]) -> None:
+        """Ids this worker is done with leave its processing set (errors only log)."""
+        try:
+            self.mirror.finished(self.worker, job_ids)
+        except RedisUnavailable as exc:
+            # Left in the processing set: cleaned when this worker retires or dies.
+            log.debug("processing set not updated: %s", exc)
+
+    def heartbeat(self, load: int) -> None:
+        info = {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": self.queues, "load": load}
+        try:
+            self.mirror.heartbeat(self.worker, info)
+        except RedisUnavailable as exc:
+            log.debug("Redis heartbeat skipped: %s", exc)
+
+    def wait_for_work(self, timeout: float = BLOCK_SECONDS) -> bool | None:
+        """Block on the wake lists; True on a token, False on timeout, None if Redis is unavailable."""
+        try:
+            return self.mirror.wait_for_work(self.worker, self.queues, timeout)
+        except RedisUnavailable:
+            self.trusted = False
+            return None
+
+    def interrupt_wait(self) -> None:
+        try:
+            self.mirror.interrupt_wait(self.worker)
+        except RedisUnavailable:
+            pass
+
+    def retire(self, pool: ConnectionPool) -> None:
+        """At shutdown: empty this worker's processing set; ids still runnable go back to Redis."""
+        try:
+            ids = self.mirror.retire(self.worker)
+            if ids:
+                with pool.connection() as conn:
+                    entries = self.queries.runnable_entries(conn, ids)
+                self.mirror.push(entries)
+        except RedisUnavailable as exc:
+            log.info("could not retire from Redis (%s); the reconciler cleans up", exc)
+        except Exception as exc:
+            log.warning("could not give back this worker's Redis ids (%s); the reconciler cleans up", exc)
+
+
+# ---------------------------------------------------------------- reconciler
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What one reconcile pass did."""
+
+    rebuilt: bool = False
+    full: bool = False
+    offered: int = 0
+    added: int = 0
+    rechecked: int = 0
+    reclaimed_workers: list[str] = field(default_factory=list)
+    removed: int = 0
+    committed: bool = False
+    horizon: dt.datetime | None = None
+
+
+class MirrorReconciler:
+    """Keeps the Redis mirror in step with Postgres; run by one leader at a time.
+
+    ``run_once()`` is one pass: a rebuild when the mirror is missing, otherwise
+    the window of what became runnable since the last pass's horizon, the ids
+    to look at again, dead workers' processing sets, and stale ids at the head
+    of each ready set (all of it for a full sweep). Concurrent passes are
+    safe (every write is idempotent, every watermark a pass stores is backed
+    by its own scan); the lease only avoids duplicate work.
+    """
+
+    def __init__(self, settings: Settings, pool: ConnectionPool, mirror: RedisMirror) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.mirror = mirror
+        self.queries = MirrorQueries(settings.schema)
+        self.is_leader = False
+        self._owner: str | None = None
+
+    def lead(self, owner: str) -> bool:
+        """Take or extend the lease for ``owner``; False when another process holds it."""
+        ttl = max(10.0, 5 * self.settings.redis_reconcile_interval_seconds)
+        try:
+            self.is_leader = self.mirror.lead(owner, ttl)
+        except RedisUnavailable:
+            self.is_leader = False
+        self._owner = owner if self.is_leader else None
+        return self.is_leader
+
+    def run_once(self, conn: Any = None, *, full: bool = False, quick: bool = False) -> ReconcileReport:
+        """One pass (writes nothing in Postgres; reads only).
+
+        Args:
+            conn: an autocommit psycopg connection to use instead of the pool.
+            full: compare every mirrored id with Postgres (also done every
+                ``redis_full_sweep_interval_seconds``).
+            quick: only the window of newly runnable jobs (a NOTIFY-triggered pass).
+        Raises:
+            RedisUnavailable, DatabaseError.
+        """
+        from pgq.db import translated
+
+        with translated(self.settings.database_url):
+            if conn is not None:
+                return self._pass(conn, full, quick)
+            with self.pool.connection() as pooled:
+                return self._pass(pooled, full, quick)
+
+    def _pass(self, conn: Any, full: bool, quick: bool) -> ReconcileReport:
+        state = self.mirror.state()
+        if not state.get("epoch"):
+            return self._rebuild(conn)
+        # The horizon is read first, in a statement of its own: whatever commits
+        # after the window scan's snapshot started after this horizon or was open then.
+        horizon, now = self.queries.horizon(conn)
+        horizon = max(horizon, now - dt.timedelta(seconds=MAX_LOOKBACK_SECONDS))
+        full = full or (not quick and _age(state.get("full_at"), now) >= self.settings.redis_full_sweep_interval_seconds)
+        since = dt.datetime.fromisoformat(state["horizon"])
+        offered, added = self._offer_window(conn, "-infinity" if full else since)
+        rechecked = self._recheck(conn)
+        reclaimed: list[str] = []
+        removed = 0
+        if not quick:
+            reclaimed = self._reclaim_dead_workers(conn)
+            removed = self._remove_stale(conn, None if full else HEAD_CHECK)
+        committed = self.mirror.commit(state["epoch"], horizon.isoformat(), now.isoformat(), full=full)
+        report = ReconcileReport(False, full, offered, added, rechecked, reclaimed, removed, committed, horizon)
+        if added or reclaimed or removed:
+            log.info("mirror reconciled: %d id(s) added, %d stale removed, %d dead worker(s) cleaned",
+                     added, removed, len(reclaimed))
+        return report
+
+    def _rebuild(self, conn: Any) -> ReconcileReport:
+        token = self.mirror.begin_build()
+        horizon, now = self.queries.horizon(conn)
+        offered, added = self._offer_window(conn, "-infinity")
+        reclaimed = self._reclaim_dead_workers(conn)
+        built = self.mirror.finish_build(token, horizon.isoformat(), now.isoformat())
+        if built:
+            log.log(logging.WARNING if offered else logging.INFO,
+                    "Redis mirror built from Postgres: %d runnable job(s)", offered)
+        else:
+            log.warning("Redis lost its data during the mirror rebuild; the next pass starts over")
+        return ReconcileReport(True, True, offered, added, 0, reclaimed, 0, built, horizon)
+
+    def _offer_window(self, conn: Any, after: dt.datetime | str) -> tuple[int, int]:
+        """Mirror every runnable, due job after ``after`` (paged); return (seen, added)."""
+        after_id = 0
+        seen = added = 0
+        while True:
+            rows = self.queries.runnable_after(conn, after, after_id, PAGE)
+            if rows:
+                seen += len(rows)
+                added += self.mirror.push((i, q, p) for i, q, p, _ in rows)
+                after, after_id = rows[-1][3], rows[-1][0]
+                if self._owner is not None:
+                    self.lead(self._owner)  # a long rebuild keeps its lease
+            if len(rows) < PAGE:
+                return seen, added
+
+    def _recheck(self, conn: Any) -> int:
+        """Ids a pass could not add because a worker held them: add them now if
+        runnable and no longer held (or held by a pop abandoned long ago)."""
+        pending = self.mirror.take_recheck()
+        if not pending:
+            return 0
+        now_ms = time.time() * 1000
+        look: list[int] = []
+        abandoned: dict[int, str] = {}
+        for job_id, tag in pending:
+            if tag is None:
+                look.append(job_id)
+            else:
+                holder, _, popped_ms = tag.partition("|")
+                if now_ms - float(popped_ms or 0) >= ABANDONED_MS:
+                    look.append(job_id)
+                    abandoned[job_id] = holder
+        if not look:
+            return 0
+        entries = self.queries.runnable_entries(conn, look)
+        runnable = {i for i, _, _ in entries}
+        self.mirror.abandon([(i, w) for i, w in abandoned.items() if i in runnable])
+        self.mirror.drop_recheck(look)
+        self.mirror.push(entries)
+        return len(look)
+
+    def _reclaim_dead_workers(self, conn: Any) -> list[str]:
+        """Empty the processing sets of workers Postgres says are gone; their
+        still-runnable ids go back to the ready sets."""
+        owners = self.mirror.owners()
+        if not owners:
+            return []
+        suspects = [w for w in owners if w not in self.mirror.beating(owners)]
+        if not suspects:
+            return []
+        ids = []
+        for w in suspects:
+            try:
+                ids.append(uuid.UUID(w))
+            except ValueError:
+                continue
+        live = {str(u) for u in self.queries.live_workers(conn, ids)}
+        dead = [w for w in suspects if w not in live]
+        for worker in dead:
+            held = self.mirror.retire(worker)
+            if held:
+                self.mirror.push(self.queries.runnable_entries(conn, held))
+        if dead:
+            log.info("mirror: cleaned the processing sets of %d dead worker(s)", len(dead))
+        return dead
+
+    def _remove_stale(self, conn: Any, per_queue: int | None) -> int:
+        """Remove ids Postgres says are not runnable (not due, claimed, finished)
+        from the head of each ready set (``per_queue`` ids; all for None)."""
+        removed = 0
+        for queue in self.mirror.queues():
+            ids = self.mirror.head(queue, per_queue)
+            for start in range(0, len(ids), PAGE):
+                chunk = ids[start:start + PAGE]
+                runnable = {i for i, _, _ in self.queries.runnable_entries(conn, chunk)}
+                removed += self.mirror.remove(queue, [i for i in chunk if i not in runnable])
+        return removed
+
+
+def _age(stamp: str | None, now: dt.datetime) -> float:
+    if not stamp:
+        return float("inf")
+    return (now - dt.datetime.fromisoformat(stamp)).total_seconds()
+
+
+# ---------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class MirrorHealth:
+    """Mirror health for ``pgq status``."""
+
+    reachable: bool
+    built: bool = False
+    error: str | None = None
+    queues: dict[str, tuple[int, int]] = field(default_factory=dict)  # queue -> (ids in Redis, runnable in Postgres)
+    held_by_workers: int = 0
+    recheck: int = 0
+    heartbeat_keys: int = 0
+    seconds_since_pass: float | None = None
+    horizon_lag_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reachable": self.reachable, "built": self.built, "error": self.error,
+            "queues": {q: {"in_redis": r, "runnable_in_postgres": p} for q, (r, p) in self.queues.items()},
+            "held_by_workers": self.held_by_workers, "recheck": self.recheck,
+            "heartbeat_keys": self.heartbeat_keys, "seconds_since_pass": self.seconds_since_pass,
+            "horizon_lag_seconds": self.horizon_lag_seconds,
+        }
+
+
+def mirror_health(settings: Settings, conn: Any) -> MirrorHealth:
+    """Compare the mirror with Postgres: ids per queue, held ids, pass age and watermark lag.
+
+    Reads the runnable set of every queue (one aggregate query), so it is meant
+    for ``pgq status``, not for a hot loop.
+    """
+    mirror = RedisMirror(settings)
+    try:
+        queries = MirrorQueries(settings.schema)
+        runnable = queries.runnable_counts(conn)
+        _, now = queries.horizon(conn)
+        try:
+            state = mirror.state()
+            names = sorted(set(mirror.queues()) | set(runnable))
+            sizes = mirror.sizes(names)
+            held, recheck, beats = mirror.counts()
+        except RedisUnavailable as exc:
+            return MirrorHealth(False, error=str(exc), queues={q: (0, n) for q, n in runnable.items()})
+        built = bool(state.get("epoch"))
+        return MirrorHealth(
+            True, built, None, {q: (sizes[q], runnable.get(q, 0)) for q in names}, held, recheck, beats,
+            _age(state.get("reconciled_at"), now) if built else None,
+            _age(state.get("horizon"), now) if built else None,
+        )
+    finally:
+        mirror.close()
