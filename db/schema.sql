@@ -384,6 +384,7 @@ GRANT EXECUTE ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with t
 CREATE OR REPLACE FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF pgq.jobs
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
@@ -419,7 +420,7 @@ BEGIN
     SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[] DEFAULT NULL::jsonb[], p_now timestamp with time zone DEFAULT now())
@@ -837,6 +838,7 @@ GRANT EXECUTE ON FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p
 CREATE OR REPLACE FUNCTION pgq.mirror_horizon()
  RETURNS timestamp with time zone
  LANGUAGE sql
+ SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
     SELECT least(now(), min(a.xact_start))
@@ -844,7 +846,7 @@ AS $function$
     WHERE a.datname = current_database()
       AND a.backend_type IS DISTINCT FROM 'autovacuum worker';
 $function$;
-GRANT EXECUTE ON FUNCTION pgq.mirror_horizon() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION pgq.mirror_horizon() TO pgq_worker;
 
 -- ==================== function notify_job_available()
 CREATE OR REPLACE FUNCTION pgq.notify_job_available()
@@ -1100,7 +1102,7 @@ $function$;
 CREATE OR REPLACE FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 10000)
  RETURNS TABLE(id bigint, queue text, priority smallint, run_at timestamp with time zone)
  LANGUAGE plpgsql
- STABLE
+ STABLE SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
@@ -1141,7 +1143,7 @@ BEGIN
     LIMIT p_limit;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO pgq_worker;
 
 -- ==================== function set_updated_at()
 CREATE OR REPLACE FUNCTION pgq.set_updated_at()

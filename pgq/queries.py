@@ -344,6 +344,7 @@ class MirrorQueries:
         s = quote_ident(schema)
         self._claim = f"SELECT {_JOB_SELECT} FROM {s}.claim_jobs(%s::bigint[], %s::uuid)"
         self._horizon = f"SELECT {s}.mirror_horizon(), now()"
+        self._now = "SELECT now()"
         self._after = (
             f"SELECT id, queue, priority, run_at FROM {s}.runnable_jobs_after("
             "%s::timestamptz, %s::bigint, now(), %s::int)"
@@ -368,6 +369,11 @@ class MirrorQueries:
         """``(mirror_horizon(), now())``: the reconciler's next watermark and the database time."""
         row = execute(conn, self._horizon)[0]
         return row[0], row[1]
+
+    def now(self, conn: Any) -> dt.datetime:
+        """The database time (``pgq status``: its caller may not run ``mirror_horizon``)."""
+        value: dt.datetime = execute(conn, self._now)[0][0]
+        return value
 
     def runnable_after(
         self, conn: Any, after_run_at: dt.datetime | str, after_id: int, limit: int

@@ -2,8 +2,8 @@
 workers, claimed in Postgres, reconciled from Postgres.
 
 Redis never decides anything. It holds *suggestions*: ids that were runnable
-when they were written. A worker pops ids (atomically moving them to its own
-processing set), then claims them with ``pgq.claim_jobs``, which applies the
+when they were written. A worker pops ids (atomically recording them as a
+batch of its own), then claims them with ``pgq.claim_jobs``, which applies the
 fence of ``get_runnable_jobs``; ids Postgres no longer considers runnable are
 dropped. Every Redis structure can be rebuilt from Postgres, and every Redis
 failure sends the caller down the Postgres path (``get_runnable_jobs``).
@@ -16,15 +16,15 @@ them together)::
 
     P:ready:<queue>        sorted set: runnable ids; score = (5 - priority) * 2**50 + id
     P:wake:<queue>         list: wake-up tokens for idle workers (capped)
-    P:processing:<worker>  sorted set: ids a worker popped and has not finished; score = pop time (ms)
-    P:inflight             hash: id -> "<worker>|<pop ms>" for every id in any processing set
-    P:owners               set: workers that have a processing set
+    P:popped:<worker>      hash: pop number -> "<pop time ms> <id> <id> ...": the batches a
+                           worker popped and has not claimed yet (usually none or one)
+    P:owners               set: workers that may have popped batches
     P:heartbeat:<worker>   string with a TTL: cheap liveness (Postgres heartbeats stay authoritative)
     P:wake-worker:<worker> list: interrupts one worker's blocking wait (shutdown)
     P:queues               set: queues ever mirrored (for status and stale checks)
     P:mirror               hash: epoch, horizon, reconciled_at, full_at; exists only once a
                            full rebuild completed; absent after FLUSHALL or a restart
-    P:building, P:reconciler, P:recheck   rebuild token, reconciler lease, ids to look at again
+    P:building, P:reconciler   rebuild token, reconciler lease
 
 Why one sorted set per queue rather than three lists (high/medium/low):
 ZADD is idempotent, so a duplicate push, a re-mirrored id or a retried write
@@ -36,8 +36,20 @@ order is the same on every node and needs no clock. Postgres orders a
 priority by run_at then id; Redis orders it by id, so a retried or delayed job
 that falls due goes ahead of younger jobs of its priority.
 
-Acquisition is a Lua script (pop up to N in priority order across the
-worker's queues, record them in its processing set and ``inflight``).
+Acquisition is a Lua script: pop up to N ids in priority order across the
+worker's queues and record them as one field of the worker's ``popped`` hash.
+A batch lives from the pop to the claim: once ``claim_jobs`` answered, a
+claimed job is ``running`` in Postgres (whose rescue covers a crash from then
+on) and a dropped one is not runnable, so the worker deletes the batch with
+its next pop, in the same round trip (or on its own once it goes quiet). A
+busy worker therefore makes one Redis round trip per claim batch and none per
+acknowledgement, and Redis does constant work per batch beside the pop
+itself. The reconciler does not ask whether a worker holds an id it offers:
+in the millisecond between a pop and its claim an id may be offered again,
+and the second pop of it is dropped by its claim, which costs less than
+recording every popped id. Ids a worker popped and never claimed (it died,
+or could not give them back) return to the ready sets once Postgres says the
+worker is gone, or once the batch is ``ABANDONED_MS`` old.
 Scripts cannot block, so idle workers block on ``BLPOP`` of the per-queue
 wake lists instead: a push adds a token, and a pop that leaves ids behind adds
 another, so wake-ups cascade to as many idle workers as there is work without
@@ -56,9 +68,8 @@ is no after-commit hook) or by another language calling the SQL functions,
 is therefore seen by the next pass. The reconciler leader also runs a pass
 when a ``NOTIFY`` says a queue got work. A missing ``P:mirror`` hash
 (FLUSHALL, a restart without persistence) makes the next pass rebuild
-everything once; until it completes, workers take the Postgres path. Ids of
-dead workers' processing sets go back to the ready set when Postgres still
-calls them runnable; stale ids at the head of each ready set are removed when
+everything once; until it completes, workers take the Postgres path. Stale
+ids at the head of each ready set are removed when
 Postgres says they are not runnable, and a full sweep every
 ``redis_full_sweep_interval_seconds`` catches what no watermark sees (a DBA's
 UPDATE).
@@ -71,6 +82,7 @@ import json
 import logging
 import os
 import socket
+import itertools
 import threading
 import time
 import uuid
@@ -106,8 +118,15 @@ HEAD_CHECK = 100
 #: The reconciler looks back at most this far (seconds) for late commits; an older
 #: open transaction's late writes are caught by the full sweep.
 MAX_LOOKBACK_SECONDS = 300.0
-#: An id popped this long ago (ms) and still runnable in Postgres was abandoned.
+#: A batch popped this long ago (ms) and never claimed was abandoned: its ids go back.
 ABANDONED_MS = 30_000
+#: Claimed batches wait at most this long (seconds) for a pop to delete them; then an
+#: acknowledgement deletes them on its own.
+RESOLVED_FLUSH_SECONDS = 0.1
+#: Most claimed batches a worker remembers while Redis cannot be reached.
+MAX_RESOLVED = 10_000
+#: A busy worker pops ahead what it claims in about this long (seconds) at its rate.
+AHEAD_SECONDS = 0.05
 
 
 def score(job_id: int, priority: int) -> int:
@@ -120,13 +139,11 @@ class Keys:
 
     def __init__(self, prefix: str, schema: str) -> None:
         self.base = "{" + f"{prefix}:{schema}" + "}"
-        self.inflight = f"{self.base}:inflight"
         self.owners = f"{self.base}:owners"
         self.queues = f"{self.base}:queues"
         self.mirror = f"{self.base}:mirror"
         self.building = f"{self.base}:building"
         self.lease = f"{self.base}:reconciler"
-        self.recheck = f"{self.base}:recheck"
 
     def ready(self, queue: str) -> str:
         return f"{self.base}:ready:{queue}"
@@ -134,8 +151,8 @@ class Keys:
     def wake(self, queue: str) -> str:
         return f"{self.base}:wake:{queue}"
 
-    def processing(self, worker: str) -> str:
-        return f"{self.base}:processing:{worker}"
+    def popped(self, worker: str) -> str:
+        return f"{self.base}:popped:{worker}"
 
     def heartbeat(self, worker: str) -> str:
         return f"{self.base}:heartbeat:{worker}"
@@ -145,22 +162,40 @@ class Keys:
 
 
 # ---------------------------------------------------------------- Lua scripts
-# KEYS: mirror, inflight, owners, processing, ready_1..k, wake_1..k
-# ARGV: n, worker, k, wake cap
-# Returns {0} when the mirror is not built (use Postgres), else {1, id, score, queue index, ...}.
+# Lua's unpack() and a command's arguments are bounded: scripts pass long lists
+# to Redis in chunks of CHUNK (a plain Lua constant below).
+#
+# KEYS: mirror, owners, popped, ready_1..k, wake_1..k
+# ARGV: n, worker, k, pop number, ahead, r, claimed pop number_1..r
+# Deletes the r claimed batches first (ids popped earlier and since claimed in
+# Postgres or dropped), then pops up to n ids in priority order, and (one queue
+# only) up to ``ahead`` more when at least twice that many would remain, and
+# records them as batch <pop number>. Returns {0} when the mirror is not built
+# (use Postgres), else {1, id, score, ...} for one queue and {1, id, score,
+# queue index, ...} for several.
 _POP = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local CHUNK = 1000
 local n = tonumber(ARGV[1])
 local k = tonumber(ARGV[3])
-local cap = tonumber(ARGV[4])
-local picked = {}
+local ahead = tonumber(ARGV[5])
+local r = tonumber(ARGV[6])
+for i = 7, 6 + r, CHUNK do
+  redis.call('HDEL', KEYS[3], unpack(ARGV, i, math.min(i + CHUNK - 1, 6 + r)))
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local out, ids = {1}, {}
 if k == 1 then
-  local items = redis.call('ZPOPMIN', KEYS[5], n)
-  for j = 1, #items, 2 do picked[#picked + 1] = {items[j], items[j + 1], 1} end
+  if ahead > 0 and redis.call('ZCARD', KEYS[4]) >= n + 2 * ahead then n = n + ahead end
+  local items = redis.call('ZPOPMIN', KEYS[4], n)
+  for j = 1, #items, 2 do
+    ids[#ids + 1] = items[j]
+    out[#out + 1] = items[j]
+    out[#out + 1] = items[j + 1]
+  end
 else
   local cands = {}
   for i = 1, k do
-    local items = redis.call('ZRANGE', KEYS[4 + i], 0, n - 1, 'WITHSCORES')
+    local items = redis.call('ZRANGE', KEYS[3 + i], 0, n - 1, 'WITHSCORES')
     for j = 1, #items, 2 do
       cands[#cands + 1] = {tonumber(items[j + 1]), items[j], items[j + 1], i}
     end
@@ -171,76 +206,56 @@ else
   end)
   for idx = 1, math.min(n, #cands) do
     local c = cands[idx]
-    redis.call('ZREM', KEYS[4 + c[4]], c[2])
-    picked[#picked + 1] = {c[2], c[3], c[4]}
+    redis.call('ZREM', KEYS[3 + c[4]], c[2])
+    ids[#ids + 1] = c[2]
+    out[#out + 1] = c[2]
+    out[#out + 1] = c[3]
+    out[#out + 1] = c[4]
   end
 end
-local out = {1}
-if #picked > 0 then
+if #ids > 0 then
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local tag = ARGV[2] .. '|' .. now
-  for _, p in ipairs(picked) do
-    redis.call('ZADD', KEYS[4], now, p[1])
-    redis.call('HSET', KEYS[2], p[1], tag)
-    out[#out + 1] = p[1]
-    out[#out + 1] = p[2]
-    out[#out + 1] = p[3]
-  end
-  redis.call('SADD', KEYS[3], ARGV[2])
+  local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  redis.call('HSET', KEYS[3], ARGV[4], now .. ' ' .. table.concat(ids, ' '))
+  redis.call('SADD', KEYS[2], ARGV[2])
 end
+-- Ids left behind: leave a wake-up token for the next idle worker (the cascade).
+-- One is enough; if tokens are waiting already, nobody is blocked to take another.
 for i = 1, k do
-  if redis.call('EXISTS', KEYS[4 + i]) == 1 then
-    redis.call('LPUSH', KEYS[4 + k + i], '1')
-    redis.call('LTRIM', KEYS[4 + k + i], 0, cap - 1)
+  if redis.call('EXISTS', KEYS[3 + i]) == 1 and redis.call('LLEN', KEYS[3 + k + i]) == 0 then
+    redis.call('LPUSH', KEYS[3 + k + i], '1')
   end
 end
 return out
 """
 
-# KEYS: inflight, recheck, queues, ready, wake
-# ARGV: queue, wake cap, id_1, score_1, id_2, score_2, ...
-# Adds the ids that no worker holds; ids a worker holds go to recheck (looked at
-# again by the next reconcile pass). Returns how many were added.
+# KEYS: queues, ready, wake
+# ARGV: queue, wake cap, score_1, id_1, score_2, id_2, ...
+# Adds the ids not in the ready set yet (ZADD NX: a duplicate changes nothing) and
+# a wake-up token per id added (capped). Returns how many were added.
 _OFFER = """
+local CHUNK = 1000
 local added = 0
-for i = 3, #ARGV, 2 do
-  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
-    redis.call('SADD', KEYS[2], ARGV[i])
-  else
-    added = added + redis.call('ZADD', KEYS[4], 'NX', ARGV[i + 1], ARGV[i])
-  end
+for i = 3, #ARGV, 2 * CHUNK do
+  added = added + redis.call('ZADD', KEYS[2], 'NX', unpack(ARGV, i, math.min(i + 2 * CHUNK - 1, #ARGV)))
 end
-redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[1], ARGV[1])
 if added > 0 then
   local tokens = {}
   for _ = 1, math.min(added, tonumber(ARGV[2])) do tokens[#tokens + 1] = '1' end
-  redis.call('LPUSH', KEYS[5], unpack(tokens))
-  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[2]) - 1)
+  redis.call('LPUSH', KEYS[3], unpack(tokens))
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
 end
 return added
 """
 
-# KEYS: processing, inflight, owners, heartbeat, worker wake; ARGV: worker
-# Empties a worker's processing set (shutdown, or a dead worker); returns its ids.
+# KEYS: popped, owners, heartbeat, worker wake; ARGV: worker
+# Deletes a worker's batches (shutdown, or a dead worker); returns them.
 _RETIRE = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-for i = 1, #ids, 1000 do
-  redis.call('HDEL', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
-end
-redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
-redis.call('SREM', KEYS[3], ARGV[1])
-return ids
-"""
-
-# KEYS: inflight, then one processing key per id; ARGV: ids
-# Forgets abandoned pops (ids still runnable long after a pop), whoever holds them.
-_ABANDON = """
-for i = 1, #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
-  redis.call('ZREM', KEYS[i + 1], ARGV[i])
-end
-return #ARGV
+local batches = redis.call('HVALS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[2], ARGV[1])
+return batches
 """
 
 # KEYS: lease; ARGV: owner, ttl ms. Take or extend the reconciler lease.
@@ -324,7 +339,6 @@ class RedisMirror:
         self._pop = self._client.register_script(_POP)
         self._offer = self._client.register_script(_OFFER)
         self._retire = self._client.register_script(_RETIRE)
-        self._abandon = self._client.register_script(_ABANDON)
         self._lease = self._client.register_script(_LEASE)
         self._finish_build = self._client.register_script(_FINISH_BUILD)
         self._commit = self._client.register_script(_COMMIT)
@@ -386,12 +400,12 @@ class RedisMirror:
     def push(self, entries: Iterable[tuple[int, str, int]]) -> int:
         """Mirror runnable jobs given as ``(id, queue, priority)``; return how many were new.
 
-        Idempotent: an id already in its ready set (or held by a worker) is not added again.
+        Idempotent: an id already in its ready set is not added again.
         Raises ``RedisUnavailable``.
         """
-        by_queue: dict[str, list[str]] = defaultdict(list)
+        by_queue: dict[str, list[int]] = defaultdict(list)
         for job_id, queue, priority in entries:
-            by_queue[queue] += [str(job_id), str(score(job_id, priority))]
+            by_queue[queue] += [score(job_id, priority), job_id]
         if not by_queue:
             return 0
         k = self.keys
@@ -401,7 +415,7 @@ class RedisMirror:
             for queue, args in by_queue.items():
                 for start in range(0, len(args), 2 * PAGE):
                     added += int(self._offer(
-                        keys=[k.inflight, k.recheck, k.queues, k.ready(queue), k.wake(queue)],
+                        keys=[k.queues, k.ready(queue), k.wake(queue)],
                         args=[queue, WAKE_CAP, *args[start:start + 2 * PAGE]],
                     ))
             return added
@@ -417,49 +431,47 @@ class RedisMirror:
             return 0
 
     # ------------------------------------------------------------ workers
-    def pop(self, worker: str, queues: Sequence[str], n: int) -> list[tuple[int, int, str]] | None:
-        """Pop up to ``n`` ids in priority order into ``worker``'s processing set.
+    def pop(self, worker: str, queues: Sequence[str], n: int, batch: str,
+            claimed: Sequence[str] = (), ahead: int = 0) -> list[tuple[int, int, str]] | None:
+        """Pop up to ``n`` ids in priority order, recorded as ``worker``'s batch ``batch``,
+        after deleting its ``claimed`` batches (the same round trip). With one queue
+        and a backlog of at least ``n + 2 * ahead`` ids, pops ``ahead`` more.
 
         Returns ``[(id, score, queue), ...]``, or None when the mirror is not built
         (after FLUSHALL or a restart, until the reconciler rebuilds it).
-        Raises ``RedisUnavailable``.
+        Raises ``RedisUnavailable`` (then nothing was deleted or popped).
         """
         k = self.keys
-        keys = [k.mirror, k.inflight, k.owners, k.processing(worker),
-                *[k.ready(q) for q in queues], *[k.wake(q) for q in queues]]
-        reply = self._call("pop", lambda: self._pop(keys=keys, args=[n, worker, len(queues), WAKE_CAP]))
+        keys = [k.mirror, k.owners, k.popped(worker), *[k.ready(q) for q in queues], *[k.wake(q) for q in queues]]
+        args: list[str | int] = [n, worker, len(queues), batch, ahead, len(claimed), *claimed]
+        reply = self._call("pop", lambda: self._pop(keys=keys, args=args))
         if not reply or int(reply[0]) == 0:
             return None
+        if len(queues) == 1:
+            only = queues[0]
+            return [(int(reply[i]), int(float(reply[i + 1])), only) for i in range(1, len(reply), 2)]
         return [(int(reply[i]), int(float(reply[i + 1])), queues[int(reply[i + 2]) - 1])
                 for i in range(1, len(reply), 3)]
 
-    def finished(self, worker: str, job_ids: Sequence[int]) -> None:
-        """Remove ids from ``worker``'s processing set (finished, or dropped as not runnable)."""
-        if not job_ids:
-            return
-        ids = [str(i) for i in job_ids]
+    def forget_batches(self, worker: str, batches: Sequence[str]) -> None:
+        """Delete popped batches of ``worker`` (claimed, or given back by the reconciler)."""
+        if batches:
+            self._call("forget batches", lambda: self._client.hdel(self.keys.popped(worker), *batches))
 
-        def run() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.zrem(self.keys.processing(worker), *ids)
-            pipe.hdel(self.keys.inflight, *ids)
-            pipe.execute()
-
-        self._call("finish", run)
-
-    def give_back(self, worker: str, entries: Sequence[tuple[int, int, str]]) -> None:
-        """Return popped ids that were not claimed (``(id, score, queue)``) to their ready sets."""
-        if not entries:
-            return
+    def give_back(self, worker: str, batches: Sequence[str], entries: Sequence[tuple[int, int, str]]) -> None:
+        """Return popped ids that were not claimed (``(id, score, queue)``) to the ready
+        sets, and delete the ``batches`` they were popped in."""
         k = self.keys
+        by_queue: dict[str, dict[str, int]] = defaultdict(dict)
+        for job_id, job_score, queue in entries:
+            by_queue[queue][str(job_id)] = job_score
 
         def run() -> None:
             pipe = self._client.pipeline(transaction=True)
-            ids = [str(i) for i, _, _ in entries]
-            pipe.zrem(k.processing(worker), *ids)
-            pipe.hdel(k.inflight, *ids)
-            for job_id, job_score, queue in entries:
-                pipe.zadd(k.ready(queue), {str(job_id): job_score})
+            if batches:
+                pipe.hdel(k.popped(worker), *batches)
+            for queue, members in by_queue.items():
+                pipe.zadd(k.ready(queue), members)
                 pipe.lpush(k.wake(queue), "1")
             pipe.execute()
 
@@ -482,11 +494,11 @@ class RedisMirror:
         self._call("forget", run)
 
     def retire(self, worker: str) -> list[int]:
-        """Empty ``worker``'s processing set, heartbeat and wake list; return the ids it held."""
+        """Delete ``worker``'s popped batches, heartbeat and wake list; return the ids it held."""
         k = self.keys
-        keys = [k.processing(worker), k.inflight, k.owners, k.heartbeat(worker), k.worker_wake(worker)]
-        ids = self._call("retire", lambda: self._retire(keys=keys, args=[worker]))
-        return [int(i) for i in ids]
+        keys = [k.popped(worker), k.owners, k.heartbeat(worker), k.worker_wake(worker)]
+        batches = self._call("retire", lambda: self._retire(keys=keys, args=[worker]))
+        return [job_id for value in batches for job_id in _batch_ids(value)]
 
     def heartbeat(self, worker: str, info: dict[str, Any]) -> None:
         """Write the worker's liveness key with a TTL of ``redis_heartbeat_ttl_seconds``."""
@@ -542,26 +554,17 @@ class RedisMirror:
 
         return {w for w, alive in zip(workers, self._call("heartbeats", run), strict=True) if alive}
 
-    def take_recheck(self) -> list[tuple[int, str | None]]:
-        """Ids waiting for another look, with their inflight tag (None: no worker holds them)."""
-        def run() -> list[tuple[int, str | None]]:
-            ids = list(self._client.smembers(self.keys.recheck))
-            if not ids:
-                return []
-            tags = self._client.hmget(self.keys.inflight, ids)
-            return [(int(i), t) for i, t in zip(ids, tags, strict=True)]
+    def popped_batches(self, workers: Sequence[str]) -> dict[str, dict[str, tuple[int, list[int]]]]:
+        """The popped batches of ``workers``: worker -> {batch: (pop time ms, ids)}."""
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for w in workers:
+                pipe.hgetall(self.keys.popped(w))
+            return list(pipe.execute())
 
-        return self._call("recheck", run)
-
-    def drop_recheck(self, job_ids: Sequence[int]) -> None:
-        if job_ids:
-            self._call("recheck", lambda: self._client.srem(self.keys.recheck, *[str(i) for i in job_ids]))
-
-    def abandon(self, holders: Sequence[tuple[int, str]]) -> None:
-        """Forget pops ``(id, worker)`` that no worker will claim any more."""
-        if holders:
-            keys = [self.keys.inflight, *[self.keys.processing(w) for _, w in holders]]
-            self._call("abandon", lambda: self._abandon(keys=keys, args=[str(i) for i, _ in holders]))
+        found = self._call("popped", run)
+        return {w: {b: (int(v.split(" ", 1)[0]), _batch_ids(v)) for b, v in batches.items()}
+                for w, batches in zip(workers, found, strict=True)}
 
     def queues(self) -> list[str]:
         return sorted(self._call("queues", lambda: self._client.smembers(self.keys.queues)))
@@ -586,15 +589,20 @@ class RedisMirror:
 
         return {q: int(n) for q, n in zip(queues, self._call("sizes", run), strict=True)}
 
-    def counts(self) -> tuple[int, int, int]:
-        """(ids held by workers, ids to recheck, workers with a live heartbeat key)."""
-        def run() -> tuple[int, int, int]:
-            inflight = int(self._client.hlen(self.keys.inflight))
-            recheck = int(self._client.scard(self.keys.recheck))
-            beats = sum(1 for _ in self._client.scan_iter(match=self.keys.heartbeat("*"), count=1000))
-            return inflight, recheck, beats
+    def counts(self) -> tuple[int, int]:
+        """(ids popped and not claimed yet, workers with a live heartbeat key)."""
+        held = sum(len(ids) for batches in self.popped_batches(self.owners()).values()
+                   for _, ids in batches.values())
 
-        return self._call("counts", run)
+        def run() -> int:
+            return sum(1 for _ in self._client.scan_iter(match=self.keys.heartbeat("*"), count=1000))
+
+        return held, self._call("counts", run)
+
+
+def _batch_ids(value: str) -> list[int]:
+    """The ids of a popped batch as stored: "<pop time ms> <id> <id> ..."."""
+    return [int(i) for i in value.split()[1:]]
 
 
 # ---------------------------------------------------------------- worker side
@@ -606,6 +614,21 @@ class WorkerMirror:
     ``claim`` answers None whenever the worker should take the Postgres path
     instead: Redis unavailable, the mirror not built, or Redis empty while a
     safety-net poll of Postgres is due.
+
+    A popped batch is deleted from Redis once claimed (see the module
+    docstring): by the next pop, in the same round trip, so a busy worker
+    makes one Redis call per claim batch. A worker that goes quiet deletes its
+    claimed batches on its own: when it holds no job any more, when they have
+    waited ``RESOLVED_FLUSH_SECONDS``, and before it blocks waiting for work.
+
+    A busy worker also pops ahead: as many more ids as it claims in about
+    ``AHEAD_SECONDS`` at its measured rate (at most ``claim_batch_size``),
+    when the queue has a backlog of twice that; its next claims take them
+    without a pop. This is the Postgres path's prefetch, for ids: while the
+    queue is deep a worker pops about once per ``AHEAD_SECONDS`` of work
+    rather than once per claim. The ids stay recorded in Redis until claimed
+    (a crash gives them back), and the backlog rule leaves other workers
+    plenty to take meanwhile.
     """
 
     def __init__(self, mirror: RedisMirror, worker_id: uuid.UUID, queues: Sequence[str],
@@ -620,6 +643,23 @@ class WorkerMirror:
         self._next_poll = time.monotonic() + self.poll_every
         # Redis answered and the mirror is built: waits may rely on Redis wake-ups.
         self.trusted = False
+        self._batches = itertools.count(1)
+        # ``_lock`` guards the collections below; ``_order`` keeps this worker's
+        # pops, give-backs and deletions from crossing each other in Redis.
+        self._lock = threading.Lock()
+        self._order = threading.Lock()
+        # Claimed batches still to delete from Redis, and since when some wait.
+        self._claimed: list[str] = []
+        self._claimed_since = 0.0
+        # Jobs this worker claimed and has not finished: at shutdown the released
+        # and interrupted ones among them go back to Redis at once.
+        self._held: set[int] = set()
+        # Ids popped ahead and not claimed yet, and the batch they belong to.
+        self._reserve: list[tuple[int, int, str]] = []
+        self._reserve_batch = ""
+        # Jobs claimed per second through Redis (sizes the pops ahead).
+        self._rate = 0.0
+        self._last_claim = 0.0
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters.extra[name] = self.counters.extra.get(name, 0) + n
@@ -629,37 +669,81 @@ class WorkerMirror:
         return max(0.0, self._next_poll - time.monotonic())
 
     def claim(self, pool: ConnectionPool, n: int, *, thorough: bool = False) -> list[Job] | None:
-        """Pop ids and claim them in Postgres; None: take the Postgres path now.
+        """Claim up to ``n`` jobs from ids popped ahead, then popped now; None: take
+        the Postgres path now.
 
         ``thorough``: when Redis has nothing, ask Postgres at once (``run_once``, burst mode).
-        Raises what the database raises (popped ids are given back first).
+        Raises what the database raises (the ids taken are given back first).
         """
+        got: list[Job] = []
         for _ in range(4):
-            try:
-                popped = self.mirror.pop(self.worker, self.queues, n)
-            except RedisUnavailable:
-                self.trusted = False
-                self._count("redis_unavailable")
-                return None
-            if popped is None:
-                self.trusted = False
-                self._count("redis_not_built")
-                return None
-            self.trusted = True
-            if not popped:
+            want = n - len(got)
+            take, done = self._take_reserve(want)
+            short = False  # Redis has no more (or cannot be asked): claim what we hold and stop
+            if len(take) < want:
+                popped, batch = self._pop(want - len(take))
+                if popped is None:
+                    if not take and not got:
+                        return None
+                    short = True
+                else:
+                    short = len(popped) < want - len(take)
+                    rest = popped[want - len(take):]
+                    take += popped[:want - len(take)]
+                    if rest:
+                        with self._lock:
+                            self._reserve, self._reserve_batch = rest, batch
+                    elif popped:
+                        done.append(batch)
+            if not take:
+                if got:
+                    return got
                 if thorough or time.monotonic() >= self._next_poll:
                     self._next_poll = time.monotonic() + self.poll_every
                     self._count("redis_safety_polls")
                     return None
                 return []
-            jobs = self._claim_popped(pool, popped)
-            if jobs or len(popped) < n:
-                return jobs
-            # A whole batch of stale ids: there may be good ones behind them.
-        return []
+            got += self._claim_taken(pool, take, done)
+            if len(got) >= n or short:
+                return got
+            # Some ids were stale: there may be good ones behind them.
+        return got
 
-    def _claim_popped(self, pool: ConnectionPool, popped: list[tuple[int, int, str]]) -> list[Job]:
-        ids = [job_id for job_id, _, _ in popped]
+    def _take_reserve(self, want: int) -> tuple[list[tuple[int, int, str]], list[str]]:
+        """Up to ``want`` ids popped ahead, and the batch they emptied (if they did)."""
+        with self._lock:
+            take, self._reserve = self._reserve[:want], self._reserve[want:]
+            done = [self._reserve_batch] if take and not self._reserve else []
+        return take, done
+
+    def _pop(self, count: int) -> tuple[list[tuple[int, int, str]] | None, str]:
+        """Pop ``count`` ids (and ids ahead), deleting claimed batches on the way;
+        None when Redis cannot be used now."""
+        batch = str(next(self._batches))
+        # What this worker claims in AHEAD_SECONDS, like the prefetch of the Postgres
+        # path: the next claims take it without a pop.
+        ahead = min(self.mirror.settings.claim_batch_size, int(self._rate * AHEAD_SECONDS)) \
+            if len(self.queues) == 1 else 0
+        self._count("redis_pops")
+        with self._order:
+            claimed = self._take_claimed()
+            try:
+                popped = self.mirror.pop(self.worker, self.queues, count, batch, claimed, ahead)
+            except RedisUnavailable:
+                self._keep_claimed(claimed)
+                self.trusted = False
+                self._count("redis_unavailable")
+                return None, batch
+        if popped is None:
+            self.trusted = False
+            self._count("redis_not_built")
+            return None, batch
+        self.trusted = True
+        return popped, batch
+
+    def _claim_taken(self, pool: ConnectionPool, take: list[tuple[int, int, str]], done: list[str]) -> list[Job]:
+        """Claim ``take`` in Postgres; ``done``: batches this empties (deleted afterwards)."""
+        ids = [job_id for job_id, _, _ in take]
         self._count("redis_popped", len(ids))
         try:
             with pool.connection() as conn:
@@ -667,35 +751,84 @@ class WorkerMirror:
                 jobs = self.queries.claim_jobs(conn, ids, self.worker_id)
         except BaseException:
             # Not claimed (database error, worker not active): put the ids back as
-            # they were; stale ones are dropped by whoever pops them next.
+            # they were, with those popped ahead; stale ones are dropped by whoever
+            # pops them next.
+            with self._lock:
+                reserve, self._reserve = self._reserve, []
+                batches = [*done, self._reserve_batch] if reserve else done
             try:
-                self.mirror.give_back(self.worker, popped)
-            except RedisUnavailable as exc:  # left in the processing set: see retire / the reconciler
+                with self._order:
+                    self.mirror.give_back(self.worker, batches, take + reserve)
+            except RedisUnavailable as exc:  # left in Redis: see retire and the reconciler
                 log.debug("could not give back popped ids: %s", exc)
             raise
-        claimed = {job.id for job in jobs}
-        dropped = [i for i in ids if i not in claimed]
+        dropped = len(ids) - len(jobs)
         if dropped:
-            self._count("redis_dropped", len(dropped))
-            self.finished(dropped)
+            self._count("redis_dropped", dropped)
         self._count("redis_claimed", len(jobs))
+        now = time.monotonic()
+        with self._lock:
+            self._held.update(job.id for job in jobs)
+            if self._last_claim:
+                rate = len(jobs) / max(now - self._last_claim, 1e-3)
+                self._rate = rate if self._rate == 0.0 else 0.7 * self._rate + 0.3 * rate
+            self._last_claim = now
+        self._keep_claimed(done)
         return jobs
+
+    def _take_claimed(self) -> list[str]:
+        with self._lock:
+            claimed, self._claimed = self._claimed, []
+        return claimed
+
+    def _keep_claimed(self, batches: Sequence[str]) -> None:
+        """Remember batches to delete from Redis."""
+        if not batches:
+            return
+        with self._lock:
+            if not self._claimed:
+                self._claimed_since = time.monotonic()
+            self._claimed.extend(batches)
+            # Redis unreachable for long: forget the oldest (retire, or the reconciler
+            # for a dead worker, deletes them in Redis; an old one is only given back).
+            del self._claimed[:-MAX_RESOLVED]
+
+    def forget_claimed(self) -> None:
+        """Delete the claimed batches from Redis now (errors only log)."""
+        with self._order:
+            claimed = self._take_claimed()
+            if not claimed:
+                return
+            try:
+                self.mirror.forget_batches(self.worker, claimed)
+            except RedisUnavailable as exc:
+                self._keep_claimed(claimed)
+                log.debug("popped batches not deleted: %s", exc)
 
     def claimed_from_postgres(self, jobs: Sequence[Job]) -> None:
         """Jobs claimed through the Postgres path: remove their ids from the ready sets."""
-        if jobs and self.trusted:
+        if not jobs:
+            return
+        with self._lock:
+            self._held.update(job.id for job in jobs)
+        if self.trusted:
             try:
                 self.mirror.forget((job.id, job.queue) for job in jobs)
             except RedisUnavailable:
                 self.trusted = False
 
     def finished(self, job_ids: Sequence[int]) -> None:
-        """Ids this worker is done with leave its processing set (errors only log)."""
-        try:
-            self.mirror.finished(self.worker, job_ids)
-        except RedisUnavailable as exc:
-            # Left in the processing set: cleaned when this worker retires or dies.
-            log.debug("processing set not updated: %s", exc)
+        """This worker is done with these jobs (their outcome is about to be written,
+        or there is none to write). No Redis call while the worker stays busy: its
+        batches are deleted by its next pop."""
+        with self._lock:
+            self._held.difference_update(job_ids)
+            due = bool(self._claimed) and (
+                not self._held or time.monotonic() - self._claimed_since >= RESOLVED_FLUSH_SECONDS)
+        if due:
+            # Quiet now, and the next pop may be far off: a retry of one of these jobs
+            # must not wait behind a batch that says it was popped.
+            self.forget_claimed()
 
     def heartbeat(self, load: int) -> None:
         info = {"hostname": socket.gethostname(), "pid": os.getpid(), "queues": self.queues, "load": load}
@@ -705,7 +838,10 @@ class WorkerMirror:
             log.debug("Redis heartbeat skipped: %s", exc)
 
     def wait_for_work(self, timeout: float = BLOCK_SECONDS) -> bool | None:
-        """Block on the wake lists; True on a token, False on timeout, None if Redis is unavailable."""
+        """Block on the wake lists; True on a token, False on timeout, None if Redis is unavailable.
+
+        Claimed batches are deleted first: an idle worker pops nothing that would."""
+        self.forget_claimed()
         try:
             return self.mirror.wait_for_work(self.worker, self.queues, timeout)
         except RedisUnavailable:
@@ -719,9 +855,14 @@ class WorkerMirror:
             pass
 
     def retire(self, pool: ConnectionPool) -> None:
-        """At shutdown: empty this worker's processing set; ids still runnable go back to Redis."""
+        """At shutdown: delete this worker's popped batches; their ids, and the jobs it
+        claimed and did not finish (released, interrupted), go back to Redis if runnable."""
+        with self._lock:
+            held, self._held = self._held, set()
+            self._claimed = []
+            self._reserve = []
         try:
-            ids = self.mirror.retire(self.worker)
+            ids = sorted(set(self.mirror.retire(self.worker)) | held)
             if ids:
                 with pool.connection() as conn:
                     entries = self.queries.runnable_entries(conn, ids)
@@ -743,7 +884,7 @@ class ReconcileReport:
     full: bool = False
     offered: int = 0
     added: int = 0
-    rechecked: int = 0
+    abandoned: int = 0  # ids of batches popped long ago and never claimed, looked at again
     reclaimed_workers: list[str] = field(default_factory=list)
     removed: int = 0
     committed: bool = False
@@ -754,8 +895,8 @@ class MirrorReconciler:
     """Keeps the Redis mirror in step with Postgres; run by one leader at a time.
 
     ``run_once()`` is one pass: a rebuild when the mirror is missing, otherwise
-    the window of what became runnable since the last pass's horizon, the ids
-    to look at again, dead workers' processing sets, and stale ids at the head
+    the window of what became runnable since the last pass's horizon, the
+    batches of dead workers and abandoned batches, and stale ids at the head
     of each ready set (all of it for a full sweep). Concurrent passes are
     safe (every write is idempotent, every watermark a pass stores is backed
     by its own scan); the lease only avoids duplicate work.
@@ -809,14 +950,13 @@ class MirrorReconciler:
         full = full or (not quick and _age(state.get("full_at"), now) >= self.settings.redis_full_sweep_interval_seconds)
         since = dt.datetime.fromisoformat(state["horizon"])
         offered, added = self._offer_window(conn, "-infinity" if full else since)
-        rechecked = self._recheck(conn)
         reclaimed: list[str] = []
-        removed = 0
+        abandoned = removed = 0
         if not quick:
-            reclaimed = self._reclaim_dead_workers(conn)
+            reclaimed, abandoned = self._reclaim_popped(conn)
             removed = self._remove_stale(conn, None if full else HEAD_CHECK)
         committed = self.mirror.commit(state["epoch"], horizon.isoformat(), now.isoformat(), full=full)
-        report = ReconcileReport(False, full, offered, added, rechecked, reclaimed, removed, committed, horizon)
+        report = ReconcileReport(False, full, offered, added, abandoned, reclaimed, removed, committed, horizon)
         if added or reclaimed or removed:
             log.info("mirror reconciled: %d id(s) added, %d stale removed, %d dead worker(s) cleaned",
                      added, removed, len(reclaimed))
@@ -826,7 +966,7 @@ class MirrorReconciler:
         token = self.mirror.begin_build()
         horizon, now = self.queries.horizon(conn)
         offered, added = self._offer_window(conn, "-infinity")
-        reclaimed = self._reclaim_dead_workers(conn)
+        reclaimed, _ = self._reclaim_popped(conn)
         built = self.mirror.finish_build(token, horizon.isoformat(), now.isoformat())
         if built:
             log.log(logging.WARNING if offered else logging.INFO,
@@ -850,56 +990,43 @@ class MirrorReconciler:
             if len(rows) < PAGE:
                 return seen, added
 
-    def _recheck(self, conn: Any) -> int:
-        """Ids a pass could not add because a worker held them: add them now if
-        runnable and no longer held (or held by a pop abandoned long ago)."""
-        pending = self.mirror.take_recheck()
-        if not pending:
-            return 0
-        now_ms = time.time() * 1000
-        look: list[int] = []
-        abandoned: dict[int, str] = {}
-        for job_id, tag in pending:
-            if tag is None:
-                look.append(job_id)
-            else:
-                holder, _, popped_ms = tag.partition("|")
-                if now_ms - float(popped_ms or 0) >= ABANDONED_MS:
-                    look.append(job_id)
-                    abandoned[job_id] = holder
-        if not look:
-            return 0
-        entries = self.queries.runnable_entries(conn, look)
-        runnable = {i for i, _, _ in entries}
-        self.mirror.abandon([(i, w) for i, w in abandoned.items() if i in runnable])
-        self.mirror.drop_recheck(look)
-        self.mirror.push(entries)
-        return len(look)
-
-    def _reclaim_dead_workers(self, conn: Any) -> list[str]:
-        """Empty the processing sets of workers Postgres says are gone; their
-        still-runnable ids go back to the ready sets."""
+    def _reclaim_popped(self, conn: Any) -> tuple[list[str], int]:
+        """Ids popped and never claimed go back to the ready sets (those Postgres still
+        calls runnable): every batch of a worker Postgres says is gone, and batches
+        of live workers popped ``ABANDONED_MS`` ago (they could not give them back).
+        Returns (dead workers cleaned, ids of abandoned batches looked at)."""
         owners = self.mirror.owners()
         if not owners:
-            return []
-        suspects = [w for w in owners if w not in self.mirror.beating(owners)]
-        if not suspects:
-            return []
-        ids = []
-        for w in suspects:
-            try:
-                ids.append(uuid.UUID(w))
-            except ValueError:
-                continue
-        live = {str(u) for u in self.queries.live_workers(conn, ids)}
-        dead = [w for w in suspects if w not in live]
+            return [], 0
+        beating = self.mirror.beating(owners)
+        suspects = [w for w in owners if w not in beating]
+        dead: list[str] = []
+        if suspects:
+            ids = []
+            for w in suspects:
+                try:
+                    ids.append(uuid.UUID(w))
+                except ValueError:
+                    continue
+            live = {str(u) for u in self.queries.live_workers(conn, ids)}
+            dead = [w for w in suspects if w not in live]
         for worker in dead:
             held = self.mirror.retire(worker)
             if held:
                 self.mirror.push(self.queries.runnable_entries(conn, held))
         if dead:
-            log.info("mirror: cleaned the processing sets of %d dead worker(s)", len(dead))
-        return dead
+            log.info("mirror: gave back the popped ids of %d dead worker(s)", len(dead))
+        now_ms = time.time() * 1000
+        old = {w: {b: ids for b, (popped_ms, ids) in batches.items() if now_ms - popped_ms >= ABANDONED_MS}
+               for w, batches in self.mirror.popped_batches([w for w in owners if w not in dead]).items()}
+        look = [i for batches in old.values() for ids in batches.values() for i in ids]
+        if look:
+            self.mirror.push(self.queries.runnable_entries(conn, look))
+            for worker, batches in old.items():
+                self.mirror.forget_batches(worker, list(batches))
+            log.info("mirror: gave back %d id(s) of batches popped %d s ago and never claimed",
+                     len(look), ABANDONED_MS // 1000)
+        return dead, len(look)
 
     def _remove_stale(self, conn: Any, per_queue: int | None) -> int:
         """Remove ids Postgres says are not runnable (not due, claimed, finished)
@@ -932,7 +1059,6 @@ class MirrorHealth:
     error: str | None = None
     queues: dict[str, tuple[int, int]] = field(default_factory=dict)  # queue -> (ids in Redis, runnable in Postgres)
     held_by_workers: int = 0
-    recheck: int = 0
     heartbeat_keys: int = 0
     seconds_since_pass: float | None = None
     horizon_lag_seconds: float | None = None
@@ -941,7 +1067,7 @@ class MirrorHealth:
         return {
             "reachable": self.reachable, "built": self.built, "error": self.error,
             "queues": {q: {"in_redis": r, "runnable_in_postgres": p} for q, (r, p) in self.queues.items()},
-            "held_by_workers": self.held_by_workers, "recheck": self.recheck,
+            "held_by_workers": self.held_by_workers,
             "heartbeat_keys": self.heartbeat_keys, "seconds_since_pass": self.seconds_since_pass,
             "horizon_lag_seconds": self.horizon_lag_seconds,
         }
@@ -957,17 +1083,17 @@ def mirror_health(settings: Settings, conn: Any) -> MirrorHealth:
     try:
         queries = MirrorQueries(settings.schema)
         runnable = queries.runnable_counts(conn)
-        _, now = queries.horizon(conn)
+        now = queries.now(conn)
         try:
             state = mirror.state()
             names = sorted(set(mirror.queues()) | set(runnable))
             sizes = mirror.sizes(names)
-            held, recheck, beats = mirror.counts()
+            held, beats = mirror.counts()
         except RedisUnavailable as exc:
             return MirrorHealth(False, error=str(exc), queues={q: (0, n) for q, n in runnable.items()})
         built = bool(state.get("epoch"))
         return MirrorHealth(
-            True, built, None, {q: (sizes[q], runnable.get(q, 0)) for q in names}, held, recheck, beats,
+            True, built, None, {q: (sizes[q], runnable.get(q, 0)) for q in names}, held, beats,
             _age(state.get("reconciled_at"), now) if built else None,
             _age(state.get("horizon"), now) if built else None,
         )

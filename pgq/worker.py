@@ -528,6 +528,10 @@ class Worker:
                             ok = self._fail(conn, job, Failed("OutcomeRejected", f"failure report rejected: {exc}"))
                         if ok:
                             self.counters.failed += 1
+                            # The job may be retrying, due soon: a delayed retry sends no NOTIFY,
+                            # and the claim loop chose its idle wait before this was written.
+                            # Wake it so that it sees the new run_at (``_idle_wait``).
+                            self._wake.set()
                         else:
                             self.counters.stale_reports += 1
                             log.info("failure report for job %s attempt %s was stale; discarded", job.id, job.attempts)

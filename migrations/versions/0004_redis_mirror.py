@@ -9,6 +9,14 @@ Three stored functions, each from its file under db/ (STYLE §4):
 ``mirror_horizon`` and ``runnable_jobs_after`` (the reconciler's watermark
 and its window scan). No table changes: the mirror needs nothing on the
 enqueue or claim hot path of Postgres-only deployments.
+
+Roles: revision 0003 revoked EXECUTE from PUBLIC on the functions that
+existed then. ``db/roles/002.sql`` does the same for these three, makes them
+SECURITY DEFINER (claim_jobs writes jobs; mirror_horizon must see other
+roles' sessions) and grants them to ``<schema>_worker``, which claims and
+runs the reconciler; when that role does not exist it warns and skips the
+grant, as 0003 does. The downgrade drops the functions, and their grants
+with them.
 """
 
 from alembic import op
@@ -37,6 +45,7 @@ def upgrade() -> None:
     enter_schema()
     for name in FILES:
         run_sql_file(name)
+    run_sql_file("roles/002.sql")
 
 
 def downgrade() -> None:

@@ -149,7 +149,9 @@ EXPECTED_GRANTS = {
         ("table", "alembic_version", "SELECT"),
         *(("function", name, "EXECUTE") for name in (
             "get_runnable_jobs", "complete_jobs", "fail_job", "release_jobs", "register_worker", "heartbeat_worker",
-            "deregister_worker", "mark_stale_workers", "fail_timed_out_jobs", "prune_jobs")),
+            "deregister_worker", "mark_stale_workers", "fail_timed_out_jobs", "prune_jobs",
+            # Redis accelerator (revision 0004, db/roles/002.sql): claim popped ids, run the reconciler.
+            "claim_jobs", "mirror_horizon", "runnable_jobs_after")),
     },
 }
 
@@ -416,6 +418,69 @@ def test_worker_may_not_enqueue_cancel_repair_or_write_tables(logins: Logins, co
     assert factories.snapshot(conn) == before
 
 
+# ---------------------------------------------------------------- Redis accelerator
+
+
+def test_worker_runs_jobs_in_redis_mode_with_only_the_worker_role(
+    logins: Logins, conn: psycopg.Connection[Any], connect: Any, settings: pgq.Settings,
+    redis_url: str, redis_prefix: str,
+) -> None:
+    from pgq.maintenance import Maintenance
+    from redis_service import accelerated
+
+    dsn = logins.create(WORKER).dsn
+    # The mirror is built; Postgres is polled only every 600 s, so what runs came through Redis.
+    fast = accelerated(settings, redis_url, redis_prefix, redis_poll_interval_seconds=600.0)
+    with pgq.connect(settings=fast, strict_tasks=False) as owner:
+        pushed = [owner.enqueue("w.double", {"n": n}) for n in range(3)]  # pushed to Redis after the commit
+    # Enqueued in SQL, never pushed: only the reconciler (run as the worker) can mirror it.
+    in_sql = factories.insert_job(conn, task="w.double", payload={"n": 10})
+    # The watermark sees another role's open transaction (mirror_horizon runs as its owner).
+    other = connect(autocommit=False)
+    started = other.execute("SELECT xact_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0]
+    with as_role(dsn) as c:
+        horizon = c.execute("SELECT pgq.mirror_horizon()").fetchone()[0]
+    other.rollback()
+
+    q = pgq.connect(settings=fast.replace(database_url=dsn), strict_tasks=False)
+
+    @q.task(name="w.double")
+    def double(n: int) -> int:
+        return 2 * n
+
+    try:
+        report = Maintenance(q.settings, q.pool, q.queries, mirror=q.mirror).run_once()
+        worker = q.worker(queues=["default"], install_signal_handlers=False, run_maintenance=False, concurrency=4)
+        worker.run(burst=True)  # pops ids, claims them with claim_jobs, acknowledges, retires
+    finally:
+        q.close()
+
+    assert horizon <= started
+    assert report.leader and report.mirror is not None and report.mirror.added == 1
+    jobs = [*pushed, in_sql]
+    assert factories.statuses(conn, jobs) == dict.fromkeys(jobs, "completed")
+    assert [factories.job(conn, j)["result"] for j in jobs] == [0, 2, 4, 20]
+    assert worker.counters.extra.get("redis_claimed") == 4 and worker.counters.errors == 0
+
+
+def test_producer_reads_the_mirror_health_in_status(
+    logins: Logins, conn: psycopg.Connection[Any], settings: pgq.Settings, redis_url: str, redis_prefix: str,
+) -> None:
+    from redis_service import accelerated
+
+    dsn = logins.create(PRODUCER).dsn
+    fast = accelerated(settings, redis_url, redis_prefix)
+    with pgq.connect(settings=fast.replace(database_url=dsn), strict_tasks=False) as q:
+        q.enqueue_many([{"task": "t"}] * 2)
+    runner = CliRunner(env={"PGQ_DATABASE_URL": dsn, "PGQ_REDIS_URL": redis_url, "PGQ_REDIS_PREFIX": redis_prefix})
+    status = runner.invoke(main, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    mirror = json.loads(status.output)["redis_mirror"]
+    assert mirror["built"] and mirror["queues"]["default"] == {"in_redis": 2, "runnable_in_postgres": 2}
+    with as_role(dsn) as c, factories.raises_sqlstate(DENIED):
+        c.execute("SELECT * FROM pgq.claim_jobs('{1}', gen_random_uuid())")
+
+
 # ---------------------------------------------------------------- SECURITY DEFINER safety
 
 
@@ -513,7 +578,9 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
 
     assert _schema_roles(conn, schema) == []
     said = [r.getMessage() for r in caplog.records if r.name == "pgq.migrate"]
-    assert len(said) == 2 and all("may not create roles" in m and "CREATE ROLE" in m for m in said), said
+    # Revision 0003 for each role, then 0004 for the worker role's Redis functions.
+    assert len(said) == 3 and all("CREATE ROLE" in m for m in said), said
+    assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -523,10 +590,14 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.add_notice_handler(lambda diag: warnings.append(diag.message_primary or ""))
         c.execute(sql.SQL("SET search_path TO {}, pg_catalog, pg_temp").format(sql.Identifier(schema)))
         c.execute(read_sql("roles/001.sql"))
+        c.execute(read_sql("roles/002.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
     assert job is not None
+    worker = logins.create(f"{schema}_worker").dsn
+    with as_role(worker) as c:
+        assert c.execute(sql.SQL("SELECT {}.mirror_horizon()").format(sql.Identifier(schema))).fetchone()
     assert warnings == []  # nothing skipped the second time
 
 

@@ -6,9 +6,13 @@
 -- functions set run_at to now() or later), so a later scan of runnable jobs
 -- with run_at >= this horizon cannot miss it, whatever order commits land in.
 -- Autovacuum workers are left out: they never make a job runnable.
--- A role that may not see other roles' sessions in pg_stat_activity (grant it
--- pg_read_all_stats) gets a later horizon; the reconciler's periodic full
--- sweep then catches what such a late commit made runnable.
+-- Postgres shows a session's xact_start only to its own role and to members of
+-- pg_read_all_stats. The function runs as its owner (SECURITY DEFINER, see
+-- db/roles/002.sql), so the owner needs that role (a superuser has it):
+--   GRANT pg_read_all_stats TO <the role that ran pgq migrate>;
+-- Without it other roles' open transactions are not seen and the horizon is
+-- later; the reconciler's periodic full sweep then catches what such a late
+-- commit made runnable.
 -- Example: SELECT pgq.mirror_horizon();
 CREATE OR REPLACE FUNCTION mirror_horizon()
 RETURNS timestamptz

@@ -24,7 +24,8 @@ import factories
 import pgq
 from factories import eventually
 from pgq.cli import main
-from pgq.redis_mirror import Keys, MirrorReconciler, RedisMirror
+from pgq.redis_mirror import ABANDONED_MS, Keys, MirrorReconciler, RedisMirror, WorkerMirror
+from pgq.worker import WorkerCounters
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -87,7 +88,7 @@ def test_enqueue_pushes_due_jobs_in_priority_then_enqueue_order(q: pgq.Queue, r:
     assert ready(r, keys, "other") == [other]
 
 
-def test_worker_claims_in_priority_order_and_finishes_with_an_empty_processing_set(
+def test_worker_claims_in_priority_order_and_leaves_no_popped_batch_behind(
     q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any],
 ) -> None:
     order: list[int] = []
@@ -104,8 +105,7 @@ def test_worker_claims_in_priority_order_and_finishes_with_an_empty_processing_s
     assert order == [1, 3, 2, 4, 0]
     assert w.counters.extra["redis_claimed"] == 5
     assert w.counters.extra.get("redis_safety_polls", 0) == 1  # the final empty run_once asked Postgres
-    assert r.zcard(keys.processing(str(w.id))) == 0
-    assert r.hlen(keys.inflight) == 0
+    assert r.exists(keys.popped(str(w.id))) == 0
     assert conn.execute("SELECT count(*) FROM pgq.jobs WHERE status = 'completed'").fetchone() == (5,)
 
 
@@ -150,7 +150,7 @@ def test_stale_ids_are_dropped_not_run(q: pgq.Queue, r: Any, keys: Keys, conn: p
     assert w.counters.extra["redis_dropped"] == 3
     assert status(conn, cancelled) == "cancelled" and status(conn, completed) == "completed"
     assert status(conn, not_due) == "retrying"
-    assert ready(r, keys) == [] and r.zcard(keys.processing(str(w.id))) == 0 and r.hlen(keys.inflight) == 0
+    assert ready(r, keys) == [] and r.exists(keys.popped(str(w.id))) == 0
     # Once due, the dropped retry comes back through the reconciler, and runs.
     conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = %s", (not_due,))
     reconcile()
@@ -244,20 +244,83 @@ def test_a_retry_falling_due_a_requeue_and_a_rescue_reach_redis(
     assert report.mirror is not None and rescued in ready(r, keys)
 
 
-def test_processing_set_of_a_dead_worker_goes_back_to_the_ready_set(
+def test_ids_a_dead_worker_popped_go_back_to_the_ready_set(
     q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any], reconcile: Callable[..., Any],
 ) -> None:
     ids = q.enqueue_many([{"task": "t"} for _ in range(3)])
     assert q.mirror is not None
     ghost = str(uuid.uuid4())  # popped, then died before claiming (never registered in Postgres)
-    popped = q.mirror.pop(ghost, ["default"], 2)
+    popped = q.mirror.pop(ghost, ["default"], 2, "1")
     assert popped is not None and [i for i, _, _ in popped] == ids[:2]
     assert ready(r, keys) == ids[2:]
-    assert r.zcard(keys.processing(ghost)) == 2
+    assert r.hget(keys.popped(ghost), "1").split()[1:] == [str(i) for i in ids[:2]]
     report = reconcile()
     assert report.reclaimed_workers == [ghost]
     assert ready(r, keys) == ids
-    assert r.exists(keys.processing(ghost)) == 0 and r.hlen(keys.inflight) == 0
+    assert r.exists(keys.popped(ghost)) == 0
+
+
+def test_a_live_workers_batch_popped_long_ago_and_never_claimed_goes_back(
+    q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any], reconcile: Callable[..., Any],
+) -> None:
+    # A live worker (heartbeat key present) popped two batches; the first is older
+    # than ABANDONED_MS (it could not give it back when its claim failed).
+    ids = q.enqueue_many([{"task": "t"} for _ in range(4)])
+    reconcile()  # the pass that reads these new jobs (they are pushed already)
+    assert q.mirror is not None
+    holder = str(uuid.uuid4())
+    q.mirror.heartbeat(holder, {})
+    q.mirror.pop(holder, ["default"], 2, "1")
+    q.mirror.pop(holder, ["default"], 1, "2")
+    conn.execute("UPDATE pgq.jobs SET status = 'cancelled' WHERE id = %s", (ids[1],))
+    popped_ms = int(r.hget(keys.popped(holder), "1").split()[0])
+    r.hset(keys.popped(holder), "1", f"{popped_ms - ABANDONED_MS - 1} {ids[0]} {ids[1]}")
+    report = reconcile()
+    assert report.abandoned == 2 and report.reclaimed_workers == []
+    assert ready(r, keys) == [ids[0], ids[3]]  # the cancelled one is not given back
+    assert list(r.hgetall(keys.popped(holder))) == ["2"]  # the recent batch is left alone
+
+
+def test_a_busy_worker_deletes_claimed_batches_with_its_next_pop_and_a_quiet_one_at_once(
+    q: pgq.Queue, r: Any, keys: Keys,
+) -> None:
+    assert q.mirror is not None
+    ids = q.enqueue_many([{"task": "t"} for _ in range(4)])
+    worker_id = uuid.uuid4()
+    with q.pool.connection() as c:
+        q.queries.register_worker(c, worker_id, "h", 1, ["default"], 4, "{}")
+    wm = WorkerMirror(q.mirror, worker_id, ["default"], WorkerCounters())
+    popped = r.hgetall  # what Redis says this worker popped and has not claimed
+    first = wm.claim(q.pool, 2)
+    assert first is not None and [j.id for j in first] == ids[:2]
+    assert list(popped(keys.popped(wm.worker))) == ["1"]  # claimed; deleted by the next pop
+    wm.finished([ids[0]])  # still holding a job: no Redis call
+    assert list(popped(keys.popped(wm.worker))) == ["1"]
+    second = wm.claim(q.pool, 1)
+    assert second is not None and [j.id for j in second] == [ids[2]]
+    assert list(popped(keys.popped(wm.worker))) == ["2"]
+    wm.finished([ids[1], ids[2]])  # holds no job any more: deletes what it claimed
+    assert r.exists(keys.popped(wm.worker)) == 0
+
+
+def test_jobs_released_at_shutdown_go_back_to_redis_at_once(
+    q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any],
+) -> None:
+    assert q.mirror is not None
+    ids = q.enqueue_many([{"task": "t"} for _ in range(3)])
+    worker_id = uuid.uuid4()
+    with q.pool.connection() as c:
+        q.queries.register_worker(c, worker_id, "h", 1, ["default"], 4, "{}")
+    wm = WorkerMirror(q.mirror, worker_id, ["default"], WorkerCounters())
+    jobs = wm.claim(q.pool, 3)
+    assert jobs is not None and len(jobs) == 3
+    wm.forget_claimed()
+    assert ready(r, keys) == [] and r.exists(keys.popped(wm.worker)) == 0
+    wm.finished([ids[0]])
+    with q.pool.connection() as c:  # what a shutdown does with jobs it did not start
+        q.queries.release_jobs(c, worker_id, ids[1:], [1, 1])
+    wm.retire(q.pool)
+    assert ready(r, keys) == ids[1:]
 
 
 def test_without_a_built_mirror_workers_use_postgres_until_it_is_rebuilt(

@@ -1,0 +1,144 @@
+"""The application the chaos suite's worker processes run: ``pgq worker chaos_app:queue``.
+
+Not a test module. Settings come from the ``PGQ_*`` variables the test sets.
+The one task, ``chaos.work``, records every execution in ``chaos.runs`` (job,
+attempt, worker, pid, start and end from the database clock) on a connection
+of its own, so that the audit can compare what really ran with what the
+queue recorded. Its payload says how it behaves: ``ok`` (returns), ``flaky``
+(raises on its first attempt), ``fail`` (always raises), and how long it
+works (``ms``, cut short when the worker tells the handler to stop).
+
+Fault hooks, from ``CHAOS_*`` variables (probabilities per call, 0 = off):
+
+- ``CHAOS_KILL_CLAIM``: SIGKILL itself right after a claim committed (the jobs
+  are running for a worker that no longer exists);
+- ``CHAOS_KILL_ACK``: SIGKILL itself just before or just after writing outcomes;
+- ``CHAOS_KILL_HANDLER``: SIGKILL itself inside a handler, mid-work;
+- ``CHAOS_STALL_LEADER=1``: SIGSTOP itself inside the maintenance leader's
+  transaction, right after ``mark_stale_workers`` (once per process).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+import pgq
+from pgq.job import Job
+from pgq.queries import Queries, Rescue
+
+TASK = "chaos.work"
+QUEUE = "chaos"
+
+
+def _probability(name: str) -> float:
+    return float(os.environ.get(name) or 0.0)
+
+
+KILL_CLAIM = _probability("CHAOS_KILL_CLAIM")
+KILL_ACK = _probability("CHAOS_KILL_ACK")
+KILL_HANDLER = _probability("CHAOS_KILL_HANDLER")
+STALL_LEADER = os.environ.get("CHAOS_STALL_LEADER") == "1"
+_rng = random.Random()
+_stalled = threading.Event()
+
+
+def _die(where: str) -> None:
+    """SIGKILL this process now, saying where in its log (the harness counts these lines)."""
+    os.write(2, f"chaos: SIGKILL {where}\n".encode())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ChaosQueries(Queries):
+    """pgq's statements, with the fault hooks around the worker's calls."""
+
+    def get_runnable_jobs(self, conn: Any, queues: Sequence[str], worker_id: UUID, max_jobs: int) -> list[Job]:
+        jobs = super().get_runnable_jobs(conn, queues, worker_id, max_jobs)
+        if jobs and _rng.random() < KILL_CLAIM:
+            _die("after a claim")
+        return jobs
+
+    def complete_jobs(self, conn: Any, worker_id: UUID, job_ids: Sequence[int], attempts: Sequence[int],
+                      results_json: Sequence[str | None]) -> set[int]:
+        if _rng.random() < KILL_ACK / 2:
+            _die("before writing completions")
+        done = super().complete_jobs(conn, worker_id, job_ids, attempts, results_json)
+        if _rng.random() < KILL_ACK / 2:
+            _die("after writing completions")
+        return done
+
+    def fail_job(self, conn: Any, job_id: int, worker_id: UUID, attempt: int, error_type: str, message: str,
+                 traceback: str | None, retry_delay: float | None, fatal: bool, outcome: str) -> bool:
+        if _rng.random() < KILL_ACK / 2:
+            _die("before writing a failure")
+        ok = super().fail_job(conn, job_id, worker_id, attempt, error_type, message, traceback, retry_delay,
+                              fatal, outcome)
+        if _rng.random() < KILL_ACK / 2:
+            _die("after writing a failure")
+        return ok
+
+    def mark_stale_workers(self, conn: Any, stale_after_seconds: float) -> list[Rescue]:
+        rescued = super().mark_stale_workers(conn, stale_after_seconds)
+        if STALL_LEADER and not _stalled.is_set():
+            _stalled.set()
+            # Stopped while holding the leader's transaction (and its advisory lock) open.
+            # Sent to this thread, so that it stops before its next statement (a stop sent
+            # to the process may let this thread run on for a moment).
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+        return rescued
+
+
+settings = pgq.Settings.from_env()
+queue = pgq.Queue(settings, strict_tasks=False)
+queue.queries = ChaosQueries(settings.schema)
+
+_local = threading.local()
+
+
+def _recorder() -> psycopg.Connection[Any]:
+    conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
+    if conn is None or conn.closed or conn.broken:
+        conn = psycopg.connect(settings.require_database_url(), autocommit=True,
+                               application_name=os.environ.get("PGAPPNAME", "chaos-worker") + "-rec")
+        _local.conn = conn
+    return conn
+
+
+def _record(statement: str, params: Sequence[Any]) -> Any:
+    """Run one recording statement; a dropped connection fails the attempt (it is retried)."""
+    try:
+        row = _recorder().execute(statement, params).fetchone()
+    except psycopg.OperationalError:
+        _local.conn = None
+        raise
+    return row[0] if row else None
+
+
+@queue.task(name=TASK, queue=QUEUE)
+def work(n: int, kind: str, ms: int, label: str | None = None) -> dict[str, Any]:
+    """The chaos job: record the start, work ``ms`` milliseconds, record the end (``label``: a
+    tag the scenario gives jobs it enqueues itself)."""
+    ctx = pgq.current_job()
+    job = ctx.job
+    run_id = _record(
+        "INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at)"
+        " VALUES (%s, %s, %s, %s, %s, clock_timestamp()) RETURNING id",
+        (job.id, n, job.attempts, job.worker_id, os.getpid()))
+    if KILL_HANDLER and _rng.random() < KILL_HANDLER:
+        _die("inside a handler")
+    # The simulated work; a worker that lost the job (rescued, cancelled) cuts it short.
+    ctx.cancelled.wait(ms / 1000.0)
+    fails = kind == "fail" or (kind == "flaky" and job.attempts == 1)
+    _record("UPDATE chaos.runs SET ended_at = clock_timestamp(), outcome = %s WHERE id = %s RETURNING id",
+            ("raised" if fails else "returned", run_id))
+    if fails:
+        raise RuntimeError(f"chaos job {n} ({kind}) fails on attempt {job.attempts}")
+    return {"n": n, "attempt": job.attempts, "worker": str(job.worker_id), "pid": os.getpid()}
+

@@ -1,0 +1,227 @@
+"""The audit that ends every chaos scenario: SPEC §1 checked against the database.
+
+Inputs are the ``pgq`` tables and ``chaos.runs`` (one row per handler
+execution, written by the handler itself with the database clock). What is
+checked, for the ``expected`` logical jobs (payload ``n``) the producer enqueued:
+
+- nothing lost: each logical job exists exactly once and is in a terminal
+  status (``completed`` or ``dead``; nothing else is terminal here, since no
+  job is cancelled);
+- the history is whole: a job's ``job_executions`` rows are attempts 1..attempts,
+  one each, so every attempt was closed exactly once (completed, failed, lost,
+  interrupted, timed out);
+- completion exactly once: a completed job has one ``completed`` execution, a
+  dead one none; the stored result is the one returned by the attempt that
+  completed (its attempt number and worker);
+- the dead letter queue holds exactly the dead jobs, each of which used up
+  all its attempts; every job designed to fail is among them;
+- no concurrent double execution. A handler execution *holds* its job from
+  its start until the earlier of its end and the moment the database closed
+  its attempt (a rescue of a dead or stale worker closes it without the
+  handler's help). Two executions of one job *overlap* when both held it at
+  the same moment; an execution that started after its attempt had been
+  closed (a stalled worker that came back) never held the job and is counted
+  as ``late``, not as an overlap. At most one live worker holds a job, so the
+  number of overlaps must be zero;
+- every execution belongs to an attempt the database closed, and no two
+  executions share an attempt (a job is never handed out twice at once).
+
+The report keeps the figures for ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+TERMINAL = ("completed", "dead")
+
+
+@dataclass
+class AuditReport:
+    expected: int
+    jobs: int = 0
+    executions: int = 0
+    completed: int = 0
+    dead: int = 0
+    lost: int = 0
+    duplicated: int = 0  # overlapping executions + extra completions
+    overlaps: int = 0
+    late: int = 0  # executions that started or ran on after their attempt was closed
+    late_returned: int = 0  # of which the handler returned (its completion must have been refused)
+    rescued_attempts: int = 0
+    reexecuted: int = 0  # executions beyond the first of jobs not designed to fail
+    exhausted_by_faults: int = 0  # jobs not designed to fail that ended dead anyway
+    violations: list[str] = field(default_factory=list)
+
+    def check(self, condition: bool, message: str) -> None:
+        if not condition:
+            self.violations.append(message)
+
+    def figures(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "violations"}
+
+
+def _rows(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    return conn.execute(query, params).fetchall()
+
+
+def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _sample(rows: list[tuple[Any, ...]], limit: int = 5) -> str:
+    return "; ".join(str(r) for r in rows[:limit]) + (f" (+{len(rows) - limit} more)" if len(rows) > limit else "")
+
+
+def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
+    """Check the invariants over logical jobs ``0 .. expected-1``; return the report."""
+    r = AuditReport(expected)
+    r.jobs = _one(conn, "SELECT count(*) FROM pgq.jobs")
+    r.executions = _one(conn, "SELECT count(*) FROM chaos.runs")
+
+    # ---- nothing lost, one row per logical job, all terminal
+    missing = _rows(conn, "SELECT n FROM generate_series(0, %s - 1) AS n"
+                          " WHERE NOT EXISTS (SELECT 1 FROM pgq.jobs j WHERE (j.payload->>'n')::int = n)"
+                          " ORDER BY n", (expected,))
+    r.check(not missing, f"{len(missing)} enqueued job(s) missing from pgq.jobs: {_sample(missing)}")
+    twice = _rows(conn, "SELECT payload->>'n', count(*) FROM pgq.jobs GROUP BY 1 HAVING count(*) > 1 ORDER BY 1")
+    r.check(not twice, f"{len(twice)} logical job(s) enqueued more than once: {_sample(twice)}")
+    unfinished = _rows(conn, "SELECT id, status::text, attempts, worker_id FROM pgq.jobs"
+                             " WHERE status::text <> ALL (%s) ORDER BY id", (list(TERMINAL),))
+    r.check(not unfinished, f"{len(unfinished)} job(s) not in a terminal status: {_sample(unfinished)}")
+    r.lost = len(missing) + len(unfinished)
+    r.completed = _one(conn, "SELECT count(*) FROM pgq.jobs WHERE status = 'completed'")
+    r.dead = _one(conn, "SELECT count(*) FROM pgq.jobs WHERE status = 'dead'")
+
+    # ---- every attempt closed exactly once, in order
+    holes = _rows(conn, """
+        SELECT j.id, j.attempts, array_agg(e.attempt ORDER BY e.attempt) AS closed
+        FROM pgq.jobs j LEFT JOIN pgq.job_executions e ON e.job_id = j.id
+        GROUP BY j.id, j.attempts
+        HAVING array_agg(e.attempt ORDER BY e.attempt) FILTER (WHERE e.attempt IS NOT NULL)
+               IS DISTINCT FROM ARRAY(SELECT generate_series(1, j.attempts))
+        ORDER BY j.id""")
+    r.check(not holes, f"{len(holes)} job(s) whose attempts were not each closed exactly once "
+                       f"(job, attempts, closed attempts): {_sample(holes)}")
+
+    # ---- completion exactly once, with the completing attempt's result
+    completions = _rows(conn, """
+        SELECT j.id, j.status::text, count(e.id) FILTER (WHERE e.outcome = 'completed') AS n
+        FROM pgq.jobs j LEFT JOIN pgq.job_executions e ON e.job_id = j.id
+        GROUP BY j.id, j.status
+        HAVING count(e.id) FILTER (WHERE e.outcome = 'completed') <> (j.status = 'completed')::int
+        ORDER BY j.id""")
+    r.check(not completions, f"{len(completions)} job(s) completed other than exactly once "
+                             f"(job, status, completions): {_sample(completions)}")
+    extra = sum(max(0, int(row[2]) - 1) for row in completions)
+    wrong_result = _rows(conn, """
+        SELECT j.id, j.attempts, j.worker_id, j.result FROM pgq.jobs j
+        WHERE j.status = 'completed'
+          AND (j.result->>'attempt' IS DISTINCT FROM j.attempts::text
+               OR j.result->>'worker' IS DISTINCT FROM j.worker_id::text
+               OR NOT EXISTS (SELECT 1 FROM chaos.runs c WHERE c.job_id = j.id AND c.attempt = j.attempts
+                                                          AND c.outcome = 'returned'))
+        ORDER BY j.id""")
+    r.check(not wrong_result, f"{len(wrong_result)} completed job(s) whose stored result is not the one of the "
+                              f"attempt that completed: {_sample(wrong_result)}")
+
+    # ---- the dead letter queue holds exactly the dead jobs, which used up their attempts
+    dlq_mismatch = _rows(conn, """
+        SELECT coalesce(j.id, d.job_id), j.status::text, d.reason
+        FROM (SELECT * FROM pgq.jobs WHERE status = 'dead') j
+        FULL JOIN (SELECT * FROM pgq.dead_letter_queue WHERE requeued_at IS NULL) d ON d.job_id = j.id
+        WHERE j.id IS NULL OR d.job_id IS NULL ORDER BY 1""")
+    r.check(not dlq_mismatch, f"dead_letter_queue differs from the dead jobs (job, status, reason): "
+                              f"{_sample(dlq_mismatch)}")
+    dlq_twice = _rows(conn, "SELECT job_id, count(*) FROM pgq.dead_letter_queue GROUP BY 1 HAVING count(*) > 1")
+    r.check(not dlq_twice, f"job(s) with several dead letters: {_sample(dlq_twice)}")
+    not_exhausted = _rows(conn, """
+        SELECT j.id, j.attempts, j.max_attempts, d.reason FROM pgq.jobs j
+        JOIN pgq.dead_letter_queue d ON d.job_id = j.id
+        WHERE j.status = 'dead' AND (d.reason <> 'exhausted' OR j.attempts <> j.max_attempts)
+        ORDER BY j.id""")
+    r.check(not not_exhausted, f"dead job(s) that had not used up their attempts: {_sample(not_exhausted)}")
+    failers_alive = _rows(conn, "SELECT id, status::text FROM pgq.jobs"
+                                " WHERE payload->>'kind' = 'fail' AND status <> 'dead' ORDER BY id")
+    r.check(not failers_alive, f"job(s) designed to fail that are not dead: {_sample(failers_alive)}")
+    r.exhausted_by_faults = _one(conn, "SELECT count(*) FROM pgq.jobs WHERE status = 'dead'"
+                                       " AND payload->>'kind' <> 'fail'")
+
+    # ---- executions: one per attempt, each attempt closed, no two live holders at once
+    shared = _rows(conn, "SELECT job_id, attempt, count(*) FROM chaos.runs GROUP BY 1, 2 HAVING count(*) > 1"
+                         " ORDER BY 1, 2")
+    r.check(not shared, f"{len(shared)} attempt(s) executed more than once (a claim handed out twice): "
+                        f"{_sample(shared)}")
+    unclosed = _rows(conn, """
+        SELECT c.job_id, c.attempt, c.pid FROM chaos.runs c
+        WHERE NOT EXISTS (SELECT 1 FROM pgq.job_executions e WHERE e.job_id = c.job_id AND e.attempt = c.attempt)
+        ORDER BY 1, 2""")
+    r.check(not unclosed, f"{len(unclosed)} execution(s) of an attempt the database never closed: "
+                          f"{_sample(unclosed)}")
+    holds = """
+        WITH held AS (
+            SELECT c.id, c.job_id, c.attempt, c.pid, c.started_at, c.ended_at, c.outcome,
+                   e.finished_at AS closed_at, e.outcome::text AS closed_as,
+                   -- least() ignores NULL: an execution that never ended (its process died)
+                   -- held the job until the database closed its attempt.
+                   least(c.ended_at, e.finished_at) AS held_until
+            FROM chaos.runs c
+            LEFT JOIN pgq.job_executions e ON e.job_id = c.job_id AND e.attempt = c.attempt
+        )"""
+    overlaps = _rows(conn, holds + """
+        SELECT a.job_id, a.attempt, a.pid, b.attempt, b.pid, a.started_at, a.held_until, b.started_at
+        FROM held a JOIN held b ON b.job_id = a.job_id AND b.id > a.id
+        WHERE a.started_at < coalesce(a.held_until, 'infinity') AND b.started_at < coalesce(b.held_until, 'infinity')
+          AND a.started_at < coalesce(b.held_until, 'infinity') AND b.started_at < coalesce(a.held_until, 'infinity')
+        ORDER BY 1""")
+    r.overlaps = len(overlaps)
+    r.check(not overlaps, f"{len(overlaps)} pair(s) of executions of one job held it at the same time "
+                          f"(job, attempt, pid, attempt, pid, ...): {_sample(overlaps)}")
+    r.duplicated = r.overlaps + extra
+    late = _rows(conn, holds + """
+        SELECT count(*), count(*) FILTER (WHERE outcome = 'returned') FROM held
+        WHERE closed_as IN ('lost', 'timed_out', 'interrupted', 'cancelled')
+          AND (ended_at IS NULL OR ended_at > closed_at)
+          AND (ended_at IS NOT NULL OR started_at > closed_at)""")
+    r.late, r.late_returned = int(late[0][0]), int(late[0][1])
+    r.rescued_attempts = _one(conn, "SELECT count(*) FROM pgq.job_executions WHERE outcome IN ('lost', 'interrupted')")
+    r.reexecuted = _one(conn, """
+        SELECT coalesce(sum(runs - 1), 0)::int FROM (
+            SELECT c.job_id, count(*) AS runs FROM chaos.runs c JOIN pgq.jobs j ON j.id = c.job_id
+            WHERE j.payload->>'kind' = 'ok' GROUP BY c.job_id) AS per_job""")
+    return r
+
+
+def no_live_worker_rows_for_dead_processes(conn: psycopg.Connection[Any], dead_pids: list[int]) -> list[str]:
+    """Worker rows still active (or holding running jobs) whose process is gone."""
+    rows = _rows(conn, """
+        SELECT w.id, w.pid, w.status::text, count(j.id) FILTER (WHERE j.status = 'running')
+        FROM pgq.workers w LEFT JOIN pgq.jobs j ON j.worker_id = w.id
+        WHERE w.pid = ANY(%s) GROUP BY w.id, w.pid, w.status
+        HAVING w.status IN ('active', 'draining') OR count(j.id) FILTER (WHERE j.status = 'running') > 0""",
+                 (dead_pids,))
+    return [f"worker {row[0]} (pid {row[1]}) is {row[2]} with {row[3]} running job(s) but its process is gone"
+            for row in rows]
+
+
+def recovery_seconds(conn: psycopg.Connection[Any], at: dt.datetime, lifted: dt.datetime,
+                     worker_ids: list[Any]) -> float | None:
+    """Seconds from ``lifted`` (the fault's end) until work flowed again and every attempt the
+    fault orphaned was closed: the later of the first completion after ``lifted`` and the last
+    rescue of an attempt of ``worker_ids`` that was open at ``at``. None if nothing completed after it."""
+    resumed = _one(conn, "SELECT min(finished_at) FROM pgq.job_executions WHERE outcome = 'completed'"
+                         " AND finished_at > %s", (lifted,))
+    if resumed is None:
+        return None
+    rescued = _one(conn, """
+        SELECT max(finished_at) FROM pgq.job_executions
+        WHERE outcome IN ('lost', 'interrupted', 'timed_out') AND worker_id = ANY(%s)
+          AND started_at <= %s AND finished_at >= %s""", (worker_ids, at, at))
+    done: dt.datetime = max(resumed, rescued) if rescued is not None else resumed
+    return max(0.0, (done - lifted).total_seconds())
