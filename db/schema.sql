@@ -775,6 +775,17 @@ BEGIN
         stopped_at = CASE WHEN status = 'stale' THEN NULL ELSE stopped_at END,
         updated_at = p_now
     WHERE id = p_worker_id;
+    PERFORM record_failed_attempt(
+                j.id, 'lost', 'ClaimLost',
+                format('claimed by worker %s at %s, which never received the claim '
+                       '(the connection was lost while claiming)', p_worker_id, j.started_at),
+                NULL, 0, false, p_now)
+    FROM (SELECT o.id, o.started_at FROM jobs AS o
+          WHERE o.worker_id = p_worker_id AND o.status = 'running'
+            AND o.started_at < p_now - interval '10 seconds'
+            AND o.id <> ALL (coalesce(p_running_job_ids, '{}'))
+          ORDER BY o.id
+          FOR UPDATE SKIP LOCKED) AS j;
     previous_status := v_status;
     lost_job_ids := ARRAY(
         SELECT r FROM unnest(coalesce(p_running_job_ids, '{}')) AS r

@@ -44,7 +44,9 @@ on) and a dropped one is not runnable, so the worker deletes the batch with
 its next pop, in the same round trip (or on its own once it goes quiet). A
 busy worker therefore makes one Redis round trip per claim batch and none per
 acknowledgement, and Redis does constant work per batch beside the pop
-itself. The reconciler does not ask whether a worker holds an id it offers:
+itself; when the queue is deep it also pops ahead what it will claim in the
+next ``AHEAD_SECONDS`` (see ``WorkerMirror``), so it pops about once per two
+or more claims. The reconciler does not ask whether a worker holds an id it offers:
 in the millisecond between a pop and its claim an id may be offered again,
 and the second pop of it is dropped by its claim, which costs less than
 recording every popped id. Ids a worker popped and never claimed (it died,
@@ -69,8 +71,8 @@ is therefore seen by the next pass. The reconciler leader also runs a pass
 when a ``NOTIFY`` says a queue got work. A missing ``P:mirror`` hash
 (FLUSHALL, a restart without persistence) makes the next pass rebuild
 everything once; until it completes, workers take the Postgres path. Stale
-ids at the head of each ready set are removed when
-Postgres says they are not runnable, and a full sweep every
+ids at the head of each ready set are removed when Postgres says they are
+not runnable, and a full sweep every
 ``redis_full_sweep_interval_seconds`` catches what no watermark sees (a DBA's
 UPDATE).
 """
@@ -91,6 +93,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pgq.clock import Clock, SystemClock
 from pgq.errors import ConfigurationError, RedisUnavailable
 from pgq.queries import MirrorQueries
 from pgq.settings import Settings, redact_url
@@ -322,10 +325,12 @@ class RedisMirror:
         timeout = settings.redis_timeout_seconds
         try:
             # One immediate retry on a connection error: after a Redis restart every
-            # pooled socket is dead, and the retry opens a fresh one.
+            # pooled socket is dead, and the retry opens a fresh one. Not on a timeout
+            # (Retry's default errors include it): a hung Redis would double the bound.
             self._client: Any = redis.Redis.from_url(
                 settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 1), retry_on_timeout=False, decode_responses=True,
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)), retry_on_timeout=False,
+                decode_responses=True,
                 client_name="pgq",
             )
             self._blocking: Any = redis.Redis.from_url(
@@ -632,15 +637,16 @@ class WorkerMirror:
     """
 
     def __init__(self, mirror: RedisMirror, worker_id: uuid.UUID, queues: Sequence[str],
-                 counters: WorkerCounters) -> None:
+                 counters: WorkerCounters, clock: Clock | None = None) -> None:
         self.mirror = mirror
+        self.clock = clock or SystemClock()
         self.worker = str(worker_id)
         self.worker_id = worker_id
         self.queues = list(queues)
         self.queries = MirrorQueries(mirror.settings.schema)
         self.counters = counters
         self.poll_every = mirror.settings.redis_poll_interval_seconds
-        self._next_poll = time.monotonic() + self.poll_every
+        self._next_poll = self.clock.monotonic() + self.poll_every
         # Redis answered and the mirror is built: waits may rely on Redis wake-ups.
         self.trusted = False
         self._batches = itertools.count(1)
@@ -666,7 +672,7 @@ class WorkerMirror:
 
     def seconds_to_poll(self) -> float:
         """Seconds until the next safety-net poll of Postgres."""
-        return max(0.0, self._next_poll - time.monotonic())
+        return max(0.0, self._next_poll - self.clock.monotonic())
 
     def claim(self, pool: ConnectionPool, n: int, *, thorough: bool = False) -> list[Job] | None:
         """Claim up to ``n`` jobs from ids popped ahead, then popped now; None: take
@@ -698,8 +704,8 @@ class WorkerMirror:
             if not take:
                 if got:
                     return got
-                if thorough or time.monotonic() >= self._next_poll:
-                    self._next_poll = time.monotonic() + self.poll_every
+                if thorough or self.clock.monotonic() >= self._next_poll:
+                    self._next_poll = self.clock.monotonic() + self.poll_every
                     self._count("redis_safety_polls")
                     return None
                 return []
@@ -722,7 +728,7 @@ class WorkerMirror:
         batch = str(next(self._batches))
         # What this worker claims in AHEAD_SECONDS, like the prefetch of the Postgres
         # path: the next claims take it without a pop.
-        ahead = min(self.mirror.settings.claim_batch_size, int(self._rate * AHEAD_SECONDS)) \
+        ahead = min(self.mirror.settings.claim_batch_size, round(self._rate * AHEAD_SECONDS)) \
             if len(self.queues) == 1 else 0
         self._count("redis_pops")
         with self._order:
@@ -766,7 +772,7 @@ class WorkerMirror:
         if dropped:
             self._count("redis_dropped", dropped)
         self._count("redis_claimed", len(jobs))
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             self._held.update(job.id for job in jobs)
             if self._last_claim:
@@ -787,7 +793,7 @@ class WorkerMirror:
             return
         with self._lock:
             if not self._claimed:
-                self._claimed_since = time.monotonic()
+                self._claimed_since = self.clock.monotonic()
             self._claimed.extend(batches)
             # Redis unreachable for long: forget the oldest (retire, or the reconciler
             # for a dead worker, deletes them in Redis; an old one is only given back).
@@ -824,10 +830,11 @@ class WorkerMirror:
         with self._lock:
             self._held.difference_update(job_ids)
             due = bool(self._claimed) and (
-                not self._held or time.monotonic() - self._claimed_since >= RESOLVED_FLUSH_SECONDS)
+                not self._held or self.clock.monotonic() - self._claimed_since >= RESOLVED_FLUSH_SECONDS)
         if due:
-            # Quiet now, and the next pop may be far off: a retry of one of these jobs
-            # must not wait behind a batch that says it was popped.
+            # Quiet now, and the next pop may be far off: delete the batches at once,
+            # so that Redis shows what this worker really holds (``pgq status``) and
+            # no claimed batch lingers until it looks abandoned.
             self.forget_claimed()
 
     def heartbeat(self, load: int) -> None:

@@ -11,11 +11,16 @@ works (``ms``, cut short when the worker tells the handler to stop).
 Fault hooks, from ``CHAOS_*`` variables (probabilities per call, 0 = off):
 
 - ``CHAOS_KILL_CLAIM``: SIGKILL itself right after a claim committed (the jobs
-  are running for a worker that no longer exists);
+  are running for a worker that no longer exists), on the Postgres path
+  (``get_runnable_jobs``) and on the Redis path (``claim_jobs`` of popped ids);
 - ``CHAOS_KILL_ACK``: SIGKILL itself just before or just after writing outcomes;
 - ``CHAOS_KILL_HANDLER``: SIGKILL itself inside a handler, mid-work;
 - ``CHAOS_STALL_LEADER=1``: SIGSTOP itself inside the maintenance leader's
   transaction, right after ``mark_stale_workers`` (once per process).
+
+Each execution also records how its job was claimed (``chaos.runs.via``:
+``postgres`` or ``redis``), so that a Redis-mode scenario can show that the
+workers fell back to Postgres during a Redis fault and came back to Redis.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import psycopg
 
 import pgq
 from pgq.job import Job
-from pgq.queries import Queries, Rescue
+from pgq.queries import MirrorQueries, Queries, Rescue
 
 TASK = "chaos.work"
 QUEUE = "chaos"
@@ -48,6 +53,8 @@ KILL_HANDLER = _probability("CHAOS_KILL_HANDLER")
 STALL_LEADER = os.environ.get("CHAOS_STALL_LEADER") == "1"
 _rng = random.Random()
 _stalled = threading.Event()
+# job id -> how its current claim was made ("postgres" or "redis"), read by the handler.
+_via: dict[int, str] = {}
 
 
 def _die(where: str) -> None:
@@ -56,13 +63,34 @@ def _die(where: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _claimed(jobs: Sequence[Job], via: str) -> None:
+    """After a claim committed: remember the path, and maybe die (``CHAOS_KILL_CLAIM``)."""
+    for job in jobs:
+        _via[job.id] = via
+    if jobs and _rng.random() < KILL_CLAIM:
+        _die("after a claim")
+
+
+_redis_claim = MirrorQueries.claim_jobs
+
+
+def _claim_popped_ids(self: MirrorQueries, conn: Any, job_ids: Sequence[int], worker_id: UUID) -> list[Job]:
+    """The Redis path's claim (ids popped from Redis, claimed in Postgres), with the hooks."""
+    jobs = _redis_claim(self, conn, job_ids, worker_id)
+    _claimed(jobs, "redis")
+    return jobs
+
+
+# The worker's Redis side builds its own MirrorQueries: the hook goes on the class.
+MirrorQueries.claim_jobs = _claim_popped_ids  # type: ignore[method-assign]
+
+
 class ChaosQueries(Queries):
     """pgq's statements, with the fault hooks around the worker's calls."""
 
     def get_runnable_jobs(self, conn: Any, queues: Sequence[str], worker_id: UUID, max_jobs: int) -> list[Job]:
         jobs = super().get_runnable_jobs(conn, queues, worker_id, max_jobs)
-        if jobs and _rng.random() < KILL_CLAIM:
-            _die("after a claim")
+        _claimed(jobs, "postgres")
         return jobs
 
     def complete_jobs(self, conn: Any, worker_id: UUID, job_ids: Sequence[int], attempts: Sequence[int],
@@ -128,9 +156,9 @@ def work(n: int, kind: str, ms: int, label: str | None = None) -> dict[str, Any]
     ctx = pgq.current_job()
     job = ctx.job
     run_id = _record(
-        "INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at)"
-        " VALUES (%s, %s, %s, %s, %s, clock_timestamp()) RETURNING id",
-        (job.id, n, job.attempts, job.worker_id, os.getpid()))
+        "INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, via, started_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING id",
+        (job.id, n, job.attempts, job.worker_id, os.getpid(), _via.pop(job.id, None)))
     if KILL_HANDLER and _rng.random() < KILL_HANDLER:
         _die("inside a handler")
     # The simulated work; a worker that lost the job (rescued, cancelled) cuts it short.

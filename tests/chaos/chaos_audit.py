@@ -26,6 +26,11 @@ checked, for the ``expected`` logical jobs (payload ``n``) the producer enqueued
 - every execution belongs to an attempt the database closed, and no two
   executions share an attempt (a job is never handed out twice at once).
 
+In Redis mode, ``mirror_leftovers`` adds one check: once the queue is
+drained and the workers' mirror reconciler has run, the mirror (ready sets and
+popped batches) holds no id of a job Postgres does not call runnable (every
+job is terminal by then, so the mirror must be empty of ids).
+
 The report keeps the figures for ``docs/reliability.md``.
 """
 
@@ -55,6 +60,9 @@ class AuditReport:
     rescued_attempts: int = 0
     reexecuted: int = 0  # executions beyond the first of jobs not designed to fail
     exhausted_by_faults: int = 0  # jobs not designed to fail that ended dead anyway
+    via_redis: int = 0  # executions of jobs claimed from ids popped from Redis
+    mirror_stale_at_drain: int | None = None  # Redis mode: non-runnable ids in the mirror when drained
+    mirror_clean_after_s: float | None = None  # ... and how long the workers' reconciler took to remove them
     violations: list[str] = field(default_factory=list)
 
     def check(self, condition: bool, message: str) -> None:
@@ -84,6 +92,7 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     r = AuditReport(expected)
     r.jobs = _one(conn, "SELECT count(*) FROM pgq.jobs")
     r.executions = _one(conn, "SELECT count(*) FROM chaos.runs")
+    r.via_redis = _one(conn, "SELECT count(*) FROM chaos.runs WHERE via = 'redis'")
 
     # ---- nothing lost, one row per logical job, all terminal
     missing = _rows(conn, "SELECT n FROM generate_series(0, %s - 1) AS n"
@@ -198,6 +207,33 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     return r
 
 
+def mirror_leftovers(conn: psycopg.Connection[Any], client: Any, base: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Ids held by the Redis mirror under the key base ``{<prefix>:<schema>}`` (ready sets
+    and popped batches) whose job Postgres does not call runnable (terminal, running, or
+    no such job): key -> [(id, status)]."""
+    held: dict[str, list[int]] = {}
+    for key in client.scan_iter(match=base + ":ready:*", count=1000):
+        held[key] = [int(m) for m in client.zrange(key, 0, -1)]
+    for key in client.scan_iter(match=base + ":popped:*", count=1000):
+        # A popped batch is stored as "<pop time ms> <id> <id> ...".
+        held[key] = [int(i) for value in client.hvals(key) for i in value.split()[1:]]
+    leftovers = {}
+    for key, ids in sorted(held.items()):
+        stale = _rows(conn, """
+            SELECT i, coalesce(j.status::text, 'no such job') FROM unnest(%s::bigint[]) AS i
+            LEFT JOIN pgq.jobs j ON j.id = i
+            WHERE j.status IS NULL OR j.status NOT IN ('queued', 'retrying') ORDER BY i""", (ids,))
+        if stale:
+            leftovers[key] = stale
+    return leftovers
+
+
+def describe_leftovers(leftovers: dict[str, list[tuple[Any, ...]]]) -> list[str]:
+    """One violation message per mirror key that holds ids of non-runnable jobs."""
+    return [f"{key} holds {len(rows)} id(s) of jobs that are not runnable (id, status): {_sample(rows)}"
+            for key, rows in leftovers.items()]
+
+
 def no_live_worker_rows_for_dead_processes(conn: psycopg.Connection[Any], dead_pids: list[int]) -> list[str]:
     """Worker rows still active (or holding running jobs) whose process is gone."""
     rows = _rows(conn, """
@@ -225,3 +261,12 @@ def recovery_seconds(conn: psycopg.Connection[Any], at: dt.datetime, lifted: dt.
           AND started_at <= %s AND finished_at >= %s""", (worker_ids, at, at))
     done: dt.datetime = max(resumed, rescued) if rescued is not None else resumed
     return max(0.0, (done - lifted).total_seconds())
+
+
+def redis_resumed_seconds(conn: psycopg.Connection[Any], lifted: dt.datetime) -> float | None:
+    """Seconds from ``lifted`` (a Redis fault's end) until a handler ran a job claimed from
+    ids popped from Redis again (None if none did)."""
+    again = _one(conn, "SELECT min(started_at) FROM chaos.runs WHERE via = 'redis' AND started_at > %s", (lifted,))
+    if again is None:
+        return None
+    return max(0.0, (again - lifted).total_seconds())

@@ -32,9 +32,12 @@ from typing import Any
 import psycopg
 
 import pgq
-from chaos_audit import AuditReport, audit, no_live_worker_rows_for_dead_processes, recovery_seconds
+from chaos_audit import (AuditReport, audit, describe_leftovers, mirror_leftovers,
+                         no_live_worker_rows_for_dead_processes, recovery_seconds, redis_resumed_seconds)
 from chaos_cluster import Cluster
 from pgq.errors import PgqError
+from pgq.redis_mirror import ABANDONED_MS
+from redis_service import OwnedRedis, unique_prefix
 
 HERE = Path(__file__).resolve().parent
 TASK, QUEUE = "chaos.work", "chaos"
@@ -70,6 +73,7 @@ CREATE TABLE chaos.runs (
     attempt integer NOT NULL,
     worker_id uuid,
     pid integer NOT NULL,
+    via text,  -- how the job was claimed: postgres (get_runnable_jobs) or redis (popped ids)
     started_at timestamptz NOT NULL,
     ended_at timestamptz,
     outcome text
@@ -85,11 +89,29 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgq TO {WORKER_ROLE};
 
 @dataclass(frozen=True)
 class Mode:
-    """How the workers run: ``postgres`` (Postgres only). Another mode (the Redis
-    accelerator) adds its variables with ``worker_env`` and may wrap the run."""
+    """How the workers run: ``postgres`` (Postgres only) or ``redis`` (the Redis
+    accelerator: ``worker_env`` adds its variables, and the run gets a redis-server
+    of the suite's own). ``short_share``: the share of a scenario's planned jobs that
+    the CI (short) version runs in this mode, so that both modes fit the CI budget."""
 
     name: str
     worker_env: Callable[[ChaosRun], dict[str, str]] = lambda run: {}
+    uses_redis: bool = False
+    short_share: float = 1.0
+
+
+def redis_worker_env(run: ChaosRun) -> dict[str, str]:
+    """The Redis mode's worker variables: the run's redis-server and key prefix, a
+    reconciler pass every 0.25 s, a Redis heartbeat key outliving two stale limits, and
+    the Redis safety-net poll of Postgres as long as the run's Postgres poll."""
+    assert run.redis is not None, "Redis mode needs a redis-server"
+    return {
+        "PGQ_REDIS_URL": run.redis.url,
+        "PGQ_REDIS_PREFIX": run.redis_prefix,
+        "PGQ_REDIS_RECONCILE_INTERVAL_SECONDS": "0.25",
+        "PGQ_REDIS_HEARTBEAT_TTL_SECONDS": "2.0",
+        "PGQ_REDIS_POLL_INTERVAL_SECONDS": run.env["PGQ_POLL_INTERVAL_SECONDS"],
+    }
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,8 @@ class Fault:
     lifted: dt.datetime  # database clock when it ended (== at for instantaneous ones)
     worker_ids: list[uuid.UUID] = field(default_factory=list)
     recovered_in: float | None = None
+    # A Redis fault is over once work flows *and* jobs are claimed through Redis again.
+    back_on_redis: bool = False
 
 
 @dataclass
@@ -210,9 +234,10 @@ class Producer(threading.Thread):
     """
 
     def __init__(self, url: str, plan: list[dict[str, Any]], *, chunk: int, backlog: int,
-                 rate: float | None = None) -> None:
+                 rate: float | None = None, redis: dict[str, Any] | None = None) -> None:
         super().__init__(name="chaos-producer", daemon=True)
         self.url, self.plan, self.chunk, self.backlog, self.rate = url, plan, chunk, backlog, rate
+        self.redis = redis or {}  # Redis mode: redis_url and redis_prefix (pushes after each commit)
         self.sent = 0
         self.errors = 0
         self.failure: BaseException | None = None
@@ -238,7 +263,7 @@ class Producer(threading.Thread):
             self.failure = exc
 
     def _run(self) -> None:
-        settings = pgq.Settings(database_url=self.url, schema="pgq", pool_size=2)
+        settings = pgq.Settings(database_url=self.url, schema="pgq", pool_size=2, **self.redis)
         db = Database(self.url)
         q = pgq.Queue(settings, strict_tasks=False)
         try:
@@ -286,11 +311,16 @@ class ChaosRun:
     def __init__(self, cluster: Cluster, url: str, mode: Mode, tmp: Path, *, name: str, scale: Scale,
                  jobs: int, workers: int, concurrency: int, seed: int, env: dict[str, str] | None = None,
                  chunk: int = 50, backlog: int | None = None, rate: float | None = None,
-                 role: str | None = None) -> None:
+                 role: str | None = None, redis: OwnedRedis | None = None) -> None:
         self.cluster, self.url, self.mode, self.tmp = cluster, url, mode, tmp
         self.name, self.scale, self.concurrency = name, scale, concurrency
         self.rng = random.Random(seed)
+        if not scale.long:
+            jobs = round(jobs * mode.short_share)
         self.plan = plan_jobs(jobs, seed)
+        # Redis mode: the redis-server the workers use, and this run's own key prefix.
+        self.redis = redis if mode.uses_redis else None
+        self.redis_prefix = unique_prefix()
         self.env = {**BASE_ENV, **(env or {})}
         if role is not None:  # the workers connect as this role instead of the superuser
             self.env["PGQ_DATABASE_URL"] = self.role_url(role)
@@ -299,8 +329,11 @@ class ChaosRun:
         self.faults: list[Fault] = []
         self.respawn = True
         self.started = time.monotonic()
-        self.producer = Producer(url, self.plan, chunk=chunk, backlog=backlog or 4 * workers * concurrency, rate=rate)
+        self.producer = Producer(url, self.plan, chunk=chunk, backlog=backlog or 4 * workers * concurrency, rate=rate,
+                                 redis={"redis_url": self.redis.url, "redis_prefix": self.redis_prefix}
+                                 if self.redis is not None else None)
         self.extras = 0  # jobs enqueued by the scenario itself, numbered after the plan's
+        self._mirror_figures: tuple[int | None, float | None] = (None, None)
         self._count = 0
         for _ in range(workers):
             self.start_worker()
@@ -511,6 +544,9 @@ class ChaosRun:
         """Drain, stop the workers gracefully, rescue what the dead left behind, audit."""
         self.poll(lambda: not self.producer.is_alive(), "the producer to enqueue every job", timeout)
         self.poll(lambda: self.finished() >= self.total, f"all {self.total} jobs to finish", timeout)
+        mirror_problems: list[str] = []
+        if self.redis is not None:
+            mirror_problems = self._await_clean_mirror()
         self.respawn = False
         for worker in self.workers:
             if worker.alive():
@@ -529,11 +565,48 @@ class ChaosRun:
         self._sweep_dead_workers()
         for fault in self.faults:
             fault.recovered_in = recovery_seconds(self.db.conn(), fault.at, fault.lifted, fault.worker_ids)
+            if fault.back_on_redis and fault.recovered_in is not None:
+                redis_again = redis_resumed_seconds(self.db.conn(), fault.lifted)
+                fault.recovered_in = None if redis_again is None else max(fault.recovered_in, redis_again)
         report = audit(self.db.conn(), self.total)
         dead_pids = [w.pid for w in self.workers]
         for problem in no_live_worker_rows_for_dead_processes(self.db.conn(), dead_pids):
             report.violations.append(problem)
+        if self.redis is not None:
+            report.mirror_stale_at_drain, report.mirror_clean_after_s = self._mirror_figures
+            report.violations += mirror_problems
+            # The workers' shutdown (giving back what they held) must not put finished jobs back.
+            with self.redis.client() as client:
+                report.violations += [f"after the workers stopped: {p}" for p in describe_leftovers(
+                    mirror_leftovers(self.db.conn(), client, self.redis_base))]
+            report.check(report.via_redis > 0, "Redis mode, but no job was claimed from ids popped from Redis")
         return report
+
+    @property
+    def redis_base(self) -> str:
+        """The run's Redis keys start with this (``{<prefix>:<schema>}``)."""
+        return "{" + f"{self.redis_prefix}:{self.env['PGQ_SCHEMA']}" + "}"
+
+    def _await_clean_mirror(self, timeout: float = ABANDONED_MS / 1000 + 15.0) -> list[str]:
+        """Redis mode, queue drained, workers still running: wait until the workers' own
+        mirror reconciler has removed every id of a finished job (ready sets and popped
+        batches; the batches of killed workers once their Redis heartbeat key expired and
+        Postgres says they are gone; a batch popped by a command that timed out and that Redis ran
+        later, after a hang, once it is ``ABANDONED_MS`` old). Returns the violations if it does
+        not happen in time."""
+        assert self.redis is not None
+        began = time.monotonic()
+        with self.redis.client() as client:
+            first = mirror_leftovers(self.db.conn(), client, self.redis_base)
+            leftovers = first
+            while leftovers and time.monotonic() - began < timeout:
+                threading.Event().wait(0.05)
+                self.supervise()
+                leftovers = mirror_leftovers(self.db.conn(), client, self.redis_base)
+        self._mirror_figures = (sum(len(rows) for rows in first.values()),
+                                None if leftovers else round(time.monotonic() - began, 2))
+        return [f"{timeout:.0f} s after the queue drained, the mirror reconciler had not cleaned up: {p}"
+                for p in describe_leftovers(leftovers)]
 
     def _sweep_dead_workers(self) -> None:
         """Run maintenance until the killed workers are marked stale (their heartbeats age out)."""

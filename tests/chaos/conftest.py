@@ -3,9 +3,13 @@ scenario, the run harness, the mode parameter and the figures table.
 
 - ``chaos_cluster`` (session): initdb + pg_ctl on a free port (``chaos_cluster.py``);
   a template database migrated to head with the ``chaos.runs`` table, cloned per test.
-- ``mode``: the modes a scenario runs in, from ``MODES``. Today ``postgres`` only;
-  a mode is a name plus the worker environment it needs (``chaos_harness.Mode``),
-  so adding the Redis accelerator is one entry here.
+- ``mode``: the modes a scenario runs in, from ``MODES``: ``postgres`` and ``redis``
+  (the accelerator on). A mode is a name plus the worker environment it needs
+  (``chaos_harness.Mode``). A scenario for one mode only parametrises ``mode``
+  itself (``@pytest.mark.parametrize("mode", ["redis"], indirect=True)``).
+- ``chaos_redis`` (session): a redis-server the suite owns (``tests/redis_service.py``),
+  shared by the Redis-mode runs, each with a key prefix of its own; a scenario
+  that kills or flushes Redis passes a server of its own (``chaos(redis=...)``).
 - ``scale``: the CI sizes, or the long ones with ``pytest -m chaos --chaos-long``
   (the option is registered in ``tests/conftest.py``).
 - ``chaos``: a factory for ``ChaosRun``; every run is closed (processes killed) at the end.
@@ -27,13 +31,16 @@ import psycopg
 import pytest
 
 from chaos_cluster import Cluster, ClusterUnavailable
-from chaos_harness import CLUSTER_SETUP, RUNS_TABLE, ChaosRun, Mode, Scale
+from chaos_harness import CLUSTER_SETUP, RUNS_TABLE, ChaosRun, Mode, Scale, redis_worker_env
 from chaos_report import RESULTS
 from pgq.migrate import upgrade
 from pgq.settings import Settings
+from redis_service import NoRedis, OwnedRedis
 
 MODES: dict[str, Mode] = {
     "postgres": Mode("postgres"),
+    # The CI version runs fewer jobs in Redis mode, so that both modes fit in about 3 minutes.
+    "redis": Mode("redis", redis_worker_env, uses_redis=True, short_share=0.5),
 }
 
 _names = itertools.count(1)
@@ -87,6 +94,17 @@ def chaos_db(chaos_cluster: Cluster) -> Iterator[str]:
     chaos_cluster.drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def chaos_redis() -> Iterator[OwnedRedis]:
+    """A redis-server this session owns, for the Redis-mode runs (each with its own key prefix)."""
+    try:
+        server = OwnedRedis().start()
+    except NoRedis as exc:
+        pytest.fail(str(exc), pytrace=False)  # an error, not a skip
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=list(MODES))
 def mode(request: pytest.FixtureRequest) -> Mode:
     return MODES[request.param]
@@ -104,6 +122,8 @@ def chaos(chaos_cluster: Cluster, chaos_db: str, mode: Mode, scale: Scale, tmp_p
     runs: list[ChaosRun] = []
 
     def make(**kwargs: Any) -> ChaosRun:
+        if mode.uses_redis and kwargs.get("redis") is None:
+            kwargs["redis"] = request.getfixturevalue("chaos_redis")
         run = ChaosRun(chaos_cluster, chaos_db, mode, tmp_path, scale=scale, **kwargs)
         runs.append(run)
         return run
@@ -133,12 +153,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     terminalreporter.section("chaos scenarios")
     columns = [("scenario", 36), ("mode", 9), ("jobs", 6), ("runs", 6), ("lost", 4), ("dup", 4), ("rescued", 7),
-               ("late", 5), ("faults", 6), ("recovered max/mean s", 21), ("wall s", 7)]
+               ("late", 5), ("faults", 6), ("recovered max/mean s", 21), ("via redis", 9), ("mirror stale", 12),
+               ("wall s", 7)]
     terminalreporter.write_line(" ".join(f"{name:<{width}}" if i < 2 else f"{name:>{width}}"
                                          for i, (name, width) in enumerate(columns)))
     for r in results:
         recovered = "-" if r["recovered_in_max_s"] is None else f"{r['recovered_in_max_s']}/{r['recovered_in_mean_s']}"
         values = [r["scenario"], r["mode"], r["expected"], r["executions"], r["lost"], r["duplicated"],
-                  r["rescued_attempts"], r["late"], r["faults"], recovered, r["seconds"]]
+                  r["rescued_attempts"], r["late"], r["faults"], recovered, r["via_redis"],
+                  "-" if r["mirror_stale_at_drain"] is None
+                  else f"{r['mirror_stale_at_drain']}/{r['mirror_clean_after_s']}s", r["seconds"]]
         terminalreporter.write_line(" ".join(f"{v!s:<{w}}" if i < 2 else f"{v!s:>{w}}"
                                              for i, (v, (_, w)) in enumerate(zip(values, columns, strict=True))))

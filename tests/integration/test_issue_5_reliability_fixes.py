@@ -1,4 +1,4 @@
-"""Regression tests for the two bugs the chaos suite (tests/chaos, issue 5) found.
+"""Regression tests for the bugs the chaos suite (tests/chaos, issue 5) found.
 
 1. A maintenance leader that stalls inside its transaction (SIGSTOP, a frozen
    VM) held the leader lock, and with it every worker's maintenance, for as
@@ -9,10 +9,17 @@
    (``poll_interval_seconds``) instead of running when due: the claim loop
    chose its idle wait before the acknowledger had written the failure, and a
    delayed retry sends no NOTIFY.
+3. A hung Redis (SIGSTOP) held every Redis call for twice
+   ``redis_timeout_seconds``: the client's one retry, meant for the dead
+   sockets left by a Redis restart, also retried timeouts. A worker's Redis
+   heartbeat runs on its Postgres heartbeat thread, so with short heartbeats
+   live workers were declared stale while Redis hung.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +30,9 @@ import pytest
 
 import pgq
 from factories import eventually, insert_job, insert_worker
+from pgq.errors import RedisUnavailable
 from pgq.queries import Queries, Rescue
+from redis_service import OwnedRedis
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +112,33 @@ def test_issue_5_a_retry_due_soon_runs_when_due_not_at_the_next_poll(q: pgq.Queu
         worker.stop()
         thread.join(30)
     assert len(attempts) == 2 and attempts[1] - attempts[0] >= 0.2
+
+
+def test_issue_5_a_hung_redis_fails_a_call_within_the_timeout_and_a_restart_is_retried(
+        settings: pgq.Settings) -> None:
+    from pgq.redis_mirror import RedisMirror
+
+    server = OwnedRedis().start()
+    timeout = 1.0
+    mirror = RedisMirror(settings.replace(redis_url=server.url, redis_prefix="issue5-hung",
+                                          redis_timeout_seconds=timeout))
+    try:
+        mirror.heartbeat("w", {})  # a pooled connection exists
+        # A restart kills every pooled socket: the one retry on a connection error hides it.
+        server.restart()
+        mirror.heartbeat("w", {})
+        assert mirror.failures == 0
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(RedisUnavailable, match="Timeout"):
+                mirror.heartbeat("w", {})
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        # One timeout, not two (the bug took 2.0 s here).
+        assert timeout <= elapsed < 1.6 * timeout, elapsed
+    finally:
+        mirror.close()
+        server.stop()

@@ -189,3 +189,40 @@ def test_deregister_interrupts_jobs_still_running_so_they_run_again_at_once(conn
 def test_deregister_of_an_unknown_worker_is_rejected(conn):
     with raises_sqlstate("PQ002"):
         deregister(conn, uuid.uuid4())
+
+
+# ---------------------------------------------------------------- heartbeat_worker: lost claims
+
+
+def test_heartbeat_rescues_jobs_the_worker_owns_but_never_received(conn, now):
+    # A claim that committed while its reply was lost (the connection dropped
+    # mid-claim) leaves jobs running for a live worker that does not know them.
+    # Found by the chaos suite (pg_terminate_backend scenario, Redis mode).
+    me, other = uuid.uuid4(), uuid.uuid4()
+    register(conn, me, p_now=now - dt.timedelta(minutes=1))
+    register(conn, other, p_now=now - dt.timedelta(minutes=1))
+    long_ago = now - dt.timedelta(seconds=11)
+    orphan = insert_job(conn, status="running", worker_id=me, attempts=1, started_at=long_ago)
+    orphan_last_try = insert_job(conn, status="running", worker_id=me, attempts=3, max_attempts=3,
+                                 started_at=long_ago)
+    listed = insert_job(conn, status="running", worker_id=me, attempts=1, started_at=long_ago)
+    just_claimed = insert_job(conn, status="running", worker_id=me, attempts=1,
+                              started_at=now - dt.timedelta(seconds=9))
+    someone_elses = insert_job(conn, status="running", worker_id=other, attempts=1, started_at=long_ago)
+
+    assert heartbeat(conn, me, load=1, running=[listed], p_now=now) == ("active", [])
+
+    rescued = factories.job(conn, orphan)
+    assert (rescued["status"], rescued["attempts"]) == ("retrying", 1)
+    assert rescued["run_at"] == now
+    (execution,) = factories.executions(conn, orphan)
+    assert (execution["outcome"], execution["error_type"], execution["attempt"]) == ("lost", "ClaimLost", 1)
+    assert str(me) in execution["error_message"]
+    assert factories.job(conn, orphan_last_try)["status"] == "dead"
+    assert factories.dead_letters(conn, orphan_last_try)[0]["reason"] is not None
+    # Untouched: the listed job, a claim younger than the grace, another worker's job.
+    for job_id in (listed, just_claimed, someone_elses):
+        untouched = factories.job(conn, job_id)
+        assert (untouched["status"], untouched["attempts"], untouched["started_at"]) == (
+            "running", 1, long_ago if job_id != just_claimed else now - dt.timedelta(seconds=9))
+        assert factories.executions(conn, job_id) == []

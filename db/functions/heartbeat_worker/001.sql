@@ -3,6 +3,12 @@
 -- (a 'stale' answer means its jobs were rescued meanwhile; the worker is
 -- active again from now on) and, of p_running_job_ids, the jobs this worker no
 -- longer owns (cancelled, rescued or timed out): the worker stops them.
+-- The other way round, a job this worker owns in the database but did not
+-- list, claimed more than 10 seconds ago, is rescued as 'lost' (retried, or
+-- dead when out of attempts): its claim committed but the reply never reached
+-- the worker (the connection dropped while claiming), so no one would ever run
+-- or finish it. The 10 seconds cover a claim that committed after the worker
+-- took the list it sends; a worker registers a claimed job within milliseconds.
 -- Raises PQ002 when the worker is stopped or unknown.
 -- Example: SELECT * FROM pgq.heartbeat_worker('<worker uuid>', 3, '{41,42,43}');
 CREATE OR REPLACE FUNCTION heartbeat_worker(
@@ -30,6 +36,17 @@ BEGIN
         stopped_at = CASE WHEN status = 'stale' THEN NULL ELSE stopped_at END,
         updated_at = p_now
     WHERE id = p_worker_id;
+    PERFORM record_failed_attempt(
+                j.id, 'lost', 'ClaimLost',
+                format('claimed by worker %s at %s, which never received the claim '
+                       '(the connection was lost while claiming)', p_worker_id, j.started_at),
+                NULL, 0, false, p_now)
+    FROM (SELECT o.id, o.started_at FROM jobs AS o
+          WHERE o.worker_id = p_worker_id AND o.status = 'running'
+            AND o.started_at < p_now - interval '10 seconds'
+            AND o.id <> ALL (coalesce(p_running_job_ids, '{}'))
+          ORDER BY o.id
+          FOR UPDATE SKIP LOCKED) AS j;
     previous_status := v_status;
     lost_job_ids := ARRAY(
         SELECT r FROM unnest(coalesce(p_running_job_ids, '{}')) AS r

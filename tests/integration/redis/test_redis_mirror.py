@@ -25,6 +25,7 @@ import pgq
 from factories import eventually
 from pgq.cli import main
 from pgq.redis_mirror import ABANDONED_MS, Keys, MirrorReconciler, RedisMirror, WorkerMirror
+from pgq.clock import ManualClock
 from pgq.worker import WorkerCounters
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
@@ -301,6 +302,60 @@ def test_a_busy_worker_deletes_claimed_batches_with_its_next_pop_and_a_quiet_one
     assert list(popped(keys.popped(wm.worker))) == ["2"]
     wm.finished([ids[1], ids[2]])  # holds no job any more: deletes what it claimed
     assert r.exists(keys.popped(wm.worker)) == 0
+
+
+def _worker_mirror(q: pgq.Queue, clock: ManualClock) -> WorkerMirror:
+    assert q.mirror is not None
+    worker_id = uuid.uuid4()
+    with q.pool.connection() as c:
+        q.queries.register_worker(c, worker_id, "h", 1, ["default"], 10, "{}")
+    return WorkerMirror(q.mirror, worker_id, ["default"], WorkerCounters(), clock=clock)
+
+
+def test_a_busy_worker_pops_ahead_and_claims_what_it_popped_without_popping_again(
+    q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any],
+) -> None:
+    ids = q.enqueue_many([{"task": "t"} for _ in range(300)])
+    clock = ManualClock(100.0)
+    wm = _worker_mirror(q, clock)
+    claimed = []
+    for _ in range(4):
+        jobs = wm.claim(q.pool, 10)
+        assert jobs is not None
+        claimed += [j.id for j in jobs]
+        clock.advance(0.01)  # 10 jobs per 10 ms: 1,000 jobs/s, so 50 popped ahead once measured
+    assert claimed == ids[:40]
+    # Two pops to measure the rate, a third with 50 ahead; the fourth claim took from those.
+    assert wm.counters.extra["redis_pops"] == 3
+    assert r.zcard(keys.ready("default")) == 300 - 80
+    (batch,) = r.hvals(keys.popped(wm.worker))  # only the batch with ids popped ahead is left
+    assert batch.split()[1:] == [str(i) for i in ids[20:80]]
+    # The database refuses the next claim: what was taken and what was popped ahead go back.
+    with q.pool.connection() as c:
+        q.queries.deregister_worker(c, wm.worker_id)
+    with factories.raises_sqlstate("PQ002"):
+        wm.claim(q.pool, 10)
+    assert ready(r, keys) == ids[40:]
+    assert r.exists(keys.popped(wm.worker)) == 0
+    assert factories.statuses(conn, ids[40:]) == dict.fromkeys(ids[40:], "queued")
+
+
+def test_a_worker_pops_ahead_only_from_a_backlog_and_gives_it_back_at_shutdown(
+    q: pgq.Queue, r: Any, keys: Keys,
+) -> None:
+    ids = q.enqueue_many([{"task": "t"} for _ in range(80)])
+    clock = ManualClock(100.0)
+    wm = _worker_mirror(q, clock)
+    for _ in range(3):  # the third would pop 50 ahead, but that would leave fewer than 100 behind
+        wm.claim(q.pool, 10)
+        clock.advance(0.01)
+    assert r.zcard(keys.ready("default")) == 50
+    wm.finished(ids[:20])
+    more = q.enqueue_many([{"task": "t"} for _ in range(200)])
+    wm.claim(q.pool, 10)  # now there is a backlog: 10 claimed, 50 popped ahead
+    assert r.zcard(keys.ready("default")) == 250 - 60
+    wm.retire(q.pool)  # shutdown: the claimed jobs are running, the 50 popped ahead go back
+    assert ready(r, keys) == ids[40:] + more
 
 
 def test_jobs_released_at_shutdown_go_back_to_redis_at_once(
