@@ -19,6 +19,7 @@ them together)::
     P:popped:<worker>      hash: pop number -> "<pop time ms> <id> <id> ...": the batches a
                            worker popped and has not claimed yet (usually none or one)
     P:owners               set: workers that may have popped batches
+    P:popped-at            sorted set: id -> when it was last popped (ms), for the last 10 s
     P:heartbeat:<worker>   string with a TTL: cheap liveness (Postgres heartbeats stay authoritative)
     P:wake-worker:<worker> list: interrupts one worker's blocking wait (shutdown)
     P:queues               set: queues ever mirrored (for status and stale checks)
@@ -46,10 +47,12 @@ busy worker therefore makes one Redis round trip per claim batch and none per
 acknowledgement, and Redis does constant work per batch beside the pop
 itself; when the queue is deep it also pops ahead what it will claim in the
 next ``AHEAD_SECONDS`` (see ``WorkerMirror``), so it pops about once per two
-or more claims. The reconciler does not ask whether a worker holds an id it offers:
-in the millisecond between a pop and its claim an id may be offered again,
-and the second pop of it is dropped by its claim, which costs less than
-recording every popped id. Ids a worker popped and never claimed (it died,
+or more claims. The reconciler reads runnable jobs from a snapshot while
+workers pop them: an offer leaves out the ids popped since the page was read
+(``popped-at``), or a large window read during a burn-down would put back a
+quarter of what the workers had taken, for their claims to drop. An id popped
+before the read and not claimed yet may be offered again; the second pop of it
+is dropped by its claim. Ids a worker popped and never claimed (it died,
 or could not give them back) return to the ready sets once Postgres says the
 worker is gone, or once the batch is ``ABANDONED_MS`` old.
 Scripts cannot block, so idle workers block on ``BLPOP`` of the per-queue
@@ -130,6 +133,9 @@ RESOLVED_FLUSH_SECONDS = 0.1
 MAX_RESOLVED = 10_000
 #: A busy worker pops ahead what it claims in about this long (seconds) at its rate.
 AHEAD_SECONDS = 0.05
+#: How long (ms) Redis remembers when an id was last popped: longer than one page of
+#: the reconciler's window scan (its query and its offer).
+POPPED_AT_KEEP_MS = 10_000
 
 
 def score(job_id: int, priority: int) -> int:
@@ -147,6 +153,7 @@ class Keys:
         self.mirror = f"{self.base}:mirror"
         self.building = f"{self.base}:building"
         self.lease = f"{self.base}:reconciler"
+        self.popped_at = f"{self.base}:popped-at"
 
     def ready(self, queue: str) -> str:
         return f"{self.base}:ready:{queue}"
@@ -168,16 +175,18 @@ class Keys:
 # Lua's unpack() and a command's arguments are bounded: scripts pass long lists
 # to Redis in chunks of CHUNK (a plain Lua constant below).
 #
-# KEYS: mirror, owners, popped, ready_1..k, wake_1..k
+# KEYS: mirror, owners, popped, ready_1..k, wake_1..k, popped-at
 # ARGV: n, worker, k, pop number, ahead, r, claimed pop number_1..r
 # Deletes the r claimed batches first (ids popped earlier and since claimed in
 # Postgres or dropped), then pops up to n ids in priority order, and (one queue
 # only) up to ``ahead`` more when at least twice that many would remain, and
-# records them as batch <pop number>. Returns {0} when the mirror is not built
+# records them as batch <pop number> and their pop time in popped-at (trimmed
+# to the last POPPED_AT_KEEP_MS). Returns {0} when the mirror is not built
 # (use Postgres), else {1, id, score, ...} for one queue and {1, id, score,
 # queue index, ...} for several.
 _POP = """
 local CHUNK = 1000
+local POPPED_AT_KEEP_MS = @KEEP@
 local n = tonumber(ARGV[1])
 local k = tonumber(ARGV[3])
 local ahead = tonumber(ARGV[5])
@@ -218,9 +227,19 @@ else
 end
 if #ids > 0 then
   local t = redis.call('TIME')
-  local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = string.format('%.0f', ms)
   redis.call('HSET', KEYS[3], ARGV[4], now .. ' ' .. table.concat(ids, ' '))
   redis.call('SADD', KEYS[2], ARGV[2])
+  local zargs = {}
+  for _, id in ipairs(ids) do
+    zargs[#zargs + 1] = now
+    zargs[#zargs + 1] = id
+  end
+  for i = 1, #zargs, 2 * CHUNK do
+    redis.call('ZADD', KEYS[#KEYS], unpack(zargs, i, math.min(i + 2 * CHUNK - 1, #zargs)))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', string.format('(%.0f', ms - POPPED_AT_KEEP_MS))
 end
 -- Ids left behind: leave a wake-up token for the next idle worker (the cascade).
 -- One is enough; if tokens are waiting already, nobody is blocked to take another.
@@ -230,17 +249,35 @@ for i = 1, k do
   end
 end
 return out
-"""
+""".replace("@KEEP@", str(POPPED_AT_KEEP_MS))
 
-# KEYS: queues, ready, wake
-# ARGV: queue, wake cap, score_1, id_1, score_2, id_2, ...
+# KEYS: queues, ready, wake, popped-at
+# ARGV: queue, wake cap, cutoff ms, score_1, id_1, score_2, id_2, ...
 # Adds the ids not in the ready set yet (ZADD NX: a duplicate changes nothing) and
-# a wake-up token per id added (capped). Returns how many were added.
+# a wake-up token per id added (capped). With a cutoff (> 0), an id popped at or
+# after the cutoff is left out: the reconciler read it as runnable from a snapshot
+# taken after the cutoff, and a worker has taken it since. Returns how many were added.
 _OFFER = """
 local CHUNK = 1000
+local cutoff = tonumber(ARGV[3])
 local added = 0
-for i = 3, #ARGV, 2 * CHUNK do
-  added = added + redis.call('ZADD', KEYS[2], 'NX', unpack(ARGV, i, math.min(i + 2 * CHUNK - 1, #ARGV)))
+for i = 4, #ARGV, 2 * CHUNK do
+  local last = math.min(i + 2 * CHUNK - 1, #ARGV)
+  if cutoff > 0 then
+    local ids = {}
+    for j = i + 1, last, 2 do ids[#ids + 1] = ARGV[j] end
+    local popped = redis.call('ZMSCORE', KEYS[4], unpack(ids))
+    local zargs = {}
+    for j = 1, #ids do
+      if not popped[j] or tonumber(popped[j]) < cutoff then
+        zargs[#zargs + 1] = ARGV[i + 2 * (j - 1)]
+        zargs[#zargs + 1] = ids[j]
+      end
+    end
+    if #zargs > 0 then added = added + redis.call('ZADD', KEYS[2], 'NX', unpack(zargs)) end
+  else
+    added = added + redis.call('ZADD', KEYS[2], 'NX', unpack(ARGV, i, last))
+  end
 end
 redis.call('SADD', KEYS[1], ARGV[1])
 if added > 0 then
@@ -402,10 +439,12 @@ class RedisMirror:
                 pass
 
     # ------------------------------------------------------------ producers
-    def push(self, entries: Iterable[tuple[int, str, int]]) -> int:
+    def push(self, entries: Iterable[tuple[int, str, int]], *, popped_before: int = 0) -> int:
         """Mirror runnable jobs given as ``(id, queue, priority)``; return how many were new.
 
         Idempotent: an id already in its ready set is not added again.
+        ``popped_before`` (Redis time, ms; 0: no filter): leave out ids popped at or
+        after it (the reconciler's offers; see ``_OFFER``).
         Raises ``RedisUnavailable``.
         """
         by_queue: dict[str, list[int]] = defaultdict(list)
@@ -420,8 +459,8 @@ class RedisMirror:
             for queue, args in by_queue.items():
                 for start in range(0, len(args), 2 * PAGE):
                     added += int(self._offer(
-                        keys=[k.queues, k.ready(queue), k.wake(queue)],
-                        args=[queue, WAKE_CAP, *args[start:start + 2 * PAGE]],
+                        keys=[k.queues, k.ready(queue), k.wake(queue), k.popped_at],
+                        args=[queue, WAKE_CAP, popped_before, *args[start:start + 2 * PAGE]],
                     ))
             return added
 
@@ -447,7 +486,8 @@ class RedisMirror:
         Raises ``RedisUnavailable`` (then nothing was deleted or popped).
         """
         k = self.keys
-        keys = [k.mirror, k.owners, k.popped(worker), *[k.ready(q) for q in queues], *[k.wake(q) for q in queues]]
+        keys = [k.mirror, k.owners, k.popped(worker), *[k.ready(q) for q in queues], *[k.wake(q) for q in queues],
+                k.popped_at]
         args: list[str | int] = [n, worker, len(queues), batch, ahead, len(claimed), *claimed]
         reply = self._call("pop", lambda: self._pop(keys=keys, args=args))
         if not reply or int(reply[0]) == 0:
@@ -524,6 +564,11 @@ class RedisMirror:
         self._call("interrupt", lambda: self._client.lpush(self.keys.worker_wake(worker), "1"))
 
     # ------------------------------------------------------------ reconciler
+    def time_ms(self) -> int:
+        """Redis' clock, in milliseconds (the pop times in ``popped-at`` are on it)."""
+        seconds, micros = self._call("time", lambda: self._client.time())
+        return int(seconds) * 1000 + int(micros) // 1000
+
     def state(self) -> dict[str, str]:
         """The mirror hash (empty when the mirror is not built)."""
         return dict(self._call("state", lambda: self._client.hgetall(self.keys.mirror)))
@@ -650,10 +695,10 @@ class WorkerMirror:
         # Redis answered and the mirror is built: waits may rely on Redis wake-ups.
         self.trusted = False
         self._batches = itertools.count(1)
-        # ``_lock`` guards the collections below; ``_order`` keeps this worker's
-        # pops, give-backs and deletions from crossing each other in Redis.
+        # Guards the collections below. Redis calls are made outside it: every
+        # batch has a number of its own, so a deletion and a pop never touch the
+        # same entry, and no thread waits for another's round trip.
         self._lock = threading.Lock()
-        self._order = threading.Lock()
         # Claimed batches still to delete from Redis, and since when some wait.
         self._claimed: list[str] = []
         self._claimed_since = 0.0
@@ -731,15 +776,14 @@ class WorkerMirror:
         ahead = min(self.mirror.settings.claim_batch_size, round(self._rate * AHEAD_SECONDS)) \
             if len(self.queues) == 1 else 0
         self._count("redis_pops")
-        with self._order:
-            claimed = self._take_claimed()
-            try:
-                popped = self.mirror.pop(self.worker, self.queues, count, batch, claimed, ahead)
-            except RedisUnavailable:
-                self._keep_claimed(claimed)
-                self.trusted = False
-                self._count("redis_unavailable")
-                return None, batch
+        claimed = self._take_claimed()
+        try:
+            popped = self.mirror.pop(self.worker, self.queues, count, batch, claimed, ahead)
+        except RedisUnavailable:
+            self._keep_claimed(claimed)
+            self.trusted = False
+            self._count("redis_unavailable")
+            return None, batch
         if popped is None:
             self.trusted = False
             self._count("redis_not_built")
@@ -763,8 +807,7 @@ class WorkerMirror:
                 reserve, self._reserve = self._reserve, []
                 batches = [*done, self._reserve_batch] if reserve else done
             try:
-                with self._order:
-                    self.mirror.give_back(self.worker, batches, take + reserve)
+                self.mirror.give_back(self.worker, batches, take + reserve)
             except RedisUnavailable as exc:  # left in Redis: see retire and the reconciler
                 log.debug("could not give back popped ids: %s", exc)
             raise
@@ -801,15 +844,14 @@ class WorkerMirror:
 
     def forget_claimed(self) -> None:
         """Delete the claimed batches from Redis now (errors only log)."""
-        with self._order:
-            claimed = self._take_claimed()
-            if not claimed:
-                return
-            try:
-                self.mirror.forget_batches(self.worker, claimed)
-            except RedisUnavailable as exc:
-                self._keep_claimed(claimed)
-                log.debug("popped batches not deleted: %s", exc)
+        claimed = self._take_claimed()
+        if not claimed:
+            return
+        try:
+            self.mirror.forget_batches(self.worker, claimed)
+        except RedisUnavailable as exc:
+            self._keep_claimed(claimed)
+            log.debug("popped batches not deleted: %s", exc)
 
     def claimed_from_postgres(self, jobs: Sequence[Job]) -> None:
         """Jobs claimed through the Postgres path: remove their ids from the ready sets."""
@@ -987,10 +1029,13 @@ class MirrorReconciler:
         after_id = 0
         seen = added = 0
         while True:
+            # Rows runnable in the page's snapshot that a worker popped since are
+            # taken: leave them out, or the worker who pops them next drops them.
+            cutoff = self.mirror.time_ms()
             rows = self.queries.runnable_after(conn, after, after_id, PAGE)
             if rows:
                 seen += len(rows)
-                added += self.mirror.push((i, q, p) for i, q, p, _ in rows)
+                added += self.mirror.push(((i, q, p) for i, q, p, _ in rows), popped_before=cutoff)
                 after, after_id = rows[-1][3], rows[-1][0]
                 if self._owner is not None:
                     self.lead(self._owner)  # a long rebuild keeps its lease
@@ -1023,7 +1068,7 @@ class MirrorReconciler:
                 self.mirror.push(self.queries.runnable_entries(conn, held))
         if dead:
             log.info("mirror: gave back the popped ids of %d dead worker(s)", len(dead))
-        now_ms = time.time() * 1000
+        now_ms = self.mirror.time_ms()  # pop times are on Redis' clock
         old = {w: {b: ids for b, (popped_ms, ids) in batches.items() if now_ms - popped_ms >= ABANDONED_MS}
                for w, batches in self.mirror.popped_batches([w for w in owners if w not in dead]).items()}
         look = [i for batches in old.values() for ids in batches.values() for i in ids]

@@ -191,6 +191,25 @@ def test_transactional_enqueue_reaches_redis_only_after_the_commit(
     assert ready(r, keys) == [job_id]
 
 
+def test_an_offer_leaves_out_ids_popped_since_the_reconciler_read_them(
+    q: pgq.Queue, r: Any, keys: Keys,
+) -> None:
+    # The reconciler notes Redis' time, then reads a page of runnable jobs; ids a
+    # worker pops after that time are taken, not missing, and must not come back.
+    assert q.mirror is not None
+    ids = q.enqueue_many([{"task": "t"} for _ in range(4)])
+    entries = [(i, "default", 3) for i in ids]
+    before_pop = q.mirror.time_ms()
+    q.mirror.pop(str(uuid.uuid4()), ["default"], 2, "1")
+    assert q.mirror.push(entries, popped_before=before_pop) == 0
+    assert ready(r, keys) == ids[2:]
+    # Popped before the read (a retry that fell due since, or a pop not claimed
+    # yet): offered again, and Postgres decides at the claim.
+    after_pop = q.mirror.time_ms() + 1
+    assert q.mirror.push(entries, popped_before=after_pop) == 2
+    assert ready(r, keys) == ids
+
+
 def test_jobs_enqueued_in_sql_are_mirrored_and_a_second_pass_reads_nothing(
     q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any], reconcile: Callable[..., Any],
 ) -> None:

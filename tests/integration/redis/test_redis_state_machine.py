@@ -1,4 +1,5 @@
-"""Hypothesis interleaves enqueue (pushed and transactional), claim through Redis
+"""Hypothesis interleaves enqueue (pushed, transactional, and backlogs deep enough
+for a worker to pop ahead), claim through Redis
 (and through Postgres: when Redis sends the worker there, or when it cannot
 reach Redis and leaves stale ids behind), complete, cancel,
 FLUSH and reconcile against a real Redis and Postgres, with two workers.
@@ -61,6 +62,13 @@ class MirrorMachine(RuleBasedStateMachine):
     @rule(count=st.integers(1, 3), priority=st.integers(1, 5))
     def enqueue(self, count: int, priority: int) -> None:
         ids = self.q.enqueue_many([{"task": "t", "queue": self.queue_name, "priority": priority}] * count)
+        self.expected.update((i, "live") for i in ids)
+
+    @rule()
+    def enqueue_a_backlog(self) -> None:
+        """Enough jobs for a busy worker to pop ahead: it then holds ids it has not
+        claimed, which the other worker (or the Postgres path) may claim first."""
+        ids = self.q.enqueue_many([{"task": "t", "queue": self.queue_name}] * 100)
         self.expected.update((i, "live") for i in ids)
 
     @rule(count=st.integers(1, 2))
@@ -183,7 +191,7 @@ class MirrorMachine(RuleBasedStateMachine):
                 return
             self.reconciler.run_once()
             for w in (0, 1):
-                self._took(w, self._claim(w, 10, thorough=True))
+                self._took(w, self._claim(w, 100, thorough=True))
         raise AssertionError("the queue did not drain")
 
 
