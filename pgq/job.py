@@ -235,11 +235,18 @@ JOB_COLUMNS = tuple(Job.__dataclass_fields__)
 
 
 _STATUS_INDEX = JOB_COLUMNS.index("status")
+_PAYLOAD_INDEX = JOB_COLUMNS.index("payload")
 _STATUSES = {s.value: s for s in JobStatus}
 
 
 def job_from_row(row: tuple[Any, ...]) -> Job:
-    """Build a ``Job`` from a row selected in ``JOB_COLUMNS`` order (on the claim hot path)."""
+    """Build a ``Job`` from a row selected in ``JOB_COLUMNS`` order (on the claim hot path).
+
+    The payload may come as JSON text (``payload::text``); it is parsed here.
+    """
     values = list(row)
     values[_STATUS_INDEX] = _STATUSES[values[_STATUS_INDEX]]
+    payload = values[_PAYLOAD_INDEX]
+    if isinstance(payload, str):
+        values[_PAYLOAD_INDEX] = {} if payload == "{}" else json.loads(payload)
     return Job(*values)

@@ -23,7 +23,9 @@ from pgq.errors import SchemaNotReady
 from pgq.job import JOB_COLUMNS, Job, JobSpec, job_from_row
 from pgq.sqlfiles import head_revision
 
-_JOB_SELECT = ", ".join(JOB_COLUMNS)
+# The payload comes as text and is parsed by ``job_from_row``: psycopg's jsonb
+# loader decodes bytes per row and cost a claim of 100 jobs ~0.25 ms more.
+_JOB_SELECT = ", ".join("payload::text" if c == "payload" else c for c in JOB_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,9 @@ class Settings:
     max_attempts: int = 3
     # Claim up to this many jobs per round trip.
     claim_batch_size: int = 100
+    # Claims a busy worker keeps in flight at once, each on its own pooled
+    # connection (at most pool_size - 1; 1 in Redis mode).
+    claims_in_flight: int = 2
     # Completions are written in batches: at most this many, at most this late.
     ack_batch_size: int = 500
     ack_interval_seconds: float = 0.005
@@ -153,7 +156,7 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ConfigurationError(f"{_env_name(name)} must be a number of seconds >= 0, got {value!r}")
-        for name in ("max_attempts", "claim_batch_size", "ack_batch_size", "pool_size", "max_payload_bytes"):
+        for name in ("max_attempts", "claim_batch_size", "claims_in_flight", "ack_batch_size", "pool_size", "max_payload_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{_env_name(name)} must be a whole number >= 1, got {value!r}")

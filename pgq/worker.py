@@ -145,6 +145,13 @@ class Worker:
         # Set when claiming paused because outcomes were not written yet; the
         # acknowledger wakes the loop after its next flush.
         self._ack_blocked = False
+        # Claims in flight (``_loop_forever`` asks, ``_claimer`` threads run them).
+        self._claim_requests: queue_module.SimpleQueue[int | None] = queue_module.SimpleQueue()
+        self._claims_out = 0
+        self._claiming = 0  # jobs asked for by the claims in flight
+        self._claim_error: Exception | None = None
+        self._looked_empty = False  # a claim returned fewer jobs than asked for
+        self._last_claim_empty = False  # the latest claim to return found no job at all
         self._stopping = threading.Event()
         self._force = threading.Event()
         self._stop_background = threading.Event()
@@ -237,48 +244,116 @@ class Worker:
 
     # ------------------------------------------------------------ claim loop
     def _loop_forever(self, burst: bool) -> None:
+        """Decide when and how much to claim; claimer threads run the claims.
+
+        Up to ``claims_in_flight`` claims run at once, each on its own pooled
+        connection: while one waits for the database, the jobs of another are
+        dispatched and run, so a busy worker never idles between round trips.
+        """
         self._register()
         self._start_runners()
+        limit = self._claim_limit()
+        claimers = [threading.Thread(target=self._claimer, args=(burst,), name=f"pgq-claim-{i}", daemon=True)
+                    for i in range(limit)]
+        for thread in claimers:
+            thread.start()
         backoff = 0.05
-        while not self._stopping.is_set():
-            # Clear before looking, so a wake-up that arrives meanwhile is kept.
-            self._wake.clear()
-            self._enforce_deadlines()
-            want = self._claim_size()
-            if want == 0:
-                self._wait(self.settings.poll_interval_seconds)
-                continue
-            if self._stopping.is_set():
-                break
+        try:
+            while not self._stopping.is_set():
+                # Clear before looking, so a wake-up that arrives meanwhile is kept.
+                self._wake.clear()
+                self._enforce_deadlines()
+                with self._lock:
+                    out, error, looked_empty, last_empty = (
+                        self._claims_out, self._claim_error, self._looked_empty, self._last_claim_empty)
+                    self._claim_error = None
+                if error is not None:
+                    self.counters.errors += 1
+                    log.warning("claim failed (%s); retrying in %.2f s", error, backoff)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if looked_empty:
+                    if out:
+                        # Let the claims still in flight come back first.
+                        self._refill_at = -1
+                        self._wait(self.settings.poll_interval_seconds)
+                        continue
+                    with self._lock:
+                        self._looked_empty = False
+                    if burst and last_empty and self.in_flight == 0:
+                        return
+                    # The queue looked empty: a finished job frees a slot, not work, so
+                    # only NOTIFY, the poll (or, in burst mode, the last job) wakes us.
+                    self._refill_at = 0 if burst else -1
+                    self._idle.set()
+                    try:
+                        self._wait(self._idle_wait())
+                    finally:
+                        self._idle.clear()
+                    continue
+                want = 0 if out >= limit else self._claim_size()
+                if want == 0:
+                    if out >= limit:
+                        self._refill_at = -1  # a returning claim wakes us
+                    self._wait(self.settings.poll_interval_seconds)
+                    continue
+                if self._stopping.is_set():
+                    break
+                backoff = 0.05
+                with self._lock:
+                    self._claims_out += 1
+                    self._claiming += want
+                self._claim_requests.put(want)
+        finally:
+            for _ in claimers:
+                self._claim_requests.put(None)
+            for thread in claimers:
+                thread.join()  # a claim in flight ends (or fails) within the statement timeout
+
+    def _claim_limit(self) -> int:
+        """Claims in flight at once: one per spare pooled connection, at most
+        ``claims_in_flight``; one in Redis mode (a pop records one batch per worker)."""
+        if self._mirror is not None:
+            return 1
+        return max(1, min(self.settings.claims_in_flight, self.settings.pool_size - 1))
+
+    def _claimer(self, burst: bool) -> None:
+        """Run the claims the loop asks for, dispatch their jobs, wake the loop."""
+        while True:
+            want = self._claim_requests.get()
+            if want is None:
+                return
+            jobs: list[Job] = []
+            error: Exception | None = None
             try:
-                jobs = self._claim(want, thorough=burst)
+                if not self._stopping.is_set():
+                    jobs = self._claim(want, thorough=burst)
             except PgqError as exc:
-                self.counters.errors += 1
-                log.warning("claim failed (%s); retrying in %.2f s", exc, backoff)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.05
+                error = exc
+            except Exception as exc:  # a bug: keep the worker alive, report it like a failed claim
+                log.exception("claim failed unexpectedly")
+                error = exc
             for job in jobs:
                 self._dispatch(job)
-            if len(jobs) < want:
-                if burst and not jobs and self.in_flight == 0:
-                    return
-                # The queue looked empty: a finished job frees a slot, not work, so
-                # only NOTIFY, the poll (or, in burst mode, the last job) wakes us.
-                self._refill_at = 0 if burst else -1
-                self._idle.set()
-                try:
-                    self._wait(self._idle_wait())
-                finally:
-                    self._idle.clear()
+            with self._lock:
+                self._claims_out -= 1
+                self._claiming -= want
+                if error is not None:
+                    self._claim_error = error
+                else:
+                    self._last_claim_empty = not jobs
+                    if len(jobs) < want:
+                        self._looked_empty = True
+            self._wake.set()
 
     def _claim_size(self) -> int:
         """How many jobs to claim now (0: wait for a slot to free).
 
         Capacity is ``concurrency`` running jobs plus a prefetch buffer sized to
         what this worker starts in about 50 ms at its measured completion rate
-        (at most a batch). Small top-ups are skipped while the runners are still
+        (at most three batches). Jobs already asked for by claims in flight
+        count as held. Small top-ups are skipped while the runners are still
         busy, so claims come in batches rather than one job at a time.
         """
         now = self.clock.monotonic()
@@ -287,19 +362,20 @@ class Worker:
             instant = (self._finished - mark_count) / (now - mark_time) if mark_time else 0.0
             self._rate = instant if self._rate == 0.0 else 0.5 * self._rate + 0.5 * instant
             self._rate_mark = (now, self._finished)
-        prefetch = min(self.batch_size, int(self._rate * 0.05))
+        prefetch = min(3 * self.batch_size, int(self._rate * 0.05))
         # Finished jobs whose outcome is not written yet are still running in the
         # database: do not claim more while the acknowledger is behind.
         if self._acks.qsize() > 2 * self.settings.ack_batch_size:
             self._ack_blocked = True
             self._refill_at = _ALWAYS
             return 0
-        in_flight = self.in_flight
-        free = self.concurrency + prefetch - in_flight
-        top_up = max(1, prefetch // 2)
-        if free <= 0 or (in_flight >= self.concurrency and free < top_up):
+        with self._lock:
+            held = len(self._in_flight) + self._claiming
+        free = self.concurrency + prefetch - held
+        top_up = min(self.batch_size, max(1, prefetch // 2))
+        if free <= 0 or (held >= self.concurrency and free < top_up):
             # Wait until enough jobs finished for a worthwhile claim.
-            self._refill_at = self.concurrency + prefetch - top_up
+            self._refill_at = self.concurrency + prefetch - top_up - (held - len(self._in_flight))
             return 0
         self._refill_at = _ALWAYS
         return min(free, self.batch_size)
@@ -337,7 +413,8 @@ class Worker:
                 jobs = None if self._mirror is None else self._mirror.claim(self.queue.pool, n, thorough=thorough)
                 if jobs is None:
                     with self.queue.pool.connection() as conn:
-                        self.counters.claim_round_trips += 1
+                        with self._lock:
+                            self.counters.claim_round_trips += 1
                         jobs = self.queries.get_runnable_jobs(conn, self.queues, self.id, n)
                     if self._mirror is not None:
                         self._mirror.claimed_from_postgres(jobs)
@@ -348,7 +425,8 @@ class Worker:
                 self._registered = False
                 self._register()
                 return []
-        self.counters.claimed += len(jobs)
+        with self._lock:
+            self.counters.claimed += len(jobs)
         return jobs
 
     def _dispatch(self, job: Job) -> None:
