@@ -138,7 +138,13 @@ class Queries:
             "       FROM unnest(%s::timestamptz[], %s::float8[]) AS t(r, d)),"
             " %s::int[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[])"
         )
-        # The fast paths for jobs without a unique key (see enqueue_jobs).
+        # The fast paths for jobs without a unique key (see enqueue_jobs): one
+        # INSERT of the common case (every optional column left to its default,
+        # five parameters to send) and one that sets them all.
+        self._insert_plain = (
+            f"INSERT INTO {s}.jobs (task, payload, queue, priority, max_attempts)"
+            " VALUES (%s::text, %s::text::jsonb, %s::text, %s::smallint, %s::int) RETURNING id"
+        )
         self._insert_one = (
             f"INSERT INTO {s}.jobs (task, payload, queue, priority, run_at, max_attempts, timeout,"
             " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter)"
@@ -226,6 +232,11 @@ class Queries:
             return self._enqueue_by_function(conn, specs)
         if len(specs) == 1:
             spec = specs[0]
+            if (spec.run_at is None and not spec.delay_seconds and spec.timeout_seconds is None
+                    and spec.backoff is None):
+                rows = execute(conn, self._insert_plain,
+                               [spec.task, spec.payload_json, spec.queue, spec.priority, spec.max_attempts])
+                return [(int(rows[0][0]), True)]
             rows = execute(conn, self._insert_one, [
                 spec.task, spec.payload_json, spec.queue, spec.priority, spec.run_at, spec.delay_seconds,
                 spec.max_attempts, spec.timeout_seconds, *_backoff_columns(spec),

@@ -754,3 +754,50 @@ def test_only_one_caller_runs_maintenance_at_a_time(maintained: tuple[pgq.Queue,
     assert status(conn, job_id) == "running"  # untouched
     other.rollback()
     assert maintenance.run_once().rescued_job_ids == [job_id]
+
+
+@pytest.mark.parametrize("claims_in_flight", [1, 2])
+def test_a_busy_worker_keeps_claims_in_flight(
+        short: pgq.Settings, conn: psycopg.Connection[Any], claims_in_flight: int) -> None:
+    """With room for more jobs, the next claim goes out while one is still in the
+    database (``claims_in_flight``; one at a time in Redis mode, where a pop
+    records one batch per worker); every job still runs exactly once."""
+    q = pgq.Queue(short.replace(claims_in_flight=claims_in_flight), strict_tasks=False)
+    expected = 1 if short.redis_url else claims_in_flight
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    @q.task(name="note")
+    def note(n: int) -> None:
+        with lock:
+            seen.append(n)
+
+    q.enqueue_many([{"task": "note", "payload": {"n": n}} for n in range(60)])
+    worker = make_worker(q, concurrency=8, batch_size=2)
+    real = worker._claim
+    state = {"now": 0, "most": 0}
+    second = threading.Event()
+
+    def claim(n: int, *, thorough: bool = False) -> Any:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            if state["now"] == 2:
+                second.set()
+        try:
+            if expected > 1:
+                second.wait(5)  # hold the first claim until a second one is in flight
+            return real(n, thorough=thorough)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    worker._claim = claim  # type: ignore[method-assign]
+    try:
+        worker.run(burst=True)
+    finally:
+        q.close()
+    assert sorted(seen) == list(range(60))
+    assert state["most"] == expected
+    done = conn.execute("SELECT count(*) FROM pgq.jobs WHERE status = 'completed'").fetchone()
+    assert done == (60,)
