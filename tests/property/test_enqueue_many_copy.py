@@ -12,7 +12,6 @@ in input order, and the batch must equal what one ``enqueue`` per job stores.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import psycopg
