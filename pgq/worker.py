@@ -5,9 +5,12 @@ One process holds a bounded pool (``Settings.pool_size`` connections) plus one
 LISTEN connection, whatever its concurrency. Jobs are claimed in batches into
 a small local buffer that ``concurrency`` runner threads (or the event loop,
 for ``async def`` handlers) take from; the buffer holds only what the worker
-will start within about 50 ms at its measured rate, so fast jobs are claimed
-100 at a time and slow jobs are not hoarded. No transaction is open while a
-handler runs. Outcomes go to an acknowledger thread that writes completions in
+will start within about 50 ms at its measured rate (at most three batches),
+so fast jobs are claimed 100 at a time and slow jobs are not hoarded. The
+claim loop decides when and how much to claim; claimer threads run the claims,
+up to ``Settings.claims_in_flight`` at once on their own pooled connections,
+so a busy worker runs buffered jobs while its next claim is in the database.
+No transaction is open while a handler runs. Outcomes go to an acknowledger thread that writes completions in
 batches (``complete_jobs``) and failures one by one (``fail_job``). Deciding
 what a failure means is the database's job.
 """
