@@ -108,17 +108,22 @@ def failure(exc: BaseException) -> Failed:
     return Failed(_storable(type(exc).__name__), _storable(str(exc)), trace)
 
 
-@functools.lru_cache(maxsize=1024)
-def _signature(fn: Callable[..., Any]) -> inspect.Signature:
-    return inspect.signature(fn)
+@functools.lru_cache(maxsize=4096)
+def _misfit_of_keys(fn: Callable[..., Any], keys: frozenset[str]) -> str | None:
+    """Why a payload with these keys does not fit ``fn`` (None: it fits). Whether
+    keyword arguments bind depends on their names only, so this is cached."""
+    try:
+        inspect.signature(fn).bind(**dict.fromkeys(keys))
+    except TypeError as exc:
+        return str(exc)
+    return None
 
 
 def _misfit(fn: Callable[..., Any], payload: dict[str, Any]) -> Failed | None:
     """A fatal failure when the payload does not fit the handler's parameters."""
-    try:
-        _signature(fn).bind(**payload)
-    except TypeError as exc:
-        return Failed("PayloadMismatch", f"payload does not fit the handler: {exc}", fatal=True)
+    why = _misfit_of_keys(fn, frozenset(payload))
+    if why is not None:
+        return Failed("PayloadMismatch", f"payload does not fit the handler: {why}", fatal=True)
     return None
 
 

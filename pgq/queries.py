@@ -354,7 +354,9 @@ class Queries:
         self, conn: Any, worker_id: UUID, job_ids: Sequence[int], attempts: Sequence[int],
         results_json: Sequence[str | None],
     ) -> set[int]:
-        rows = execute(conn, self._complete, [worker_id, list(job_ids), list(attempts), list(results_json)])
+        # Results are mostly None (handlers that return nothing): then send no array at all.
+        results = None if all(r is None for r in results_json) else list(results_json)
+        rows = execute(conn, self._complete, [worker_id, list(job_ids), list(attempts), results])
         return {int(r[0]) for r in rows}
 
     def fail_job(
