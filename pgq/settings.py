@@ -100,7 +100,7 @@ class Settings:
     # connection (at most pool_size - 1; 1 in Redis mode).
     claims_in_flight: int = 2
     # Completions are written in batches: at most this many, at most this late.
-    ack_batch_size: int = 500
+    ack_batch_size: int = 250
     ack_interval_seconds: float = 0.005
     # Postgres connections per process, besides the one LISTEN connection.
     pool_size: int = 4
