@@ -289,6 +289,10 @@ class Worker:
                     # The queue looked empty: a finished job frees a slot, not work, so
                     # only NOTIFY, the poll (or, in burst mode, the last job) wakes us.
                     self._refill_at = 0 if burst else -1
+                    if burst and self.in_flight == 0:
+                        # The last job finished before we asked to hear of it (while
+                        # another claim was still out): look again now, not at the poll.
+                        continue
                     self._idle.set()
                     try:
                         self._wait(self._idle_wait())

@@ -801,3 +801,25 @@ def test_a_busy_worker_keeps_claims_in_flight(
     assert state["most"] == expected
     done = conn.execute("SELECT count(*) FROM pgq.jobs WHERE status = 'completed'").fetchone()
     assert done == (60,)
+
+
+def test_burst_returns_when_the_last_job_is_done_not_at_the_next_poll(short: pgq.Settings) -> None:
+    """Two claims in flight end the queue together: the jobs of the one that comes
+    back first may all be done before the loop asks to hear of the last one. The
+    worker must notice that itself instead of sleeping until the poll."""
+    q = pgq.Queue(short.replace(poll_interval_seconds=60.0), strict_tasks=False)
+
+    @q.task(name="noop")
+    def noop() -> None:
+        return None
+
+    try:
+        for _ in range(5):
+            q.enqueue_many([{"task": "noop"}] * 2000)
+            worker = make_worker(q, concurrency=16, batch_size=100)
+            began = time.monotonic()
+            worker.run(burst=True)
+            assert worker.counters.completed == 2000
+            assert time.monotonic() - began < 30.0  # far from the 60 s poll
+    finally:
+        q.close()
