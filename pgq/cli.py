@@ -190,16 +190,16 @@ def status(obj: Context, as_json: bool) -> None:
     (and, with PGQ_REDIS_URL, the health of the Redis mirror)."""
     with obj.queue() as queue:
         stats = queue.stats()
-        mirror = None
+        health = None
         if queue.settings.redis_url is not None:
-            from pgq.redis_mirror import mirror_health
+            from pgq.redis.health import redis_health
 
             with queue.pool.connection() as conn:
-                mirror = mirror_health(queue.settings, conn)
+                health = redis_health(queue.settings, conn)
     if as_json:
         data = stats.to_dict()
-        if mirror is not None:
-            data["redis_mirror"] = mirror.to_dict()
+        if health is not None:
+            data["redis_mirror"] = health.to_dict()
         click.echo(_json(data))
         return
     rows = [(r.queue, r.status, r.priority, r.jobs, r.due, _age(r.oldest_due_age_seconds)) for r in stats.depth]
@@ -208,22 +208,22 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running), "
                f"{len(stats.workers) - len(live)} stale/stopped")
     click.echo(f"dead letter queue: {stats.dead_letters} job(s)")
-    if mirror is not None:
-        _echo_mirror(mirror)
+    if health is not None:
+        _echo_redis_health(health)
 
 
-def _echo_mirror(mirror: Any) -> None:
-    if not mirror.reachable:
-        click.echo(f"redis mirror: UNREACHABLE ({mirror.error}); workers use the Postgres path")
+def _echo_redis_health(health: Any) -> None:
+    if not health.reachable:
+        click.echo(f"redis mirror: UNREACHABLE ({health.error}); workers use the Postgres path")
         return
-    if not mirror.built:
+    if not health.built:
         click.echo("redis mirror: not built yet (after a flush or restart); workers use the Postgres path "
                    "until the reconciler rebuilds it")
     else:
-        click.echo(f"redis mirror: last pass {_age(mirror.seconds_since_pass)} ago, watermark lag "
-                   f"{_age(mirror.horizon_lag_seconds)}, {mirror.held_by_workers} id(s) held by workers, "
-                   f"{mirror.heartbeat_keys} worker heartbeat key(s)")
-    rows = [(q, in_redis, runnable) for q, (in_redis, runnable) in mirror.queues.items()]
+        click.echo(f"redis mirror: last pass {_age(health.seconds_since_pass)} ago, watermark lag "
+                   f"{_age(health.horizon_lag_seconds)}, {health.held_by_workers} id(s) held by workers, "
+                   f"{health.heartbeat_keys} worker heartbeat key(s)")
+    rows = [(q, in_redis, runnable) for q, (in_redis, runnable) in health.queues.items()]
     if rows:
         click.echo(_table(["queue", "ids in redis", "runnable in postgres"], rows))
 

@@ -5,7 +5,7 @@ Any worker may call ``Maintenance.run_once()``; a transaction-scoped advisory
 lock per schema makes exactly one of them do the work at a time. Everything
 happens in one short transaction. The claim path is not touched here.
 With Redis configured, the leader also reconciles the Redis mirror after its
-round (``reconcile_mirror``; the reconciler itself lives in ``redis_mirror``),
+round (``reconcile_mirror``; the reconciler itself lives in ``pgq.redis.reconciler``),
 so that rescued jobs reach Redis at once.
 """
 
@@ -23,7 +23,8 @@ from pgq.queries import Queries, Rescue
 from pgq.settings import Settings
 
 if TYPE_CHECKING:
-    from pgq.redis_mirror import MirrorReconciler, ReconcileReport, RedisMirror
+    from pgq.redis.client import RedisClient
+    from pgq.redis.reconciler import ReconcileReport, Reconciler
 
 log = logging.getLogger("pgq.maintenance")
 
@@ -36,8 +37,8 @@ class MaintenanceReport:
     stale: list[Rescue] = field(default_factory=list)
     timed_out: list[Rescue] = field(default_factory=list)
     pruned: int = 0
-    # The Redis mirror pass that followed (Redis mode only; None if Redis was unavailable).
-    mirror: ReconcileReport | None = None
+    # The reconciler pass that followed (Redis mode only; None if Redis was unavailable).
+    reconciled: ReconcileReport | None = None
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -49,26 +50,27 @@ class Maintenance:
 
     def __init__(
         self, settings: Settings, pool: ConnectionPool, queries: Queries | None = None,
-        mirror: RedisMirror | None = None,
+        redis: RedisClient | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.queries = queries or Queries(settings.schema)
-        # Redis mode: the mirror reconciler (on ``mirror``, or a client of its own).
-        self.mirror: MirrorReconciler | None = None
+        # Redis mode: the reconciler (on the ``redis`` client, or a client of its own).
+        self.reconciler: Reconciler | None = None
         if settings.redis_url is not None:
-            from pgq.redis_mirror import MirrorReconciler, RedisMirror
+            from pgq.redis.client import RedisClient
+            from pgq.redis.reconciler import Reconciler
 
-            self.mirror = MirrorReconciler(settings, pool, mirror or RedisMirror(settings))
+            self.reconciler = Reconciler(settings, pool, redis or RedisClient(settings))
 
     def reconcile_mirror(self, *, quick: bool = False) -> ReconcileReport | None:
         """One pass of the Redis mirror reconciler (None without Redis, or when Redis is unavailable)."""
-        if self.mirror is None:
+        if self.reconciler is None:
             return None
         from pgq.errors import RedisUnavailable
 
         try:
-            return self.mirror.run_once(quick=quick)
+            return self.reconciler.run_once(quick=quick)
         except RedisUnavailable as exc:
             log.debug("mirror not reconciled: %s", exc)
             return None
@@ -81,9 +83,9 @@ class Maintenance:
             else:
                 with self.pool.connection() as pooled:
                     report = self._round(pooled)
-        if report.leader and self.mirror is not None:
+        if report.leader and self.reconciler is not None:
             # After the round's commit, on a connection of its own: rescued jobs reach Redis now.
-            report = dataclasses.replace(report, mirror=self.reconcile_mirror())
+            report = dataclasses.replace(report, reconciled=self.reconcile_mirror())
         return report
 
     def _round(self, conn: Any) -> MaintenanceReport:

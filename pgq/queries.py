@@ -397,7 +397,7 @@ def ensure_current(conn: Any, schema: str) -> None:
 
 
 class MirrorQueries:
-    """The statements of the optional Redis accelerator (``redis_mirror.py``), for one schema.
+    """The statements of the optional Redis accelerator (``pgq.redis``), for one schema.
 
     Kept apart from ``Queries`` so that Postgres-only deployments never build
     them; both follow the same rules (bound parameters, schema quoted once).

@@ -29,7 +29,7 @@ from pgq.settings import Settings
 from pgq.stats import QueueStats, collect_stats
 
 if TYPE_CHECKING:
-    from pgq.redis_mirror import RedisMirror
+    from pgq.redis.client import RedisClient
     from pgq.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,7 +99,7 @@ class Queue:
         self.tasks: dict[str, Task] = {}
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
-        self._mirror: RedisMirror | None = None
+        self._redis: RedisClient | None = None
 
     def __repr__(self) -> str:
         return f"<pgq.Queue {self.settings!r}>"
@@ -136,22 +136,22 @@ class Queue:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-            if self._mirror is not None:
-                self._mirror.close()
-                self._mirror = None
+            if self._redis is not None:
+                self._redis.close()
+                self._redis = None
 
     @property
-    def mirror(self) -> RedisMirror | None:
+    def redis(self) -> RedisClient | None:
         """The Redis accelerator's client when ``redis_url`` is set, else None (created on first use)."""
         if self.settings.redis_url is None:
             return None
-        if self._mirror is None:
+        if self._redis is None:
             with self._pool_lock:
-                if self._mirror is None:
-                    from pgq.redis_mirror import RedisMirror
+                if self._redis is None:
+                    from pgq.redis.client import RedisClient
 
-                    self._mirror = RedisMirror(self.settings)
-        return self._mirror
+                    self._redis = RedisClient(self.settings)
+        return self._redis
 
     def _push(self, specs: Sequence[JobSpec], rows: Sequence[tuple[int, bool]]) -> None:
         """Redis mode: mirror the jobs just enqueued (and committed) that are due now.
@@ -159,11 +159,11 @@ class Queue:
         Delayed jobs are mirrored by the reconciler when they fall due. A Redis
         failure only logs: Postgres committed the jobs, so they are enqueued.
         """
-        mirror = self.mirror
-        if mirror is None:
+        client = self.redis
+        if client is None:
             return
         now = dt.datetime.now(dt.UTC)  # only picks which ids to suggest; claims use the database clock
-        mirror.push_quietly(
+        client.push_quietly(
             (job_id, spec.queue, spec.priority)
             for spec, (job_id, created) in zip(specs, rows, strict=True)
             if created and not spec.delay_seconds and (spec.run_at is None or spec.run_at <= now)
@@ -379,11 +379,12 @@ class Queue:
         if queue is not None:
             validate_queue_name(queue)
         requeued: list[int] = self._run(self.queries.requeue_dead_jobs, job_ids, queue)
-        if requeued and self.mirror is not None:
+        client = self.redis
+        if requeued and client is not None:
             from pgq.queries import MirrorQueries
 
             entries = self._run(MirrorQueries(self.settings.schema).runnable_entries, requeued)
-            self.mirror.push_quietly(entries)
+            client.push_quietly(entries)
         return list(requeued)
 
     def purge_dead(self, job_ids: Sequence[int] | None = None, *, older_than: float = 0.0) -> list[int]:

@@ -213,15 +213,16 @@ def both_modes(metafunc: pytest.Metafunc) -> None:
 def accelerated(settings: Settings, url: str, prefix: str, **overrides: Any) -> Settings:
     """``settings`` with the Redis accelerator on, and the mirror built (as the
     reconciler leader of a running deployment would have done)."""
-    from pgq.redis_mirror import MirrorReconciler, RedisMirror
+    from pgq.redis.client import RedisClient
+    from pgq.redis.reconciler import Reconciler
 
     # The safety-net poll of Postgres is shortened like the other poll intervals of
     # the worker tests; the Redis tests that must prove Redis delivered set it long.
     accelerated = settings.replace(redis_url=url, redis_prefix=prefix, **{"redis_poll_interval_seconds": 1.0, **overrides})
-    mirror = RedisMirror(accelerated)
+    client = RedisClient(accelerated)
     try:
         with psycopg.connect(accelerated.require_database_url(), autocommit=True) as conn:
-            MirrorReconciler(accelerated, None, mirror).run_once(conn)  # type: ignore[arg-type]
+            Reconciler(accelerated, None, client).run_once(conn)  # type: ignore[arg-type]
     finally:
-        mirror.close()
+        client.close()
     return accelerated

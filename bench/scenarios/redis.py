@@ -136,20 +136,20 @@ class _Leader:
 
         settings = self.env.settings()
         with pgq.connect(settings=settings, strict_tasks=False) as q:
-            maintenance = Maintenance(settings, q.pool, q.queries, mirror=q.mirror)
-            assert maintenance.mirror is not None
+            maintenance = Maintenance(settings, q.pool, q.queries, redis=q.redis)
+            assert maintenance.reconciler is not None
             while not self.stop.is_set():
                 try:
-                    maintenance.mirror.run_once()
+                    maintenance.reconciler.run_once()
                 except pgq.PgqError as exc:
                     self.env.say(f"reconciler: {exc}")
                 self.stop.wait(settings.redis_reconcile_interval_seconds)
 
 
-def _clear(mirror: Any) -> None:
+def _clear(redis: Any) -> None:
     """Delete the bench's keys (a previous level's ids refer to deleted jobs)."""
-    client = mirror._client
-    keys = list(client.scan_iter(match=mirror.keys.base + "*", count=1000))
+    client = redis._client
+    keys = list(client.scan_iter(match=redis.keys.base + "*", count=1000))
     for start in range(0, len(keys), 500):
         client.unlink(*keys[start:start + 500])
 
@@ -220,17 +220,18 @@ def _level(env: Env, tmp: Path, crew: Workers, jobs: int, duration: float, idle:
 def _rebuilt(env: Env) -> None:
     """Drop the bench's keys (ids of deleted jobs) and rebuild the mirror for the
     emptied tables now, as the reconciler leader would on its next pass."""
-    from pgq.redis_mirror import MirrorReconciler, RedisMirror
+    from pgq.redis.client import RedisClient
+    from pgq.redis.reconciler import Reconciler
 
     settings = env.settings()
-    mirror = RedisMirror(settings)
+    redis = RedisClient(settings)
     try:
-        _clear(mirror)
-        report = MirrorReconciler(settings, None, mirror).run_once(env.conn)  # type: ignore[arg-type]
+        _clear(redis)
+        report = Reconciler(settings, None, redis).run_once(env.conn)  # type: ignore[arg-type]
         if not report.rebuilt:
             raise pgq.PgqError("the bench could not rebuild the Redis mirror")
     finally:
-        mirror.close()
+        redis.close()
 
 
 def _postgres_cpu() -> float | None:

@@ -36,7 +36,7 @@ from chaos_audit import (AuditReport, audit, describe_leftovers, mirror_leftover
                          no_live_worker_rows_for_dead_processes, recovery_seconds, redis_resumed_seconds)
 from chaos_cluster import Cluster
 from pgq.errors import PgqError
-from pgq.redis_mirror import ABANDONED_MS
+from pgq.redis.keys import ABANDONED_MS
 from redis_service import OwnedRedis, unique_prefix
 
 HERE = Path(__file__).resolve().parent

@@ -116,11 +116,11 @@ def test_issue_5_a_retry_due_soon_runs_when_due_not_at_the_next_poll(q: pgq.Queu
 
 def test_issue_5_a_hung_redis_fails_a_call_within_the_timeout_and_a_restart_is_retried(
         settings: pgq.Settings) -> None:
-    from pgq.redis_mirror import RedisMirror
+    from pgq.redis.client import RedisClient
 
     server = OwnedRedis().start()
     timeout = 1.0
-    mirror = RedisMirror(settings.replace(redis_url=server.url, redis_prefix="issue5-hung",
+    mirror = RedisClient(settings.replace(redis_url=server.url, redis_prefix="issue5-hung",
                                           redis_timeout_seconds=timeout))
     try:
         mirror.heartbeat("w", {})  # a pooled connection exists

@@ -449,14 +449,14 @@ def test_worker_runs_jobs_in_redis_mode_with_only_the_worker_role(
         return 2 * n
 
     try:
-        report = Maintenance(q.settings, q.pool, q.queries, mirror=q.mirror).run_once()
+        report = Maintenance(q.settings, q.pool, q.queries, redis=q.redis).run_once()
         worker = q.worker(queues=["default"], install_signal_handlers=False, run_maintenance=False, concurrency=4)
         worker.run(burst=True)  # pops ids, claims them with claim_jobs, acknowledges, retires
     finally:
         q.close()
 
     assert horizon <= started
-    assert report.leader and report.mirror is not None and report.mirror.added == 1
+    assert report.leader and report.reconciled is not None and report.reconciled.added == 1
     jobs = [*pushed, in_sql]
     assert factories.statuses(conn, jobs) == dict.fromkeys(jobs, "completed")
     assert [factories.job(conn, j)["result"] for j in jobs] == [0, 2, 4, 20]

@@ -774,7 +774,7 @@ def test_a_busy_worker_keeps_claims_in_flight(
 
     q.enqueue_many([{"task": "note", "payload": {"n": n}} for n in range(60)])
     worker = make_worker(q, concurrency=8, batch_size=2)
-    real = worker._claim
+    real = worker._claims.claim
     state = {"now": 0, "most": 0}
     second = threading.Event()
 
@@ -792,7 +792,7 @@ def test_a_busy_worker_keeps_claims_in_flight(
             with lock:
                 state["now"] -= 1
 
-    worker._claim = claim  # type: ignore[method-assign]
+    worker._claims.claim = claim  # type: ignore[method-assign]
     try:
         worker.run(burst=True)
     finally:

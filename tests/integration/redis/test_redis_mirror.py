@@ -24,7 +24,11 @@ import factories
 import pgq
 from factories import eventually
 from pgq.cli import main
-from pgq.redis_mirror import ABANDONED_MS, Keys, MirrorReconciler, RedisMirror, WorkerMirror
+from pgq.redis.claim_source import RedisClaimSource
+from pgq.redis.client import RedisClient
+from pgq.redis.keys import ABANDONED_MS, Keys
+from pgq.redis.reconciler import Reconciler
+from pgq.worker.claim import PostgresClaimSource
 from pgq.clock import ManualClock
 from pgq.worker import WorkerCounters
 
@@ -54,8 +58,8 @@ def keys(rsettings: pgq.Settings) -> Keys:
 @pytest.fixture
 def reconcile(q: pgq.Queue) -> Callable[..., Any]:
     """One reconciler pass (what the leader runs every redis_reconcile_interval_seconds)."""
-    assert q.mirror is not None
-    reconciler = MirrorReconciler(q.settings, q.pool, q.mirror)
+    assert q.redis is not None
+    reconciler = Reconciler(q.settings, q.pool, q.redis)
     return reconciler.run_once
 
 
@@ -120,10 +124,10 @@ def test_duplicate_ids_pushed_twice_are_mirrored_and_run_once(
         ran.append(n)
 
     ids = q.enqueue_many([{"task": "t", "payload": {"n": n}} for n in range(20)])
-    assert q.mirror is not None
+    assert q.redis is not None
     entries = [(i, "default", 3) for i in ids]
-    assert q.mirror.push(entries) == 0  # already there
-    assert q.mirror.push(entries[:5]) == 0
+    assert q.redis.push(entries) == 0  # already there
+    assert q.redis.push(entries[:5]) == 0
     assert r.zcard(keys.ready("default")) == 20
     w = worker(q, concurrency=4)
     w.run(burst=True)
@@ -196,17 +200,17 @@ def test_an_offer_leaves_out_ids_popped_since_the_reconciler_read_them(
 ) -> None:
     # The reconciler notes Redis' time, then reads a page of runnable jobs; ids a
     # worker pops after that time are taken, not missing, and must not come back.
-    assert q.mirror is not None
+    assert q.redis is not None
     ids = q.enqueue_many([{"task": "t"} for _ in range(4)])
     entries = [(i, "default", 3) for i in ids]
-    before_pop = q.mirror.time_ms()
-    q.mirror.pop(str(uuid.uuid4()), ["default"], 2, "1")
-    assert q.mirror.push(entries, popped_before=before_pop) == 0
+    before_pop = q.redis.time_ms()
+    q.redis.pop(str(uuid.uuid4()), ["default"], 2, "1")
+    assert q.redis.push(entries, popped_before=before_pop) == 0
     assert ready(r, keys) == ids[2:]
     # Popped before the read (a retry that fell due since, or a pop not claimed
     # yet): offered again, and Postgres decides at the claim.
-    after_pop = q.mirror.time_ms() + 1
-    assert q.mirror.push(entries, popped_before=after_pop) == 2
+    after_pop = q.redis.time_ms() + 1
+    assert q.redis.push(entries, popped_before=after_pop) == 2
     assert ready(r, keys) == ids
 
 
@@ -259,18 +263,18 @@ def test_a_retry_falling_due_a_requeue_and_a_rescue_reach_redis(
 
     stale_worker = factories.insert_worker(conn, queues=["default"], last_heartbeat=factories.db_now(conn) - dt.timedelta(hours=1))
     rescued = factories.insert_job(conn, status="running", worker_id=stale_worker)
-    report = pgq.Maintenance(q.settings, q.pool, q.queries, mirror=q.mirror).run_once()
+    report = pgq.Maintenance(q.settings, q.pool, q.queries, redis=q.redis).run_once()
     assert report.rescued_job_ids == [rescued]
-    assert report.mirror is not None and rescued in ready(r, keys)
+    assert report.reconciled is not None and rescued in ready(r, keys)
 
 
 def test_ids_a_dead_worker_popped_go_back_to_the_ready_set(
     q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any], reconcile: Callable[..., Any],
 ) -> None:
     ids = q.enqueue_many([{"task": "t"} for _ in range(3)])
-    assert q.mirror is not None
+    assert q.redis is not None
     ghost = str(uuid.uuid4())  # popped, then died before claiming (never registered in Postgres)
-    popped = q.mirror.pop(ghost, ["default"], 2, "1")
+    popped = q.redis.pop(ghost, ["default"], 2, "1")
     assert popped is not None and [i for i, _, _ in popped] == ids[:2]
     assert ready(r, keys) == ids[2:]
     assert r.hget(keys.popped(ghost), "1").split()[1:] == [str(i) for i in ids[:2]]
@@ -287,11 +291,11 @@ def test_a_live_workers_batch_popped_long_ago_and_never_claimed_goes_back(
     # than ABANDONED_MS (it could not give it back when its claim failed).
     ids = q.enqueue_many([{"task": "t"} for _ in range(4)])
     reconcile()  # the pass that reads these new jobs (they are pushed already)
-    assert q.mirror is not None
+    assert q.redis is not None
     holder = str(uuid.uuid4())
-    q.mirror.heartbeat(holder, {})
-    q.mirror.pop(holder, ["default"], 2, "1")
-    q.mirror.pop(holder, ["default"], 1, "2")
+    q.redis.heartbeat(holder, {})
+    q.redis.pop(holder, ["default"], 2, "1")
+    q.redis.pop(holder, ["default"], 1, "2")
     conn.execute("UPDATE pgq.jobs SET status = 'cancelled' WHERE id = %s", (ids[1],))
     popped_ms = int(r.hget(keys.popped(holder), "1").split()[0])
     r.hset(keys.popped(holder), "1", f"{popped_ms - ABANDONED_MS - 1} {ids[0]} {ids[1]}")
@@ -304,31 +308,38 @@ def test_a_live_workers_batch_popped_long_ago_and_never_claimed_goes_back(
 def test_a_busy_worker_deletes_claimed_batches_with_its_next_pop_and_a_quiet_one_at_once(
     q: pgq.Queue, r: Any, keys: Keys,
 ) -> None:
-    assert q.mirror is not None
+    assert q.redis is not None
     ids = q.enqueue_many([{"task": "t"} for _ in range(4)])
     worker_id = uuid.uuid4()
     with q.pool.connection() as c:
         q.queries.register_worker(c, worker_id, "h", 1, ["default"], 4, "{}")
-    wm = WorkerMirror(q.mirror, worker_id, ["default"], WorkerCounters())
+    wm = claim_source(q, worker_id)
     popped = r.hgetall  # what Redis says this worker popped and has not claimed
-    first = wm.claim(q.pool, 2)
+    first = wm.claim_from_redis(2)
     assert first is not None and [j.id for j in first] == ids[:2]
     assert list(popped(keys.popped(wm.worker))) == ["1"]  # claimed; deleted by the next pop
     wm.finished([ids[0]])  # still holding a job: no Redis call
     assert list(popped(keys.popped(wm.worker))) == ["1"]
-    second = wm.claim(q.pool, 1)
+    second = wm.claim_from_redis(1)
     assert second is not None and [j.id for j in second] == [ids[2]]
     assert list(popped(keys.popped(wm.worker))) == ["2"]
     wm.finished([ids[1], ids[2]])  # holds no job any more: deletes what it claimed
     assert r.exists(keys.popped(wm.worker)) == 0
 
 
-def _worker_mirror(q: pgq.Queue, clock: ManualClock) -> WorkerMirror:
-    assert q.mirror is not None
+def claim_source(q: pgq.Queue, worker_id: uuid.UUID, clock: ManualClock | None = None) -> RedisClaimSource:
+    """A worker's Redis claim source (with its Postgres fallback), as ``Worker`` builds it."""
+    assert q.redis is not None
+    counters = WorkerCounters()
+    fallback = PostgresClaimSource(lambda: q.pool, q.queries, worker_id, ["default"], counters)
+    return RedisClaimSource(q.redis, worker_id, ["default"], counters, fallback, lambda: q.pool, clock=clock)
+
+
+def _registered_source(q: pgq.Queue, clock: ManualClock) -> RedisClaimSource:
     worker_id = uuid.uuid4()
     with q.pool.connection() as c:
         q.queries.register_worker(c, worker_id, "h", 1, ["default"], 10, "{}")
-    return WorkerMirror(q.mirror, worker_id, ["default"], WorkerCounters(), clock=clock)
+    return claim_source(q, worker_id, clock)
 
 
 def test_a_busy_worker_pops_ahead_and_claims_what_it_popped_without_popping_again(
@@ -336,10 +347,10 @@ def test_a_busy_worker_pops_ahead_and_claims_what_it_popped_without_popping_agai
 ) -> None:
     ids = q.enqueue_many([{"task": "t"} for _ in range(300)])
     clock = ManualClock(100.0)
-    wm = _worker_mirror(q, clock)
+    wm = _registered_source(q, clock)
     claimed = []
     for _ in range(4):
-        jobs = wm.claim(q.pool, 10)
+        jobs = wm.claim_from_redis(10)
         assert jobs is not None
         claimed += [j.id for j in jobs]
         clock.advance(0.01)  # 10 jobs per 10 ms: 1,000 jobs/s, so 50 popped ahead once measured
@@ -353,7 +364,7 @@ def test_a_busy_worker_pops_ahead_and_claims_what_it_popped_without_popping_agai
     with q.pool.connection() as c:
         q.queries.deregister_worker(c, wm.worker_id)
     with factories.raises_sqlstate("PQ002"):
-        wm.claim(q.pool, 10)
+        wm.claim_from_redis(10)
     assert ready(r, keys) == ids[40:]
     assert r.exists(keys.popped(wm.worker)) == 0
     assert factories.statuses(conn, ids[40:]) == dict.fromkeys(ids[40:], "queued")
@@ -364,36 +375,36 @@ def test_a_worker_pops_ahead_only_from_a_backlog_and_gives_it_back_at_shutdown(
 ) -> None:
     ids = q.enqueue_many([{"task": "t"} for _ in range(80)])
     clock = ManualClock(100.0)
-    wm = _worker_mirror(q, clock)
+    wm = _registered_source(q, clock)
     for _ in range(3):  # the third would pop 50 ahead, but that would leave fewer than 100 behind
-        wm.claim(q.pool, 10)
+        wm.claim_from_redis(10)
         clock.advance(0.01)
     assert r.zcard(keys.ready("default")) == 50
     wm.finished(ids[:20])
     more = q.enqueue_many([{"task": "t"} for _ in range(200)])
-    wm.claim(q.pool, 10)  # now there is a backlog: 10 claimed, 50 popped ahead
+    wm.claim_from_redis(10)  # now there is a backlog: 10 claimed, 50 popped ahead
     assert r.zcard(keys.ready("default")) == 250 - 60
-    wm.retire(q.pool)  # shutdown: the claimed jobs are running, the 50 popped ahead go back
+    wm.retire()  # shutdown: the claimed jobs are running, the 50 popped ahead go back
     assert ready(r, keys) == ids[40:] + more
 
 
 def test_jobs_released_at_shutdown_go_back_to_redis_at_once(
     q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any],
 ) -> None:
-    assert q.mirror is not None
+    assert q.redis is not None
     ids = q.enqueue_many([{"task": "t"} for _ in range(3)])
     worker_id = uuid.uuid4()
     with q.pool.connection() as c:
         q.queries.register_worker(c, worker_id, "h", 1, ["default"], 4, "{}")
-    wm = WorkerMirror(q.mirror, worker_id, ["default"], WorkerCounters())
-    jobs = wm.claim(q.pool, 3)
+    wm = claim_source(q, worker_id)
+    jobs = wm.claim_from_redis(3)
     assert jobs is not None and len(jobs) == 3
     wm.forget_claimed()
     assert ready(r, keys) == [] and r.exists(keys.popped(wm.worker)) == 0
     wm.finished([ids[0]])
     with q.pool.connection() as c:  # what a shutdown does with jobs it did not start
         q.queries.release_jobs(c, worker_id, ids[1:], [1, 1])
-    wm.retire(q.pool)
+    wm.retire()
     assert ready(r, keys) == ids[1:]
 
 
@@ -469,6 +480,6 @@ def test_status_shows_ids_in_redis_against_runnable_in_postgres(
     assert line.split()[1:] == ["5", "5"]
 
 
-def test_redis_mirror_refuses_a_malformed_url(settings: pgq.Settings) -> None:
+def test_redis_client_refuses_a_malformed_url(settings: pgq.Settings) -> None:
     with pytest.raises(pgq.ConfigurationError, match="PGQ_REDIS_URL"):
-        RedisMirror(settings.replace(redis_url="http://not-redis"))
+        RedisClient(settings.replace(redis_url="http://not-redis"))

@@ -25,8 +25,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 import pgq
 from pgq.job import Job
-from pgq.redis_mirror import MirrorReconciler, WorkerMirror
+from pgq.redis.claim_source import RedisClaimSource
+from pgq.redis.reconciler import Reconciler
 from pgq.worker import WorkerCounters
+from pgq.worker.claim import PostgresClaimSource
 from redis_service import accelerated, delete_prefix, unique_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
@@ -45,14 +47,17 @@ class MirrorMachine(RuleBasedStateMachine):
         self.prefix = unique_prefix()
         self.settings = accelerated(self.base, self.redis_url, self.prefix, redis_poll_interval_seconds=600.0)
         self.q = pgq.connect(settings=self.settings, strict_tasks=False)
-        assert self.q.mirror is not None
-        self.reconciler = MirrorReconciler(self.settings, self.q.pool, self.q.mirror)
+        assert self.q.redis is not None
+        self.reconciler = Reconciler(self.settings, self.q.pool, self.q.redis)
         self.worker_ids = [uuid.uuid4(), uuid.uuid4()]
         self.workers = []
         with self.q.pool.connection() as conn:
             for wid in self.worker_ids:
                 self.q.queries.register_worker(conn, wid, "test", 1, [self.queue_name], 4, "{}")
-                self.workers.append(WorkerMirror(self.q.mirror, wid, [self.queue_name], WorkerCounters()))
+                counters = WorkerCounters()
+                fallback = PostgresClaimSource(lambda: self.q.pool, self.q.queries, wid, [self.queue_name], counters)
+                self.workers.append(RedisClaimSource(self.q.redis, wid, [self.queue_name], counters, fallback,
+                                                     lambda: self.q.pool))
         self.expected: dict[int, str] = {}  # job id -> status the model expects (live jobs: "live")
         self.held: dict[int, tuple[int, int]] = {}  # job id -> (worker index, attempt)
         self.completions: dict[int, int] = {}
@@ -159,14 +164,8 @@ class MirrorMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ helpers
     def _claim(self, w: int, n: int, *, thorough: bool) -> list[Job]:
-        """What Worker._claim does: Redis when it answers, else Postgres."""
-        wm = self.workers[w]
-        jobs = wm.claim(self.q.pool, n, thorough=thorough)
-        if jobs is None:
-            with self.q.pool.connection() as conn:
-                jobs = self.q.queries.get_runnable_jobs(conn, [self.queue_name], self.worker_ids[w], n)
-            wm.claimed_from_postgres(jobs)
-        return jobs
+        """What a worker's claim does: Redis when it answers, else Postgres."""
+        return self.workers[w].claim(n, thorough=thorough)
 
     def _took(self, w: int, jobs: list[Job]) -> None:
         for job in jobs:

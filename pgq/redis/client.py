@@ -1,0 +1,359 @@
+"""The Redis client of the accelerator: every command pgq sends to Redis, behind a circuit breaker.
+
+``RedisClient`` wraps two redis-py clients (one for blocking waits) for one
+pgq schema: pushes and pops, the worker-side calls, and what the reconciler
+and ``pgq status`` read. Every command is bounded by
+``redis_timeout_seconds`` and goes through a ``CircuitBreaker``. The Lua
+scripts live in ``scripts/*.lua`` and are read like ``db/`` SQL files. What
+the ids mean and when to call what is decided by the claim source and the
+reconciler; this module imports ``redis`` only when a client is created.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pgq.clock import Clock
+from pgq.errors import ConfigurationError, RedisUnavailable
+from pgq.redis.breaker import CircuitBreaker
+from pgq.redis.keys import BLOCK_SECONDS, PAGE, POPPED_AT_KEEP_MS, WAKE_CAP, Keys, batch_ids, score
+from pgq.settings import Settings, redact_url
+
+log = logging.getLogger("pgq.redis")
+
+T = TypeVar("T")
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+@cache
+def _script_text(name: str) -> str:
+    return (SCRIPTS / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def read_script(name: str, **constants: int) -> str:
+    """The text of ``scripts/<name>.lua``, with each ``@NAME@`` placeholder replaced by
+    ``constants[NAME]`` (so a Lua constant has one source: the Python one).
+
+    Raises:
+        ValueError: a placeholder was left without a value.
+    """
+    text = _script_text(name)
+    for key, value in constants.items():
+        text = text.replace(f"@{key}@", str(value))
+    if "@" in "".join(line for line in text.splitlines() if not line.lstrip().startswith("--")):
+        raise ValueError(f"scripts/{name}.lua has a placeholder without a value")
+    return text
+
+
+class RedisClient:
+    """Talks to Redis for one pgq schema, with bounded timeouts and a circuit breaker.
+
+    Every command is bounded by ``Settings.redis_timeout_seconds``. A failure
+    raises ``RedisUnavailable`` and opens a short back-off (1 s, doubling up
+    to 5 s) during which calls raise at once without touching the network, so
+    callers fall back to Postgres immediately; an outage is logged once, and
+    so is the recovery. Thread-safe (redis-py pools its connections).
+
+    Raises:
+        ConfigurationError: the ``redis`` package is missing or the URL is malformed.
+    """
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        if not settings.redis_url:
+            raise ConfigurationError("the Redis accelerator needs PGQ_REDIS_URL (or redis_url=)")
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise ConfigurationError(
+                "PGQ_REDIS_URL is set but the redis package is not installed: pip install 'pgq[redis]'"
+            ) from None
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix, settings.schema)
+        self.url = redact_url(settings.redis_url) or ""
+        timeout = settings.redis_timeout_seconds
+        try:
+            # One immediate retry on a connection error: after a Redis restart every
+            # pooled socket is dead, and the retry opens a fresh one. Not on a timeout
+            # (Retry's default errors include it): a hung Redis would double the bound.
+            self._client: Any = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)), retry_on_timeout=False,
+                decode_responses=True,
+                client_name="pgq",
+            )
+            self._blocking: Any = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=timeout + BLOCK_SECONDS, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
+                client_name="pgq-wait",
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"PGQ_REDIS_URL is not a valid Redis URL ({self.url}): {exc}") from None
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._pop = self._client.register_script(read_script("pop", POPPED_AT_KEEP_MS=POPPED_AT_KEEP_MS))
+        self._offer = self._client.register_script(read_script("offer"))
+        self._retire = self._client.register_script(read_script("retire"))
+        self._lease = self._client.register_script(read_script("lease"))
+        self._finish_build = self._client.register_script(read_script("finish_build"))
+        self._commit = self._client.register_script(read_script("commit"))
+        self.breaker = CircuitBreaker(clock)
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<pgq.redis.RedisClient {self.url} {self.keys.base}>"
+
+    # ------------------------------------------------------------ circuit breaker
+    @property
+    def available(self) -> bool:
+        """False during the back-off after a failure (calls would raise at once)."""
+        return not self.closed and self.breaker.allows()
+
+    @property
+    def failures(self) -> int:
+        """Redis failures since this client was created."""
+        return self.breaker.failures
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        if self.closed:
+            raise RedisUnavailable(f"Redis client for {self.url} is closed")
+        if not self.breaker.allows():
+            raise RedisUnavailable(f"Redis at {self.url} is unavailable (retrying shortly)")
+        try:
+            result = fn()
+        except self._errors as exc:
+            if self.breaker.failed() and not self.closed:
+                log.warning("Redis at %s unavailable (%s during %s); using the Postgres path until it answers",
+                            self.url, exc, what)
+            raise RedisUnavailable(f"Redis at {self.url} failed during {what}: {exc}") from exc
+        if self.breaker.down and self.breaker.succeeded():
+            log.warning("Redis at %s answers again; using the accelerator", self.url)
+        return result
+
+    def close(self) -> None:
+        """Close the connections (the object is unusable afterwards)."""
+        self.closed = True
+        for client in (self._client, self._blocking):
+            try:
+                client.close()
+            except self._errors:
+                pass
+
+    # ------------------------------------------------------------ producers
+    def push(self, entries: Iterable[tuple[int, str, int]], *, popped_before: int = 0) -> int:
+        """Mirror runnable jobs given as ``(id, queue, priority)``; return how many were new.
+
+        Idempotent: an id already in its ready set is not added again.
+        ``popped_before`` (Redis time, ms; 0: no filter): leave out ids popped at or
+        after it (the reconciler's offers; see ``scripts/offer.lua``).
+        Raises ``RedisUnavailable``.
+        """
+        by_queue: dict[str, list[int]] = defaultdict(list)
+        for job_id, queue, priority in entries:
+            by_queue[queue] += [score(job_id, priority), job_id]
+        if not by_queue:
+            return 0
+        k = self.keys
+
+        def run() -> int:
+            added = 0
+            for queue, args in by_queue.items():
+                for start in range(0, len(args), 2 * PAGE):
+                    added += int(self._offer(
+                        keys=[k.queues, k.ready(queue), k.wake(queue), k.popped_at],
+                        args=[queue, WAKE_CAP, popped_before, *args[start:start + 2 * PAGE]],
+                    ))
+            return added
+
+        return self._call("push", run)
+
+    def push_quietly(self, entries: Iterable[tuple[int, str, int]]) -> int:
+        """``push``, but a Redis failure only logs: the reconciler mirrors the jobs later."""
+        try:
+            return self.push(entries)
+        except RedisUnavailable as exc:
+            log.debug("push skipped: %s", exc)
+            return 0
+
+    # ------------------------------------------------------------ workers
+    def pop(self, worker: str, queues: Sequence[str], n: int, batch: str,
+            claimed: Sequence[str] = (), ahead: int = 0) -> list[tuple[int, int, str]] | None:
+        """Pop up to ``n`` ids in priority order, recorded as ``worker``'s batch ``batch``,
+        after deleting its ``claimed`` batches (the same round trip). With one queue
+        and a backlog of at least ``n + 2 * ahead`` ids, pops ``ahead`` more.
+
+        Returns ``[(id, score, queue), ...]``, or None when the mirror is not built
+        (after FLUSHALL or a restart, until the reconciler rebuilds it).
+        Raises ``RedisUnavailable`` (then nothing was deleted or popped).
+        """
+        k = self.keys
+        keys = [k.mirror, k.owners, k.popped(worker), *[k.ready(q) for q in queues], *[k.wake(q) for q in queues],
+                k.popped_at]
+        args: list[str | int] = [n, worker, len(queues), batch, ahead, len(claimed), *claimed]
+        reply = self._call("pop", lambda: self._pop(keys=keys, args=args))
+        if not reply or int(reply[0]) == 0:
+            return None
+        if len(queues) == 1:
+            only = queues[0]
+            return [(int(reply[i]), int(float(reply[i + 1])), only) for i in range(1, len(reply), 2)]
+        return [(int(reply[i]), int(float(reply[i + 1])), queues[int(reply[i + 2]) - 1])
+                for i in range(1, len(reply), 3)]
+
+    def forget_batches(self, worker: str, batches: Sequence[str]) -> None:
+        """Delete popped batches of ``worker`` (claimed, or given back by the reconciler)."""
+        if batches:
+            self._call("forget batches", lambda: self._client.hdel(self.keys.popped(worker), *batches))
+
+    def give_back(self, worker: str, batches: Sequence[str], entries: Sequence[tuple[int, int, str]]) -> None:
+        """Return popped ids that were not claimed (``(id, score, queue)``) to the ready
+        sets, and delete the ``batches`` they were popped in."""
+        k = self.keys
+        by_queue: dict[str, dict[str, int]] = defaultdict(dict)
+        for job_id, job_score, queue in entries:
+            by_queue[queue][str(job_id)] = job_score
+
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            if batches:
+                pipe.hdel(k.popped(worker), *batches)
+            for queue, members in by_queue.items():
+                pipe.zadd(k.ready(queue), members)
+                pipe.lpush(k.wake(queue), "1")
+            pipe.execute()
+
+        self._call("give back", run)
+
+    def forget(self, jobs: Iterable[tuple[int, str]]) -> None:
+        """Remove ``(id, queue)`` from the ready sets (claimed through the Postgres path)."""
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for job_id, queue in jobs:
+            by_queue[queue].append(str(job_id))
+        if not by_queue:
+            return
+
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for queue, ids in by_queue.items():
+                pipe.zrem(self.keys.ready(queue), *ids)
+            pipe.execute()
+
+        self._call("forget", run)
+
+    def retire(self, worker: str) -> list[int]:
+        """Delete ``worker``'s popped batches, heartbeat and wake list; return the ids it held."""
+        k = self.keys
+        keys = [k.popped(worker), k.owners, k.heartbeat(worker), k.worker_wake(worker)]
+        batches = self._call("retire", lambda: self._retire(keys=keys, args=[worker]))
+        return [job_id for value in batches for job_id in batch_ids(value)]
+
+    def heartbeat(self, worker: str, info: dict[str, Any]) -> None:
+        """Write the worker's liveness key with a TTL of ``redis_heartbeat_ttl_seconds``."""
+        ttl_ms = int(self.settings.redis_heartbeat_ttl_seconds * 1000)
+        self._call("heartbeat", lambda: self._client.set(self.keys.heartbeat(worker), json.dumps(info), px=ttl_ms))
+
+    def wait_for_work(self, worker: str, queues: Sequence[str], timeout: float = BLOCK_SECONDS) -> bool:
+        """Block until a wake-up token arrives for one of ``queues`` (True) or ``timeout`` passes.
+
+        Raises ``RedisUnavailable`` (at once during the back-off).
+        """
+        keys = [*[self.keys.wake(q) for q in queues], self.keys.worker_wake(worker)]
+        reply = self._call("wait", lambda: self._blocking.blpop(keys, timeout=timeout))
+        return reply is not None and reply[0] != self.keys.worker_wake(worker)
+
+    def interrupt_wait(self, worker: str) -> None:
+        """Make ``worker``'s blocking wait return now."""
+        self._call("interrupt", lambda: self._client.lpush(self.keys.worker_wake(worker), "1"))
+
+    # ------------------------------------------------------------ reconciler
+    def time_ms(self) -> int:
+        """Redis' clock, in milliseconds (the pop times in ``popped-at`` are on it)."""
+        seconds, micros = self._call("time", lambda: self._client.time())
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def state(self) -> dict[str, str]:
+        """The mirror hash (empty when the mirror is not built)."""
+        return dict(self._call("state", lambda: self._client.hgetall(self.keys.mirror)))
+
+    def lead(self, owner: str, ttl_seconds: float) -> bool:
+        """Take or extend the reconciler lease; True if ``owner`` holds it."""
+        return bool(self._call("lease", lambda: self._lease(keys=[self.keys.lease], args=[owner, int(ttl_seconds * 1000)])))
+
+    def begin_build(self) -> str:
+        token = uuid.uuid4().hex
+        self._call("build", lambda: self._client.set(self.keys.building, token, ex=3600))
+        return token
+
+    def finish_build(self, token: str, horizon: str, now: str) -> bool:
+        epoch = uuid.uuid4().hex
+        keys = [self.keys.building, self.keys.mirror]
+        return bool(self._call("build", lambda: self._finish_build(keys=keys, args=[token, epoch, horizon, now])))
+
+    def commit(self, epoch: str, horizon: str, now: str, *, full: bool) -> bool:
+        args = [epoch, horizon, now, "1" if full else "0"]
+        return bool(self._call("commit", lambda: self._commit(keys=[self.keys.mirror], args=args)))
+
+    def owners(self) -> list[str]:
+        return sorted(self._call("owners", lambda: self._client.smembers(self.keys.owners)))
+
+    def beating(self, workers: Sequence[str]) -> set[str]:
+        """Those of ``workers`` whose heartbeat key exists."""
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for w in workers:
+                pipe.exists(self.keys.heartbeat(w))
+            return list(pipe.execute())
+
+        return {w for w, alive in zip(workers, self._call("heartbeats", run), strict=True) if alive}
+
+    def popped_batches(self, workers: Sequence[str]) -> dict[str, dict[str, tuple[int, list[int]]]]:
+        """The popped batches of ``workers``: worker -> {batch: (pop time ms, ids)}."""
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for w in workers:
+                pipe.hgetall(self.keys.popped(w))
+            return list(pipe.execute())
+
+        found = self._call("popped", run)
+        return {w: {b: (int(v.split(" ", 1)[0]), batch_ids(v)) for b, v in batches.items()}
+                for w, batches in zip(workers, found, strict=True)}
+
+    def queues(self) -> list[str]:
+        return sorted(self._call("queues", lambda: self._client.smembers(self.keys.queues)))
+
+    def head(self, queue: str, count: int | None) -> list[int]:
+        """The next ``count`` ids of a ready set (all of them for None)."""
+        stop = -1 if count is None else count - 1
+        return [int(i) for i in self._call("head", lambda: self._client.zrange(self.keys.ready(queue), 0, stop))]
+
+    def remove(self, queue: str, job_ids: Sequence[int]) -> int:
+        if not job_ids:
+            return 0
+        return int(self._call("remove", lambda: self._client.zrem(self.keys.ready(queue), *[str(i) for i in job_ids])))
+
+    def sizes(self, queues: Sequence[str]) -> dict[str, int]:
+        """Ids per ready set."""
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for q in queues:
+                pipe.zcard(self.keys.ready(q))
+            return list(pipe.execute())
+
+        return {q: int(n) for q, n in zip(queues, self._call("sizes", run), strict=True)}
+
+    def counts(self) -> tuple[int, int]:
+        """(ids popped and not claimed yet, workers with a live heartbeat key)."""
+        held = sum(len(ids) for batches in self.popped_batches(self.owners()).values()
+                   for _, ids in batches.values())
+
+        def run() -> int:
+            return sum(1 for _ in self._client.scan_iter(match=self.keys.heartbeat("*"), count=1000))
+
+        return held, self._call("counts", run)

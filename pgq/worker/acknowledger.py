@@ -1,0 +1,233 @@
+"""Writing outcomes: batched completions, one-by-one failures, back-pressure, retries.
+
+The ``Acknowledger`` takes ``(job, outcome)`` pairs from the runner and writes
+them from a thread of its own: completions in batches (``complete_jobs``, up to
+``ack_batch_size`` gathered for ``ack_interval_seconds``), failures one by one
+(``fail_job``). A job is the worker's until its outcome is committed or given
+up: ``pending_ids()`` lists those jobs for the heartbeat, which would otherwise
+rescue them as lost. When outcomes queue up faster than they are written,
+``behind()`` tells the claim loop to stop claiming; the next flush wakes it.
+What an outcome means (retry, dead letter) is the stored functions' business.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pgq.db import translated
+from pgq.errors import ValidationError
+from pgq.executor import Completed, Failed, Outcome
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from pgq.clock import Clock
+    from pgq.job import Job
+    from pgq.queries import Queries
+    from pgq.settings import Settings
+    from pgq.worker.counters import WorkerCounters
+
+log = logging.getLogger("pgq.worker")
+
+Ack = tuple["Job", Outcome]
+
+
+class Acknowledger:
+    """Writes one worker's outcomes.
+
+    Args:
+        settings: ``ack_batch_size``, ``ack_interval_seconds``, ``database_url``.
+        pool, queries, worker_id, counters, clock: what the writes need (``pool``
+            returns the connection pool).
+        before_write: called with the job ids of a batch before it is written (the
+            claim source stops counting them as held).
+        wake: wakes the claim loop (a failure may make a retry due soon; a flush
+            ends back-pressure).
+        force: set when the worker must stop now: a failing write is given up after
+            three tries (the jobs are rescued later).
+    """
+
+    def __init__(self, settings: Settings, pool: Callable[[], ConnectionPool], queries: Queries, worker_id: uuid.UUID,
+                 counters: WorkerCounters, clock: Clock, *, before_write: Callable[[Sequence[int]], None],
+                 wake: Callable[[], None], force: threading.Event) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.queries = queries
+        self.worker_id = worker_id
+        self.counters = counters
+        self.clock = clock
+        self._before_write = before_write
+        self._wake = wake
+        self._force = force
+        self._queue: queue_module.SimpleQueue[Ack] = queue_module.SimpleQueue()
+        # Jobs whose outcome is queued or being written: job id -> how many outcomes.
+        self._pending: dict[int, int] = {}
+        self._lock = threading.Lock()
+        # Set when claiming paused because outcomes were not written yet.
+        self._blocked = False
+
+    # ------------------------------------------------------------ producer side
+    def put(self, job: Job, outcome: Outcome) -> None:
+        """Queue an outcome; the job stays listed in ``pending_ids()`` until it is written."""
+        with self._lock:
+            self._pending[job.id] = self._pending.get(job.id, 0) + 1
+        self._queue.put((job, outcome))
+
+    def pending_ids(self) -> list[int]:
+        """Jobs whose outcome is not written yet (the heartbeat lists them as running)."""
+        with self._lock:
+            return list(self._pending)
+
+    def behind(self) -> bool:
+        """True when outcomes are queued faster than written: do not claim more now.
+
+        Finished jobs whose outcome is not written yet are still running in the
+        database. The next flush wakes the claim loop.
+        """
+        if self._queue.qsize() > 2 * self.settings.ack_batch_size:
+            self._blocked = True
+            return True
+        return False
+
+    # ------------------------------------------------------------ writer side
+    def run(self, stop: threading.Event) -> None:
+        """The acknowledger thread: gather batches and write them until ``stop`` and empty."""
+        interval = self.settings.ack_interval_seconds
+        limit = self.settings.ack_batch_size
+        while True:
+            try:
+                first = self._queue.get(timeout=0.1)
+            except queue_module.Empty:
+                if stop.is_set():
+                    return
+                continue
+            batch = [first]
+            deadline = self.clock.monotonic() + interval
+            while len(batch) < limit:
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=remaining))
+                except queue_module.Empty:
+                    break
+            self.flush(batch)
+            if self._blocked:
+                self._blocked = False
+                self._wake()
+
+    def flush_all(self) -> None:
+        """Write every queued outcome now, in the calling thread."""
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue_module.Empty:
+                break
+        self.flush(items)
+
+    def flush(self, batch: list[Ack]) -> None:
+        """Write outcomes; retry on database errors until written (or forced to stop).
+
+        An outcome the database rejects for good (bad data, not a dropped
+        connection) is replaced by a plain failure naming the rejection, so one
+        bad report never blocks the others nor leaves its job running.
+        """
+        if not batch:
+            return
+        # Leave the claim source's held set first: once an outcome is written the id
+        # must not count as held (a retry due at once is then offered to Redis again).
+        self._before_write([job.id for job, _ in batch])
+        completions = [(job, o) for job, o in batch if isinstance(o, Completed)]
+        failures = [(job, o) for job, o in batch if isinstance(o, Failed)]
+        backoff = 0.05
+        tries = 0
+        while completions or failures:
+            try:
+                with translated(self.settings.database_url), self.pool().connection() as conn:
+                    if completions:
+                        self._write_completions(conn, completions, failures)
+                        completions = []
+                    while failures:
+                        self._write_failure(conn, *failures[0])
+                        failures.pop(0)
+            except Exception as exc:  # a lost ack is recovered by rescue; keep trying meanwhile
+                tries += 1
+                self.counters.errors += 1
+                if self._force.is_set() and tries >= 3:
+                    log.error("giving up on %d outcome(s) after %d tries (%s); the jobs will be rescued",
+                              len(completions) + len(failures), tries, exc)
+                    self._written([job for job, _ in completions] + [job for job, _ in failures])
+                    return
+                log.warning("writing outcomes failed (%s); retrying in %.2f s", exc, backoff)
+                self._force.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _written(self, jobs: Sequence[Job]) -> None:
+        """These outcomes are committed (or given up): the jobs are no longer this worker's."""
+        with self._lock:
+            for job in jobs:
+                left = self._pending.get(job.id, 0) - 1
+                if left > 0:
+                    self._pending[job.id] = left
+                else:
+                    self._pending.pop(job.id, None)
+
+    def _write_completions(self, conn: Any, completions: list[tuple[Job, Completed]],
+                           failures: list[tuple[Job, Failed]]) -> None:
+        """Write a batch of completions (autocommit: one transaction); a result the
+        database rejects becomes a failure appended to ``failures``."""
+        try:
+            self._complete(conn, completions)
+        except ValidationError as exc:
+            if len(completions) == 1:
+                job = completions[0][0]
+                log.error("the database rejected the result of job %s: %s", job.id, exc)
+                # Still pending: the failure that replaces it is written next.
+                failures.append((job, Failed("ResultRejected", f"result not stored: {exc}", fatal=True)))
+                return
+            # Find the culprit: write the batch one by one.
+            for item in completions:
+                self.flush([item])
+            return
+        self._written([job for job, _ in completions])
+
+    def _complete(self, conn: Any, completions: list[tuple[Job, Completed]]) -> None:
+        self.counters.ack_round_trips += 1
+        done = self.queries.complete_jobs(
+            conn, self.worker_id, [j.id for j, _ in completions], [j.attempts for j, _ in completions],
+            [o.result_json for _, o in completions],
+        )
+        self.counters.completed += len(done)
+        self.counters.stale_reports += len(completions) - len(done)
+        for job, _ in completions:
+            if job.id not in done:
+                log.info("completion of job %s attempt %s was stale (rescued, cancelled or timed out "
+                         "meanwhile); discarded", job.id, job.attempts)
+
+    def _write_failure(self, conn: Any, job: Job, o: Failed) -> None:
+        try:
+            ok = self._fail(conn, job, o)
+        except ValidationError as exc:
+            log.error("the database rejected the failure report of job %s: %s", job.id, exc)
+            ok = self._fail(conn, job, Failed("OutcomeRejected", f"failure report rejected: {exc}"))
+        self._written([job])
+        if ok:
+            self.counters.failed += 1
+            # The job may be retrying, due soon: a delayed retry sends no NOTIFY,
+            # and the claim loop chose its idle wait before this was written.
+            # Wake it so that it sees the new run_at (``idle_wait``).
+            self._wake()
+        else:
+            self.counters.stale_reports += 1
+            log.info("failure report for job %s attempt %s was stale; discarded", job.id, job.attempts)
+
+    def _fail(self, conn: Any, job: Job, o: Failed) -> bool:
+        self.counters.ack_round_trips += 1
+        return self.queries.fail_job(conn, job.id, self.worker_id, job.attempts, o.error_type, o.message,
+                                     o.traceback, o.retry_delay, o.fatal, o.outcome)

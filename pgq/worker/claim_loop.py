@@ -1,0 +1,254 @@
+"""Deciding when and how much to claim, and running the claims.
+
+The ``ClaimLoop`` runs in the worker's main thread: it sizes the next claim
+(``prefetch.size_claim``), waits while the runners are full, the queue looks
+empty or the acknowledger is behind, and hands claim requests to claimer
+threads. Up to ``claims_in_flight`` claims run at once, each on its own pooled
+connection: while one waits for the database, the jobs of another are
+dispatched and run, so a busy worker never idles between round trips. The
+jobs of the claims are dispatched in the order the claims were requested
+(``InOrder``), whichever comes back first. Claims themselves are the
+``ClaimSource``'s business.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from pgq.db import translated
+from pgq.errors import InvalidTransition, PgqError
+from pgq.worker.prefetch import ALWAYS, RateWindow, size_claim
+
+if TYPE_CHECKING:
+    from pgq.clock import Clock
+    from pgq.job import Job
+    from pgq.settings import Settings
+    from pgq.worker.acknowledger import Acknowledger
+    from pgq.worker.claim import ClaimSource
+    from pgq.worker.counters import WorkerCounters
+    from pgq.worker.runner import Runner
+
+log = logging.getLogger("pgq.worker")
+
+T = TypeVar("T")
+
+
+class InOrder(Generic[T]):
+    """Delivers results in the order their tickets were issued, whatever order they finish in.
+
+    ``ticket()`` numbers a request; ``done(ticket, result, deliver)`` calls
+    ``deliver`` for this result and every later one already done, in ticket
+    order, once every earlier ticket is done. Deliveries never overlap.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._issued = 0
+        self._next = 0
+        self._done: dict[int, T] = {}
+
+    def ticket(self) -> int:
+        with self._lock:
+            self._issued += 1
+            return self._issued - 1
+
+    def done(self, ticket: int, result: T, deliver: Callable[[T], None]) -> None:
+        with self._lock:
+            self._done[ticket] = result
+            while self._next in self._done:
+                deliver(self._done.pop(self._next))
+                self._next += 1
+
+
+class ClaimLoop:
+    """One worker's claiming: when, how much, and the claimer threads that do it.
+
+    Shares ``runner.lock`` for its own state, so that jobs held by the runner and
+    jobs asked for by claims in flight are counted together. Lock order: the
+    ``InOrder`` lock, then ``runner.lock`` (a delivery dispatches jobs); never the
+    other way round.
+    """
+
+    def __init__(self, worker_id: uuid.UUID, settings: Settings, source: ClaimSource, runner: Runner,
+                 acknowledger: Acknowledger, counters: WorkerCounters, clock: Clock, *, concurrency: int,
+                 batch_size: int, wake: threading.Event, stopping: threading.Event, idle: threading.Event,
+                 reregister: Callable[[], None]) -> None:
+        self.worker_id = worker_id
+        self.settings = settings
+        self.source = source
+        self.runner = runner
+        self.acknowledger = acknowledger
+        self.counters = counters
+        self.clock = clock
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self._wake = wake
+        self._stopping = stopping
+        self._idle = idle
+        self._reregister = reregister
+        self._lock = runner.lock
+        self._rate = RateWindow()
+        self._requests: queue_module.SimpleQueue[tuple[int, int] | None] = queue_module.SimpleQueue()
+        self._order: InOrder[tuple[int, list[Job], Exception | None]] = InOrder()
+        self._out = 0  # claims in flight
+        self._claiming = 0  # jobs asked for by the claims in flight
+        self._error: Exception | None = None
+        self._looked_empty = False  # a claim returned fewer jobs than asked for
+        self._last_empty = False  # the latest claim to return found no job at all
+
+    # ------------------------------------------------------------ one claim
+    def claim(self, n: int, *, thorough: bool = False) -> list[Job]:
+        """Claim up to ``n`` jobs from the source. A worker that was marked stale
+        (heartbeats could not reach the database; its jobs were rescued)
+        registers again and claims nothing this time."""
+        with translated(self.settings.database_url):
+            try:
+                jobs = self.source.claim(n, thorough=thorough)
+            except InvalidTransition:
+                log.warning("worker %s was not active; registering again", self.worker_id)
+                self._reregister()
+                return []
+        with self._lock:
+            self.counters.claimed += len(jobs)
+        return jobs
+
+    def limit(self) -> int:
+        """Claims in flight at once: one per spare pooled connection, at most
+        ``claims_in_flight``, and at most what the source allows."""
+        limit = max(1, min(self.settings.claims_in_flight, self.settings.pool_size - 1))
+        own = self.source.max_claims_in_flight
+        return limit if own is None else max(1, min(limit, own))
+
+    # ------------------------------------------------------------ the loop
+    def run(self, burst: bool) -> None:
+        """Claim until the worker stops (``burst``: until no job is left)."""
+        claimers = [threading.Thread(target=self._claimer, args=(burst,), name=f"pgq-claim-{i}", daemon=True)
+                    for i in range(self.limit())]
+        for thread in claimers:
+            thread.start()
+        try:
+            self._loop(burst, len(claimers))
+        finally:
+            for _ in claimers:
+                self._requests.put(None)
+            for thread in claimers:
+                thread.join()  # a claim in flight ends (or fails) within the statement timeout
+
+    def _loop(self, burst: bool, limit: int) -> None:
+        backoff = 0.05
+        while not self._stopping.is_set():
+            # Clear before looking, so a wake-up that arrives meanwhile is kept.
+            self._wake.clear()
+            self.runner.enforce_deadlines()
+            with self._lock:
+                out, error, looked_empty, last_empty = self._out, self._error, self._looked_empty, self._last_empty
+                self._error = None
+            if error is not None:
+                self.counters.errors += 1
+                log.warning("claim failed (%s); retrying in %.2f s", error, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if looked_empty:
+                if self._after_empty(burst, out, last_empty):
+                    return
+                continue
+            want = 0 if out >= limit else self._size()
+            if want == 0:
+                if out >= limit:
+                    self.runner.refill_at = -1  # a returning claim wakes us
+                self.wait(self.settings.poll_interval_seconds)
+                continue
+            if self._stopping.is_set():
+                break
+            backoff = 0.05
+            with self._lock:
+                self._out += 1
+                self._claiming += want
+            # Outside the runner's lock: a delivery holds the order's lock, then takes it.
+            self._requests.put((self._order.ticket(), want))
+
+    def _after_empty(self, burst: bool, out: int, last_empty: bool) -> bool:
+        """The queue looked empty: wait for work. True when a burst run is done."""
+        if out:
+            # Let the claims still in flight come back first.
+            self.runner.refill_at = -1
+            self.wait(self.settings.poll_interval_seconds)
+            return False
+        with self._lock:
+            self._looked_empty = False
+        if burst and last_empty and self.runner.count() == 0:
+            return True
+        # A finished job frees a slot, not work, so only NOTIFY, the poll (or, in
+        # burst mode, the last job) wakes us.
+        self.runner.refill_at = 0 if burst else -1
+        if burst and self.runner.count() == 0:
+            # The last job finished before we asked to hear of it (while another
+            # claim was still out): look again now, not at the poll.
+            return False
+        self._idle.set()
+        try:
+            self.wait(self.source.idle_wait(self.settings.poll_interval_seconds))
+        finally:
+            self._idle.clear()
+        return False
+
+    def _size(self) -> int:
+        """How many jobs to claim now (0: wait for a slot to free); see ``prefetch``."""
+        rate = self._rate.update(self.clock.monotonic(), self.runner.finished)
+        if self.acknowledger.behind():
+            self.runner.refill_at = ALWAYS
+            return 0
+        with self._lock:
+            size = size_claim(concurrency=self.concurrency, batch_size=self.batch_size, rate=rate,
+                              in_flight=len(self.runner.in_flight), claiming=self._claiming)
+        self.runner.refill_at = size.refill_at
+        return size.want
+
+    def wait(self, timeout: float) -> None:
+        """Wait for a wake-up, at most ``timeout`` seconds and not past the nearest job deadline."""
+        nearest = self.runner.nearest_deadline()
+        if nearest is not None:
+            timeout = max(0.0, min(timeout, nearest - self.clock.monotonic()))
+        self._wake.wait(timeout)
+
+    # ------------------------------------------------------------ claimer threads
+    def _claimer(self, burst: bool) -> None:
+        """Run the claims the loop asks for; their jobs are dispatched in request order."""
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            ticket, want = request
+            jobs: list[Job] = []
+            error: Exception | None = None
+            try:
+                if not self._stopping.is_set():
+                    jobs = self.claim(want, thorough=burst)
+            except PgqError as exc:
+                error = exc
+            except Exception as exc:  # a bug: keep the worker alive, report it like a failed claim
+                log.exception("claim failed unexpectedly")
+                error = exc
+            self._order.done(ticket, (want, jobs, error), self._deliver)
+
+    def _deliver(self, result: tuple[int, list[Job], Exception | None]) -> None:
+        """Dispatch a claim's jobs, account for the claim, wake the loop."""
+        want, jobs, error = result
+        for job in jobs:
+            self.runner.dispatch(job)
+        with self._lock:
+            self._out -= 1
+            self._claiming -= want
+            if error is not None:
+                self._error = error
+            else:
+                self._last_empty = not jobs
+                if len(jobs) < want:
+                    self._looked_empty = True
+        self._wake.set()

@@ -1,0 +1,28 @@
+"""What one worker did, as plain counters (logged at shutdown, read by tests and the bench).
+
+The worker's parts each add to their own fields; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WorkerCounters:
+    """Counts since the worker started. ``extra`` holds the claim source's own counts
+    (for example ``redis_claimed`` in Redis mode)."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    stale_reports: int = 0
+    released: int = 0
+    claim_round_trips: int = 0
+    ack_round_trips: int = 0
+    errors: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the extra counter ``name``."""
+        self.extra[name] = self.extra.get(name, 0) + n

@@ -1,0 +1,367 @@
+"""The ``Worker`` facade: registration, wiring of the worker's parts, and shutdown.
+
+One process holds a bounded pool (``Settings.pool_size`` connections) plus one
+LISTEN connection, whatever its concurrency. The parts, each in its module:
+the ``ClaimLoop`` decides when and how much to claim and runs the claims
+through a ``ClaimSource`` (Postgres, or the Redis accelerator's); the
+``Runner`` runs the jobs (threads for sync handlers, one event loop for async
+ones) with no transaction open; the ``Acknowledger`` writes their outcomes in
+batches; ``Background`` sends heartbeats and runs the maintenance round.
+Deciding what an outcome means is the database's job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Protocol
+
+from pgq.clock import Clock, SystemClock
+from pgq.db import translated
+from pgq.errors import ValidationError
+from pgq.job import validate_queue_name
+from pgq.maintenance import Maintenance
+from pgq.notify import Listener
+from pgq.settings import Settings
+from pgq.worker.acknowledger import Acknowledger
+from pgq.worker.claim import ClaimSource, PostgresClaimSource
+from pgq.worker.claim_loop import ClaimLoop
+from pgq.worker.counters import WorkerCounters
+from pgq.worker.heartbeat import Background, Heartbeat
+from pgq.worker.prefetch import ALWAYS
+from pgq.worker.runner import Handler, Runner
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from pgq.queries import Queries
+    from pgq.redis.client import RedisClient
+    from pgq.redis.reconciler import ReconcilerService
+
+log = logging.getLogger("pgq.worker")
+
+
+class TaskInfo(Handler, Protocol):
+    """What the worker needs of a registered task (``pgq.Task``)."""
+
+    @property
+    def queue(self) -> str: ...
+
+
+class WorkerQueue(Protocol):
+    """What the worker needs of a ``pgq.Queue`` (the worker does not import ``pgq.queue``:
+    ``Queue.worker()`` builds workers)."""
+
+    settings: Settings
+    queries: Queries
+
+    @property
+    def tasks(self) -> Mapping[str, TaskInfo]: ...
+
+    @property
+    def pool(self) -> ConnectionPool: ...
+
+    @property
+    def redis(self) -> RedisClient | None: ...
+
+
+def _is_queue(obj: object) -> bool:
+    """Whether ``obj`` looks like a ``pgq.Queue`` (checked without opening its pool)."""
+    return (isinstance(getattr(obj, "settings", None), Settings) and hasattr(obj, "tasks")
+            and hasattr(obj, "queries") and hasattr(type(obj), "pool") and hasattr(type(obj), "redis"))
+
+
+class Worker:
+    """Runs the jobs of ``queue``'s tasks from ``queues``.
+
+    Args:
+        queue: the ``pgq.Queue`` whose tasks this worker runs.
+        queues: queue names to claim from; default: the queues of the registered tasks.
+        concurrency: jobs run at once (sync handlers in a thread pool of this size,
+            async handlers on one event loop).
+        batch_size: most jobs claimed per round trip (``Settings.claim_batch_size``).
+        worker_id: this worker's id (default: a new random one).
+        install_signal_handlers: SIGTERM/SIGINT drain gracefully; a second signal stops now.
+        run_maintenance: take part in the leader election for maintenance.
+        clock: the monotonic clock for deadlines and intervals (tests pass a manual one).
+    Raises:
+        ValidationError: a bad argument.
+    """
+
+    def __init__(
+        self,
+        queue: WorkerQueue,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        *,
+        batch_size: int | None = None,
+        worker_id: uuid.UUID | None = None,
+        install_signal_handlers: bool = True,
+        run_maintenance: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        if not _is_queue(queue):
+            raise ValidationError(f"queue must be a pgq.Queue, got {type(queue).__name__}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
+            raise ValidationError(f"concurrency must be a whole number from 1 to 10000, got {concurrency!r}")
+        if queues is None:
+            queues = sorted({t.queue for t in queue.tasks.values()}) or [queue.settings.default_queue]
+        if isinstance(queues, (str, bytes)) or not isinstance(queues, Iterable) or not queues:
+            raise ValidationError(f"queues must be a non-empty list of queue names, got {queues!r}")
+        self.queues = list(dict.fromkeys(validate_queue_name(q) for q in queues))
+        batch = queue.settings.claim_batch_size if batch_size is None else batch_size
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValidationError(f"batch_size must be a whole number >= 1, got {batch!r}")
+        if worker_id is not None and not isinstance(worker_id, uuid.UUID):
+            raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
+        self.queue = queue
+        self.settings = queue.settings
+        self.queries = queue.queries
+        self.concurrency = concurrency
+        self.batch_size = batch
+        self.id = worker_id or uuid.uuid4()
+        self.install_signal_handlers = install_signal_handlers
+        self.run_maintenance = run_maintenance
+        self.clock = clock or SystemClock()
+        self.counters = WorkerCounters()
+        self.maintenance: Maintenance | None = None
+
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._force = threading.Event()
+        self._stop_background = threading.Event()
+        # Set while the claim loop waits for work (a claim source may then take wake-ups).
+        self._idle = threading.Event()
+        self._registered = False
+        self._listener: Listener | None = None
+        self._background: list[threading.Thread] = []
+        self._reconciler: ReconcilerService | None = None
+        self._source = self._claim_source()
+        self._acknowledger = Acknowledger(
+            self.settings, self._pool, self.queries, self.id, self.counters, self.clock,
+            before_write=self._source.finished, wake=self._wake.set, force=self._force)
+        self._runner = Runner(queue.tasks, concurrency, self._acknowledger, self._source, self.clock,
+                              self._wake, self._stopping)
+        self._claims = ClaimLoop(
+            self.id, self.settings, self._source, self._runner, self._acknowledger, self.counters, self.clock,
+            concurrency=concurrency, batch_size=batch, wake=self._wake, stopping=self._stopping, idle=self._idle,
+            reregister=self._reregister)
+        self._heartbeat = Heartbeat(self._pool, self.queries, self.id, self._runner, self._acknowledger,
+                                    self._source)
+
+    def _claim_source(self) -> ClaimSource:
+        """Postgres claims; with ``redis_url`` set, ids from Redis claimed in Postgres."""
+        postgres = PostgresClaimSource(self._pool, self.queries, self.id, self.queues, self.counters)
+        client = self.queue.redis
+        if client is None:
+            return postgres
+        from pgq.redis.claim_source import RedisClaimSource
+
+        return RedisClaimSource(client, self.id, self.queues, self.counters, postgres, self._pool)
+
+    def _pool(self) -> ConnectionPool:
+        return self.queue.pool
+
+    def __repr__(self) -> str:
+        return f"<pgq.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
+
+    # ------------------------------------------------------------ public
+    def run(self, *, burst: bool = False) -> None:
+        """Run until stopped (SIGTERM/SIGINT or ``stop()``); with ``burst``, until no job is left.
+
+        On exit every claimed job has been reported, released or (after the grace
+        period) interrupted, and the worker is deregistered.
+        """
+        restore = self._install_signals() if self.install_signal_handlers else None
+        try:
+            self._start_background()
+            self._runner.start()
+            self._claims.run(burst)
+        finally:
+            try:
+                self._shutdown()
+            finally:
+                if restore:
+                    restore()
+
+    def run_once(self, max_jobs: int | None = None) -> int:
+        """Claim one batch, run it to the end, write the outcomes; return how many ran.
+
+        For tests and embedding: no background threads, no waiting for work.
+        """
+        self._register()
+        self._runner.start()
+        self._runner.refill_at = ALWAYS
+        jobs = self._claims.claim(min(max_jobs or self.batch_size, self.concurrency), thorough=True)
+        for job in jobs:
+            self._runner.dispatch(job)
+        while True:
+            self._runner.enforce_deadlines()
+            if not self._runner.unreported():
+                break
+            self._claims.wait(0.05)
+            self._wake.clear()
+        self._acknowledger.flush_all()
+        return len(jobs)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop claiming; let running jobs finish (``now``: skip the grace period)."""
+        self._stopping.set()
+        if now:
+            self._force.set()
+        self._wake.set()
+
+    def heartbeat(self) -> None:
+        """Send a heartbeat listing the jobs this worker holds (those whose outcome is
+        not written yet included); stop handlers of jobs it no longer owns."""
+        self._heartbeat.run_once()
+
+    @property
+    def in_flight(self) -> int:
+        """Claimed jobs not finished yet (buffered or running)."""
+        return self._runner.count()
+
+    # ------------------------------------------------------------ registration
+    def _register(self) -> None:
+        if self._registered:
+            return
+        metadata = json.dumps({"concurrency": self.concurrency, "batch_size": self.batch_size,
+                               "tasks": sorted(self.queue.tasks)})
+        with translated(self.settings.database_url), self.queue.pool.connection() as conn:
+            self.queries.register_worker(conn, self.id, socket.gethostname(), os.getpid(), self.queues,
+                                         self.concurrency, metadata)
+        self._registered = True
+        self._source.registered()
+        log.info("worker %s registered (queues %s, concurrency %d)", self.id, self.queues, self.concurrency)
+
+    def _reregister(self) -> None:
+        self._registered = False
+        self._register()
+
+    # ------------------------------------------------------------ background
+    def _start_background(self) -> None:
+        self._register()
+        if self.run_maintenance:
+            self.maintenance = Maintenance(self.settings, self.queue.pool, self.queries, redis=self.queue.redis)
+            if self.maintenance.reconciler is not None:
+                from pgq.redis.reconciler import ReconcilerService
+
+                self._reconciler = ReconcilerService(self.maintenance.reconciler, str(self.id), self.settings,
+                                                     self.clock, self.counters)
+                self._spawn(lambda: self._run_reconciler(), "pgq-reconcile")
+        for target, name in self._source.background(self._wake.set, self._idle, self._stop_background):
+            self._spawn(target, name)
+        self._spawn(lambda: self._acknowledger.run(self._stop_background), "pgq-ack")
+        background = Background(self._heartbeat, self.maintenance, self.clock, self.counters,
+                                beat_every=self.settings.heartbeat_interval_seconds,
+                                maintain_every=self.settings.maintenance_interval_seconds)
+        self._spawn(lambda: background.run(self._stop_background), "pgq-heartbeat")
+        if self.settings.listen:
+            url = self.settings.listen_database_url or self.settings.require_database_url()
+            self._listener = Listener(
+                url,
+                [self.queries.channel_job_available, self.queries.channel_job_cancelled],
+                self._on_notify,
+                self._wake.set,
+            )
+            self._listener.start()
+
+    def _run_reconciler(self) -> None:
+        assert self._reconciler is not None
+        self._reconciler.run(self._stop_background)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._background.append(thread)
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == self.queries.channel_job_available:
+            if self._source.wakes_idle_worker:
+                # The claim source wakes this worker; a NOTIFY only tells the reconciler
+                # to look (jobs enqueued without a push: transactional, SQL, other languages).
+                if self._reconciler is not None:
+                    self._reconciler.on_job_available()
+            elif payload in self.queues:
+                self._wake.set()
+        elif channel == self.queries.channel_job_cancelled:
+            try:
+                job_id = int(payload)
+            except ValueError:
+                return
+            self._runner.abandon(job_id, "cancelled")
+
+    # ------------------------------------------------------------ shutdown
+    def _install_signals(self) -> Callable[[], None] | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self._stopping.is_set():
+                log.warning("second signal: stopping now")
+                self.stop(now=True)
+            else:
+                log.info("signal %s: finishing running jobs (send again to stop now)", signum)
+                self.stop()
+
+        for sig in previous:
+            signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        self._finish_running()
+        # Buffered jobs no runner started (none will now) go back to the queue untouched.
+        unstarted = self._runner.take_unstarted()
+        self._runner.stop_threads()
+        self._stop_background.set()
+        if self._reconciler is not None:
+            self._reconciler.wake()  # the reconciler may be waiting for its next tick
+        self._source.interrupt()  # e.g. the Redis waiter may be blocked in BLPOP
+        for thread in self._background:
+            thread.join(timeout=10)
+        self._acknowledger.flush_all()
+        if self._listener is not None:
+            self._listener.stop()
+        if self._registered:
+            self._deregister([s.job.id for s in unstarted], [s.job.attempts for s in unstarted])
+        # Released and interrupted jobs are runnable again: the source may hand them back.
+        self._source.retire()
+        self._runner.close_loop()
+        log.info("worker %s stopped: %s", self.id, self.counters)
+
+    def _finish_running(self) -> None:
+        """Let running jobs finish, for at most ``shutdown_grace_seconds`` (not when forced)."""
+        grace_end = self.clock.monotonic() + self.settings.shutdown_grace_seconds
+        while not self._force.is_set():
+            self._runner.enforce_deadlines()
+            if not self._runner.unreported(started_only=True) or self.clock.monotonic() >= grace_end:
+                break
+            self._wake.wait(0.05)
+            self._wake.clear()
+
+    def _deregister(self, unstarted_ids: list[int], unstarted_attempts: list[int]) -> None:
+        try:
+            with self.queue.pool.connection() as conn:
+                if unstarted_ids:
+                    released = self.queries.release_jobs(conn, self.id, unstarted_ids, unstarted_attempts)
+                    self.counters.released += len(released)
+                interrupted = self.queries.deregister_worker(conn, self.id)
+            if interrupted:
+                log.warning("%d job(s) were still running at shutdown; they will run again", interrupted)
+        except Exception as exc:
+            log.error("could not deregister worker %s (%s); maintenance will rescue its jobs", self.id, exc)
+        self._registered = False
