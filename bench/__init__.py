@@ -10,7 +10,8 @@ each scenario and metric ("Scenario bench (method)").
 Modules: ``scenarios/`` (one per scenario), ``measure`` (the measurements they
 share), ``workload`` (the job and the child processes' entry points),
 ``procs`` (child processes and the 100 ms sampler), ``cost`` (Postgres-side
-cost), ``common`` (database, schema, record envelope), ``names``, ``report``
+cost), ``common`` (database, schema, record envelope), ``embedded`` (the
+embedded PostgreSQL when no database is configured), ``names``, ``report``
 and ``plot`` (output), ``cli`` (the click commands ``pgq.cli`` loads),
 ``runner``. Everything loads on first use, so that a freshly started worker
 process (the scale scenario's) imports ``workload`` and pgq only.

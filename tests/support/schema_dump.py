@@ -1,7 +1,7 @@
 """A deterministic text description of a migrated pgq schema, from the catalogs.
 
-``python -m pgq.schema_dump [--url URL] [--schema S] > db/schema.sql`` writes
-the file that ``tests/integration/test_migrations.py`` compares a freshly
+``python tests/support/schema_dump.py [--url URL] [--schema S] > db/schema.sql``
+writes the file that ``tests/integration/test_migrations.py`` compares a freshly
 migrated database against. It reads the system catalogs and Postgres' own
 deparsers (``pg_get_constraintdef``, ``pg_get_indexdef``, ``pg_get_functiondef``,
 ``pg_get_triggerdef``, ``pg_get_viewdef``) instead of running ``pg_dump``, so it
@@ -9,7 +9,8 @@ needs no client binaries. Every section is sorted and server-specific details
 (owners, OIDs, the server version) are left out, so the output is the same for
 the same migrations on any supported Postgres version. Privileges are printed
 as GRANTs to roles other than the owner (the roles of migration 0003 are part
-of the interface); the owner's own privileges are implicit.
+of the interface); the owner's own privileges are implicit. A developer
+tool: it lives with the tests, not in the runtime package.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ HEADER = """\
 -- db/schema.sql: the pgq schema as `alembic upgrade head` leaves it.
 -- GENERATED FILE, never edit it by hand. Regenerate it from a database migrated
 -- to head (pgq.migrate.upgrade / `pgq migrate`) with
---   python -m pgq.schema_dump --url postgresql://USER@HOST/DB > db/schema.sql
+--   python tests/support/schema_dump.py --url postgresql://USER@HOST/DB > db/schema.sql
 -- tests/integration/test_migrations.py checks that migrating an empty database
 -- produces exactly this text. Objects are listed in name order; owners are
 -- left out, and the privileges of other roles follow each object as GRANTs.
@@ -412,7 +413,7 @@ def _strip_trailing(lines: Iterable[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pgq.schema_dump",
+        prog="python tests/support/schema_dump.py",
         description="Print a deterministic description of a migrated pgq schema (the text of db/schema.sql).",
     )
     parser.add_argument("--url", help="database URL (default: PGQ_DATABASE_URL)")
@@ -424,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with translated(url), connect(url) as conn:
             text = dump(conn, settings.schema)
     except PgqError as exc:
-        print(f"pgq.schema_dump: {exc}", file=sys.stderr)
+        print(f"schema_dump: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write(text)
     return 0

@@ -1,0 +1,1 @@
+"""Developer tools the tests share (the schema dump behind db/schema.sql)."""
