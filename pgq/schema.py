@@ -1,15 +1,20 @@
-"""SQLAlchemy Core metadata mirroring the pgq tables (schema ``pgq``).
+"""The pgq tables as SQLAlchemy Core metadata: public API for services and DBAs.
 
-The tables are created by the Alembic revisions under ``migrations/``, never
-from this metadata; it exists so that ad-hoc reads in ``queries.py`` can be
-written as Core expressions, and ``tests/integration/test_migrations.py``
-checks that it matches what the migrations create. Constraint and index names
-follow Postgres' own defaults (``jobs_pkey``, ``dead_letter_queue_job_id_fkey``),
-so the naming convention below reproduces the names the migrations give.
-For a schema other than ``pgq`` run statements with
+``pgq.schema.jobs``, ``workers``, ``job_executions``, ``dead_letter_queue``,
+``job_dependencies``, ``worker_health_logs`` and ``state_snapshots`` let a
+service (a dashboard, a report, a repair script) read pgq's tables with
+composed SQLAlchemy Core queries instead of SQL strings; the README's
+"Querying the tables with SQLAlchemy" shows one, and a test runs it. State
+changes go through the stored functions (``pgq.Queue`` or SQL), never through
+writes to these tables. The tables are created by the Alembic revisions under
+``migrations/``, never from this metadata; ``tests/integration/test_migrations.py``
+checks that it matches a migrated database (columns, types, keys, checks,
+indexes, comments, enum labels). Constraint and index names follow Postgres'
+defaults (``jobs_pkey``), which the naming convention below reproduces. For a
+schema other than ``pgq`` run statements with
 ``execution_options(schema_translate_map=schema_translate_map(name))``.
+pgq's own runtime does not import this module (nor SQLAlchemy).
 """
-
 from __future__ import annotations
 
 from sqlalchemy import (

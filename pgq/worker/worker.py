@@ -78,6 +78,26 @@ def _is_queue(obj: object) -> bool:
             and hasattr(obj, "queries") and hasattr(type(obj), "pool") and hasattr(type(obj), "redis"))
 
 
+def _checked(queue: WorkerQueue, queues: Sequence[str] | None, concurrency: int, batch_size: int | None,
+             worker_id: uuid.UUID | None) -> tuple[list[str], int]:
+    """The constructor's arguments checked: (queue names, batch size). Raises ``ValidationError``."""
+    if not _is_queue(queue):
+        raise ValidationError(f"queue must be a pgq.Queue, got {type(queue).__name__}")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
+        raise ValidationError(f"concurrency must be a whole number from 1 to 10000, got {concurrency!r}")
+    if queues is None:
+        queues = sorted({t.queue for t in queue.tasks.values()}) or [queue.settings.default_queue]
+    if isinstance(queues, (str, bytes)) or not isinstance(queues, Iterable) or not queues:
+        raise ValidationError(f"queues must be a non-empty list of queue names, got {queues!r}")
+    names = list(dict.fromkeys(validate_queue_name(q) for q in queues))
+    batch = queue.settings.claim_batch_size if batch_size is None else batch_size
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValidationError(f"batch_size must be a whole number >= 1, got {batch!r}")
+    if worker_id is not None and not isinstance(worker_id, uuid.UUID):
+        raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
+    return names, batch
+
+
 class Worker:
     """Runs the jobs of ``queue``'s tasks from ``queues``.
 
@@ -107,20 +127,7 @@ class Worker:
         run_maintenance: bool = True,
         clock: Clock | None = None,
     ) -> None:
-        if not _is_queue(queue):
-            raise ValidationError(f"queue must be a pgq.Queue, got {type(queue).__name__}")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
-            raise ValidationError(f"concurrency must be a whole number from 1 to 10000, got {concurrency!r}")
-        if queues is None:
-            queues = sorted({t.queue for t in queue.tasks.values()}) or [queue.settings.default_queue]
-        if isinstance(queues, (str, bytes)) or not isinstance(queues, Iterable) or not queues:
-            raise ValidationError(f"queues must be a non-empty list of queue names, got {queues!r}")
-        self.queues = list(dict.fromkeys(validate_queue_name(q) for q in queues))
-        batch = queue.settings.claim_batch_size if batch_size is None else batch_size
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValidationError(f"batch_size must be a whole number >= 1, got {batch!r}")
-        if worker_id is not None and not isinstance(worker_id, uuid.UUID):
-            raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
+        self.queues, batch = _checked(queue, queues, concurrency, batch_size, worker_id)
         self.queue = queue
         self.settings = queue.settings
         self.queries = queue.queries
