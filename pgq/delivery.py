@@ -142,7 +142,7 @@ def _unknown(
         known.append(f"ids {attempt.job_ids[0]}..{attempt.job_ids[-1]}" if len(attempt.job_ids) > 1
                      else f"id {attempt.job_ids[0]}")
     if attempt.transaction_id:
-        known.append(f"transaction {attempt.transaction_id}: SELECT pg_xact_status('{attempt.transaction_id}')")
+        known.append(f"transaction {attempt.transaction_id}: ask pg_xact_status() whether it committed")
     detail = f" ({'; '.join(known)})" if known else ""
     return EnqueueOutcomeUnknown(
         f"the connection broke after the enqueue of {what} was sent; it may or may not have been committed"
