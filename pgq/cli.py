@@ -2,7 +2,8 @@
 
 Thin by design: parse options, build ``Settings``, call one library function,
 print, exit. Exit codes: 0 success, 1 failed operation, 2 bad usage or
-configuration. Every option can also come from the environment (``PGQ_…``).
+configuration, 3 gave up waiting for the database (``pgq worker`` at start).
+Every option can also come from the environment (``PGQ_…``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ from typing import Any, TypeVar
 
 import click
 
-from pgq.errors import ConfigurationError, PgqError, ValidationError
+from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, ValidationError
 from pgq.queue import Queue
 from pgq.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit codes (README, "The pgq command").
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_DATABASE = 3
+# How the CLI is told where the database is (said when none is configured).
+HOW_TO_CONFIGURE = "pass --database-url URL (before the command: pgq --database-url URL worker ...)"
 
 
 class Context:
@@ -35,7 +43,7 @@ class Context:
     def settings(self, *, require_db: bool = True, **overrides: Any) -> Settings:
         settings = Settings.from_env(database_url=self.database_url, schema=self.schema, **overrides)
         if require_db:
-            settings.require_database_url()
+            settings.require_database_url(HOW_TO_CONFIGURE)
         return settings
 
     def queue(self) -> Queue:
@@ -52,10 +60,14 @@ def handle_errors(fn: F) -> F:
         except (ConfigurationError, ValidationError) as exc:
             # Bad configuration or a bad argument (an option's value): bad usage.
             click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_USAGE)
+        except DatabaseUnavailable as exc:
+            # Not a configuration error: a supervisor should start the process again.
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(EXIT_NO_DATABASE)
         except PgqError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -104,14 +116,43 @@ def main(ctx: click.Context, database_url: str | None, schema: str | None, verbo
 @main.command()
 @click.option("--sql", "offline", is_flag=True, help="Print the SQL instead of running it.")
 @click.option("--check", is_flag=True, help="Exit 1 unless the database is at the newest revision.")
-@click.option("--to", "revision", default="head", show_default=True, help="Target revision.")
+@click.option("--to", "revision", default=None, help="Target revision [default: head; with --downgrade, required].")
+@click.option("--downgrade", is_flag=True, help="Migrate down to --to (base removes pgq's tables, jobs included).")
+@click.option("--drop-roles", is_flag=True,
+              help="Drop the cluster-wide roles <schema>_producer and <schema>_worker once nothing uses them.")
+@click.option("--yes", is_flag=True, help="With --downgrade: do not ask for confirmation.")
 @click.pass_obj
 @handle_errors
-def migrate(obj: Context, offline: bool, check: bool, revision: str) -> None:
-    """Create or upgrade pgq's schema (Alembic)."""
+def migrate(obj: Context, offline: bool, check: bool, revision: str | None, downgrade: bool, drop_roles: bool,
+            yes: bool) -> None:
+    """Create or upgrade pgq's schema (Alembic); --downgrade and --drop-roles take it away."""
     # Imported here: Alembic and SQLAlchemy would add ~22 MB to every worker process.
     from pgq import migrate as migrations
 
+    if sum((offline, check, downgrade, drop_roles)) > 1:
+        raise click.UsageError("--sql, --check, --downgrade and --drop-roles go one at a time")
+    if drop_roles:
+        if revision is not None:
+            raise click.UsageError("--drop-roles takes no --to")
+        settings = obj.settings()
+        dropped, members = migrations.drop_roles(settings)
+        click.echo(f"dropped {', '.join(dropped)}" if dropped else
+                   f"no role to drop ({' and '.join(migrations.role_names(settings.schema))} do not exist)")
+        for role, member in members:
+            click.echo(f"  {member} is no longer a member of {role}")
+        return
+    if downgrade:
+        if revision is None:
+            raise click.UsageError("--downgrade needs --to REVISION (base removes everything)")
+        settings = obj.settings()
+        before = migrations.current_revision(settings)
+        if not yes:
+            click.confirm(f"Migrate schema {settings.schema!r} down from {before} to {revision}"
+                          + (" (deleting every job)" if revision == "base" else "") + "?", abort=True)
+        migrations.downgrade(settings, revision)
+        click.echo(f"schema {settings.schema!r}: {before} -> {migrations.current_revision(settings) or 'base'}")
+        return
+    revision = revision or "head"
     if offline:
         click.echo(migrations.upgrade_sql(obj.settings(require_db=False), revision))
         return
@@ -157,14 +198,30 @@ def _load_app(spec: str) -> Queue:
 @click.option("--concurrency", "-c", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 10000), help="Most jobs claimed per round trip.")
 @click.option("--burst", is_flag=True, help="Exit when no job is left.")
+@click.pass_obj
 @handle_errors
-def worker(app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool) -> None:
+def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool) -> None:
     """Run a worker for APP (MODULE:ATTRIBUTE naming a pgq.Queue).
 
-    SIGTERM or Ctrl-C: stop claiming and finish running jobs; a second signal
-    stops at once and puts unfinished jobs back in the queue.
+    At start, an unreachable database is waited for (PGQ_START_TIMEOUT_SECONDS;
+    exit code 3 when it gives up). SIGTERM or Ctrl-C: stop claiming and finish
+    running jobs; a second signal stops at once and puts unfinished jobs back
+    in the queue.
     """
+    # The app builds its Queue at import, usually with pgq.connect(): the global
+    # options reach it through the environment (arguments in its code still win).
+    if obj.database_url:
+        os.environ["PGQ_DATABASE_URL"] = obj.database_url
+    if obj.schema:
+        os.environ["PGQ_SCHEMA"] = obj.schema
     queue = _load_app(app)
+    url = queue.settings.require_database_url(HOW_TO_CONFIGURE)
+    if obj.database_url and url != obj.database_url:
+        click.echo("warning: the app passes its own database_url to pgq.connect(); --database-url/PGQ_DATABASE_URL "
+                   "is not used", err=True)
+    from pgq.db import wait_for_database
+
+    wait_for_database(url, timeout_seconds=queue.settings.start_timeout_seconds)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size)
     click.echo(f"worker {w.id}: queues {', '.join(w.queues)}, concurrency {concurrency}", err=True)

@@ -5,28 +5,41 @@ operation is one stored-function call, hence one statement, one transaction
 and one round trip. Pools are bounded (``Settings.pool_size``). A caller's
 SQLAlchemy connection is also accepted wherever a transactional enqueue makes
 sense; its driver-level cursor runs the same SQL inside the caller's
-transaction. Queue semantics live elsewhere.
+transaction. This module also adapts connections to a transaction-mode pooler
+(PgBouncer: no prepared statements, the statement timeout set per transaction),
+tells a connection the server hung up on from a live one, and waits for a
+database at start. Queue semantics live elsewhere.
+
+The few statements here are about the connection itself, not pgq's schema, so
+they live next to the code that needs them (``queries.py`` imports this module).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+import re
+import select
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.errors
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from pgq.clock import Clock, SystemClock
 from pgq.errors import (
     ConfigurationError,
     DatabaseError,
+    DatabaseUnavailable,
     DuplicateJob,
     InvalidTransition,
     JobNotFound,
     PgqError,
+    StatementTimeout,
     ValidationError,
 )
 from pgq.settings import password_candidates, redact_url
@@ -116,24 +129,237 @@ def check_url(url: str) -> None:
     raise error  # outside the handler, for the reason given in connect()
 
 
-def make_pool(url: str, *, max_size: int, name: str = "pgq", min_size: int = 1) -> ConnectionPool:
-    """Create (and open) a bounded pool of autocommit connections to ``url``."""
+class PgqConnection(psycopg.Connection[Any]):
+    """A psycopg connection that knows how pgq applies the statement timeout on it.
+
+    ``local_statement_timeout_ms`` > 0 (behind a transaction-mode pooler) makes
+    ``execute`` set the timeout for the statement's own transaction, in the same
+    round trip; 0 when the session carries it already (a direct connection) or
+    there is none.
+    """
+
+    local_statement_timeout_ms: int = 0
+
+
+# The server's own process id, to compare with the one the connection was given.
+_SERVER_PID = "SELECT pg_backend_pid()"
+# The statement timeout for the current transaction only (SET LOCAL cannot take a parameter).
+_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+_PING = "SELECT 1"
+
+
+def behind_pooler(conn: psycopg.Connection[Any]) -> bool:
+    """True when a connection pooler sits between this connection and Postgres.
+
+    A server announces its process id when a session starts (it is also the
+    cancel key); PgBouncer and its kin make up their own for each client, so it
+    differs from the ``pg_backend_pid()`` of the server process that answers.
+    """
+    row = conn.execute(_SERVER_PID, prepare=False).fetchone()
+    return row is not None and int(row[0]) != conn.info.backend_pid
+
+
+def pool_options(url: str, *, behind_a_pooler: bool, statement_timeout_seconds: float,
+                 prepared_statements: str) -> tuple[dict[str, Any], int]:
+    """The connection kwargs for a pool, and the per-transaction timeout (ms, or 0).
+
+    Prepared statements: psycopg prepares a statement the fifth time it runs it,
+    under a name (``_pg3_0``) that is unique per client connection only; behind
+    a transaction-mode pooler another client's statement of the same name lives
+    on the shared server connection ("prepared statement "_pg3_0" already
+    exists"), so "auto" turns them off there (``prepare_threshold=None``).
+    Statement timeout: a startup ``options`` parameter on a direct connection
+    (no round trip); a pooler refuses it (PgBouncer before 1.20: "unsupported
+    startup parameter: options") or drops it, and a session ``SET`` would leak to
+    the pooler's other clients, so there it is set per transaction instead.
+    """
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if prepared_statements == "off" or (prepared_statements == "auto" and behind_a_pooler):
+        kwargs["prepare_threshold"] = None
+    timeout_ms = max(1, round(statement_timeout_seconds * 1000)) if statement_timeout_seconds > 0 else 0
+    if timeout_ms and behind_a_pooler:
+        return kwargs, timeout_ms
+    if timeout_ms:
+        existing = psycopg.conninfo.conninfo_to_dict(driver_url(url)).get("options") or ""
+        kwargs["options"] = f"{existing} -c statement_timeout={timeout_ms}".strip()
+    return kwargs, 0
+
+
+def make_pool(
+    url: str,
+    *,
+    max_size: int,
+    name: str = "pgq",
+    min_size: int = 1,
+    statement_timeout_seconds: float = 0.0,
+    prepared_statements: str = "auto",
+) -> ConnectionPool[PgqConnection]:
+    """Create (and open) a bounded pool of autocommit connections to ``url``.
+
+    One probe connection first: it fails fast with a clear message when the
+    database cannot be reached, and tells whether a pooler sits in between
+    (see ``pool_options``; logged at INFO).
+    """
     check_url(url)
+    # Fail fast with a clear message when the database cannot be reached at all.
+    with translated(url), connect(url) as probe:
+        pooled = behind_pooler(probe)
+    kwargs, local_timeout_ms = pool_options(url, behind_a_pooler=pooled, statement_timeout_seconds=statement_timeout_seconds,
+                                            prepared_statements=prepared_statements)
+    if pooled:
+        log.info("%s: a connection pooler answers at %s: prepared statements %s, statement timeout %s",
+                 name, redact_url(url), "off" if kwargs.get("prepare_threshold", 5) is None else "on",
+                 f"{local_timeout_ms} ms per transaction" if local_timeout_ms else "off")
+
+    def configure(conn: PgqConnection) -> None:
+        conn.local_statement_timeout_ms = local_timeout_ms
+
     pool = ConnectionPool(
         driver_url(url),
+        connection_class=PgqConnection,
         min_size=min(min_size, max_size),
         max_size=max_size,
-        kwargs={"autocommit": True},
+        kwargs=kwargs,
+        configure=configure,
         name=name,
         open=False,
         timeout=30.0,
         reconnect_timeout=60.0,
     )
-    # Fail fast with a clear message when the database cannot be reached at all.
-    probe = connect(url)
-    probe.close()
     pool.open()
     return pool
+
+
+def hung_up(conn: psycopg.Connection[Any]) -> bool:
+    """True when this idle connection is closed, broken, or the server spoke on it unasked.
+
+    A pooled connection rests idle between operations; if the server went away
+    meanwhile (a restart, a killed backend, a pooler or proxy that closed it),
+    its socket already reads as end-of-file, or holds the server's farewell
+    error. Seen before a statement is sent, the connection can be replaced with
+    nothing sent. pgq's pooled connections do not LISTEN, so nothing else arrives
+    unasked. One ``poll`` system call, no round trip.
+    """
+    if conn.closed or conn.broken:
+        return True
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        fd = conn.fileno()
+    except psycopg.Error:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+@contextlib.contextmanager
+def live_connection(pool: ConnectionPool[Any]) -> Iterator[Any]:
+    """``pool.connection()``, but a connection the server hung up on is replaced first.
+
+    The dead connection is closed (the pool opens a new one in its place) and
+    the next is taken, with no statement sent on it; ``PoolTimeout`` if none can be had.
+    """
+    for _ in range(pool.max_size + 1):
+        conn = pool.getconn()
+        if not hung_up(conn):
+            break
+        log.info("a pooled connection was closed by the server while idle; replacing it")
+        conn.close()
+        pool.putconn(conn)
+    else:
+        conn = pool.getconn()
+    try:
+        with conn:
+            yield conn
+    finally:
+        pool.putconn(conn)
+
+
+# Connection failures that configuration, not waiting, will fix.
+_PERMANENT = re.compile(
+    r"does not exist|authentication failed|no pg_hba\.conf entry|permission denied|"
+    r"unsupported startup parameter|invalid (?:connection option|sslmode|integer value|port)|password is required",
+    re.I,
+)
+
+
+def wait_for_database(
+    url: str,
+    *,
+    timeout_seconds: float,
+    clock: Clock | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    max_backoff_seconds: float = 5.0,
+) -> int:
+    """Wait until the database at ``url`` answers a query; return the attempts it took.
+
+    For a process starting while Postgres (or a pooler in front of it) restarts
+    or fails over: a connection that is refused, times out, or meets a server
+    still starting or shutting down is tried again with backoff (0.1 s doubling
+    to ``max_backoff_seconds``) until ``timeout_seconds`` have passed (0: one
+    attempt). A failure that waiting cannot fix (a malformed URL, a failed
+    login, a database or role that does not exist) raises at once.
+
+    Args:
+        url: the database URL (a password in it is never shown).
+        timeout_seconds: how long to keep trying, in seconds.
+        clock: measures the elapsed time (tests pass a ``ManualClock``).
+        sleep: waits between attempts (tests pass one that advances their clock).
+    Returns:
+        The number of attempts made (1 when the database answered at once).
+    Raises:
+        ConfigurationError: the URL or the login is wrong.
+        DatabaseUnavailable: still unreachable after ``timeout_seconds``.
+    """
+    check_url(url)
+    clock = clock or SystemClock()
+    deadline = clock.monotonic() + timeout_seconds
+    delay = 0.1
+    attempts = 0
+    while True:
+        attempts += 1
+        remaining = deadline - clock.monotonic()
+        try:
+            # libpq's connect_timeout is whole seconds, at least 2; it bounds a
+            # host that drops packets (the OS would wait minutes).
+            with psycopg.connect(driver_url(url), autocommit=True, connect_timeout=max(2, min(10, int(remaining) + 1))) as conn:
+                conn.execute(_PING, prepare=False)
+            return attempts
+        except psycopg.Error as exc:
+            message = _scrub(str(exc).strip(), url)
+            if isinstance(exc, psycopg.ProgrammingError) or _PERMANENT.search(message):
+                error: PgqError = ConfigurationError(f"cannot use the database at {redact_url(url)}: {message}")
+                break
+            remaining = deadline - clock.monotonic()
+            if remaining <= 0:
+                error = DatabaseUnavailable(
+                    f"gave up waiting for the database at {redact_url(url)} after {attempts} attempt(s) in "
+                    f"{timeout_seconds:g} s (PGQ_START_TIMEOUT_SECONDS): {message}"
+                )
+                break
+            pause = min(delay, remaining)
+            log.warning("database at %s not reachable yet (%s); trying again in %.1f s", redact_url(url),
+                        message.splitlines()[0] if message else type(exc).__name__, pause)
+            sleep(pause)
+            delay = min(delay * 2, max_backoff_seconds)
+    raise error  # outside the handler: the driver's message may quote the URL (see connect())
+
+
+_CONNECTION_LOST_STATES = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
+    """True when ``exc`` means the connection failed, not that the server refused the statement.
+
+    After such a failure it is unknown whether the server ran the statement.
+    """
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    sqlstate = exc.sqlstate
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _CONNECTION_LOST_STATES
 
 
 def translate(exc: BaseException, url: str | None = None) -> PgqError:
@@ -152,6 +378,10 @@ def translate(exc: BaseException, url: str | None = None) -> PgqError:
         primary = _scrub(primary, url)
     if sqlstate in _PGQ_CODES:
         return _PGQ_CODES[sqlstate](primary)
+    if sqlstate == "57014" and "statement timeout" in primary:
+        return StatementTimeout(
+            f"{primary} (PGQ_STATEMENT_TIMEOUT_SECONDS); the statement was rolled back"
+        )
     if sqlstate == "23505" and getattr(diag, "constraint_name", None) == "jobs_unique_key_idx":
         return DuplicateJob(_unique_key_from(getattr(diag, "message_detail", "") or ""), None)
     if sqlstate in _INPUT_CODES:
@@ -195,6 +425,14 @@ def execute(conn: Any, statement: str, params: Sequence[Any] = ()) -> list[tuple
     With a SQLAlchemy connection the statement runs through its driver cursor,
     inside whatever transaction the caller has open.
     """
+    if isinstance(conn, PgqConnection) and conn.local_statement_timeout_ms:
+        # Behind a transaction-mode pooler: the timeout for this statement's own
+        # transaction, pipelined with it (one round trip; no Sync in between, so
+        # both run in one transaction and the setting ends with it).
+        with conn.pipeline():
+            conn.execute(_LOCAL_TIMEOUT, [str(conn.local_statement_timeout_ms)])
+            cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
     if isinstance(conn, psycopg.Connection):
         cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []

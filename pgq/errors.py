@@ -4,6 +4,9 @@
       ConfigurationError          bad or inconsistent settings (names the variable)
       SchemaNotReady              database is not at the migration head
       DatabaseError               driver failure; the original is on __cause__
+        DatabaseUnavailable       the database could not be reached in time (worker start)
+        StatementTimeout          a statement ran past PGQ_STATEMENT_TIMEOUT_SECONDS (also a TimeoutError)
+        EnqueueOutcomeUnknown     the connection broke after an enqueue's commit may have reached the database
       ValidationError             bad argument to a public call (also a ValueError)
         UnknownTask               a job names a task nobody registered
       DuplicateJob                unique-key conflict on enqueue
@@ -51,6 +54,46 @@ class SchemaNotReady(PgqError):
 
 class DatabaseError(PgqError):
     """The database driver failed; the original exception is ``__cause__``."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database could not be reached within the time allowed (``wait_for_database``)."""
+
+
+class StatementTimeout(DatabaseError, TimeoutError):
+    """A statement ran longer than ``PGQ_STATEMENT_TIMEOUT_SECONDS``; its transaction was rolled back."""
+
+
+class EnqueueOutcomeUnknown(DatabaseError):
+    """The connection broke after an enqueue's commit may have reached the database.
+
+    pgq retries an enqueue itself when that is safe: the failure came before the
+    commit was sent, the database answered whether the transaction committed, or
+    every job has a unique key. This error is what is left: the jobs may or may
+    not exist. What is known is carried along:
+
+    Attributes:
+        job_ids: the ids the jobs have if they exist (known for ``enqueue_many``
+            without unique keys, whose ids are drawn first), else None.
+        transaction_id: the transaction that may have committed (``enqueue_many``),
+            for ``SELECT pg_xact_status('<id>')`` once the database is reachable,
+            else None.
+        unique_keys: the jobs' unique keys, where they have one: enqueueing again
+            with the same keys is then safe while the jobs are live.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_ids: list[int] | None = None,
+        transaction_id: str | None = None,
+        unique_keys: list[str | None] | None = None,
+    ) -> None:
+        self.job_ids = job_ids
+        self.transaction_id = transaction_id
+        self.unique_keys = unique_keys
+        super().__init__(message)
 
 
 class ValidationError(PgqError, ValueError):

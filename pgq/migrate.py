@@ -3,7 +3,9 @@
 ``upgrade`` / ``downgrade`` / ``current_revision`` / ``check`` build an Alembic
 configuration from ``Settings`` (script location inside the installed package,
 URL and schema from settings), so ``pgq migrate`` needs no alembic.ini.
-Revisions call ``enter_schema()`` and ``run_sql_file()``.
+Revisions call ``enter_schema()`` and ``run_sql_file()``. ``drop_roles``
+removes the cluster-wide roles a schema's migrations created, once nothing
+uses them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from typing import Any, TextIO
 
 import psycopg
+import psycopg.errors
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -22,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from pgq import sqlfiles
 from pgq.db import connect, driver_url, quote_ident, translated
+from pgq.errors import PgqError
 from pgq.settings import Settings, validate_schema_name
 
 log = logging.getLogger("pgq.migrate")
@@ -156,6 +160,74 @@ def current_revision(settings: Settings) -> str | None:
         return Queries(settings.schema).schema_revision(conn)
 
 
+# The first revision whose objects are granted to the roles (db/roles/001.sql).
+ROLES_REVISION = "0003"
+# Statements of drop_roles: administration, not runtime (queries.py holds those).
+_EXISTING_ROLES = "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY (%s::text[]) ORDER BY rolname"
+_MEMBERS = (
+    "SELECT r.rolname, m.rolname FROM pg_catalog.pg_auth_members AS a"
+    " JOIN pg_catalog.pg_roles AS r ON r.oid = a.roleid JOIN pg_catalog.pg_roles AS m ON m.oid = a.member"
+    " WHERE r.rolname = ANY (%s::text[]) ORDER BY 1, 2"
+)
+
+
+def role_names(schema: str) -> list[str]:
+    """The roles revision 0003 creates for ``schema``: ``<schema>_producer``, ``<schema>_worker``."""
+    return [f"{schema}_producer", f"{schema}_worker"]
+
+
+def drop_roles(settings: Settings) -> tuple[list[str], list[tuple[str, str]]]:
+    """Drop the schema's roles (``<schema>_producer``, ``<schema>_worker``) once nothing uses them.
+
+    Roles are cluster-wide, so they outlive a schema dropped by hand or a
+    database dropped whole. Refused, changing nothing, while this database's
+    schema is still migrated to a revision that grants them, and while any
+    database still grants them a privilege or they own anything (Postgres then
+    names what, and where). Memberships (``GRANT pgq_producer TO app_web``) go
+    with the roles; they are returned so that the caller can say so. One
+    transaction: both roles go, or neither.
+
+    Returns:
+        The roles dropped (those that existed) and the memberships removed, as
+        ``(role, member)`` pairs.
+    Raises:
+        PgqError: refused (the message says why and what to do first).
+    """
+    from pgq.queries import Queries
+
+    url = settings.require_database_url()
+    names = role_names(settings.schema)
+    with translated(url), connect(url, autocommit=False) as conn:
+        current = Queries(settings.schema).schema_revision(conn)
+        if current is not None and current >= ROLES_REVISION:
+            raise PgqError(
+                f"schema {settings.schema!r} in this database is at revision {current} and grants {' and '.join(names)} "
+                f"its functions: remove it first (`pgq migrate --downgrade --to base`; the downgrade drops the roles "
+                "itself when no other database uses them), then run --drop-roles for what is left"
+            )
+        existing = [str(r[0]) for r in conn.execute(_EXISTING_ROLES, [names]).fetchall()]
+        members = [(str(r[0]), str(r[1])) for r in conn.execute(_MEMBERS, [names]).fetchall()]
+        try:
+            for name in existing:
+                conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(name)))
+        except psycopg.errors.DependentObjectsStillExist as exc:
+            conn.rollback()
+            detail = (exc.diag.message_detail or "").replace("\n", "; ")
+            error = PgqError(
+                f"{exc.diag.message_primary}: {detail}. Nothing was dropped. In each database named, revoke "
+                f"those privileges (or run `pgq migrate --downgrade --to base` there, or "
+                f"`REASSIGN OWNED BY ... TO ...; DROP OWNED BY ...` for {' and '.join(names)}), then try again"
+            )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.rollback()
+            error = PgqError(f"{exc.diag.message_primary}: dropping roles needs CREATEROLE (or a superuser). "
+                             "Nothing was dropped")
+        else:
+            conn.commit()
+            return existing, members
+    raise error
+
+
 def ensure_current(conn: psycopg.Connection[Any], schema: str) -> None:
     """Raise ``SchemaNotReady`` unless the schema is at this pgq's head revision."""
     from pgq.queries import ensure_current as check
@@ -166,6 +238,7 @@ def ensure_current(conn: psycopg.Connection[Any], schema: str) -> None:
 __all__ = [
     "current_revision",
     "downgrade",
+    "drop_roles",
     "driver_url",
     "ensure_current",
     "head_revision",

@@ -43,6 +43,20 @@ class DeadLetter:
     error_history: list[dict[str, Any]]
 
 
+@dataclass
+class EnqueueAttempt:
+    """How far one enqueue got, for deciding what a broken connection means.
+
+    ``commit_sent`` is set just before the message that commits is sent (for
+    an autocommit statement, the statement itself); ``transaction_id`` and
+    ``job_ids`` once the COPY path has drawn them, before its COMMIT.
+    """
+
+    commit_sent: bool = False
+    transaction_id: str | None = None
+    job_ids: list[int] | None = None
+
+
 @dataclass(frozen=True)
 class Rescue:
     """One row of mark_stale_workers / fail_timed_out_jobs."""
@@ -153,8 +167,18 @@ class Queries:
             " %s::int, make_interval(secs => %s::float8), %s::float8, %s::float8, %s::float8, %s::float8)"
             " RETURNING id"
         )
+        # The transaction id too: if the connection breaks during the COMMIT,
+        # pg_xact_status() on another connection says whether it committed.
         self._reserve_ids = (
-            f"SELECT now(), array_agg(nextval('{s}.jobs_id_seq'::regclass)) FROM generate_series(1, %s::int)"
+            f"SELECT now(), array_agg(nextval('{s}.jobs_id_seq'::regclass)), pg_current_xact_id()::text"
+            " FROM generate_series(1, %s::int)"
+        )
+        self._xact_status = "SELECT pg_xact_status(%s::xid8)"
+        # Ends the session still holding a transaction whose client connection broke
+        # (the server may take long to notice a vanished client): it then commits or
+        # aborts for good. Only the backend running exactly that transaction is signalled.
+        self._end_orphan = (
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_xid = %s::xid8::xid"
         )
         self._claim = f"SELECT {_JOB_SELECT} FROM {s}.get_runnable_jobs(%s::text[], %s::uuid, %s::int)"
         self._complete = f"SELECT * FROM {s}.complete_jobs(%s::uuid, %s::bigint[], %s::int[], %s::text[]::jsonb[])"
@@ -212,7 +236,9 @@ class Queries:
         self._idle_limit = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
 
     # ------------------------------------------------------------ producers
-    def enqueue_jobs(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
+    def enqueue_jobs(
+        self, conn: Any, specs: Sequence[JobSpec], attempt: EnqueueAttempt | None = None
+    ) -> list[tuple[int, bool]]:
         """Insert ``specs``; return ``(job_id, created)`` in input order.
 
         Three paths, chosen for speed, all leaving the same rows (the column
@@ -226,12 +252,16 @@ class Queries:
           (ids drawn from the sequence first, so they come back in input order).
 
         Every path is one transaction; a delay is added to the database's
-        transaction time, never to the client clock.
+        transaction time, never to the client clock. ``attempt`` records how far
+        the call got (see ``EnqueueAttempt``).
         """
+        attempt = attempt or EnqueueAttempt()
         if any(s.unique_key is not None for s in specs):
+            attempt.commit_sent = True
             return self._enqueue_by_function(conn, specs)
         if len(specs) == 1:
             spec = specs[0]
+            attempt.commit_sent = True
             if (spec.run_at is None and not spec.delay_seconds and spec.timeout_seconds is None
                     and spec.backoff is None):
                 rows = execute(conn, self._insert_plain,
@@ -243,22 +273,34 @@ class Queries:
             ])
             return [(int(rows[0][0]), True)]
         if isinstance(conn, psycopg.Connection):
-            return self._enqueue_by_copy(conn, specs)
+            return self._enqueue_by_copy(conn, specs, attempt)
+        attempt.commit_sent = True
         return self._enqueue_by_function(conn, specs)
 
-    def _enqueue_by_copy(self, conn: psycopg.Connection[Any], specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
+    def _enqueue_by_copy(
+        self, conn: psycopg.Connection[Any], specs: Sequence[JobSpec], attempt: EnqueueAttempt
+    ) -> list[tuple[int, bool]]:
         # On an autocommit (pooled) connection the batch is its own transaction; on
         # a caller's connection it joins the caller's transaction, which decides.
         with conn.transaction() if conn.autocommit else contextlib.nullcontext():
-            row = conn.execute(self._reserve_ids, [len(specs)]).fetchone()
-            assert row is not None
-            now, ids = row
+            ((now, ids, xid),) = execute(conn, self._reserve_ids, [len(specs)])
+            attempt.transaction_id, attempt.job_ids = xid, [int(i) for i in ids]
             columns, lines = _copy_lines(specs, ids, now)
             with conn.cursor().copy(self._copy_jobs[columns]) as copy:
                 # Blocks of rows: the server parses one while the next is formatted.
                 for start in range(0, len(lines), _COPY_BLOCK):
                     copy.write("".join(lines[start:start + _COPY_BLOCK]))
+            attempt.commit_sent = True  # leaving the block sends COMMIT
         return [(int(job_id), True) for job_id in ids]
+
+    def transaction_status(self, conn: Any, transaction_id: str) -> str | None:
+        """``pg_xact_status``: 'committed', 'aborted', 'in progress' (None: too old to know)."""
+        value = execute(conn, self._xact_status, [transaction_id])[0][0]
+        return None if value is None else str(value)
+
+    def end_orphaned_transaction(self, conn: Any, transaction_id: str) -> bool:
+        """Terminate the session still running ``transaction_id``, if any; True if one was signalled."""
+        return any(bool(r[0]) for r in execute(conn, self._end_orphan, [transaction_id]))
 
     def _enqueue_by_function(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
         """Insert ``specs`` through the ``enqueue_jobs()`` stored function (one round trip)."""

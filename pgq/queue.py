@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from psycopg_pool import ConnectionPool
 
-from pgq.db import make_pool, translated
+from pgq.db import live_connection, make_pool, translated
+from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, JobFailed, JobNotFound, UnknownTask, ValidationError, WaitTimeout
 from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, JobStatus, validate_queue_name, validate_task_name
 from pgq.queries import DeadLetter, Queries, ensure_current
@@ -97,7 +98,7 @@ class Queue:
         self.queries = Queries(settings.schema)
         self.strict_tasks = strict_tasks
         self.tasks: dict[str, Task] = {}
-        self._pool: ConnectionPool | None = None
+        self._pool: ConnectionPool[Any] | None = None
         self._pool_lock = threading.Lock()
         self._redis: RedisClient | None = None
 
@@ -106,13 +107,15 @@ class Queue:
 
     # ------------------------------------------------------------ plumbing
     @property
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> ConnectionPool[Any]:
         """The connection pool (opened on first use, schema checked)."""
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
                     url = self.settings.require_database_url()
-                    pool = make_pool(url, max_size=self.settings.pool_size, name=f"pgq-{self.settings.schema}")
+                    pool = make_pool(url, max_size=self.settings.pool_size, name=f"pgq-{self.settings.schema}",
+                                     statement_timeout_seconds=self.settings.statement_timeout_seconds,
+                                     prepared_statements=self.settings.prepared_statements)
                     try:
                         with translated(url), pool.connection() as conn:
                             ensure_current(conn, self.settings.schema)
@@ -127,8 +130,17 @@ class Queue:
         with translated(self.settings.database_url):
             if connection is not None:
                 return fn(connection, *args)
-            with self.pool.connection() as conn:
+            with live_connection(self.pool) as conn:
                 return fn(conn, *args)
+
+    def _send(self, specs: Sequence[JobSpec], *, idempotent: bool, connection: Any) -> list[tuple[int, bool]]:
+        """Insert ``specs``: on the caller's connection as is, else with ``delivery.deliver``'s retries."""
+        if connection is not None:
+            rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, specs, connection=connection)
+            return rows
+        with translated(self.settings.database_url):
+            pool = self.pool
+        return deliver(pool, self.queries, specs, idempotent=idempotent, url=self.settings.database_url)
 
     def close(self) -> None:
         """Close the pool (and the Redis client). The queue may be used again (it reopens)."""
@@ -288,12 +300,16 @@ class Queue:
         Raises:
             ValidationError / UnknownTask: bad arguments; nothing was written.
             DuplicateJob: with ``on_duplicate="raise"``.
+            EnqueueOutcomeUnknown: the connection broke after the job may have been
+                committed (pgq retries by itself whenever that is safe; see the README).
+            DatabaseError: the database failed; nothing was written.
         """
         if on_duplicate not in ("return", "raise"):
             raise ValidationError(f"on_duplicate must be 'return' or 'raise', got {on_duplicate!r}")
         _check_options(options)
         spec = self.job_spec(task, payload, **options)
-        rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, [spec], connection=connection)
+        rows = self._send([spec], idempotent=spec.unique_key is not None and on_duplicate == "return",
+                          connection=connection)
         ((job_id, created),) = rows
         if connection is None:
             # Transactional enqueues are mirrored by the reconciler once the caller commits.
@@ -310,7 +326,9 @@ class Queue:
         Each item is a ``JobSpec`` (``task.spec(...)`` / ``queue.job_spec(...)``) or a
         dict ``{"task": ..., "payload": ..., **options}``. All are validated before
         anything is sent; one bad item raises and nothing is written. A unique_key held
-        by a live job yields that job's id.
+        by a live job yields that job's id. A broken connection is handled as for
+        ``enqueue`` (without unique keys the database is asked whether the batch
+        committed); ``EnqueueOutcomeUnknown`` when that cannot be known.
         """
         if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
             raise ValidationError(f"jobs must be a list of JobSpecs or dicts, got {type(jobs).__name__}")
@@ -335,7 +353,7 @@ class Queue:
                 raise ValidationError(f"job {index}: expected a JobSpec or a dict, got {type(item).__name__}")
         if not specs:
             return []
-        rows = self._run(self.queries.enqueue_jobs, specs, connection=connection)
+        rows = self._send(specs, idempotent=all(s.unique_key is not None for s in specs), connection=connection)
         if connection is None:
             self._push(specs, rows)
         return [job_id for job_id, _created in rows]
@@ -485,7 +503,7 @@ def _check_options(options: Mapping[str, Any]) -> None:
 def connect(
     database_url: str | None = None,
     *,
-    redis_url: str | None = None,
+    redis_url: str | None = _UNSET,
     schema: str | None = None,
     strict_tasks: bool = True,
     settings: Settings | None = None,
@@ -494,9 +512,32 @@ def connect(
     """Create a ``Queue``. Arguments win over ``PGQ_*`` environment variables.
 
     No connection is opened until the first operation.
+
+    Args:
+        database_url: PostgreSQL URL or key=value DSN; None: ``PGQ_DATABASE_URL``.
+        redis_url: the Redis accelerator; not given: ``PGQ_REDIS_URL``; an explicit
+            ``None`` switches it off whatever the environment says (so do
+            ``qdrant_url=None`` and ``listen_database_url=None``).
+        schema: the pgq schema; None: ``PGQ_SCHEMA`` (default ``pgq``).
+        strict_tasks: refuse to enqueue tasks this process did not register.
+        settings: a complete ``pgq.Settings`` instead of the arguments above.
+        overrides: any other ``Settings`` field, e.g. ``pool_size=8``.
+    Raises:
+        ConfigurationError: an invalid or unknown setting (the message names it).
     """
-    if settings is None:
-        settings = Settings.from_env(database_url=database_url, redis_url=redis_url, schema=schema, **overrides)
-    elif database_url or redis_url or schema or overrides:
-        raise ValidationError("pass either settings= or individual settings, not both")
+    given = {"redis_url": redis_url, **overrides}
+    given = {name: value for name, value in given.items() if value is not _UNSET}
+    if settings is not None:
+        if database_url or schema or given:
+            raise ValidationError("pass either settings= or individual settings, not both")
+        return Queue(settings, strict_tasks=strict_tasks)
+    # An explicit None wins over the environment for the optional backends.
+    switched_off = {name: None for name in _OPTIONAL_URLS if name in given and given[name] is None}
+    settings = Settings.from_env(database_url=database_url, schema=schema, **given)
+    if switched_off:
+        settings = settings.replace(**switched_off)
     return Queue(settings, strict_tasks=strict_tasks)
+
+
+# Settings an explicit None switches off in connect() (None elsewhere means "not given").
+_OPTIONAL_URLS = ("redis_url", "qdrant_url", "listen_database_url")

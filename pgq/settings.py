@@ -9,6 +9,7 @@ variable. Only this module and ``cli.py`` read the environment.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -22,6 +23,8 @@ from pgq.errors import ConfigurationError
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Values of Settings.prepared_statements.
+PREPARED_STATEMENTS = ("auto", "on", "off")
 
 # The secret runs to the *last* "@": libpq cuts a password typed with a raw "@"
 # at the first one and reads the rest as the host (echoed in its errors), and a
@@ -68,6 +71,10 @@ def validate_schema_name(name: object, *, variable: str = "PGQ_SCHEMA") -> str:
     return name
 
 
+# Names people guess for a setting (one name per concept: these are not accepted).
+_ALIASES = {"url": ["database_url"], "dsn": ["database_url"], "conninfo": ["database_url"], "redis": ["redis_url"]}
+
+
 def _env_name(field_name: str) -> str:
     return "PGQ_" + field_name.upper()
 
@@ -83,6 +90,18 @@ class Settings:
     # Optional accelerator and execution memory; None switches them off.
     redis_url: str | None = None
     qdrant_url: str | None = None
+    # Longest a statement pgq sends may run (0 = no limit): a claim, an ack or an
+    # enqueue that hangs on a lock or a sick server fails with StatementTimeout
+    # instead of holding a connection forever. Applied per session on a direct
+    # connection and per transaction behind a transaction-mode pooler.
+    statement_timeout_seconds: float = 30.0
+    # psycopg's automatic server-side prepared statements: "auto" = on for a
+    # direct connection, off when a connection pooler (PgBouncer) is detected,
+    # whose shared server connections would mix up the statements of its clients.
+    prepared_statements: str = "auto"
+    # `pgq worker` waits this long for an unreachable database at start (a
+    # restart, a failover) before it gives up with exit code 3; 0 = try once.
+    start_timeout_seconds: float = 60.0
     # Safety-net poll when no NOTIFY arrives (NOTIFY wakes workers at once).
     poll_interval_seconds: float = 1.0
     # Heartbeats; a worker is stale after several missed beats.
@@ -152,7 +171,8 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigurationError(f"{_env_name(name)} must be a positive number of seconds, got {value!r}")
-        for name in ("job_retention_seconds", "shutdown_grace_seconds"):
+        for name in ("job_retention_seconds", "shutdown_grace_seconds", "statement_timeout_seconds",
+                     "start_timeout_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ConfigurationError(f"{_env_name(name)} must be a number of seconds >= 0, got {value!r}")
@@ -163,6 +183,12 @@ class Settings:
         if self.pool_size < 2:
             raise ConfigurationError(
                 f"PGQ_POOL_SIZE must be at least 2 (claims and acknowledgements run side by side), got {self.pool_size}"
+            )
+        if isinstance(self.prepared_statements, str):
+            object.__setattr__(self, "prepared_statements", self.prepared_statements.strip().lower())
+        if self.prepared_statements not in PREPARED_STATEMENTS:
+            raise ConfigurationError(
+                f"PGQ_PREPARED_STATEMENTS must be one of {', '.join(PREPARED_STATEMENTS)}, got {self.prepared_statements!r}"
             )
         if not isinstance(self.listen, bool):
             raise ConfigurationError(f"PGQ_LISTEN must be true or false, got {self.listen!r}")
@@ -201,12 +227,17 @@ class Settings:
         """Return a copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def require_database_url(self) -> str:
-        """Return the database URL or raise ``ConfigurationError`` saying how to set it."""
+    def require_database_url(self, how: str = "pass database_url= to pgq.connect()") -> str:
+        """Return the database URL or raise ``ConfigurationError`` saying how to set it.
+
+        Args:
+            how: the other way to give one, besides ``PGQ_DATABASE_URL``, where the
+                caller is (the CLI says ``--database-url``).
+        """
         if not self.database_url:
             raise ConfigurationError(
                 "no database configured: set PGQ_DATABASE_URL (e.g. "
-                "postgresql://user@localhost:5432/app) or pass database_url= to pgq.connect()"
+                f"postgresql://user@localhost:5432/app) or {how}"
             )
         return self.database_url
 
@@ -221,9 +252,13 @@ class Settings:
                 continue
             values[f.name] = _parse(f.name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - {f.name for f in fields(cls)}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ConfigurationError(f"unknown settings: {', '.join(sorted(unknown))}")
+            hints = [f"{name} (did you mean {close[0]}?)" if (close := _ALIASES.get(name, []) or
+                                                               difflib.get_close_matches(name, known, 1)) else name
+                     for name in unknown]
+            raise ConfigurationError(f"unknown settings: {', '.join(hints)}")
         return cls(**values)
 
 

@@ -1,0 +1,166 @@
+"""A TCP proxy between pgq and Postgres that cuts connections at a chosen point.
+
+``CuttingProxy(host, port)`` listens on a free port of 127.0.0.1 and forwards
+every connection to the server. A test arms one cut at a time:
+
+- ``cut_before(marker)``: the next client message containing ``marker`` (bytes
+  of the statement, e.g. ``b"INSERT INTO"``) is dropped and both sides are
+  closed: the server never sees it;
+- ``cut_reply_after(marker)``: that message is forwarded, the server's reply to
+  it is dropped and both sides are closed: the server ran it, the client never
+  hears back;
+- ``cut_all()``: close every open connection now (the server "went away"
+  while the client's connection was idle).
+
+``cuts`` records what was cut, so a test can check that its cut happened.
+Connections opened after a cut are forwarded normally. Markers are matched
+within one read (psycopg writes a message whole; messages here are small).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass, field
+from types import TracebackType
+
+
+@dataclass
+class _Pair:
+    client: socket.socket
+    server: socket.socket
+    # Set once a "reply after" cut forwarded its message: the next server bytes are dropped.
+    drop_reply: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        for sock in (self.client, self.server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class CuttingProxy:
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._pairs: list[_Pair] = []
+        self._rule: tuple[str, bytes] | None = None
+        self.cuts: list[str] = []
+        self.reply_dropped = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def url(self, direct_url: str) -> str:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params = conninfo_to_dict(direct_url)
+        params.update(host="127.0.0.1", port=str(self.port))
+        return make_conninfo("", **params)
+
+    # ------------------------------------------------------------ arming cuts
+    def cut_before(self, marker: bytes) -> None:
+        with self._lock:
+            self._rule = ("before", marker)
+
+    def cut_reply_after(self, marker: bytes) -> None:
+        with self._lock:
+            self._rule = ("reply", marker)
+
+    def cut_all(self) -> None:
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            pair.close()
+        self.cuts.append(f"all ({len(pairs)} connection(s))")
+
+    # ------------------------------------------------------------ forwarding
+    def start(self) -> None:
+        self._spawn(self._accept)
+
+    def _spawn(self, target: object, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            pair = _Pair(client, server)
+            with self._lock:
+                self._pairs.append(pair)
+            self._spawn(self._client_to_server, pair)
+            self._spawn(self._server_to_client, pair)
+
+    def _client_to_server(self, pair: _Pair) -> None:
+        while True:
+            try:
+                data = pair.client.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                pair.close()
+                return
+            with self._lock:
+                rule = self._rule
+                hit = rule is not None and rule[1] in data
+                if hit:
+                    self._rule = None
+            if hit and rule is not None and rule[0] == "before":
+                self.cuts.append(f"before {rule[1]!r}")
+                pair.close()
+                return
+            if hit:
+                pair.drop_reply.set()
+            try:
+                pair.server.sendall(data)
+            except OSError:
+                pair.close()
+                return
+
+    def _server_to_client(self, pair: _Pair) -> None:
+        while True:
+            try:
+                data = pair.server.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                pair.close()
+                return
+            if pair.drop_reply.is_set():
+                self.cuts.append("reply dropped")
+                self.reply_dropped.set()
+                pair.close()
+                return
+            try:
+                pair.client.sendall(data)
+            except OSError:
+                pair.close()
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            pair.close()
+
+    def __enter__(self) -> CuttingProxy:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
