@@ -1,4 +1,5 @@
-"""pgq.requeue_dead_jobs: dead -> queued, with attempts reset and the dead letter closed."""
+"""pgq.requeue_dead_jobs: dead -> queued, in a new life (attempts from 1 again, no last error),
+with the dead letter closed."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def test_requeues_the_named_dead_jobs(conn, now, drain_notifications):
     for job_id in (first, second):
         row = factories.job(conn, job_id)
         assert (row["status"], row["attempts"], row["run_at"], row["finished_at"]) == ("queued", 0, now, None)
-        assert row["last_error"] == "Boom: it broke"  # the history stays readable
+        # A new life: the previous life's error stays in the dead letter, not on the job.
+        assert (row["life"], row["last_error"], row["worker_id"], row["started_at"]) == (2, None, None, None)
         [letter] = factories.dead_letters(conn, job_id)
         assert letter["requeued_at"] == now
     assert factories.job(conn, untouched)["status"] == "dead"
