@@ -46,18 +46,21 @@ BEGIN
     ELSE
         -- In bulk, leave dead a job whose unique_key a live job (or a newer dead
         -- job) holds, instead of failing the whole requeue. Each NOT EXISTS
-        -- repeats the predicate of the partial index that answers it.
+        -- repeats the whole predicate of the partial index that answers it
+        -- (unique_key IS NOT NULL too: when the planner hashes the subquery,
+        -- the key comparison is no filter, and without it the index would not
+        -- qualify and the table would be scanned).
         SELECT coalesce(array_agg(d.id), '{}') INTO v_ids
         FROM jobs AS d
         WHERE d.status = 'dead'
           AND (p_queue IS NULL OR d.queue = p_queue)
           AND (d.unique_key IS NULL
                OR (NOT EXISTS (SELECT 1 FROM jobs AS live
-                               WHERE live.unique_key = d.unique_key
+                               WHERE live.unique_key = d.unique_key AND live.unique_key IS NOT NULL
                                  AND live.status IN ('waiting', 'queued', 'running', 'retrying'))
                    AND NOT EXISTS (SELECT 1 FROM jobs AS newer
-                                   WHERE newer.unique_key = d.unique_key AND newer.status = 'dead'
-                                     AND newer.id > d.id)));
+                                   WHERE newer.unique_key = d.unique_key AND newer.unique_key IS NOT NULL
+                                     AND newer.status = 'dead' AND newer.id > d.id)));
     END IF;
     RETURN QUERY
     WITH requeued AS (
