@@ -78,9 +78,10 @@ def many_dead_jobs(conn: psycopg.Connection[Any], count: int) -> None:
                  " SELECT id, queue, task, 'exhausted' FROM pgq.jobs WHERE status = 'dead'")
 
 
-def test_one_call_purges_at_most_ten_thousand_oldest_first(conn, now):
+def test_one_call_purges_at_most_ten_thousand_oldest_first(conn):
     # Issue 9: one call used to delete every dead job in one transaction.
     many_dead_jobs(conn, 10_003)
+    now = factories.db_now(conn)
     oldest = [r[0] for r in conn.execute(
         "SELECT id FROM pgq.jobs ORDER BY finished_at LIMIT 10000").fetchall()]
 
