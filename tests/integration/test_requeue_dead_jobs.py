@@ -190,3 +190,4 @@ def test_cancelling_a_running_requeued_job_records_its_life(conn, worker_id):
     assert conn.execute("SELECT pgq.cancel_job(%s)", (job_id,)).fetchone() == (True,)
     assert [(e["life"], e["attempt"], e["outcome"]) for e in factories.executions(conn, job_id)] == [
         (1, 1, "failed"), (2, 1, "cancelled")]
+

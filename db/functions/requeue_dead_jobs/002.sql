@@ -68,6 +68,13 @@ BEGIN
         SET status = 'queued', life = life + 1, attempts = 0, run_at = p_now, finished_at = NULL,
             last_error = NULL, worker_id = NULL, started_at = NULL, updated_at = p_now
         WHERE id = ANY (v_ids) AND status = 'dead'
+          -- In bulk, again: a producer may have enqueued a job with the key
+          -- since the ids were chosen (this statement sees it; one committing
+          -- while it runs still makes it fail with unique_violation).
+          AND (p_job_ids IS NOT NULL OR unique_key IS NULL
+               OR NOT EXISTS (SELECT 1 FROM jobs AS live
+                              WHERE live.unique_key = jobs.unique_key AND live.unique_key IS NOT NULL
+                                AND live.status IN ('waiting', 'queued', 'running', 'retrying')))
         RETURNING id, queue
     ), letters AS (
         UPDATE dead_letter_queue AS d SET requeued_at = p_now
