@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0004
+-- alembic revision: 0005
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -57,6 +57,7 @@ COMMENT ON COLUMN pgq.dead_letter_queue.last_error IS 'Error of the final attemp
 COMMENT ON COLUMN pgq.dead_letter_queue.error_history IS 'Every attempt''s outcome and error, oldest first (earlier lives of a requeued job included).';
 COMMENT ON COLUMN pgq.dead_letter_queue.moved_at IS 'When the job died.';
 COMMENT ON COLUMN pgq.dead_letter_queue.requeued_at IS 'When the job was requeued; NULL while it is still dead.';
+CREATE INDEX dead_letter_queue_job_idx ON pgq.dead_letter_queue USING btree (job_id);
 CREATE INDEX dead_letter_queue_open_idx ON pgq.dead_letter_queue USING btree (moved_at) WHERE (requeued_at IS NULL);
 CREATE UNIQUE INDEX dead_letter_queue_open_job_idx ON pgq.dead_letter_queue USING btree (job_id) WHERE (requeued_at IS NULL);
 
@@ -89,13 +90,14 @@ CREATE TABLE pgq.job_executions (
     error_type text,
     error_message text,
     traceback text,
+    life integer NOT NULL,
     CONSTRAINT job_executions_attempt_positive CHECK (attempt >= 1),
     CONSTRAINT job_executions_pkey PRIMARY KEY (id)
 );
 COMMENT ON TABLE pgq.job_executions IS 'One row per finished attempt of a job; the running attempt is on the jobs row.';
 COMMENT ON COLUMN pgq.job_executions.id IS 'Execution id.';
 COMMENT ON COLUMN pgq.job_executions.job_id IS 'The job (jobs.id).';
-COMMENT ON COLUMN pgq.job_executions.attempt IS 'Attempt number, from 1 (from 1 again after the job was requeued from the dead letter queue).';
+COMMENT ON COLUMN pgq.job_executions.attempt IS 'Attempt number within its life, from 1.';
 COMMENT ON COLUMN pgq.job_executions.worker_id IS 'Worker that ran the attempt.';
 COMMENT ON COLUMN pgq.job_executions.started_at IS 'Start of the attempt (database time).';
 COMMENT ON COLUMN pgq.job_executions.finished_at IS 'End of the attempt (database time).';
@@ -104,6 +106,7 @@ COMMENT ON COLUMN pgq.job_executions.outcome IS 'completed, failed, timed_out, l
 COMMENT ON COLUMN pgq.job_executions.error_type IS 'Exception class name, for failed attempts.';
 COMMENT ON COLUMN pgq.job_executions.error_message IS 'Exception message, for failed attempts.';
 COMMENT ON COLUMN pgq.job_executions.traceback IS 'Formatted traceback, for failed attempts.';
+COMMENT ON COLUMN pgq.job_executions.life IS 'Life of the job the attempt belongs to (jobs.life when it ran).';
 CREATE INDEX job_executions_job_attempt_idx ON pgq.job_executions USING btree (job_id, attempt);
 
 -- ==================== table jobs
@@ -130,6 +133,7 @@ CREATE TABLE pgq.jobs (
     last_error text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    life integer DEFAULT 1 NOT NULL,
     CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
     CONSTRAINT jobs_max_attempts_positive CHECK (max_attempts >= 1),
     CONSTRAINT jobs_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
@@ -160,7 +164,7 @@ COMMENT ON COLUMN pgq.jobs.payload IS 'Keyword arguments for the handler (a JSON
 COMMENT ON COLUMN pgq.jobs.priority IS '1 (lowest) to 5 (highest); FIFO by run_at, then id, within a priority.';
 COMMENT ON COLUMN pgq.jobs.status IS 'waiting, queued, running, retrying, completed, dead or cancelled.';
 COMMENT ON COLUMN pgq.jobs.run_at IS 'Earliest time the job may be claimed (delay, retry backoff).';
-COMMENT ON COLUMN pgq.jobs.attempts IS 'Attempts started so far, including the running one.';
+COMMENT ON COLUMN pgq.jobs.attempts IS 'Attempts started so far in the current life, including the running one.';
 COMMENT ON COLUMN pgq.jobs.max_attempts IS 'Attempts allowed before the job is dead and moved to the dead letter queue.';
 COMMENT ON COLUMN pgq.jobs.timeout IS 'Longest one attempt may run; NULL means no limit.';
 COMMENT ON COLUMN pgq.jobs.retry_base_seconds IS 'Backoff: delay after the first failed attempt; NULL means the default (1 s).';
@@ -172,16 +176,20 @@ COMMENT ON COLUMN pgq.jobs.worker_id IS 'Worker running the job, or the worker t
 COMMENT ON COLUMN pgq.jobs.started_at IS 'Start of the current or last attempt.';
 COMMENT ON COLUMN pgq.jobs.finished_at IS 'When the job reached completed, dead or cancelled.';
 COMMENT ON COLUMN pgq.jobs.result IS 'JSON return value of the handler, once completed.';
-COMMENT ON COLUMN pgq.jobs.last_error IS 'Error type and message of the last failed attempt.';
+COMMENT ON COLUMN pgq.jobs.last_error IS 'Error type and message of the last failed attempt of the current life (a requeue clears it).';
 COMMENT ON COLUMN pgq.jobs.created_at IS 'When the job was enqueued.';
 COMMENT ON COLUMN pgq.jobs.updated_at IS 'Last change of the row (kept by a trigger).';
+COMMENT ON COLUMN pgq.jobs.life IS 'Life of the job: 1, plus 1 for each requeue from the dead letter queue (a new life starts with attempts 0).';
 COMMENT ON CONSTRAINT jobs_payload_size ON pgq.jobs IS 'Payloads are at most 8 MiB as stored jsonb: a backstop for producers that skip the client-side PGQ_MAX_PAYLOAD_BYTES check.';
 COMMENT ON CONSTRAINT jobs_retry_finite ON pgq.jobs IS 'Backoff numbers are finite (NaN and infinity are rejected).';
 COMMENT ON CONSTRAINT jobs_run_at_finite ON pgq.jobs IS 'A job with run_at ''infinity'' would never run.';
 CREATE INDEX jobs_claim_idx ON pgq.jobs USING btree (queue, priority DESC, run_at, id) WHERE (status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status]));
-CREATE INDEX jobs_finished_at_brin ON pgq.jobs USING brin (finished_at);
+CREATE INDEX jobs_dead_idx ON pgq.jobs USING btree (finished_at) WHERE (status = 'dead'::pgq.job_status);
+CREATE INDEX jobs_dead_unique_key_idx ON pgq.jobs USING btree (unique_key, id) WHERE ((status = 'dead'::pgq.job_status) AND (unique_key IS NOT NULL));
+CREATE INDEX jobs_finished_idx ON pgq.jobs USING btree (finished_at) WHERE (status = ANY (ARRAY['completed'::pgq.job_status, 'cancelled'::pgq.job_status]));
 CREATE INDEX jobs_running_idx ON pgq.jobs USING btree (worker_id) WHERE (status = 'running'::pgq.job_status);
 CREATE UNIQUE INDEX jobs_unique_key_idx ON pgq.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (status = ANY (ARRAY['waiting'::pgq.job_status, 'queued'::pgq.job_status, 'running'::pgq.job_status, 'retrying'::pgq.job_status])));
+CREATE INDEX jobs_waiting_idx ON pgq.jobs USING btree (queue) WHERE (status = 'waiting'::pgq.job_status);
 CREATE TRIGGER jobs_notify_job_available AFTER INSERT ON pgq.jobs REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION pgq.notify_job_available();
 CREATE TRIGGER jobs_set_updated_at BEFORE UPDATE ON pgq.jobs FOR EACH ROW WHEN (NOT old.updated_at IS DISTINCT FROM new.updated_at) EXECUTE FUNCTION pgq.set_updated_at();
 
@@ -285,7 +293,8 @@ CREATE VIEW pgq.job_history AS
     outcome::text AS outcome,
     error_type,
     error_message,
-    traceback
+    traceback,
+    life
    FROM pgq.jobs j
      JOIN pgq.job_executions e ON job_id = id
 UNION ALL
@@ -301,11 +310,26 @@ UNION ALL
     'running'::text AS outcome,
     NULL::text AS error_type,
     NULL::text AS error_message,
-    NULL::text AS traceback
+    NULL::text AS traceback,
+    life
    FROM pgq.jobs j
   WHERE status = 'running'::pgq.job_status;
-COMMENT ON VIEW pgq.job_history IS 'Every attempt of every job (finished ones and the running one), for "what happened to job X".';
+COMMENT ON VIEW pgq.job_history IS 'Every attempt of every job (finished ones and the running one), by life and attempt, for "what happened to job X".';
 GRANT SELECT ON TABLE pgq.job_history TO pgq_producer;
+
+-- ==================== view job_status_estimates
+CREATE VIEW pgq.job_status_estimates AS
+ SELECT status::pgq.job_status AS status,
+    round((GREATEST(reltuples, 0::real) * frequency)::double precision)::bigint AS jobs,
+    GREATEST(last_analyze, last_autoanalyze) AS as_of
+   FROM pg_class c
+     JOIN pg_namespace n ON oid = relnamespace
+     JOIN pg_stats s ON schemaname = nspname AND tablename = relname AND attname = 'status'::name
+     JOIN pg_stat_all_tables t ON relid = oid
+     CROSS JOIN LATERAL UNNEST(most_common_vals::text::text[], most_common_freqs) v(status, frequency)
+  WHERE oid = 'pgq.jobs'::regclass::oid;
+COMMENT ON VIEW pgq.job_status_estimates IS 'Estimated jobs per status from the table statistics (as of the last ANALYZE): the cheap count of finished jobs, which queue_stats leaves out.';
+GRANT SELECT ON TABLE pgq.job_status_estimates TO pgq_producer;
 
 -- ==================== view queue_stats
 CREATE VIEW pgq.queue_stats AS
@@ -319,9 +343,39 @@ CREATE VIEW pgq.queue_stats AS
             WHEN status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status]) THEN now() - min(run_at) FILTER (WHERE run_at <= now())
             ELSE NULL::interval
         END AS oldest_due_age
-   FROM pgq.jobs
+   FROM ( SELECT queue,
+            status,
+            priority,
+            run_at,
+            created_at
+           FROM pgq.jobs
+          WHERE status = 'waiting'::pgq.job_status
+        UNION ALL
+         SELECT queue,
+            status,
+            priority,
+            run_at,
+            created_at
+           FROM pgq.jobs
+          WHERE status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status])
+        UNION ALL
+         SELECT queue,
+            status,
+            priority,
+            run_at,
+            created_at
+           FROM pgq.jobs
+          WHERE status = 'running'::pgq.job_status
+        UNION ALL
+         SELECT queue,
+            status,
+            priority,
+            run_at,
+            created_at
+           FROM pgq.jobs
+          WHERE status = 'dead'::pgq.job_status) unfinished
   GROUP BY queue, status, priority;
-COMMENT ON VIEW pgq.queue_stats IS 'Jobs per queue, status and priority, with how long the oldest due job has waited.';
+COMMENT ON VIEW pgq.queue_stats IS 'Jobs per queue, status and priority for the statuses still to run or to decide on (waiting, queued, running, retrying, dead), with how long the oldest due job has waited. Reads partial indexes only; finished jobs: job_status_estimates.';
 GRANT SELECT ON TABLE pgq.queue_stats TO pgq_producer;
 
 -- ==================== view worker_status
@@ -367,9 +421,9 @@ BEGIN
             p_job_id, v_job.status USING ERRCODE = 'PQ002';
     END IF;
     IF v_job.status = 'running' THEN
-        INSERT INTO job_executions (job_id, attempt, worker_id, started_at, finished_at, outcome,
+        INSERT INTO job_executions (job_id, life, attempt, worker_id, started_at, finished_at, outcome,
                                     error_type, error_message)
-        VALUES (v_job.id, v_job.attempts, v_job.worker_id, v_job.started_at, p_now, 'cancelled',
+        VALUES (v_job.id, v_job.life, v_job.attempts, v_job.worker_id, v_job.started_at, p_now, 'cancelled',
                 'Cancelled', 'cancelled while running');
         PERFORM pg_notify(current_schema() || '_job_cancelled', v_job.id::text);
     END IF;
@@ -378,6 +432,7 @@ BEGIN
     RETURN true;
 END
 $function$;
+COMMENT ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) IS 'Cancels a waiting, queued, retrying or running job (a running job''s worker is told); returns false if it was already cancelled.';
 GRANT EXECUTE ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone)
@@ -454,14 +509,15 @@ BEGIN
           AND j.status IS NOT DISTINCT FROM 'running'
           AND j.worker_id IS NOT DISTINCT FROM p_worker_id
           AND j.attempts = i.attempt
-        RETURNING j.id, j.attempts, j.worker_id, j.started_at
+        RETURNING j.id, j.life, j.attempts, j.worker_id, j.started_at
     ), history AS (
-        INSERT INTO job_executions (job_id, attempt, worker_id, started_at, finished_at, outcome)
-        SELECT id, attempts, worker_id, started_at, p_now, 'completed' FROM done
+        INSERT INTO job_executions (job_id, life, attempt, worker_id, started_at, finished_at, outcome)
+        SELECT id, life, attempts, worker_id, started_at, p_now, 'completed' FROM done
     )
     SELECT id FROM done;
 END
 $function$;
+COMMENT ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) IS 'Completes a batch of running jobs of one worker, fenced by (job id, worker, attempt); returns the ids completed (a missing id was a stale report).';
 GRANT EXECUTE ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function deregister_worker(p_worker_id uuid, p_now timestamp with time zone)
@@ -522,6 +578,7 @@ BEGIN
     RETURN v_id;
 END
 $function$;
+COMMENT ON FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone) IS 'Enqueues one job and returns its id (the live job''s id when its unique key is taken); a psql-friendly wrapper over enqueue_jobs.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone)
@@ -603,6 +660,7 @@ BEGIN
         FROM generate_series(1, v_n) AS s(k);
 END
 $function$;
+COMMENT ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) IS 'Enqueues a batch of jobs in one statement (element i of every array is job i); a unique key held by a live job returns that job''s id with created = false.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone)
@@ -634,6 +692,7 @@ BEGIN
     RETURN true;
 END
 $function$;
+COMMENT ON FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone) IS 'Records a failed attempt, fenced by (job id, worker, attempt): the job retries with backoff or goes to the dead letter queue; false for a stale report.';
 GRANT EXECUTE ON FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function fail_timed_out_jobs(p_grace interval, p_now timestamp with time zone)
@@ -669,6 +728,7 @@ BEGIN
     END LOOP;
 END
 $function$;
+COMMENT ON FUNCTION pgq.fail_timed_out_jobs(p_grace interval, p_now timestamp with time zone) IS 'Fails (outcome timed_out) the running jobs that overran their timeout by more than p_grace: they retry or die; returns (job_id, worker_id, job_status) per job.';
 GRANT EXECUTE ON FUNCTION pgq.fail_timed_out_jobs(p_grace interval, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone)
@@ -857,6 +917,7 @@ AS $function$
     WHERE a.datname = current_database()
       AND a.backend_type IS DISTINCT FROM 'autovacuum worker';
 $function$;
+COMMENT ON FUNCTION pgq.mirror_horizon() IS 'Redis accelerator: the start of the oldest transaction open in this database (or now()), the reconciler''s watermark.';
 GRANT EXECUTE ON FUNCTION pgq.mirror_horizon() TO pgq_worker;
 
 -- ==================== function notify_job_available()
@@ -871,6 +932,7 @@ BEGIN
     RETURN NULL;
 END
 $function$;
+COMMENT ON FUNCTION pgq.notify_job_available() IS 'Trigger function (after INSERT on jobs, per statement): one NOTIFY per queue that received a job runnable now.';
 
 -- ==================== function notify_queues(p_queues text[])
 CREATE OR REPLACE FUNCTION pgq.notify_queues(p_queues text[])
@@ -882,6 +944,7 @@ AS $function$
     FROM (SELECT DISTINCT unnest(p_queues) AS q) AS d
     WHERE q IS NOT NULL
 $function$;
+COMMENT ON FUNCTION pgq.notify_queues(p_queues text[]) IS 'Internal: one NOTIFY per distinct queue on <schema>_job_available (payload: the queue name).';
 
 -- ==================== function prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer DEFAULT 10000, p_now timestamp with time zone DEFAULT now())
@@ -891,28 +954,61 @@ CREATE OR REPLACE FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_count integer;
+    v_ids bigint[];
 BEGIN
     IF p_older_than IS NULL OR p_older_than < interval '0' OR p_limit IS NULL OR p_limit < 1 THEN
         RAISE EXCEPTION 'prune_jobs: p_older_than must not be negative and p_limit must be positive'
             USING ERRCODE = 'PQ004';
     END IF;
-    WITH doomed AS (
-        SELECT id FROM jobs
-        WHERE status IN ('completed', 'cancelled') AND finished_at < p_now - p_older_than
-        ORDER BY finished_at
+    -- The predicate is jobs_finished_idx's, and the order its key: an index
+    -- range scan that stops after p_limit rows.
+    SELECT coalesce(array_agg(d.id), '{}') INTO v_ids
+    FROM (SELECT id FROM jobs
+          WHERE status IN ('completed', 'cancelled') AND finished_at < p_now - p_older_than
+          ORDER BY finished_at
+          LIMIT p_limit
+          FOR UPDATE SKIP LOCKED) AS d;
+    DELETE FROM job_executions WHERE job_id = ANY (v_ids);
+    DELETE FROM jobs WHERE id = ANY (v_ids);
+    RETURN cardinality(v_ids);
+END
+$function$;
+COMMENT ON FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone) IS 'Deletes up to p_limit completed or cancelled jobs finished more than p_older_than ago (oldest first), with their history; returns how many. Call again while it returns p_limit.';
+GRANT EXECUTE ON FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function prune_workers(p_older_than interval, p_limit integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.prune_workers(p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamp with time zone DEFAULT now())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    IF p_older_than IS NULL OR p_older_than < interval '0' OR p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'prune_workers: p_older_than must not be negative and p_limit must be positive'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    -- SKIP LOCKED: a worker row locked right now belongs to a heartbeat or a
+    -- registration in progress; it is not gone.
+    WITH gone AS (
+        SELECT w.id FROM workers AS w
+        WHERE w.status IN ('stopped', 'stale')
+          AND coalesce(w.stopped_at, w.last_heartbeat) < p_now - p_older_than
+          AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.status = 'running' AND j.worker_id = w.id)
+        ORDER BY coalesce(w.stopped_at, w.last_heartbeat)
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
-    ), history AS (
-        DELETE FROM job_executions AS e USING doomed AS d WHERE e.job_id = d.id
     ), deleted AS (
-        DELETE FROM jobs AS j USING doomed AS d WHERE j.id = d.id RETURNING j.id
+        DELETE FROM workers AS w USING gone AS g WHERE w.id = g.id RETURNING w.id
     )
     SELECT count(*) INTO v_count FROM deleted;
     RETURN v_count;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone) TO pgq_worker;
+COMMENT ON FUNCTION pgq.prune_workers(p_older_than interval, p_limit integer, p_now timestamp with time zone) IS 'Deletes up to p_limit rows of workers stopped or stale for more than p_older_than that own no running job; returns how many.';
+GRANT EXECUTE ON FUNCTION pgq.prune_workers(p_older_than interval, p_limit integer, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function purge_dead_jobs(p_job_ids bigint[], p_older_than interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.purge_dead_jobs(p_job_ids bigint[] DEFAULT NULL::bigint[], p_older_than interval DEFAULT '00:00:00'::interval, p_now timestamp with time zone DEFAULT now())
@@ -921,26 +1017,40 @@ CREATE OR REPLACE FUNCTION pgq.purge_dead_jobs(p_job_ids bigint[] DEFAULT NULL::
  SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    -- The bound of one call; pgq/queries.py (PURGE_BATCH) loops on it.
+    c_limit constant integer := 10000;
+    v_ids bigint[];
 BEGIN
     IF p_older_than IS NULL OR p_older_than < interval '0' THEN
         RAISE EXCEPTION 'purge_dead_jobs: p_older_than must not be negative' USING ERRCODE = 'PQ004';
     END IF;
+    -- Two statements rather than "p_job_ids IS NULL OR id = ANY (p_job_ids)":
+    -- a cached generic plan of that OR can use neither index.
+    IF p_job_ids IS NULL THEN
+        SELECT coalesce(array_agg(d.id), '{}') INTO v_ids
+        FROM (SELECT id FROM jobs
+              WHERE status = 'dead' AND finished_at <= p_now - p_older_than
+              ORDER BY finished_at
+              LIMIT c_limit
+              FOR UPDATE) AS d;
+    ELSE
+        SELECT coalesce(array_agg(d.id), '{}') INTO v_ids
+        FROM (SELECT id FROM jobs
+              WHERE id = ANY (p_job_ids) AND status = 'dead' AND finished_at <= p_now - p_older_than
+              ORDER BY id
+              LIMIT c_limit
+              FOR UPDATE) AS d;
+    END IF;
+    DELETE FROM job_executions WHERE job_id = ANY (v_ids);
     RETURN QUERY
-    WITH doomed AS (
-        SELECT id FROM jobs
-        WHERE status = 'dead'
-          AND (p_job_ids IS NULL OR id = ANY (p_job_ids))
-          AND finished_at <= p_now - p_older_than
-        FOR UPDATE
-    ), history AS (
-        DELETE FROM job_executions AS e USING doomed AS d WHERE e.job_id = d.id
-    ), deleted AS (
-        -- dead_letter_queue rows go by ON DELETE CASCADE.
-        DELETE FROM jobs AS j USING doomed AS d WHERE j.id = d.id RETURNING j.id
+    WITH deleted AS (
+        DELETE FROM jobs WHERE id = ANY (v_ids) RETURNING id
     )
     SELECT id FROM deleted;
 END
 $function$;
+COMMENT ON FUNCTION pgq.purge_dead_jobs(p_job_ids bigint[], p_older_than interval, p_now timestamp with time zone) IS 'Deletes up to 10,000 dead jobs (all, or the named ids) dead for more than p_older_than, oldest first, with their dead letters and history; returns their ids. Call again while it returns 10,000 rows.';
 
 -- ==================== function record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text DEFAULT NULL::text, p_retry_delay double precision DEFAULT NULL::double precision, p_fatal boolean DEFAULT false, p_now timestamp with time zone DEFAULT now())
@@ -954,9 +1064,9 @@ DECLARE
     v_delay double precision;
 BEGIN
     SELECT * INTO v_job FROM jobs WHERE id = p_job_id;
-    INSERT INTO job_executions (job_id, attempt, worker_id, started_at, finished_at, outcome,
+    INSERT INTO job_executions (job_id, life, attempt, worker_id, started_at, finished_at, outcome,
                                 error_type, error_message, traceback)
-    VALUES (v_job.id, v_job.attempts, v_job.worker_id, v_job.started_at, p_now, p_outcome,
+    VALUES (v_job.id, v_job.life, v_job.attempts, v_job.worker_id, v_job.started_at, p_now, p_outcome,
             p_error_type, p_error_message, p_traceback);
 
     IF p_fatal OR v_job.attempts >= v_job.max_attempts THEN
@@ -967,7 +1077,7 @@ BEGIN
                CASE WHEN p_fatal THEN 'fatal' ELSE 'exhausted' END,
                v_error,
                coalesce(jsonb_agg(jsonb_build_object(
-                            'attempt', e.attempt, 'outcome', e.outcome, 'worker_id', e.worker_id,
+                            'life', e.life, 'attempt', e.attempt, 'outcome', e.outcome, 'worker_id', e.worker_id,
                             'started_at', e.started_at, 'finished_at', e.finished_at,
                             'error_type', e.error_type, 'error_message', e.error_message)
                         ORDER BY e.id), '[]'::jsonb),
@@ -991,6 +1101,7 @@ BEGIN
     RETURN 'retrying';
 END
 $function$;
+COMMENT ON FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone) IS 'Internal (fail_job, the rescues): records a failed attempt of a locked running job, then retries it or moves it to the dead letter queue; returns the new status.';
 
 -- ==================== function register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer, p_metadata jsonb, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer DEFAULT 1, p_metadata jsonb DEFAULT '{}'::jsonb, p_now timestamp with time zone DEFAULT now())
@@ -1039,6 +1150,7 @@ BEGIN
     SELECT r.id FROM released AS r, wake;
 END
 $function$;
+COMMENT ON FUNCTION pgq.release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone) IS 'Gives back running jobs a worker claimed but never started (shutdown): queued again at once, the attempt not counted; fenced; returns the released ids.';
 GRANT EXECUTE ON FUNCTION pgq.release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone)
@@ -1051,6 +1163,7 @@ AS $function$
 DECLARE
     v_bad bigint;
     v_bad_status job_status;
+    v_ids bigint[];
 BEGIN
     IF p_job_ids IS NOT NULL THEN
         SELECT i, j.status INTO v_bad, v_bad_status
@@ -1064,22 +1177,39 @@ BEGIN
             RAISE EXCEPTION 'requeue_dead_jobs: job % is %, not dead', v_bad, v_bad_status
                 USING ERRCODE = 'PQ002';
         END IF;
+        v_ids := p_job_ids;
+    ELSE
+        -- In bulk, leave dead a job whose unique_key a live job (or a newer dead
+        -- job) holds, instead of failing the whole requeue. Each NOT EXISTS
+        -- repeats the whole predicate of the partial index that answers it
+        -- (unique_key IS NOT NULL too: when the planner hashes the subquery,
+        -- the key comparison is no filter, and without it the index would not
+        -- qualify and the table would be scanned).
+        SELECT coalesce(array_agg(d.id), '{}') INTO v_ids
+        FROM jobs AS d
+        WHERE d.status = 'dead'
+          AND (p_queue IS NULL OR d.queue = p_queue)
+          AND (d.unique_key IS NULL
+               OR (NOT EXISTS (SELECT 1 FROM jobs AS live
+                               WHERE live.unique_key = d.unique_key AND live.unique_key IS NOT NULL
+                                 AND live.status IN ('waiting', 'queued', 'running', 'retrying'))
+                   AND NOT EXISTS (SELECT 1 FROM jobs AS newer
+                                   WHERE newer.unique_key = d.unique_key AND newer.unique_key IS NOT NULL
+                                     AND newer.status = 'dead' AND newer.id > d.id)));
     END IF;
     RETURN QUERY
     WITH requeued AS (
         UPDATE jobs
-        SET status = 'queued', attempts = 0, run_at = p_now, finished_at = NULL,
-            updated_at = p_now
-        WHERE status = 'dead'
-          AND (p_job_ids IS NULL OR id = ANY (p_job_ids))
-          AND (p_queue IS NULL OR queue = p_queue)
-          -- In bulk, leave dead a job whose unique_key a live job (or a newer
-          -- dead job) holds, instead of failing the whole requeue.
-          AND (p_job_ids IS NOT NULL OR unique_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM jobs AS other
-                WHERE other.unique_key = jobs.unique_key AND other.id <> jobs.id
-                  AND (other.status IN ('waiting', 'queued', 'running', 'retrying')
-                       OR (other.status = 'dead' AND other.id > jobs.id))))
+        SET status = 'queued', life = life + 1, attempts = 0, run_at = p_now, finished_at = NULL,
+            last_error = NULL, worker_id = NULL, started_at = NULL, updated_at = p_now
+        WHERE id = ANY (v_ids) AND status = 'dead'
+          -- In bulk, again: a producer may have enqueued a job with the key
+          -- since the ids were chosen (this statement sees it; one committing
+          -- while it runs still makes it fail with unique_violation).
+          AND (p_job_ids IS NOT NULL OR unique_key IS NULL
+               OR NOT EXISTS (SELECT 1 FROM jobs AS live
+                              WHERE live.unique_key = jobs.unique_key AND live.unique_key IS NOT NULL
+                                AND live.status IN ('waiting', 'queued', 'running', 'retrying')))
         RETURNING id, queue
     ), letters AS (
         UPDATE dead_letter_queue AS d SET requeued_at = p_now
@@ -1091,6 +1221,7 @@ BEGIN
     SELECT r.id FROM requeued AS r, wake;
 END
 $function$;
+COMMENT ON FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone) IS 'Puts dead jobs (the named ids, or every dead job of p_queue or of all queues) back in their queue for a new life with a full set of attempts; returns their ids.';
 
 -- ==================== function retry_delay(p_attempt integer, p_base_seconds double precision, p_factor double precision, p_max_seconds double precision)
 CREATE OR REPLACE FUNCTION pgq.retry_delay(p_attempt integer, p_base_seconds double precision DEFAULT NULL::double precision, p_factor double precision DEFAULT NULL::double precision, p_max_seconds double precision DEFAULT NULL::double precision)
@@ -1108,6 +1239,7 @@ AS $function$
                  coalesce(p_factor, 2.0) AS f,
                  greatest(coalesce(p_max_seconds, 300.0), coalesce(p_base_seconds, 1.0)) AS m) AS d
 $function$;
+COMMENT ON FUNCTION pgq.retry_delay(p_attempt integer, p_base_seconds double precision, p_factor double precision, p_max_seconds double precision) IS 'Backoff in seconds before the attempt after p_attempt, without jitter: min(base * factor^(attempt - 1), max); NULLs take the defaults (1 s, 2, 300 s).';
 
 -- ==================== function runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer)
 CREATE OR REPLACE FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone DEFAULT now(), p_limit integer DEFAULT 10000)
@@ -1154,6 +1286,7 @@ BEGIN
     LIMIT p_limit;
 END
 $function$;
+COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
 GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO pgq_worker;
 
 -- ==================== function set_updated_at()
@@ -1167,3 +1300,4 @@ BEGIN
     RETURN NEW;
 END
 $function$;
+COMMENT ON FUNCTION pgq.set_updated_at() IS 'Trigger function: sets updated_at to now() on UPDATEs that did not set it (manual repairs).';

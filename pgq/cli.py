@@ -265,6 +265,10 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running), "
                f"{len(stats.workers) - len(live)} stale/stopped")
     click.echo(f"dead letter queue: {stats.dead_letters} job(s)")
+    finished = {k: v for k, v in stats.estimated.items() if k in ("completed", "cancelled")}
+    if finished:
+        click.echo("finished jobs kept (estimate, as of the last ANALYZE): "
+                   + ", ".join(f"~{n:,} {status}" for status, n in sorted(finished.items())))
     if health is not None:
         _echo_redis_health(health)
 

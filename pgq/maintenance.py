@@ -1,9 +1,14 @@
 """Leader-only housekeeping: mark stale workers (rescuing their jobs), fail
-timed-out jobs, prune finished jobs past the retention period.
+timed-out jobs, delete the rows of workers long gone, prune finished jobs past
+the retention period.
 
 Any worker may call ``Maintenance.run_once()``; a transaction-scoped advisory
-lock per schema makes exactly one of them do the work at a time. Everything
-happens in one short transaction. The claim path is not touched here.
+lock per schema makes exactly one of them do the work at a time. The round is
+one short transaction; pruning follows it in batches of
+``prune_batch_size`` jobs, each its own transaction that takes the lock again,
+until nothing is left to prune or ``prune_time_budget_seconds`` is spent (what
+is left waits for the next round, and the report says so). The claim path is
+not touched here.
 With Redis configured, the leader also reconciles the Redis mirror after its
 round (``reconcile_mirror``; the reconciler itself lives in ``pgq.redis.reconciler``),
 so that rescued jobs reach Redis at once.
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import ConnectionPool
 
+from pgq.clock import Clock, SystemClock
 from pgq.db import translated
 from pgq.queries import Queries, Rescue
 from pgq.settings import Settings
@@ -28,7 +34,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pgq.maintenance")
 
-PRUNE_BATCH = 10_000
+# Most worker rows deleted per round (the table holds one row per worker start).
+PRUNE_WORKERS_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What one round's pruning did."""
+
+    jobs: int = 0  # finished jobs deleted
+    batches: int = 0  # prune_jobs calls (transactions)
+    seconds: float = 0.0
+    # True when the time budget ran out while batches still came back full:
+    # prunable jobs are left for the next round (pruning is behind).
+    backlog: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,9 +55,11 @@ class MaintenanceReport:
     leader: bool
     stale: list[Rescue] = field(default_factory=list)
     timed_out: list[Rescue] = field(default_factory=list)
-    pruned: int = 0
+    pruned: int = 0  # finished jobs deleted (prune.jobs)
     # The reconciler pass that followed (Redis mode only; None if Redis was unavailable).
     reconciled: ReconcileReport | None = None
+    prune: PruneReport = field(default_factory=PruneReport)
+    workers_pruned: int = 0  # rows of workers gone for PGQ_WORKER_RETENTION_SECONDS, deleted
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -50,11 +71,12 @@ class Maintenance:
 
     def __init__(
         self, settings: Settings, pool: ConnectionPool, queries: Queries | None = None,
-        redis: RedisClient | None = None,
+        redis: RedisClient | None = None, clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.queries = queries or Queries(settings.schema)
+        self.clock = clock or SystemClock()
         # Redis mode: the reconciler (on the ``redis`` client, or a client of its own).
         self.reconciler: Reconciler | None = None
         if settings.redis_url is not None:
@@ -79,13 +101,61 @@ class Maintenance:
         """One round of maintenance, if this caller wins the leader lock (commits)."""
         with translated(self.settings.database_url):
             if conn is not None:
-                report = self._round(conn)
+                report = self._round_and_prune(conn)
             else:
                 with self.pool.connection() as pooled:
-                    report = self._round(pooled)
+                    report = self._round_and_prune(pooled)
         if report.leader and self.reconciler is not None:
             # After the round's commit, on a connection of its own: rescued jobs reach Redis now.
             report = dataclasses.replace(report, reconciled=self.reconcile_mirror())
+        return report
+
+    def _round_and_prune(self, conn: Any) -> MaintenanceReport:
+        report = self._round(conn)
+        if not report.leader:
+            return report
+        prune = self.prune(conn)
+        return dataclasses.replace(report, pruned=prune.jobs, prune=prune)
+
+    def prune_budget_seconds(self) -> float:
+        """How long one round may prune: ``prune_time_budget_seconds``, at most half a
+        heartbeat interval (a worker runs maintenance on its heartbeat thread)."""
+        return min(self.settings.prune_time_budget_seconds, self.settings.heartbeat_interval_seconds / 2)
+
+    def prune(self, conn: Any) -> PruneReport:
+        """Delete finished jobs past the retention period, in batches, within the time budget.
+
+        Each batch is one ``prune_jobs`` call in its own transaction, which takes
+        the leader lock again: when another worker took the lead meanwhile, this
+        one stops (the other prunes). A batch that comes back short means
+        nothing prunable is left.
+        """
+        settings = self.settings
+        batch_size = settings.prune_batch_size
+        started = self.clock.monotonic()
+        deadline = started + self.prune_budget_seconds()
+        jobs = batches = 0
+        backlog = False
+        while True:
+            with conn.transaction():
+                deleted = self.queries.prune_jobs_if_leader(conn, settings.job_retention_seconds, batch_size)
+            if deleted is None:  # another worker leads now
+                break
+            jobs += deleted
+            batches += 1
+            if deleted < batch_size:
+                break
+            if self.clock.monotonic() >= deadline:
+                backlog = True
+                break
+        report = PruneReport(jobs, batches, round(self.clock.monotonic() - started, 3), backlog)
+        if backlog:
+            log.warning("maintenance: pruned %d finished job(s) in %d batch(es) in %.1f s; the time budget "
+                        "(PGQ_PRUNE_TIME_BUDGET_SECONDS) ran out with more to prune, left for the next round",
+                        report.jobs, report.batches, report.seconds)
+        elif jobs:
+            log.info("maintenance: pruned %d finished job(s) in %d batch(es) in %.2f s",
+                     report.jobs, report.batches, report.seconds)
         return report
 
     def _round(self, conn: Any) -> MaintenanceReport:
@@ -101,11 +171,15 @@ class Maintenance:
             # Workers enforce timeouts themselves; the database steps in only
             # after a heartbeat interval of grace (a stuck worker).
             timed_out = self.queries.fail_timed_out_jobs(conn, self.settings.heartbeat_interval_seconds)
-            pruned = self.queries.prune_jobs(conn, self.settings.job_retention_seconds, PRUNE_BATCH)
-        report = MaintenanceReport(True, stale, timed_out, pruned)
+            workers_pruned = self.queries.prune_workers(conn, self.settings.worker_retention_seconds,
+                                                        PRUNE_WORKERS_LIMIT)
+        report = MaintenanceReport(True, stale, timed_out, workers_pruned=workers_pruned)
         if stale or timed_out:
             log.warning(
                 "maintenance: %d stale worker row(s), %d job(s) rescued, %d timed out",
                 len({r.worker_id for r in stale}), len(report.rescued_job_ids), len(timed_out),
             )
+        if workers_pruned:
+            log.info("maintenance: deleted the rows of %d worker(s) stopped or stale for longer than "
+                     "PGQ_WORKER_RETENTION_SECONDS", workers_pruned)
         return report

@@ -79,6 +79,9 @@ def _backoff_columns(spec: JobSpec) -> tuple[float | None, float | None, float |
 
 _COPY_BLOCK = 1000  # rows per write in the COPY path
 
+# The most jobs one purge_dead_jobs() call deletes (db/functions/purge_dead_jobs/002.sql).
+PURGE_BATCH = 10_000
+
 
 def _copy_lines(specs: Sequence[JobSpec], ids: Sequence[int], now: dt.datetime) -> tuple[str, list[str]]:
     """The column list and the COPY text lines for ``specs`` with ``ids``.
@@ -193,6 +196,13 @@ class Queries:
         self._stale = f"SELECT worker_id, job_id, job_status FROM {s}.mark_stale_workers(make_interval(secs => %s::float8))"
         self._timed_out = f"SELECT worker_id, job_id, job_status FROM {s}.fail_timed_out_jobs(make_interval(secs => %s::float8))"
         self._prune = f"SELECT {s}.prune_jobs(make_interval(secs => %s::float8), %s::int)"
+        # One batch of pruning, by the maintenance leader only: the lock is taken
+        # again for this transaction (NULL when another worker leads meanwhile).
+        self._prune_if_leader = (
+            f"SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext(%s))"
+            f" THEN {s}.prune_jobs(make_interval(secs => %s::float8), %s::int) END"
+        )
+        self._prune_workers = f"SELECT {s}.prune_workers(make_interval(secs => %s::float8), %s::int)"
         self._register = f"SELECT {s}.register_worker(%s::uuid, %s::text, %s::int, %s::text[], %s::int, %s::jsonb)"
         self._heartbeat = (
             f"SELECT previous_status, lost_job_ids FROM {s}.heartbeat_worker(%s::uuid, %s::int, %s::bigint[], %s::real)"
@@ -211,6 +221,7 @@ class Queries:
             f"SELECT queue, status::text, priority, jobs, due, extract(epoch FROM oldest_due_age)"
             f" FROM {s}.queue_stats ORDER BY queue, status, priority DESC"
         )
+        self._status_estimates = f"SELECT status::text, jobs FROM {s}.job_status_estimates"
         self._workers = (
             f"SELECT id, hostname, pid, status::text, queues, capacity, current_load, running_jobs,"
             f" health_score, extract(epoch FROM heartbeat_age), started_at"
@@ -336,6 +347,7 @@ class Queries:
         return [int(r[0]) for r in execute(conn, self._requeue, [ids, queue])]
 
     def purge_dead_jobs(self, conn: Any, job_ids: Sequence[int] | None, older_than_seconds: float) -> list[int]:
+        """One bounded batch: at most ``PURGE_BATCH`` dead jobs purged (call again while it returns that many)."""
         ids = None if job_ids is None else list(job_ids)
         return [int(r[0]) for r in execute(conn, self._purge, [ids, older_than_seconds])]
 
@@ -357,6 +369,10 @@ class Queries:
 
     def queue_stats(self, conn: Any) -> list[tuple[Any, ...]]:
         return execute(conn, self._queue_stats)
+
+    def status_estimates(self, conn: Any) -> dict[str, int]:
+        """Estimated jobs per status from the table statistics (``job_status_estimates``)."""
+        return {str(r[0]): int(r[1]) for r in execute(conn, self._status_estimates)}
 
     def workers(self, conn: Any) -> list[tuple[Any, ...]]:
         return execute(conn, self._workers)
@@ -428,6 +444,15 @@ class Queries:
 
     def prune_jobs(self, conn: Any, older_than_seconds: float, limit: int) -> int:
         return int(execute(conn, self._prune, [older_than_seconds, limit])[0][0])
+
+    def prune_jobs_if_leader(self, conn: Any, older_than_seconds: float, limit: int) -> int | None:
+        """One batch of ``prune_jobs`` if this transaction gets the maintenance lock, else None."""
+        value = execute(conn, self._prune_if_leader,
+                        [f"pgq-maintenance:{self.schema}", older_than_seconds, limit])[0][0]
+        return None if value is None else int(value)
+
+    def prune_workers(self, conn: Any, older_than_seconds: float, limit: int) -> int:
+        return int(execute(conn, self._prune_workers, [older_than_seconds, limit])[0][0])
 
 
 def ensure_current(conn: Any, schema: str) -> None:

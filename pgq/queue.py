@@ -24,7 +24,7 @@ from pgq.db import live_connection, make_pool, translated
 from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, JobFailed, JobNotFound, UnknownTask, ValidationError, WaitTimeout
 from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, JobStatus, validate_queue_name, validate_task_name
-from pgq.queries import DeadLetter, Queries, ensure_current
+from pgq.queries import PURGE_BATCH, DeadLetter, Queries, ensure_current
 from pgq.retry import Backoff
 from pgq.settings import Settings
 from pgq.stats import QueueStats, collect_stats
@@ -406,12 +406,28 @@ class Queue:
         return list(requeued)
 
     def purge_dead(self, job_ids: Sequence[int] | None = None, *, older_than: float = 0.0) -> list[int]:
-        """Delete dead jobs (and their dead letters) that died over ``older_than`` seconds ago."""
+        """Delete dead jobs (and their dead letters and history) that died over ``older_than`` seconds ago.
+
+        ``job_ids=None`` purges every such dead job. The work is done in batches of
+        up to 10,000 jobs (the bound of one ``purge_dead_jobs()`` call), each its own
+        short transaction, so a large dead letter queue never holds one long one; a
+        batch that fails leaves the earlier batches purged. Returns the purged ids.
+        """
         if job_ids is not None:
             job_ids = _check_ids(job_ids)
         if not _is_seconds(older_than):
             raise ValidationError(f"older_than must be a finite number of seconds >= 0, got {older_than!r}")
-        return list(self._run(self.queries.purge_dead_jobs, job_ids, float(older_than)))
+        purged: list[int] = []
+        if job_ids is not None:
+            for start in range(0, len(job_ids), PURGE_BATCH):
+                purged += self._run(self.queries.purge_dead_jobs, job_ids[start:start + PURGE_BATCH],
+                                    float(older_than))
+            return purged
+        while True:
+            done: list[int] = self._run(self.queries.purge_dead_jobs, None, float(older_than))
+            purged += done
+            if len(done) < PURGE_BATCH:
+                return purged
 
     def stats(self) -> QueueStats:
         """Depth per queue x status x priority, oldest waiting age, workers, DLQ size."""

@@ -102,6 +102,8 @@ jobs = Table(
     Column("last_error", Text),
     Column("created_at", _TZ, nullable=False, server_default=_NOW),
     Column("updated_at", _TZ, nullable=False, server_default=_NOW),
+    # Revision 0005: 1, plus 1 per requeue from the dead letter queue.
+    Column("life", Integer, nullable=False, server_default=text("1")),
     CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="jobs_queue_name"),
     CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="jobs_task_name"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="jobs_payload_object"),
@@ -137,8 +139,15 @@ Index("jobs_running_idx", jobs.c.worker_id, postgresql_where=text("status = 'run
 # At most one live job per unique_key.
 Index("jobs_unique_key_idx", jobs.c.unique_key, unique=True,
       postgresql_where=text(f"unique_key IS NOT NULL AND {_LIVE}"))
-# Retention pruning by finished_at.
-Index("jobs_finished_at_brin", jobs.c.finished_at, postgresql_using="brin")
+# Revision 0005: retention pruning, oldest first (prune_jobs).
+Index("jobs_finished_idx", jobs.c.finished_at, postgresql_where=text("status IN ('completed', 'cancelled')"))
+# Revision 0005: dead jobs (purge_dead_jobs, bulk requeue, queue_stats), and a
+# newer dead holder of a unique key (bulk requeue).
+Index("jobs_dead_idx", jobs.c.finished_at, postgresql_where=text("status = 'dead'"))
+Index("jobs_dead_unique_key_idx", jobs.c.unique_key, jobs.c.id,
+      postgresql_where=text("status = 'dead' AND unique_key IS NOT NULL"))
+# Revision 0005: waiting jobs (queue_stats).
+Index("jobs_waiting_idx", jobs.c.queue, postgresql_where=text("status = 'waiting'"))
 
 workers = Table(
     "workers",
@@ -188,10 +197,13 @@ job_executions = Table(
     Column("error_type", Text),
     Column("error_message", Text),
     Column("traceback", Text),
+    # Revision 0005: the job's life the attempt belongs to (no default: writers name it).
+    Column("life", Integer, nullable=False),
     CheckConstraint("attempt >= 1", name="job_executions_attempt_positive"),
     comment="One row per finished attempt of a job; the running attempt is on the jobs row.",
 )
-# Not unique: a job requeued from the dead letter queue counts its attempts from 1 again.
+# Not unique: a job requeued from the dead letter queue counts its attempts from 1
+# again (in a new life), and nothing stops a repair from writing a row twice.
 Index("job_executions_job_attempt_idx", job_executions.c.job_id, job_executions.c.attempt)
 
 dead_letter_queue = Table(
@@ -212,6 +224,8 @@ dead_letter_queue = Table(
 Index("dead_letter_queue_open_idx", dead_letter_queue.c.moved_at, postgresql_where=text("requeued_at IS NULL"))
 Index("dead_letter_queue_open_job_idx", dead_letter_queue.c.job_id, unique=True,
       postgresql_where=text("requeued_at IS NULL"))
+# Revision 0005: the ON DELETE CASCADE from jobs looks dead letters up by job_id.
+Index("dead_letter_queue_job_idx", dead_letter_queue.c.job_id)
 
 job_dependencies = Table(
     "job_dependencies",

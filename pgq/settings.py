@@ -148,6 +148,15 @@ class Settings:
     # With Redis on, an idle worker still asks Postgres directly this often: a safety
     # net for anything the mirror missed (Postgres-only workers poll every poll_interval).
     redis_poll_interval_seconds: float = 30.0
+    # --- retention (issue 9)
+    # Pruning (job_retention_seconds above) deletes finished jobs in batches of this
+    # many, one short transaction each.
+    prune_batch_size: int = 5000
+    # Each maintenance round prunes until nothing is left or this much time went
+    # (at most half a heartbeat interval: maintenance runs on the heartbeat thread).
+    prune_time_budget_seconds: float = 5.0
+    # Rows of workers stopped or stale for longer than this are deleted.
+    worker_retention_seconds: float = 7 * 24 * 3600.0
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
@@ -205,12 +214,25 @@ class Settings:
                 f"(the key would expire between heartbeats): got {self.redis_heartbeat_ttl_seconds} "
                 f"and {self.heartbeat_interval_seconds}"
             )
+        self._check_retention()
         if self.stale_after_seconds < 2 * self.heartbeat_interval_seconds:
             raise ConfigurationError(
                 "PGQ_STALE_AFTER_SECONDS must be at least twice PGQ_HEARTBEAT_INTERVAL_SECONDS "
                 f"(a worker is stale only after missing two heartbeats): got {self.stale_after_seconds} "
                 f"and {self.heartbeat_interval_seconds}"
             )
+
+    def _check_retention(self) -> None:
+        # --- retention (issue 9)
+        size = self.prune_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1_000_000:
+            raise ConfigurationError(f"PGQ_PRUNE_BATCH_SIZE must be a whole number from 1 to 1000000, got {size!r}")
+        budget = self.prune_time_budget_seconds
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < math.inf:
+            raise ConfigurationError(f"PGQ_PRUNE_TIME_BUDGET_SECONDS must be a positive number of seconds, got {budget!r}")
+        keep = self.worker_retention_seconds
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep < math.inf:
+            raise ConfigurationError(f"PGQ_WORKER_RETENTION_SECONDS must be a number of seconds >= 0, got {keep!r}")
 
     def __repr__(self) -> str:
         parts = []

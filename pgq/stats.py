@@ -1,8 +1,12 @@
 """Point-in-time queue statistics: depth per queue x status x priority, the
 oldest due job's age, workers and the dead letter queue size.
 
-Read from the views ``queue_stats`` and ``worker_status``; alerting is not
-this module's business.
+Read from the views ``queue_stats`` (exact counts of the jobs still to run or
+to decide on: waiting, queued, running, retrying, dead; it reads partial
+indexes only), ``job_status_estimates`` (completed and cancelled jobs kept for
+the retention period, estimated from the table statistics: counting them would
+read the whole table) and ``worker_status``; alerting is not this module's
+business.
 """
 
 from __future__ import annotations
@@ -46,9 +50,12 @@ class QueueStats:
     depth: list[DepthRow] = field(default_factory=list)
     workers: list[WorkerRow] = field(default_factory=list)
     dead_letters: int = 0
+    # Estimated jobs per status (as of the last ANALYZE of jobs), e.g. {"completed": 120000}.
+    estimated: dict[str, int] = field(default_factory=dict)
 
     def count(self, *, queue: str | None = None, status: str | None = None) -> int:
-        """Jobs matching ``queue`` and/or ``status``."""
+        """Jobs matching ``queue`` and/or ``status``, of the statuses ``depth`` counts
+        (waiting, queued, running, retrying, dead; finished jobs: ``estimated``)."""
         return sum(r.jobs for r in self.depth
                    if (queue is None or r.queue == queue) and (status is None or r.status == status))
 
@@ -76,4 +83,4 @@ def collect_stats(conn: Any, queries: Queries) -> QueueStats:
                   float(r[9]), r[10])
         for r in queries.workers(conn)
     ]
-    return QueueStats(depth, workers, queries.dead_letter_count(conn))
+    return QueueStats(depth, workers, queries.dead_letter_count(conn), queries.status_estimates(conn))

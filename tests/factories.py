@@ -183,6 +183,7 @@ def insert_execution(
     job_id: int,
     *,
     attempt: int,
+    life: int = 1,
     outcome: str = "failed",
     worker_id: uuid.UUID | None = None,
     started_at: dt.datetime | None = None,
@@ -194,13 +195,13 @@ def insert_execution(
     """Insert a finished attempt into job_executions (history of an earlier attempt)."""
     conn.execute(
         _q(
-            "INSERT INTO {s}.job_executions (job_id, attempt, worker_id, started_at, finished_at, outcome,"
+            "INSERT INTO {s}.job_executions (job_id, life, attempt, worker_id, started_at, finished_at, outcome,"
             " error_type, error_message)"
-            " VALUES (%s, %s, %s, coalesce(%s::timestamptz, now()), coalesce(%s::timestamptz, now()),"
+            " VALUES (%s, %s, %s, %s, coalesce(%s::timestamptz, now()), coalesce(%s::timestamptz, now()),"
             " %s::{s}.attempt_outcome, %s, %s)",
             schema,
         ),
-        (job_id, attempt, worker_id, started_at, finished_at, outcome, error_type, error_message),
+        (job_id, life, attempt, worker_id, started_at, finished_at, outcome, error_type, error_message),
     )
 
 

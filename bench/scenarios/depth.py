@@ -48,8 +48,8 @@ FROM generate_series(1, %(rows)s) AS g,
      LATERAL (SELECT g <= %(backlog)s AS backlog, now() - interval '7 days' + g * interval '1 ms' AS t) AS x
 """
 _FILL_EXECUTIONS = f"""
-INSERT INTO {SCHEMA}.job_executions (job_id, attempt, worker_id, started_at, finished_at, outcome)
-SELECT id, 1, worker_id, started_at, finished_at, 'completed' FROM {SCHEMA}.jobs WHERE status = 'completed'
+INSERT INTO {SCHEMA}.job_executions (job_id, life, attempt, worker_id, started_at, finished_at, outcome)
+SELECT id, 1, 1, worker_id, started_at, finished_at, 'completed' FROM {SCHEMA}.jobs WHERE status = 'completed'
 """
 
 

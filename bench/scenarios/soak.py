@@ -11,7 +11,14 @@ tables stay bounded while autovacuum cleans up behind. Every
 - throughput (handler runs ended per second, failed attempts included) and
   p99 pickup latency (first handler start - the enqueue call's return);
 - dead and live tuples and total size (with indexes and TOAST) of ``jobs``,
-  and the size of all pgq tables; queue depth; autovacuum runs so far.
+  its heap and its indexes apart, the size of ``job_executions`` and of all
+  pgq tables; rows deleted from ``jobs`` so far (pruning, purging); queue
+  depth; autovacuum runs so far.
+
+``jobs_growth_after_retention`` compares the size of ``jobs`` at the last
+sample before the drain with the first sample after two retention periods
+(one to fill the window, one for pruning and autovacuum to catch up): about 1
+when pruning keeps the table flat.
 
 At the end the queue is drained and checked: every job enqueued is completed
 (or pruned after completing), or dead when designed to fail; no job ran more
@@ -196,7 +203,7 @@ def run(env: Env, tmp: Path, *, minutes: float, rate: float, workers: int, concu
     kinds = read_records([producer_path + ".kinds"])
     runs = read_records(worker_paths)
     metrics, series = _metrics(env, sent, kinds, runs, started, producer.stamps()[0], drained_at, duration,
-                               sample_seconds, sampler, max_attempts, offset)
+                               sample_seconds, sampler, max_attempts, offset, retention_seconds)
     metrics["timeline"] = timeline
     series.update(timeline=timeline, label=f"soak {rate:,.0f}/s offered")
     run_settings = {"minutes": minutes, "rate": rate, "workers": workers, "concurrency": concurrency,
@@ -244,8 +251,11 @@ class Sampler:
         s = quote_ident(SCHEMA)
         self._unfinished = f"SELECT count(*) FROM {s}.jobs WHERE status IN ('queued', 'running', 'retrying')"
         self._stats = (
-            "SELECT n_dead_tup, n_live_tup, autovacuum_count, pg_total_relation_size(relid)"
+            "SELECT n_dead_tup, n_live_tup, autovacuum_count, pg_total_relation_size(relid),"
+            " pg_relation_size(relid), pg_indexes_size(relid), n_tup_del"
             " FROM pg_stat_user_tables WHERE schemaname = %s AND relname = 'jobs'")
+        self._executions = ("SELECT pg_total_relation_size(relid) FROM pg_stat_user_tables"
+                            " WHERE schemaname = %s AND relname = 'job_executions'")
         self._size = ("SELECT sum(pg_total_relation_size(relid)) FROM pg_stat_user_tables"
                       " WHERE schemaname = %s AND relname <> 'alembic_version'")
 
@@ -254,18 +264,21 @@ class Sampler:
 
     def sample(self, elapsed: float, *, final: bool = False) -> None:
         conn = self.env.conn
-        dead, live, autovacuums, jobs_bytes = conn.execute(self._stats, (SCHEMA,)).fetchone()
+        dead, live, autovacuums, jobs_bytes, heap, indexes, deleted = conn.execute(self._stats, (SCHEMA,)).fetchone()
+        (executions_bytes,) = conn.execute(self._executions, (SCHEMA,)).fetchone()
         (all_bytes,) = conn.execute(self._size, (SCHEMA,)).fetchone()
         self.samples.append({
             "t": round(elapsed, 1), "final": final, "depth": self.unfinished(),
             "jobs_dead_tuples": int(dead), "jobs_live_tuples": int(live), "jobs_autovacuums": int(autovacuums),
-            "jobs_bytes": int(jobs_bytes), "tables_bytes": int(all_bytes or 0),
+            "jobs_bytes": int(jobs_bytes), "jobs_heap_bytes": int(heap), "jobs_index_bytes": int(indexes),
+            "jobs_deleted": int(deleted), "executions_bytes": int(executions_bytes or 0),
+            "tables_bytes": int(all_bytes or 0),
         })
 
 
 def _metrics(env: Env, sent: np.ndarray, kinds: np.ndarray, runs: np.ndarray, started: float, produced_at: float,
              drained_at: float, duration: float, window: float, sampler: Sampler, max_attempts: int,
-             offset: float) -> tuple[dict[str, Any], dict[str, Any]]:
+             offset: float, retention: float) -> tuple[dict[str, Any], dict[str, Any]]:
     ids = sent[:, 0]
     kind_of = dict(zip(kinds[:, 0].astype(np.int64).tolist(), kinds[:, 1].astype(int).tolist(), strict=True))
     # First handler start of each job (a failing job runs max_attempts times).
@@ -291,6 +304,8 @@ def _metrics(env: Env, sent: np.ndarray, kinds: np.ndarray, runs: np.ndarray, st
     pickup_ms = picked[~np.isnan(picked)]
     sizes = [s["tables_bytes"] for s in sampler.samples]
     steady = [s["tables_bytes"] for s in sampler.samples if s["t"] >= duration / 2 and not s["final"]]
+    # After two retention periods (filled, then pruned and vacuumed once) until the producer stopped.
+    settled = [s["jobs_bytes"] for s in sampler.samples if 2 * retention <= s["t"] <= duration and not s["final"]]
     metrics = {
         "jobs": int(ids.size),
         "produced_jobs_per_s": round(ids.size / (produced_at - started), 1) if produced_at > started else None,
@@ -304,6 +319,9 @@ def _metrics(env: Env, sent: np.ndarray, kinds: np.ndarray, runs: np.ndarray, st
         "tables_bytes_final": sizes[-1] if sizes else None,
         # Second half of the run over the first sample of it: ~1 when pruning and autovacuum keep up.
         "tables_growth_second_half": round(steady[-1] / steady[0], 2) if len(steady) >= 2 and steady[0] else None,
+        "jobs_growth_after_retention": (round(settled[-1] / settled[0], 2) if len(settled) >= 2 and settled[0]
+                                        else None),
+        "jobs_bytes_after_retention": [min(settled), max(settled)] if settled else None,
         "jobs_dead_tuples_max": max((s["jobs_dead_tuples"] for s in sampler.samples), default=None),
         "clock_offset_ms": round(offset * 1000, 3),
         # Without autovacuum nothing reclaims the dead row versions: the tables cannot stay bounded.
@@ -360,16 +378,27 @@ def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
         ("pgq tables max / final", f"{_mb(record['tables_bytes_max'])} / {_mb(record['tables_bytes_final'])}"
                                    f" (second half x{record['tables_growth_second_half']})"),
         ("jobs dead tuples, max", f"{record['jobs_dead_tuples_max']:,}"),
+        ("jobs size after 2 retention periods", _settled(record)),
         ("autovacuum", ", ".join(f"{k}={v}" for k, v in record["autovacuum"].items())
          + ("   (off: dead tuples pile up; not a soak of pgq's steady state)"
             if record["autovacuum"]["autovacuum"] == "off" else "")),
     ]
-    out.append(("per window, ending at (s)", "runs/s  pickup p99 ms  jobs dead tuples  jobs size  depth"))
+    out.append(("per window, ending at (s)", "runs/s  pickup p99 ms  jobs dead tuples  jobs size  (heap  "
+                                             "indexes)  executions  deleted  depth"))
     for w in record["windows"]:
         out.append((f"  {w['t']:>7.1f}", f"{w['runs_per_s']:>6,.0f} {_num(w['pickup_p99_ms']):>14} "
                                          f"{w.get('jobs_dead_tuples', '-'):>17} {_mb(w.get('jobs_bytes')):>10} "
+                                         f"{_mb(w.get('jobs_heap_bytes')):>9} {_mb(w.get('jobs_index_bytes')):>9} "
+                                         f"{_mb(w.get('executions_bytes')):>11} {w.get('jobs_deleted', '-'):>8} "
                                          f"{w.get('depth', '-'):>6}"))
     return out
+
+
+def _settled(record: dict[str, Any]) -> str:
+    sizes = record.get("jobs_bytes_after_retention")
+    if not sizes:
+        return "-"
+    return f"{_mb(sizes[0])} – {_mb(sizes[1])} (last / first x{record['jobs_growth_after_retention']})"
 
 
 def _latency(lat: dict[str, Any]) -> str:

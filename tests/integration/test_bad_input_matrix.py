@@ -475,6 +475,9 @@ SQL_CASES: list[tuple[str, str, tuple[Any, ...], str, str]] = [
     ("prune NULL", "SELECT pgq.prune_jobs(NULL)", (), "PQ004", "p_older_than"),
     ("prune negative", "SELECT pgq.prune_jobs('-1 s')", (), "PQ004", "p_older_than"),
     ("prune limit 0", "SELECT pgq.prune_jobs('1 s', 0)", (), "PQ004", "p_limit"),
+    ("prune_workers NULL", "SELECT pgq.prune_workers(NULL)", (), "PQ004", "p_older_than"),
+    ("prune_workers negative", "SELECT pgq.prune_workers('-1 s')", (), "PQ004", "p_older_than"),
+    ("prune_workers limit 0", "SELECT pgq.prune_workers('1 s', 0)", (), "PQ004", "p_limit"),
     # workers
     ("register NULL id", "SELECT pgq.register_worker(NULL, 'h', 1, '{q}')", (), "23502", "id"),
     ("register NULL host", "SELECT pgq.register_worker(gen_random_uuid(), NULL, 1, '{q}')", (), "23502", "hostname"),

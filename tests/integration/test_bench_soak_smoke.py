@@ -32,6 +32,11 @@ def test_soak_runs_producers_and_workers_and_accounts_for_every_job(db_url: str)
     sampled = [w for w in r["windows"] if "jobs_bytes" in w]
     assert len(sampled) >= 4
     assert all(w["jobs_bytes"] > 0 and w["jobs_dead_tuples"] >= 0 for w in sampled)
+    # Sizes over time: the heap and the indexes of jobs apart, the history table, rows deleted.
+    assert all(w["jobs_heap_bytes"] > 0 and w["jobs_index_bytes"] > 0 and w["executions_bytes"] > 0
+               and w["jobs_heap_bytes"] + w["jobs_index_bytes"] <= w["jobs_bytes"] for w in sampled)
+    assert max(w["jobs_deleted"] for w in sampled) > 0  # pruning (statistics lag by up to a second)
+    assert r["jobs_bytes_after_retention"] is not None and r["jobs_growth_after_retention"] > 0
     assert sum(w["runs_per_s"] for w in r["windows"]) * 0.5 == pytest.approx(r["handler_runs"], abs=1)
     assert r["samples"][-1]["final"] and r["samples"][-1]["depth"] == 0
     assert set(r["autovacuum"]) == {"autovacuum", "autovacuum_naptime", "autovacuum_vacuum_cost_delay"}

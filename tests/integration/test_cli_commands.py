@@ -64,6 +64,26 @@ def test_status_json_counts_jobs_by_queue_status_and_priority(runner: CliRunner,
     assert "queued" in table.output and "dead letter queue: 0" in table.output
 
 
+def test_status_shows_finished_jobs_as_estimates(runner: CliRunner, settings: pgq.Settings,
+                                                 conn: psycopg.Connection[Any]) -> None:
+    # queue_stats no longer counts finished jobs (that read the whole table); the
+    # statistics' estimate stands in for them once ANALYZE ran.
+    conn.execute("INSERT INTO pgq.jobs (task, status, finished_at) SELECT 't', 'completed', now()"
+                 " FROM generate_series(1, 300)")
+    conn.execute("INSERT INTO pgq.jobs (task) VALUES ('t')")
+    before = runner.invoke(main, ["status"])
+    assert before.exit_code == 0 and "finished jobs kept" not in before.output  # never analyzed
+    conn.execute("ANALYZE pgq.jobs")
+
+    table = runner.invoke(main, ["status"])
+    data = json.loads(runner.invoke(main, ["status", "--json"]).output)
+
+    assert table.exit_code == 0
+    assert "finished jobs kept (estimate, as of the last ANALYZE): ~300 completed" in table.output
+    assert "completed" not in {r["status"] for r in data["depth"]}
+    assert data["estimated"] == {"completed": 300}  # one queued job is too rare to be a "common value"
+
+
 def _kill_job(settings: pgq.Settings, conn: psycopg.Connection[Any], queue: str) -> int:
     """Enqueue a job with one attempt and fail it through the stored functions: it is dead."""
     q = pgq.Queue(settings, strict_tasks=False)

@@ -72,6 +72,47 @@ def test_downgrade_to_base_then_upgrade_to_head_gives_the_same_schema(empty_db_u
     assert_same_text(dump_of(empty_db_url), at_head, "the schema before the round trip")
 
 
+def test_downgrade_from_head_to_0004_gives_the_0004_schema(empty_db_url):
+    settings = Settings(database_url=empty_db_url)
+    upgrade(settings, "0004")
+    at_0004 = dump_of(empty_db_url)
+    upgrade(settings)
+    downgrade(settings, "0004")
+
+    assert_same_text(dump_of(empty_db_url), at_0004, "the schema at revision 0004")
+
+
+def test_revision_0005_numbers_the_lives_of_jobs_requeued_before_it(empty_db_url):
+    """Executions written before 0005 get the life their start falls in (from the dead letters)."""
+    settings = Settings(database_url=empty_db_url, heartbeat_interval_seconds=1, stale_after_seconds=2)
+    upgrade(settings, "0004")
+    worker = "11111111-1111-1111-1111-111111111111"
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("SELECT pgq.register_worker(%s, 'h', 1, '{default}')", (worker,))
+        twice = conn.execute("SELECT pgq.enqueue_job('t', p_max_attempts => 1)").fetchone()[0]
+        once = conn.execute("SELECT pgq.enqueue_job('t', p_max_attempts => 2)").fetchone()[0]
+        never = conn.execute("SELECT pgq.enqueue_job('t', p_max_attempts => 1)").fetchone()[0]
+        for _ in range(2):  # twice: dead, requeued, dead, requeued, then claimed (running)
+            conn.execute("SELECT * FROM pgq.get_runnable_jobs('{default}', %s, 10)", (worker,))
+            for job_id, attempts in conn.execute(
+                    "SELECT id, attempts FROM pgq.jobs WHERE status = 'running' ORDER BY id").fetchall():
+                conn.execute("SELECT pgq.fail_job(%s, %s, %s, 'E', 'x', p_retry_delay => 0)",
+                             (job_id, worker, attempts))
+            conn.execute("SELECT * FROM pgq.requeue_dead_jobs(%s)", ([twice],))
+        conn.execute("SELECT * FROM pgq.get_runnable_jobs('{default}', %s, 10)", (worker,))
+
+    upgrade(settings)
+
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        lives = dict(conn.execute("SELECT id, life FROM pgq.jobs").fetchall())
+        history = conn.execute("SELECT job_id, life, attempt, outcome FROM pgq.job_history"
+                               " ORDER BY job_id, life, attempt").fetchall()
+    assert lives == {twice: 3, once: 1, never: 1}
+    assert [h for h in history if h[0] == twice] == [
+        (twice, 1, 1, "failed"), (twice, 2, 1, "failed"), (twice, 3, 1, "running")]
+    assert [h[1:] for h in history if h[0] == once] == [(1, 1, "failed"), (1, 2, "failed")]
+
+
 def test_schema_at_each_revision_round_trips(empty_db_url):
     settings = Settings(database_url=empty_db_url)
     upgrade(settings, "0001")
@@ -287,6 +328,30 @@ def test_every_table_column_view_and_type_has_a_comment(conn):
         ORDER BY 1
     """).fetchall()
     assert missing == []
+
+
+# The claim path's functions are commented by the revision that replaces them
+# (issue 9 splits the work); empty this set once that revision is merged.
+COMMENTED_BY_THE_CLAIM_PATH_REVISION = {
+    "claim_jobs", "deregister_worker", "get_runnable_jobs", "heartbeat_worker", "mark_stale_workers",
+    "register_worker",
+}
+
+
+def test_every_function_and_view_has_a_comment(conn):
+    # A DBA reads what a function does with \df+ pgq.* or obj_description() (issue 9).
+    missing = {r[0] for r in conn.execute("""
+        SELECT p.proname FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'pgq' AND obj_description(p.oid, 'pg_proc') IS NULL
+        UNION ALL
+        SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'pgq' AND c.relkind = 'v' AND obj_description(c.oid, 'pg_class') IS NULL
+    """).fetchall()}
+    assert missing == COMMENTED_BY_THE_CLAIM_PATH_REVISION & missing
+    functions = {r[0] for r in conn.execute(
+        "SELECT p.proname FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'pgq'").fetchall()}
+    assert COMMENTED_BY_THE_CLAIM_PATH_REVISION <= functions  # the exemptions name real functions
 
 
 def test_every_index_is_in_schema_py_or_backs_a_constraint(conn):

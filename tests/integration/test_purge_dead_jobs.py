@@ -68,3 +68,47 @@ def test_nothing_to_purge_changes_nothing(conn, now):
 def test_negative_age_is_rejected(conn, now):
     with raises_sqlstate("PQ004"):
         purge(conn, None, dt.timedelta(seconds=-1), now)
+
+
+def many_dead_jobs(conn: psycopg.Connection[Any], count: int) -> None:
+    conn.execute("INSERT INTO pgq.jobs (task, status, attempts, max_attempts, finished_at)"
+                 " SELECT 't', 'dead', 1, 1, now() - g * interval '1 ms' FROM generate_series(1, %s) AS g",
+                 (count,))
+    conn.execute("INSERT INTO pgq.dead_letter_queue (job_id, queue, task, reason)"
+                 " SELECT id, queue, task, 'exhausted' FROM pgq.jobs WHERE status = 'dead'")
+
+
+def test_one_call_purges_at_most_ten_thousand_oldest_first(conn):
+    # Issue 9: one call used to delete every dead job in one transaction.
+    many_dead_jobs(conn, 10_003)
+    now = factories.db_now(conn)
+    oldest = [r[0] for r in conn.execute(
+        "SELECT id FROM pgq.jobs ORDER BY finished_at LIMIT 10000").fetchall()]
+
+    first = purge(conn, None, dt.timedelta(0), now)
+
+    assert first == sorted(oldest)
+    assert factories.table_counts(conn)["dead_letter_queue"] == 3
+    assert len(purge(conn, None, dt.timedelta(0), now)) == 3
+
+
+def test_purge_dead_purges_everything_in_bounded_batches(conn, settings):
+    import pgq
+
+    many_dead_jobs(conn, 10_006)
+    named = [r[0] for r in conn.execute("SELECT id FROM pgq.jobs ORDER BY id LIMIT 3").fetchall()]
+    with pgq.connect(settings=settings) as q:
+        assert sorted(q.purge_dead(named)) == named
+        assert len(q.purge_dead()) == 10_003  # two calls: 10,000, then 3
+    counts = factories.table_counts(conn)
+    assert (counts["jobs"], counts["dead_letter_queue"]) == (0, 0)
+
+
+def test_purge_dead_of_more_than_a_batch_of_named_ids(conn, settings):
+    import pgq
+
+    many_dead_jobs(conn, 10_002)
+    ids = sorted(r[0] for r in conn.execute("SELECT id FROM pgq.jobs").fetchall())
+    with pgq.connect(settings=settings) as q:
+        assert sorted(q.purge_dead(ids)) == ids  # two calls of at most 10,000 ids
+    assert factories.table_counts(conn)["jobs"] == 0

@@ -1,4 +1,5 @@
-"""pgq.requeue_dead_jobs: dead -> queued, with attempts reset and the dead letter closed."""
+"""pgq.requeue_dead_jobs: dead -> queued, in a new life (attempts from 1 again, no last error),
+with the dead letter closed."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def test_requeues_the_named_dead_jobs(conn, now, drain_notifications):
     for job_id in (first, second):
         row = factories.job(conn, job_id)
         assert (row["status"], row["attempts"], row["run_at"], row["finished_at"]) == ("queued", 0, now, None)
-        assert row["last_error"] == "Boom: it broke"  # the history stays readable
+        # A new life: the previous life's error stays in the dead letter, not on the job.
+        assert (row["life"], row["last_error"], row["worker_id"], row["started_at"]) == (2, None, None, None)
         [letter] = factories.dead_letters(conn, job_id)
         assert letter["requeued_at"] == now
     assert factories.job(conn, untouched)["status"] == "dead"
@@ -99,8 +101,9 @@ def test_a_requeued_job_runs_again_and_can_complete(conn, worker_id):
 
     assert done == [(job_id,)]
     assert factories.job(conn, job_id)["status"] == "completed"
-    outcomes = [(e["attempt"], e["outcome"]) for e in factories.executions(conn, job_id)]
-    assert outcomes == [(1, "failed"), (1, "completed")]
+    # Each attempt says which life it belongs to: the two runs no longer share "attempt 1".
+    outcomes = [(e["life"], e["attempt"], e["outcome"]) for e in factories.executions(conn, job_id)]
+    assert outcomes == [(1, 1, "failed"), (2, 1, "completed")]
 
 
 def test_a_requeued_job_that_dies_again_gets_a_new_dead_letter_with_its_whole_history(conn, worker_id):
@@ -137,3 +140,54 @@ def test_bulk_requeue_leaves_dead_a_job_whose_unique_key_is_taken(conn) -> None:
     assert requeued == [plain]
     statuses = dict(conn.execute("SELECT id, status::text FROM pgq.jobs").fetchall())
     assert statuses == {keyed: "dead", plain: "queued", holder: "queued"}
+
+
+def test_a_requeued_job_shows_each_life_in_its_history_and_not_the_old_error(conn, worker_id):
+    """Issue 9 (defect 8): after a requeue the attempts of two runs were both numbered from 1, with
+    nothing to tell them apart, and the job kept the previous run's last_error."""
+    job_id = insert_job(conn, max_attempts=2)
+    for attempt in (1, 2):
+        assert claim_one(conn, worker_id) == (job_id, attempt)
+        conn.execute("SELECT pgq.fail_job(%s, %s, %s, 'E', %s, p_retry_delay => 0)",
+                     (job_id, worker_id, attempt, f"life 1 attempt {attempt}"))
+    assert factories.job(conn, job_id)["last_error"] == "E: life 1 attempt 2"
+
+    requeue(conn, [job_id])
+    requeued = factories.job(conn, job_id)
+    assert (requeued["status"], requeued["life"], requeued["attempts"], requeued["last_error"]) == (
+        "queued", 2, 0, None)
+
+    assert claim_one(conn, worker_id) == (job_id, 1)
+    running = conn.execute("SELECT life, attempt, outcome FROM pgq.job_history WHERE job_id = %s"
+                           " ORDER BY life, attempt", (job_id,)).fetchall()
+    assert running == [(1, 1, "failed"), (1, 2, "failed"), (2, 1, "running")]
+    conn.execute("SELECT pgq.fail_job(%s, %s, 1, 'E', 'life 2 attempt 1', p_retry_delay => 0)", (job_id, worker_id))
+    assert factories.job(conn, job_id)["last_error"] == "E: life 2 attempt 1"  # this life's error
+
+    history = conn.execute("SELECT life, attempt, error_message FROM pgq.job_history WHERE job_id = %s"
+                           " ORDER BY life, attempt", (job_id,)).fetchall()
+    assert history == [(1, 1, "life 1 attempt 1"), (1, 2, "life 1 attempt 2"), (2, 1, "life 2 attempt 1")]
+
+
+def test_a_second_dead_letter_lists_each_attempt_with_its_life(conn, worker_id):
+    job_id = insert_job(conn, max_attempts=1)
+    for life in (1, 2):
+        claim_one(conn, worker_id)
+        conn.execute("SELECT pgq.fail_job(%s, %s, 1, 'E', %s)", (job_id, worker_id, f"life {life}"))
+        if life == 1:
+            requeue(conn, [job_id])
+    _, letter = factories.dead_letters(conn, job_id)
+    assert [(h["life"], h["attempt"], h["error_message"]) for h in letter["error_history"]] == [
+        (1, 1, "life 1"), (2, 1, "life 2")]
+
+
+def test_cancelling_a_running_requeued_job_records_its_life(conn, worker_id):
+    job_id = insert_job(conn, max_attempts=1)
+    claim_one(conn, worker_id)
+    conn.execute("SELECT pgq.fail_job(%s, %s, 1, 'E', 'x')", (job_id, worker_id))
+    requeue(conn, [job_id])
+    claim_one(conn, worker_id)
+    assert conn.execute("SELECT pgq.cancel_job(%s)", (job_id,)).fetchone() == (True,)
+    assert [(e["life"], e["attempt"], e["outcome"]) for e in factories.executions(conn, job_id)] == [
+        (1, 1, "failed"), (2, 1, "cancelled")]
+

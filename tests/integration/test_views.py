@@ -28,8 +28,11 @@ def test_queue_stats_counts_jobs_per_queue_status_and_priority(conn, now):
     insert_job(conn, queue="emails", priority=5, run_at=now + 10 * MINUTE)  # not due yet
     insert_job(conn, queue="emails", priority=1, run_at=now - 2 * MINUTE)
     insert_job(conn, queue="emails", status="running")
-    insert_job(conn, queue="reports", status="completed")
+    insert_job(conn, queue="reports", status="completed")  # finished: not counted (job_status_estimates)
+    insert_job(conn, queue="reports", status="cancelled")
     insert_job(conn, queue="reports", status="retrying", run_at=now - 4 * MINUTE)
+    insert_job(conn, queue="reports", status="dead", priority=2, finished_at=now)
+    insert_job(conn, queue="reports", status="waiting", priority=4)
 
     with conn.transaction():
         view_now = conn.execute("SELECT now()").fetchone()[0]
@@ -40,14 +43,15 @@ def test_queue_stats_counts_jobs_per_queue_status_and_priority(conn, now):
         ("emails", "queued", 5): (4, 3),
         ("emails", "queued", 1): (1, 1),
         ("emails", "running", 3): (1, 1),
-        ("reports", "completed", 3): (1, 1),
         ("reports", "retrying", 3): (1, 1),
+        ("reports", "dead", 2): (1, 1),
+        ("reports", "waiting", 4): (1, 1),
     }
     assert by_key[("emails", "queued", 5)]["oldest_due_age"] == view_now - (now - 10 * MINUTE)
     assert by_key[("reports", "retrying", 3)]["oldest_due_age"] == view_now - (now - 4 * MINUTE)
     # Only waiting work has an age to alert on.
     assert by_key[("emails", "running", 3)]["oldest_due_age"] is None
-    assert by_key[("reports", "completed", 3)]["oldest_due_age"] is None
+    assert by_key[("reports", "dead", 2)]["oldest_due_age"] is None
 
 
 def test_queue_stats_of_an_empty_queue_table_is_empty(conn):

@@ -273,3 +273,33 @@ def test_repr_of_a_queue_does_not_show_the_password() -> None:
     q = pgq.connect(settings=Settings(database_url=f"postgresql://app:{SECRET}@db.example/app"))
     assert SECRET not in repr(q)
     assert "db.example" in repr(q)
+
+
+# --- retention (issue 9)
+def test_retention_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({"PGQ_PRUNE_BATCH_SIZE": "2000", "PGQ_PRUNE_TIME_BUDGET_SECONDS": "2.5",
+                                  "PGQ_WORKER_RETENTION_SECONDS": "86400"})
+    assert (settings.prune_batch_size, settings.prune_time_budget_seconds, settings.worker_retention_seconds) == (
+        2000, 2.5, 86400.0)
+    default = Settings()
+    assert (default.prune_batch_size, default.prune_time_budget_seconds, default.worker_retention_seconds) == (
+        5000, 5.0, 7 * 24 * 3600.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "variable"),
+    [
+        ("prune_batch_size", 0, "PGQ_PRUNE_BATCH_SIZE"),
+        ("prune_batch_size", 1_000_001, "PGQ_PRUNE_BATCH_SIZE"),
+        ("prune_batch_size", True, "PGQ_PRUNE_BATCH_SIZE"),
+        ("prune_batch_size", 2.5, "PGQ_PRUNE_BATCH_SIZE"),
+        ("prune_time_budget_seconds", 0, "PGQ_PRUNE_TIME_BUDGET_SECONDS"),
+        ("prune_time_budget_seconds", float("nan"), "PGQ_PRUNE_TIME_BUDGET_SECONDS"),
+        ("prune_time_budget_seconds", float("inf"), "PGQ_PRUNE_TIME_BUDGET_SECONDS"),
+        ("worker_retention_seconds", -1, "PGQ_WORKER_RETENTION_SECONDS"),
+        ("worker_retention_seconds", "7d", "PGQ_WORKER_RETENTION_SECONDS"),
+    ],
+)
+def test_bad_retention_settings_name_their_variable(field: str, value: object, variable: str) -> None:
+    with pytest.raises(ConfigurationError, match=variable):
+        Settings(**{field: value})
