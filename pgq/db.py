@@ -28,6 +28,7 @@ from pgq.errors import (
     JobNotFound,
     PgqError,
     ValidationError,
+    WorkerDraining,
 )
 from pgq.settings import password_candidates, redact_url
 
@@ -38,6 +39,7 @@ _PGQ_CODES: dict[str, type[PgqError]] = {
     "PQ001": JobNotFound,
     "PQ002": InvalidTransition,
     "PQ004": ValidationError,
+    "PQ005": WorkerDraining,
 }
 # Standard SQLSTATEs that mean "bad input", not "database broken".
 _INPUT_CODES = {

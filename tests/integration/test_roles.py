@@ -151,7 +151,10 @@ EXPECTED_GRANTS = {
             "get_runnable_jobs", "complete_jobs", "fail_job", "release_jobs", "register_worker", "heartbeat_worker",
             "deregister_worker", "mark_stale_workers", "fail_timed_out_jobs", "prune_jobs",
             # Redis accelerator (revision 0004, db/roles/002.sql): claim popped ids, run the reconciler.
-            "claim_jobs", "mirror_horizon", "runnable_jobs_after")),
+            "claim_jobs", "mirror_horizon", "runnable_jobs_after",
+            # Claim path (revision 0006, db/roles/003.sql): claims with positions, the heartbeat
+            # with the watermark, asking a worker to drain.
+            "get_runnable_jobs_v2", "claim_jobs_v2", "heartbeat_worker_v2", "drain_worker")),
     },
 }
 
@@ -578,9 +581,11 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
 
     assert _schema_roles(conn, schema) == []
     said = [r.getMessage() for r in caplog.records if r.name == "pgq.migrate"]
-    # Revision 0003 for each role, then 0004 for the worker role's Redis functions.
-    assert len(said) == 3 and all("CREATE ROLE" in m for m in said), said
+    # Revision 0003 for each role, then 0004 for the worker role's Redis functions, then 0006
+    # for its claim-path functions.
+    assert len(said) == 4 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
+    assert "003.sql" in said[3], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -591,6 +596,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(sql.SQL("SET search_path TO {}, pg_catalog, pg_temp").format(sql.Identifier(schema)))
         c.execute(read_sql("roles/001.sql"))
         c.execute(read_sql("roles/002.sql"))
+        c.execute(read_sql("roles/003.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -598,6 +604,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     worker = logins.create(f"{schema}_worker").dsn
     with as_role(worker) as c:
         assert c.execute(sql.SQL("SELECT {}.mirror_horizon()").format(sql.Identifier(schema))).fetchone()
+        with factories.raises_sqlstate("PQ002", match="not registered"):  # allowed to call it, and it answers
+            c.execute(sql.SQL("SELECT {}.drain_worker(gen_random_uuid())").format(sql.Identifier(schema)))
     assert warnings == []  # nothing skipped the second time
 
 

@@ -1,0 +1,94 @@
+-- pgq.lock_runnable_jobs(p_queues, p_max_jobs, p_now)
+-- Internal (get_runnable_jobs_v2): the one definition of "runnable" and of
+-- claim order. Locks up to p_max_jobs runnable jobs of p_queues (status
+-- queued or retrying, run_at <= p_now) in claim order (priority DESC, run_at,
+-- id), skipping rows another transaction holds (FOR UPDATE SKIP LOCKED), and
+-- returns their ids in that order. It locks exactly the rows it returns: a
+-- row locked here and not claimed would be skipped by every other worker
+-- until this transaction ends.
+CREATE OR REPLACE FUNCTION lock_runnable_jobs(
+    p_queues text[],
+    p_max_jobs integer,
+    p_now timestamptz
+) RETURNS bigint[]
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_queues constant text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
+    v_ids bigint[] := '{}';
+    v_candidates bigint[];
+    v_fullest bigint;
+    v_depth bigint := p_max_jobs;
+    v_passes integer := 0;
+BEGIN
+    IF cardinality(v_queues) = 1 THEN
+        -- One queue: the claim index yields rows in claim order. LIMIT sits
+        -- above the row locking, which takes the rows one at a time, skips
+        -- those other claimers hold, and stops at p_max_jobs.
+        RETURN ARRAY(
+            SELECT id FROM jobs
+            WHERE queue = v_queues[1]
+              AND status IN ('queued', 'retrying')
+              AND run_at <= p_now
+            ORDER BY priority DESC, run_at, id
+            LIMIT p_max_jobs
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+
+    -- Several queues: claim order runs across them, and a locking scan per
+    -- queue would lock p_max_jobs rows in each. So first read (without
+    -- locking) the first v_depth runnable rows of each queue from the claim
+    -- index and merge them in claim order; then lock them in that order,
+    -- skipping rows other claimers hold, until p_max_jobs are locked.
+    LOOP
+        SELECT coalesce(array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id), '{}'),
+               coalesce(max(c.n), 0)
+        INTO v_candidates, v_fullest
+        FROM unnest(v_queues) AS q(queue)
+        CROSS JOIN LATERAL (
+            SELECT s.id, s.priority, s.run_at, count(*) OVER () AS n
+            FROM (SELECT id, priority, run_at FROM jobs
+                  WHERE queue = q.queue
+                    AND status IN ('queued', 'retrying')
+                    AND run_at <= p_now
+                  ORDER BY priority DESC, run_at, id
+                  LIMIT v_depth) AS s
+        ) AS c;
+
+        -- A nested loop over the candidates, in array order, with LIMIT on
+        -- top: each candidate is locked (or skipped) only when the rows
+        -- before it did not make up the batch yet. The status test runs again
+        -- on the locked row version (a claim that committed meanwhile).
+        v_ids := v_ids || ARRAY(
+            SELECT l.id
+            FROM unnest(v_candidates) AS c(id)
+            CROSS JOIN LATERAL (
+                SELECT j.id FROM jobs AS j
+                WHERE j.id = c.id
+                  AND j.queue = ANY (v_queues)
+                  AND j.status IN ('queued', 'retrying')
+                  AND j.run_at <= p_now
+                  AND j.id <> ALL (v_ids)  -- locked by an earlier pass: ours already
+                FOR UPDATE SKIP LOCKED
+            ) AS l
+            LIMIT p_max_jobs - cardinality(v_ids));
+        v_passes := v_passes + 1;
+
+        -- Short only because other claimers hold candidates, and some queue
+        -- has rows past this depth: look deeper. Bounded: a worker that still
+        -- gets fewer jobs than it asked for claims again soon.
+        EXIT WHEN cardinality(v_ids) >= p_max_jobs OR v_fullest < v_depth OR v_passes >= 3;
+        v_depth := v_depth * 4;
+    END LOOP;
+
+    IF v_passes > 1 THEN
+        -- A deeper pass can lock rows that come before earlier ones in claim
+        -- order (their holder rolled back meanwhile).
+        v_ids := ARRAY(SELECT id FROM jobs WHERE id = ANY (v_ids) ORDER BY priority DESC, run_at, id);
+    END IF;
+    RETURN v_ids;
+END
+$$;
+COMMENT ON FUNCTION lock_runnable_jobs(text[], integer, timestamptz) IS
+    'Internal (get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
