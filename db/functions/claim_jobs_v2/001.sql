@@ -24,6 +24,8 @@ CREATE OR REPLACE FUNCTION claim_jobs_v2(
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    v_status worker_status_enum;
 BEGIN
     IF p_job_ids IS NULL THEN
         RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
@@ -33,8 +35,10 @@ BEGIN
         RAISE EXCEPTION 'claim_jobs: p_position_base and p_started_through must not be negative (got %, %)',
             p_position_base, p_started_through USING ERRCODE = 'PQ004';
     END IF;
-    PERFORM check_worker_may_claim('claim_jobs', p_worker_id,
-                                   (SELECT status FROM workers WHERE id = p_worker_id));
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('claim_jobs', p_worker_id, v_status);
+    END IF;
     RETURN QUERY
     SELECT * FROM claim_locked_jobs(
         ARRAY(SELECT id FROM jobs

@@ -67,7 +67,9 @@ BEGIN
     ELSE
         RETURN;  -- nothing claimed, nothing reported: the caller checked the status already
     END IF;
-    PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION claim_locked_jobs(bigint[], uuid, bigint, bigint, text, timestamptz) IS

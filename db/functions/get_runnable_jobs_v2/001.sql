@@ -34,6 +34,8 @@ CREATE OR REPLACE FUNCTION get_runnable_jobs_v2(
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    v_status worker_status_enum;
 BEGIN
     IF p_max_jobs IS NULL OR p_max_jobs < 1 THEN
         RAISE EXCEPTION 'get_runnable_jobs: p_max_jobs must be at least 1 (got %)', p_max_jobs
@@ -48,8 +50,10 @@ BEGIN
             p_position_base, p_started_through USING ERRCODE = 'PQ004';
     END IF;
     -- Fail fast, before locking anything; claim_locked_jobs checks again under the lock.
-    PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id,
-                                   (SELECT status FROM workers WHERE id = p_worker_id));
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id, v_status);
+    END IF;
     RETURN QUERY
     SELECT * FROM claim_locked_jobs(lock_runnable_jobs(p_queues, p_max_jobs, p_now), p_worker_id,
                                     p_position_base, p_started_through, 'get_runnable_jobs', p_now);
