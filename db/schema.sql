@@ -427,6 +427,8 @@ CREATE OR REPLACE FUNCTION pgq.claim_jobs_v2(p_job_ids bigint[], p_worker_id uui
  SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    v_status worker_status_enum;
 BEGIN
     IF p_job_ids IS NULL THEN
         RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
@@ -436,8 +438,10 @@ BEGIN
         RAISE EXCEPTION 'claim_jobs: p_position_base and p_started_through must not be negative (got %, %)',
             p_position_base, p_started_through USING ERRCODE = 'PQ004';
     END IF;
-    PERFORM check_worker_may_claim('claim_jobs', p_worker_id,
-                                   (SELECT status FROM workers WHERE id = p_worker_id));
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('claim_jobs', p_worker_id, v_status);
+    END IF;
     RETURN QUERY
     SELECT * FROM claim_locked_jobs(
         ARRAY(SELECT id FROM jobs
@@ -488,7 +492,9 @@ BEGIN
     ELSE
         RETURN;  -- nothing claimed, nothing reported: the caller checked the status already
     END IF;
-    PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+    END IF;
 END
 $function$;
 COMMENT ON FUNCTION pgq.claim_locked_jobs(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_caller text, p_now timestamp with time zone) IS 'Internal (claim functions): mark locked jobs running for the worker with claim positions, then lock the worker row, store its watermark and check it may claim.';
@@ -798,6 +804,8 @@ CREATE OR REPLACE FUNCTION pgq.get_runnable_jobs_v2(p_queues text[], p_worker_id
  SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
+DECLARE
+    v_status worker_status_enum;
 BEGIN
     IF p_max_jobs IS NULL OR p_max_jobs < 1 THEN
         RAISE EXCEPTION 'get_runnable_jobs: p_max_jobs must be at least 1 (got %)', p_max_jobs
@@ -812,8 +820,10 @@ BEGIN
             p_position_base, p_started_through USING ERRCODE = 'PQ004';
     END IF;
     -- Fail fast, before locking anything; claim_locked_jobs checks again under the lock.
-    PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id,
-                                   (SELECT status FROM workers WHERE id = p_worker_id));
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id, v_status);
+    END IF;
     RETURN QUERY
     SELECT * FROM claim_locked_jobs(lock_runnable_jobs(p_queues, p_max_jobs, p_now), p_worker_id,
                                     p_position_base, p_started_through, 'get_runnable_jobs', p_now);
@@ -914,7 +924,7 @@ DECLARE
     v_queues constant text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
     v_ids bigint[] := '{}';
     v_candidates bigint[];
-    v_fullest bigint;
+    v_bound bigint;
     v_depth bigint := p_max_jobs;
     v_passes integer := 0;
 BEGIN
@@ -937,13 +947,21 @@ BEGIN
     -- locking) the first v_depth runnable rows of each queue from the claim
     -- index and merge them in claim order; then lock them in that order,
     -- skipping rows other claimers hold, until p_max_jobs are locked.
+    -- A queue whose v_depth rows were all read may have more, which would
+    -- come after its last candidate: candidates beyond the earliest such last
+    -- one (v_bound) are not taken in this pass, so that a row of one queue
+    -- never jumps ahead of a better, lockable row of another queue that was
+    -- just not read yet. Without other claimers one pass locks p_max_jobs
+    -- (the queue holding v_bound brings v_depth = p_max_jobs candidates up to
+    -- it); when they hold candidates, the next pass reads deeper.
     LOOP
         SELECT coalesce(array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id), '{}'),
-               coalesce(max(c.n), 0)
-        INTO v_candidates, v_fullest
+               (array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id) FILTER (WHERE c.n = v_depth AND c.rn = c.n))[1]
+        INTO v_candidates, v_bound
         FROM unnest(v_queues) AS q(queue)
         CROSS JOIN LATERAL (
-            SELECT s.id, s.priority, s.run_at, count(*) OVER () AS n
+            SELECT s.id, s.priority, s.run_at, count(*) OVER () AS n,
+                   row_number() OVER (ORDER BY s.priority DESC, s.run_at, s.id) AS rn
             FROM (SELECT id, priority, run_at FROM jobs
                   WHERE queue = q.queue
                     AND status IN ('queued', 'retrying')
@@ -951,6 +969,10 @@ BEGIN
                   ORDER BY priority DESC, run_at, id
                   LIMIT v_depth) AS s
         ) AS c;
+        v_passes := v_passes + 1;
+        IF v_bound IS NOT NULL AND v_passes < 3 THEN
+            v_candidates := v_candidates[1:array_position(v_candidates, v_bound)];
+        END IF;
 
         -- A nested loop over the candidates, in array order, with LIMIT on
         -- top: each candidate is locked (or skipped) only when the rows
@@ -969,12 +991,12 @@ BEGIN
                 FOR UPDATE SKIP LOCKED
             ) AS l
             LIMIT p_max_jobs - cardinality(v_ids));
-        v_passes := v_passes + 1;
 
-        -- Short only because other claimers hold candidates, and some queue
-        -- has rows past this depth: look deeper. Bounded: a worker that still
-        -- gets fewer jobs than it asked for claims again soon.
-        EXIT WHEN cardinality(v_ids) >= p_max_jobs OR v_fullest < v_depth OR v_passes >= 3;
+        -- Done when the batch is full or every runnable row was a candidate.
+        -- Bounded: the third pass takes any candidate (order among the rows
+        -- other claimers left may then bend), and a worker that still got
+        -- fewer jobs than it asked for claims again soon.
+        EXIT WHEN cardinality(v_ids) >= p_max_jobs OR v_bound IS NULL OR v_passes >= 3;
         v_depth := v_depth * 4;
     END LOOP;
 
