@@ -389,6 +389,37 @@ def test_worker_releases_what_it_claimed_but_did_not_start(logins: Logins, conn:
     assert factories.job(conn, job)["status"] == "queued" and factories.job(conn, job)["attempts"] == 0
 
 
+def test_worker_claims_with_positions_beats_and_drains_and_the_producer_may_not(
+    logins: Logins, conn: psycopg.Connection[Any],
+) -> None:
+    worker_dsn, producer_dsn = logins.create(WORKER).dsn, logins.create(PRODUCER).dsn
+    jobs = [factories.insert_job(conn) for _ in range(2)]
+    worker_id = uuid.uuid4()
+    with as_role(worker_dsn) as c:
+        c.execute("SELECT pgq.register_worker(%s, 'h', 1, '{default}', 2)", (worker_id,))
+        claimed = c.execute("SELECT id, claim_position FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, 0, 0)",
+                            (worker_id,)).fetchall()
+        by_id = c.execute("SELECT id, claim_position FROM pgq.claim_jobs_v2(%s, %s, 1, 1)",
+                          ([jobs[1]], worker_id)).fetchall()
+        beat = c.execute("SELECT status::text, rescued_job_ids FROM pgq.heartbeat_worker_v2(%s, 2, %s, 2)",
+                         (worker_id, jobs)).fetchone()
+        drained = c.execute("SELECT pgq.drain_worker(%s)", (worker_id,)).fetchone()
+        with factories.raises_sqlstate("PQ005"):
+            c.execute("SELECT * FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, 2, 2)", (worker_id,))
+    refused = denied(producer_dsn, [
+        ("SELECT * FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, 0, 0)", (worker_id,)),
+        ("SELECT * FROM pgq.claim_jobs_v2('{1}', %s, 0, 0)", (worker_id,)),
+        ("SELECT * FROM pgq.heartbeat_worker_v2(%s)", (worker_id,)),
+        ("SELECT pgq.drain_worker(%s)", (worker_id,)),
+        ("SELECT * FROM pgq.rescue_job(1, true, 'lost', 'E', 'm', 0, now())", ()),
+    ])
+    assert (claimed, by_id) == ([(jobs[0], 1)], [(jobs[1], 2)])
+    assert beat == ("active", []) and drained == (True,)
+    w = factories.worker(conn, worker_id)
+    assert (w["status"], w["started_through"]) == ("draining", 2)
+    assert refused == []
+
+
 def test_worker_may_not_enqueue_cancel_repair_or_write_tables(logins: Logins, conn: psycopg.Connection[Any]) -> None:
     dsn = logins.create(WORKER).dsn
     queued = factories.insert_job(conn)
