@@ -480,20 +480,23 @@ BEGIN
         )
         -- UPDATE ... RETURNING yields rows in join order, not claim order.
         SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
-    END IF;
 
-    IF p_started_through IS NOT NULL THEN
-        UPDATE workers
-        SET started_through = greatest(started_through, p_started_through), updated_at = p_now
-        WHERE id = p_worker_id
-        RETURNING status INTO v_status;
-    ELSIF cardinality(p_job_ids) > 0 THEN
-        SELECT status INTO v_status FROM workers WHERE id = p_worker_id FOR SHARE;
-    ELSE
-        RETURN;  -- nothing claimed, nothing reported: the caller checked the status already
-    END IF;
-    IF v_status IS DISTINCT FROM 'active' THEN
-        PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+        IF p_started_through IS NOT NULL THEN
+            UPDATE workers
+            SET started_through = greatest(started_through, p_started_through), updated_at = p_now
+            WHERE id = p_worker_id
+            RETURNING status INTO v_status;
+        ELSE
+            SELECT status INTO v_status FROM workers WHERE id = p_worker_id FOR SHARE;
+        END IF;
+        IF v_status IS DISTINCT FROM 'active' THEN
+            PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+        END IF;
+    ELSIF p_started_through IS NOT NULL THEN
+        -- Nothing claimed, nothing to protect (the caller checked the status):
+        -- only a higher watermark is written, so an idle worker's polls write nothing.
+        UPDATE workers SET started_through = p_started_through, updated_at = p_now
+        WHERE id = p_worker_id AND started_through < p_started_through;
     END IF;
 END
 $function$;

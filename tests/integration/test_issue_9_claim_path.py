@@ -564,6 +564,20 @@ def test_registering_again_starts_the_watermark_at_zero_but_draining_keeps_it(co
     assert factories.worker(conn, draining)["started_through"] == 50
 
 
+def test_an_empty_claim_stores_a_higher_watermark_and_otherwise_writes_nothing(conn: Conn) -> None:
+    worker = insert_worker(conn)
+
+    def row_version() -> Any:
+        return conn.execute("SELECT xmin::text, started_through FROM pgq.workers WHERE id = %s", (worker,)).fetchone()
+
+    assert claim_v2(conn, worker, 0, 7) == []
+    raised = row_version()
+    assert claim_v2(conn, worker, 0, 7) == [] and claim_v2(conn, worker, 0, 3) == []
+
+    assert raised[1] == 7
+    assert row_version() == raised  # same row version: an idle worker's polls write nothing
+
+
 def test_negative_positions_or_watermarks_are_refused_and_change_nothing(conn: Conn, now: dt.datetime) -> None:
     worker = insert_worker(conn)
     job = insert_job(conn, run_at=now - MINUTE)

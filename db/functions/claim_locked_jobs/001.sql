@@ -7,11 +7,11 @@
 -- NULL when p_position_base is NULL (a claim without positions: its jobs
 -- count as started for rescues). Returns them in claim order.
 --
--- Then, last, the worker's row: with p_started_through (the worker's
--- watermark, see get_runnable_jobs_v2) an UPDATE raises workers.started_through
--- to it (never lowers it); without one, and with jobs claimed, FOR SHARE.
--- Either way the row stays locked until the claim commits, and its status is
--- checked on the locked version (check_worker_may_claim). mark_stale_workers,
+-- Then, last, the worker's row, when jobs were claimed: with
+-- p_started_through (the worker's watermark, see get_runnable_jobs_v2) an
+-- UPDATE raises workers.started_through to it (never lowers it); without one,
+-- FOR SHARE. Either way the row stays locked until the claim commits, and its
+-- status is checked on the locked version (check_worker_may_claim). mark_stale_workers,
 -- drain_worker, heartbeat_worker_v2 and deregister_worker update that row, so
 -- they serialise with the claim: a claim that overlaps a stale-marking waits
 -- for it and then refuses (rolling back its UPDATE of the jobs), or commits
@@ -55,20 +55,23 @@ BEGIN
         )
         -- UPDATE ... RETURNING yields rows in join order, not claim order.
         SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
-    END IF;
 
-    IF p_started_through IS NOT NULL THEN
-        UPDATE workers
-        SET started_through = greatest(started_through, p_started_through), updated_at = p_now
-        WHERE id = p_worker_id
-        RETURNING status INTO v_status;
-    ELSIF cardinality(p_job_ids) > 0 THEN
-        SELECT status INTO v_status FROM workers WHERE id = p_worker_id FOR SHARE;
-    ELSE
-        RETURN;  -- nothing claimed, nothing reported: the caller checked the status already
-    END IF;
-    IF v_status IS DISTINCT FROM 'active' THEN
-        PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+        IF p_started_through IS NOT NULL THEN
+            UPDATE workers
+            SET started_through = greatest(started_through, p_started_through), updated_at = p_now
+            WHERE id = p_worker_id
+            RETURNING status INTO v_status;
+        ELSE
+            SELECT status INTO v_status FROM workers WHERE id = p_worker_id FOR SHARE;
+        END IF;
+        IF v_status IS DISTINCT FROM 'active' THEN
+            PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+        END IF;
+    ELSIF p_started_through IS NOT NULL THEN
+        -- Nothing claimed, nothing to protect (the caller checked the status):
+        -- only a higher watermark is written, so an idle worker's polls write nothing.
+        UPDATE workers SET started_through = p_started_through, updated_at = p_now
+        WHERE id = p_worker_id AND started_through < p_started_through;
     END IF;
 END
 $$;
