@@ -411,11 +411,23 @@ COMMENT ON FUNCTION pgq.check_worker_may_claim(p_caller text, p_worker_id uuid, 
 -- ==================== function claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF pgq.jobs
- LANGUAGE sql
+ LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
-    SELECT * FROM claim_jobs_v2(p_job_ids, p_worker_id, NULL, NULL, p_now)
+DECLARE
+    v_status worker_status_enum;
+BEGIN
+    -- Fail fast, before locking anything; claim_locked_jobs checks again under
+    -- the lock. lock_runnable_jobs_by_id refuses NULL ids.
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('claim_jobs', p_worker_id, v_status);
+    END IF;
+    RETURN QUERY
+    SELECT * FROM claim_locked_jobs(lock_runnable_jobs_by_id(p_job_ids, p_now), p_worker_id,
+                                    NULL, NULL, 'claim_jobs', p_now);
+END
 $function$;
 COMMENT ON FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone) IS 'Redis accelerator: claim the named jobs that are still runnable for an active worker; the attempts count from the claim. PQ005: the worker is draining.';
 GRANT EXECUTE ON FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone) TO pgq_worker;
@@ -430,27 +442,19 @@ AS $function$
 DECLARE
     v_status worker_status_enum;
 BEGIN
-    IF p_job_ids IS NULL THEN
-        RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
-            USING ERRCODE = 'PQ004';
-    END IF;
     IF p_position_base < 0 OR p_started_through < 0 THEN
         RAISE EXCEPTION 'claim_jobs: p_position_base and p_started_through must not be negative (got %, %)',
             p_position_base, p_started_through USING ERRCODE = 'PQ004';
     END IF;
+    -- Fail fast, before locking anything; claim_locked_jobs checks again under
+    -- the lock. lock_runnable_jobs_by_id refuses NULL ids.
     SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
     IF v_status IS DISTINCT FROM 'active' THEN
         PERFORM check_worker_may_claim('claim_jobs', p_worker_id, v_status);
     END IF;
     RETURN QUERY
-    SELECT * FROM claim_locked_jobs(
-        ARRAY(SELECT id FROM jobs
-              WHERE id = ANY (p_job_ids)
-                AND status IN ('queued', 'retrying')
-                AND run_at <= p_now
-              ORDER BY priority DESC, run_at, id
-              FOR UPDATE SKIP LOCKED),
-        p_worker_id, p_position_base, p_started_through, 'claim_jobs', p_now);
+    SELECT * FROM claim_locked_jobs(lock_runnable_jobs_by_id(p_job_ids, p_now), p_worker_id,
+                                    p_position_base, p_started_through, 'claim_jobs', p_now);
 END
 $function$;
 COMMENT ON FUNCTION pgq.claim_jobs_v2(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_now timestamp with time zone) IS 'Redis accelerator: claim the named jobs that are still runnable for an active worker, with claim positions from p_position_base + 1 and its started watermark. PQ005: the worker is draining.';
@@ -791,11 +795,21 @@ GRANT EXECUTE ON FUNCTION pgq.fail_timed_out_jobs(p_grace interval, p_now timest
 -- ==================== function get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer DEFAULT 1, p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF pgq.jobs
- LANGUAGE sql
+ LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
-    SELECT * FROM get_runnable_jobs_v2(p_queues, p_worker_id, p_max_jobs, NULL, NULL, p_now)
+DECLARE
+    v_status worker_status_enum;
+BEGIN
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id, v_status);
+    END IF;
+    RETURN QUERY
+    SELECT * FROM claim_locked_jobs(lock_runnable_jobs(p_queues, p_max_jobs, p_now), p_worker_id,
+                                    NULL, NULL, 'get_runnable_jobs', p_now);
+END
 $function$;
 COMMENT ON FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone) IS 'Claim up to p_max_jobs due jobs of the queues for an active worker (priority, then run_at, then id; SKIP LOCKED); the attempts count from the claim. PQ005: the worker is draining.';
 GRANT EXECUTE ON FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone) TO pgq_worker;
@@ -810,19 +824,12 @@ AS $function$
 DECLARE
     v_status worker_status_enum;
 BEGIN
-    IF p_max_jobs IS NULL OR p_max_jobs < 1 THEN
-        RAISE EXCEPTION 'get_runnable_jobs: p_max_jobs must be at least 1 (got %)', p_max_jobs
-            USING ERRCODE = 'PQ004';
-    END IF;
-    IF coalesce(cardinality(p_queues), 0) = 0 THEN
-        RAISE EXCEPTION 'get_runnable_jobs: p_queues must name at least one queue'
-            USING ERRCODE = 'PQ004';
-    END IF;
     IF p_position_base < 0 OR p_started_through < 0 THEN
         RAISE EXCEPTION 'get_runnable_jobs: p_position_base and p_started_through must not be negative (got %, %)',
             p_position_base, p_started_through USING ERRCODE = 'PQ004';
     END IF;
     -- Fail fast, before locking anything; claim_locked_jobs checks again under the lock.
+    -- lock_runnable_jobs checks p_queues and p_max_jobs.
     SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
     IF v_status IS DISTINCT FROM 'active' THEN
         PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id, v_status);
@@ -926,11 +933,21 @@ AS $function$
 DECLARE
     v_queues constant text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
     v_ids bigint[] := '{}';
-    v_candidates bigint[];
-    v_bound bigint;
+    v_candidates tid[];
+    v_bound_priority smallint;
+    v_bound_run_at timestamptz;
+    v_bound_id bigint;
     v_depth bigint := p_max_jobs;
     v_passes integer := 0;
 BEGIN
+    IF p_max_jobs IS NULL OR p_max_jobs < 1 THEN
+        RAISE EXCEPTION 'get_runnable_jobs: p_max_jobs must be at least 1 (got %)', p_max_jobs
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF coalesce(cardinality(p_queues), 0) = 0 THEN
+        RAISE EXCEPTION 'get_runnable_jobs: p_queues must name at least one queue'
+            USING ERRCODE = 'PQ004';
+    END IF;
     IF cardinality(v_queues) = 1 THEN
         -- One queue: the claim index yields rows in claim order. LIMIT sits
         -- above the row locking, which takes the rows one at a time, skips
@@ -946,26 +963,29 @@ BEGIN
     END IF;
 
     -- Several queues: claim order runs across them, and a locking scan per
-    -- queue would lock p_max_jobs rows in each. So first read (without
-    -- locking) the first v_depth runnable rows of each queue from the claim
-    -- index and merge them in claim order; then lock them in that order,
-    -- skipping rows other claimers hold, until p_max_jobs are locked.
-    -- A queue whose v_depth rows were all read may have more, which would
-    -- come after its last candidate: candidates beyond the earliest such last
-    -- one (v_bound) are not taken in this pass, so that a row of one queue
-    -- never jumps ahead of a better, lockable row of another queue that was
-    -- just not read yet. Without other claimers one pass locks p_max_jobs
-    -- (the queue holding v_bound brings v_depth = p_max_jobs candidates up to
-    -- it); when they hold candidates, the next pass reads deeper.
+    -- queue would lock p_max_jobs rows in each. So first read, without
+    -- locking, the first v_depth runnable rows of each queue from the claim
+    -- index (candidates); then lock candidates in claim order, skipping rows
+    -- other claimers hold, until p_max_jobs are locked (LIMIT sits above the
+    -- row locking: rows past the batch are never locked).
+    -- A queue whose v_depth rows were all read may have more, which come
+    -- after its last candidate: candidates after the earliest such last one
+    -- (v_bound_id) are left for a deeper pass, so that a row of one queue never
+    -- jumps ahead of a better, lockable row of another queue that was just
+    -- not read yet. Without other claimers one pass locks p_max_jobs (the
+    -- queue holding v_bound brings v_depth = p_max_jobs candidates up to it);
+    -- when they hold candidates, the next pass reads deeper.
     LOOP
-        SELECT coalesce(array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id), '{}'),
-               (array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id) FILTER (WHERE c.n = v_depth AND c.rn = c.n))[1]
-        INTO v_candidates, v_bound
+        SELECT coalesce(array_agg(c.ctid), '{}'),
+               (array_agg(c.priority ORDER BY c.priority DESC, c.run_at, c.id) FILTER (WHERE c.rn = v_depth))[1],
+               (array_agg(c.run_at ORDER BY c.priority DESC, c.run_at, c.id) FILTER (WHERE c.rn = v_depth))[1],
+               (array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id) FILTER (WHERE c.rn = v_depth))[1]
+        INTO v_candidates, v_bound_priority, v_bound_run_at, v_bound_id
         FROM unnest(v_queues) AS q(queue)
         CROSS JOIN LATERAL (
-            SELECT s.id, s.priority, s.run_at, count(*) OVER () AS n,
+            SELECT s.ctid, s.id, s.priority, s.run_at,
                    row_number() OVER (ORDER BY s.priority DESC, s.run_at, s.id) AS rn
-            FROM (SELECT id, priority, run_at FROM jobs
+            FROM (SELECT ctid, id, priority, run_at FROM jobs
                   WHERE queue = q.queue
                     AND status IN ('queued', 'retrying')
                     AND run_at <= p_now
@@ -973,33 +993,32 @@ BEGIN
                   LIMIT v_depth) AS s
         ) AS c;
         v_passes := v_passes + 1;
-        IF v_bound IS NOT NULL AND v_passes < 3 THEN
-            v_candidates := v_candidates[1:array_position(v_candidates, v_bound)];
+        IF v_passes >= 3 THEN
+            v_bound_id := NULL;  -- the last pass takes any candidate (see below)
         END IF;
 
-        -- A nested loop over the candidates, in array order, with LIMIT on
-        -- top: each candidate is locked (or skipped) only when the rows
-        -- before it did not make up the batch yet. The status test runs again
-        -- on the locked row version (a claim that committed meanwhile).
+        -- Candidates are found again by their row address (a TID scan: no
+        -- second index walk). A row updated meanwhile is followed to its new
+        -- version, on which the conditions are tested again (a claim that
+        -- committed meanwhile is skipped).
         v_ids := v_ids || ARRAY(
-            SELECT l.id
-            FROM unnest(v_candidates) AS c(id)
-            CROSS JOIN LATERAL (
-                SELECT j.id FROM jobs AS j
-                WHERE j.id = c.id
-                  AND j.queue = ANY (v_queues)
-                  AND j.status IN ('queued', 'retrying')
-                  AND j.run_at <= p_now
-                  AND j.id <> ALL (v_ids)  -- locked by an earlier pass: ours already
-                FOR UPDATE SKIP LOCKED
-            ) AS l
-            LIMIT p_max_jobs - cardinality(v_ids));
+            SELECT j.id FROM jobs AS j
+            WHERE j.ctid = ANY (v_candidates)
+              AND j.queue = ANY (v_queues)
+              AND j.status IN ('queued', 'retrying')
+              AND j.run_at <= p_now
+              AND j.id <> ALL (v_ids)  -- locked by an earlier pass: ours already
+              AND (v_bound_id IS NULL
+                   OR (-j.priority, j.run_at, j.id) <= (-v_bound_priority, v_bound_run_at, v_bound_id))
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT p_max_jobs - cardinality(v_ids)
+            FOR UPDATE SKIP LOCKED);
 
         -- Done when the batch is full or every runnable row was a candidate.
         -- Bounded: the third pass takes any candidate (order among the rows
         -- other claimers left may then bend), and a worker that still got
         -- fewer jobs than it asked for claims again soon.
-        EXIT WHEN cardinality(v_ids) >= p_max_jobs OR v_bound IS NULL OR v_passes >= 3;
+        EXIT WHEN cardinality(v_ids) >= p_max_jobs OR v_bound_id IS NULL;
         v_depth := v_depth * 4;
     END LOOP;
 
@@ -1011,7 +1030,29 @@ BEGIN
     RETURN v_ids;
 END
 $function$;
-COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
+COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs, get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
+
+-- ==================== function lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_job_ids IS NULL THEN
+        RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    RETURN ARRAY(
+        SELECT id FROM jobs
+        WHERE id = ANY (p_job_ids)
+          AND status IN ('queued', 'retrying')
+          AND run_at <= p_now
+        ORDER BY priority DESC, run_at, id
+        FOR UPDATE SKIP LOCKED);
+END
+$function$;
+COMMENT ON FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone) IS 'Internal (claim_jobs, claim_jobs_v2): lock the named jobs that are runnable (SKIP LOCKED); their ids in claim order.';
 
 -- ==================== function mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone DEFAULT now())

@@ -18,7 +18,7 @@
 -- makes them SECURITY INVOKER again: they are made definer again here.
 --
 -- The internal helpers (check_worker_may_claim, lock_runnable_jobs,
--- claim_locked_jobs, rescue_job) stay SECURITY INVOKER, closed to PUBLIC and
+-- lock_runnable_jobs_by_id, claim_locked_jobs, rescue_job) stay SECURITY INVOKER, closed to PUBLIC and
 -- granted to nobody: only the functions above call them.
 --
 -- Runs with search_path set to the pgq schema. Idempotent: when the worker
@@ -45,6 +45,7 @@ REVOKE ALL ON FUNCTION get_runnable_jobs_v2(text[], uuid, integer, bigint, bigin
                        drain_worker(uuid, timestamptz),
                        check_worker_may_claim(text, uuid, worker_status_enum),
                        lock_runnable_jobs(text[], integer, timestamptz),
+                       lock_runnable_jobs_by_id(bigint[], timestamptz),
                        claim_locked_jobs(bigint[], uuid, bigint, bigint, text, timestamptz),
                        rescue_job(bigint, boolean, attempt_outcome, text, text, double precision, timestamptz)
     FROM PUBLIC;

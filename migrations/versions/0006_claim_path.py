@@ -16,12 +16,14 @@ no table rewrite; no CHECK, which every claim would evaluate):
 - ``workers.drain_requested_at``: when ``drain_worker`` asked it to drain.
 
 Functions, each from its file under db/ (STYLE §4): new internal helpers
-(``check_worker_may_claim``, ``lock_runnable_jobs``, ``claim_locked_jobs``,
-``rescue_job``), new entry points beside the old ones (``get_runnable_jobs_v2``,
+(``check_worker_may_claim``, ``lock_runnable_jobs``,
+``lock_runnable_jobs_by_id``, ``claim_locked_jobs``, ``rescue_job``), new
+entry points beside the old ones (``get_runnable_jobs_v2``,
 ``claim_jobs_v2``, ``heartbeat_worker_v2``: new parameters and answers) and
-``drain_worker``; new bodies for ``get_runnable_jobs``, ``claim_jobs`` and
-``heartbeat_worker`` (now thin calls of their v2), ``register_worker``,
-``mark_stale_workers``, ``deregister_worker`` and ``fail_timed_out_jobs``.
+``drain_worker``; new bodies for ``get_runnable_jobs`` and ``claim_jobs``
+(the same internals, without positions), ``heartbeat_worker`` (a call of its
+v2), ``register_worker``, ``mark_stale_workers``, ``deregister_worker`` and
+``fail_timed_out_jobs``.
 A draining worker's claim raises the new SQLSTATE PQ005.
 
 Roles: ``db/roles/003.sql`` (definer, closed to PUBLIC, the four new entry
@@ -59,6 +61,7 @@ COMMENT ON COLUMN workers.drain_requested_at IS
 FILES = [
     "functions/check_worker_may_claim/001.sql",
     "functions/lock_runnable_jobs/001.sql",
+    "functions/lock_runnable_jobs_by_id/001.sql",
     "functions/claim_locked_jobs/001.sql",
     "functions/rescue_job/001.sql",
     "functions/get_runnable_jobs_v2/001.sql",
@@ -92,6 +95,7 @@ DROP FUNCTION claim_jobs_v2(bigint[], uuid, bigint, bigint, timestamptz);
 DROP FUNCTION get_runnable_jobs_v2(text[], uuid, integer, bigint, bigint, timestamptz);
 DROP FUNCTION rescue_job(bigint, boolean, attempt_outcome, text, text, double precision, timestamptz);
 DROP FUNCTION claim_locked_jobs(bigint[], uuid, bigint, bigint, text, timestamptz);
+DROP FUNCTION lock_runnable_jobs_by_id(bigint[], timestamptz);
 DROP FUNCTION lock_runnable_jobs(text[], integer, timestamptz);
 DROP FUNCTION check_worker_may_claim(text, uuid, worker_status_enum);
 ALTER TABLE workers DROP COLUMN drain_requested_at, DROP COLUMN started_through;

@@ -27,27 +27,19 @@ AS $$
 DECLARE
     v_status worker_status_enum;
 BEGIN
-    IF p_job_ids IS NULL THEN
-        RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
-            USING ERRCODE = 'PQ004';
-    END IF;
     IF p_position_base < 0 OR p_started_through < 0 THEN
         RAISE EXCEPTION 'claim_jobs: p_position_base and p_started_through must not be negative (got %, %)',
             p_position_base, p_started_through USING ERRCODE = 'PQ004';
     END IF;
+    -- Fail fast, before locking anything; claim_locked_jobs checks again under
+    -- the lock. lock_runnable_jobs_by_id refuses NULL ids.
     SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
     IF v_status IS DISTINCT FROM 'active' THEN
         PERFORM check_worker_may_claim('claim_jobs', p_worker_id, v_status);
     END IF;
     RETURN QUERY
-    SELECT * FROM claim_locked_jobs(
-        ARRAY(SELECT id FROM jobs
-              WHERE id = ANY (p_job_ids)
-                AND status IN ('queued', 'retrying')
-                AND run_at <= p_now
-              ORDER BY priority DESC, run_at, id
-              FOR UPDATE SKIP LOCKED),
-        p_worker_id, p_position_base, p_started_through, 'claim_jobs', p_now);
+    SELECT * FROM claim_locked_jobs(lock_runnable_jobs_by_id(p_job_ids, p_now), p_worker_id,
+                                    p_position_base, p_started_through, 'claim_jobs', p_now);
 END
 $$;
 COMMENT ON FUNCTION claim_jobs_v2(bigint[], uuid, bigint, bigint, timestamptz) IS

@@ -37,19 +37,12 @@ AS $$
 DECLARE
     v_status worker_status_enum;
 BEGIN
-    IF p_max_jobs IS NULL OR p_max_jobs < 1 THEN
-        RAISE EXCEPTION 'get_runnable_jobs: p_max_jobs must be at least 1 (got %)', p_max_jobs
-            USING ERRCODE = 'PQ004';
-    END IF;
-    IF coalesce(cardinality(p_queues), 0) = 0 THEN
-        RAISE EXCEPTION 'get_runnable_jobs: p_queues must name at least one queue'
-            USING ERRCODE = 'PQ004';
-    END IF;
     IF p_position_base < 0 OR p_started_through < 0 THEN
         RAISE EXCEPTION 'get_runnable_jobs: p_position_base and p_started_through must not be negative (got %, %)',
             p_position_base, p_started_through USING ERRCODE = 'PQ004';
     END IF;
     -- Fail fast, before locking anything; claim_locked_jobs checks again under the lock.
+    -- lock_runnable_jobs checks p_queues and p_max_jobs.
     SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
     IF v_status IS DISTINCT FROM 'active' THEN
         PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id, v_status);
