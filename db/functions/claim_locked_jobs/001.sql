@@ -34,9 +34,6 @@ CREATE OR REPLACE FUNCTION claim_locked_jobs(
 ) RETURNS SETOF jobs
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
--- The jobs found by primary key are joined to their places in p_job_ids by
--- hash; a nested loop would rescan the array once per job (quadratic).
-SET enable_nestloop = off
 AS $$
 DECLARE
     v_status worker_status_enum;
@@ -46,11 +43,14 @@ BEGIN
         WITH claimed AS (
             UPDATE jobs AS j
             SET status = 'running', worker_id = p_worker_id, attempts = j.attempts + 1,
-                started_at = p_now, updated_at = p_now, claim_position = p_position_base + c.ord
-            FROM unnest(p_job_ids) WITH ORDINALITY AS c(id, ord)
-            -- = ANY: primary-key lookups. Joined to the candidates alone, the
-            -- planner could hash them against a sequential scan of jobs.
-            WHERE j.id = ANY (p_job_ids) AND j.id = c.id
+                started_at = p_now, updated_at = p_now,
+                -- array_position is linear, so this is quadratic in the batch,
+                -- but cheaper than a join up to many hundreds of jobs (5 us for
+                -- 100), and nothing without positions.
+                claim_position = CASE WHEN p_position_base IS NOT NULL
+                                      THEN p_position_base + array_position(p_job_ids, j.id) END
+            -- = ANY: primary-key lookups, as the claim always did.
+            WHERE j.id = ANY (p_job_ids)
             RETURNING j.*
         )
         -- UPDATE ... RETURNING yields rows in join order, not claim order.
