@@ -411,7 +411,7 @@ class Queries:
 
     def get_runnable_jobs_v2(
         self, conn: Any, queues: Sequence[str], worker_id: UUID, max_jobs: int, position_base: int,
-        started_through: int,
+        started_through: int | None,
     ) -> list[Job]:
         """Claim up to ``max_jobs`` jobs with claim positions (``get_runnable_jobs_v2``, commits).
 
@@ -420,8 +420,10 @@ class Queries:
         number of jobs it asked for before (the sum of its earlier
         ``max_jobs`` and ``claim_jobs_v2`` id counts), and as ``started_through``
         its watermark: every job it received with a position up to it has
-        started. A rescue after a crash gives back the attempts of the jobs
-        above the watermark.
+        started (or was finished or released). A rescue after a crash gives
+        back the attempts of the jobs above the watermark. With jobs claimed,
+        a watermark costs an update of the worker's row instead of a share
+        lock; None keeps the stored one (it then lags until the heartbeat).
 
         Raises:
             WorkerDraining: the worker was asked to drain: claim no more.
@@ -516,7 +518,7 @@ class MirrorQueries:
         return [job_from_row(r) for r in execute(conn, self._claim, [list(job_ids), worker_id])]
 
     def claim_jobs_v2(
-        self, conn: Any, job_ids: Sequence[int], worker_id: UUID, position_base: int, started_through: int,
+        self, conn: Any, job_ids: Sequence[int], worker_id: UUID, position_base: int, started_through: int | None,
     ) -> list[Job]:
         """Claim these ids with claim positions (``claim_jobs_v2``, commits); claim order.
 
