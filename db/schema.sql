@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0005
+-- alembic revision: 0006
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -134,6 +134,8 @@ CREATE TABLE pgq.jobs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     life integer DEFAULT 1 NOT NULL,
+    claim_position bigint,
+    free_rescues integer DEFAULT 0 NOT NULL,
     CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
     CONSTRAINT jobs_max_attempts_positive CHECK (max_attempts >= 1),
     CONSTRAINT jobs_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
@@ -180,6 +182,8 @@ COMMENT ON COLUMN pgq.jobs.last_error IS 'Error type and message of the last fai
 COMMENT ON COLUMN pgq.jobs.created_at IS 'When the job was enqueued.';
 COMMENT ON COLUMN pgq.jobs.updated_at IS 'Last change of the row (kept by a trigger).';
 COMMENT ON COLUMN pgq.jobs.life IS 'Life of the job: 1, plus 1 for each requeue from the dead letter queue (a new life starts with attempts 0).';
+COMMENT ON COLUMN pgq.jobs.claim_position IS 'Position of the current (or last) claim in its worker''s sequence (get_runnable_jobs_v2, claim_jobs_v2); NULL for a claim without one. Above workers.started_through: the handler has not started.';
+COMMENT ON COLUMN pgq.jobs.free_rescues IS 'Rescues that gave the job back without charging an attempt, its handler having not started; at most max_attempts, then rescues charge again.';
 COMMENT ON CONSTRAINT jobs_payload_size ON pgq.jobs IS 'Payloads are at most 8 MiB as stored jsonb: a backstop for producers that skip the client-side PGQ_MAX_PAYLOAD_BYTES check.';
 COMMENT ON CONSTRAINT jobs_retry_finite ON pgq.jobs IS 'Backoff numbers are finite (NaN and infinity are rejected).';
 COMMENT ON CONSTRAINT jobs_run_at_finite ON pgq.jobs IS 'A job with run_at ''infinity'' would never run.';
@@ -250,6 +254,8 @@ CREATE TABLE pgq.workers (
     metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_through bigint DEFAULT 0 NOT NULL,
+    drain_requested_at timestamp with time zone,
     CONSTRAINT workers_capacity_positive CHECK (capacity >= 1),
     CONSTRAINT workers_health_range CHECK (health_score >= 0::double precision AND health_score <= 1::double precision),
     CONSTRAINT workers_load_nonnegative CHECK (current_load >= 0),
@@ -274,6 +280,8 @@ COMMENT ON COLUMN pgq.workers.stopped_at IS 'When the worker deregistered or was
 COMMENT ON COLUMN pgq.workers.metadata IS 'Free-form facts about the worker (versions, settings).';
 COMMENT ON COLUMN pgq.workers.created_at IS 'When the row was created.';
 COMMENT ON COLUMN pgq.workers.updated_at IS 'Last change of the row (kept by a trigger).';
+COMMENT ON COLUMN pgq.workers.started_through IS 'The worker''s report: every job it received with a claim position up to this one has started. Rescues give back the attempts of its jobs above it.';
+COMMENT ON COLUMN pgq.workers.drain_requested_at IS 'When drain_worker() asked the worker to drain; NULL if never. Re-registering or coming back from stale keeps it draining.';
 COMMENT ON CONSTRAINT workers_metadata_object ON pgq.workers IS 'metadata is a JSON object.';
 COMMENT ON CONSTRAINT workers_queue_names ON pgq.workers IS 'Queues are queue names, as jobs.queue (no NULL, no empty name).';
 CREATE INDEX workers_live_heartbeat_idx ON pgq.workers USING btree (last_heartbeat) WHERE (status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum]));
@@ -435,6 +443,26 @@ $function$;
 COMMENT ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) IS 'Cancels a waiting, queued, retrying or running job (a running job''s worker is told); returns false if it was already cancelled.';
 GRANT EXECUTE ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) TO pgq_producer;
 
+-- ==================== function check_worker_may_claim(p_caller text, p_worker_id uuid, p_status pgq.worker_status_enum)
+CREATE OR REPLACE FUNCTION pgq.check_worker_may_claim(p_caller text, p_worker_id uuid, p_status pgq.worker_status_enum)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_status = 'active' THEN
+        RETURN;
+    END IF;
+    IF p_status = 'draining' THEN
+        RAISE EXCEPTION '%: worker % is draining: it claims no more jobs; it finishes or releases the jobs it holds, then deregisters',
+            p_caller, p_worker_id USING ERRCODE = 'PQ005';
+    END IF;
+    RAISE EXCEPTION '%: worker % is %, only an active worker may claim jobs',
+        p_caller, p_worker_id, coalesce(p_status::text, 'not registered') USING ERRCODE = 'PQ002';
+END
+$function$;
+COMMENT ON FUNCTION pgq.check_worker_may_claim(p_caller text, p_worker_id uuid, p_status pgq.worker_status_enum) IS 'Internal (claim functions): raise PQ005 for a draining worker, PQ002 for a stale, stopped or unregistered one.';
+
 -- ==================== function claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone DEFAULT now())
  RETURNS SETOF pgq.jobs
@@ -443,39 +471,97 @@ CREATE OR REPLACE FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, 
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_worker_status worker_status_enum;
+    v_status worker_status_enum;
 BEGIN
-    IF p_job_ids IS NULL THEN
-        RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
-            USING ERRCODE = 'PQ004';
+    -- Fail fast, before locking anything; claim_locked_jobs checks again under
+    -- the lock. lock_runnable_jobs_by_id refuses NULL ids.
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('claim_jobs', p_worker_id, v_status);
     END IF;
-    SELECT status INTO v_worker_status FROM workers WHERE id = p_worker_id;
-    IF v_worker_status IS DISTINCT FROM 'active' THEN
-        RAISE EXCEPTION 'claim_jobs: worker % is %, only an active worker may claim jobs',
-            p_worker_id, coalesce(v_worker_status::text, 'not registered')
-            USING ERRCODE = 'PQ002';
-    END IF;
-
     RETURN QUERY
-    -- The CTE locks exactly the rows it selects, once (see get_runnable_jobs).
-    WITH candidates AS MATERIALIZED (
-        SELECT id FROM jobs
-        WHERE id = ANY (p_job_ids)
-          AND status IN ('queued', 'retrying')
-          AND run_at <= p_now
-        FOR UPDATE SKIP LOCKED
-    ), claimed AS (
-        UPDATE jobs AS j
-        SET status = 'running', worker_id = p_worker_id, attempts = j.attempts + 1,
-            started_at = p_now, updated_at = p_now
-        -- = ANY(ARRAY(...)): primary-key lookups, as in get_runnable_jobs.
-        WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c))
-        RETURNING j.*
-    )
-    SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
+    SELECT * FROM claim_locked_jobs(lock_runnable_jobs_by_id(p_job_ids, p_now), p_worker_id,
+                                    NULL, NULL, 'claim_jobs', p_now);
 END
 $function$;
+COMMENT ON FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone) IS 'Redis accelerator: claim the named jobs that are still runnable for an active worker; the attempts count from the claim. PQ005: the worker is draining.';
 GRANT EXECUTE ON FUNCTION pgq.claim_jobs(p_job_ids bigint[], p_worker_id uuid, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function claim_jobs_v2(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.claim_jobs_v2(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint DEFAULT NULL::bigint, p_started_through bigint DEFAULT NULL::bigint, p_now timestamp with time zone DEFAULT now())
+ RETURNS SETOF pgq.jobs
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_status worker_status_enum;
+BEGIN
+    IF p_position_base < 0 OR p_started_through < 0 THEN
+        RAISE EXCEPTION 'claim_jobs: p_position_base and p_started_through must not be negative (got %, %)',
+            p_position_base, p_started_through USING ERRCODE = 'PQ004';
+    END IF;
+    -- Fail fast, before locking anything; claim_locked_jobs checks again under
+    -- the lock. lock_runnable_jobs_by_id refuses NULL ids.
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('claim_jobs', p_worker_id, v_status);
+    END IF;
+    RETURN QUERY
+    SELECT * FROM claim_locked_jobs(lock_runnable_jobs_by_id(p_job_ids, p_now), p_worker_id,
+                                    p_position_base, p_started_through, 'claim_jobs', p_now);
+END
+$function$;
+COMMENT ON FUNCTION pgq.claim_jobs_v2(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_now timestamp with time zone) IS 'Redis accelerator: claim the named jobs that are still runnable for an active worker, with claim positions from p_position_base + 1 and its started watermark. PQ005: the worker is draining.';
+GRANT EXECUTE ON FUNCTION pgq.claim_jobs_v2(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function claim_locked_jobs(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_caller text, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.claim_locked_jobs(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_caller text, p_now timestamp with time zone)
+ RETURNS SETOF pgq.jobs
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_status worker_status_enum;
+BEGIN
+    IF cardinality(p_job_ids) > 0 THEN
+        RETURN QUERY
+        WITH claimed AS (
+            UPDATE jobs AS j
+            SET status = 'running', worker_id = p_worker_id, attempts = j.attempts + 1,
+                started_at = p_now, updated_at = p_now,
+                -- array_position is linear, so this is quadratic in the batch,
+                -- but cheaper than a join up to many hundreds of jobs (5 us for
+                -- 100), and nothing without positions.
+                claim_position = CASE WHEN p_position_base IS NOT NULL
+                                      THEN p_position_base + array_position(p_job_ids, j.id) END
+            -- = ANY: primary-key lookups, as the claim always did.
+            WHERE j.id = ANY (p_job_ids)
+            RETURNING j.*
+        )
+        -- UPDATE ... RETURNING yields rows in join order, not claim order.
+        SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
+
+        IF p_started_through IS NOT NULL THEN
+            UPDATE workers
+            SET started_through = greatest(started_through, p_started_through), updated_at = p_now
+            WHERE id = p_worker_id
+            RETURNING status INTO v_status;
+        ELSE
+            SELECT status INTO v_status FROM workers WHERE id = p_worker_id FOR SHARE;
+        END IF;
+        IF v_status IS DISTINCT FROM 'active' THEN
+            PERFORM check_worker_may_claim(p_caller, p_worker_id, v_status);
+        END IF;
+    ELSIF p_started_through IS NOT NULL THEN
+        -- Nothing claimed, nothing to protect (the caller checked the status):
+        -- only a higher watermark is written, so an idle worker's polls write nothing.
+        UPDATE workers SET started_through = p_started_through, updated_at = p_now
+        WHERE id = p_worker_id AND started_through < p_started_through;
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION pgq.claim_locked_jobs(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_caller text, p_now timestamp with time zone) IS 'Internal (claim functions): mark locked jobs running for the worker with claim positions, then lock the worker row, store its watermark and check it may claim.';
 
 -- ==================== function complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[] DEFAULT NULL::jsonb[], p_now timestamp with time zone DEFAULT now())
@@ -528,28 +614,63 @@ CREATE OR REPLACE FUNCTION pgq.deregister_worker(p_worker_id uuid, p_now timesta
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_job_id bigint;
+    v_through bigint;
+    v_job record;
     v_count integer := 0;
 BEGIN
     UPDATE workers SET status = 'stopped', stopped_at = p_now, current_load = 0, updated_at = p_now
-    WHERE id = p_worker_id;
+    WHERE id = p_worker_id
+    RETURNING started_through INTO v_through;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'deregister_worker: worker % is not registered', p_worker_id
             USING ERRCODE = 'PQ002';
     END IF;
-    FOR v_job_id IN
-        SELECT id FROM jobs WHERE status = 'running' AND worker_id = p_worker_id
+    FOR v_job IN
+        SELECT id, coalesce(claim_position > v_through, false) AS unstarted
+        FROM jobs WHERE status = 'running' AND worker_id = p_worker_id
         ORDER BY id FOR UPDATE
     LOOP
-        PERFORM record_failed_attempt(v_job_id, 'interrupted', 'WorkerShutdown',
-                                      'worker stopped before the attempt finished',
-                                      NULL, 0, false, p_now);
+        PERFORM rescue_job(v_job.id, v_job.unstarted, 'interrupted', 'WorkerShutdown',
+                           'worker stopped before the attempt finished', 0, p_now);
         v_count := v_count + 1;
     END LOOP;
     RETURN v_count;
 END
 $function$;
+COMMENT ON FUNCTION pgq.deregister_worker(p_worker_id uuid, p_now timestamp with time zone) IS 'Mark a worker stopped; its jobs still running run again at once (attempt counted as interrupted, or given back when never started). Returns how many.';
 GRANT EXECUTE ON FUNCTION pgq.deregister_worker(p_worker_id uuid, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function drain_worker(p_worker_id uuid, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.drain_worker(p_worker_id uuid, p_now timestamp with time zone DEFAULT now())
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_worker workers;
+BEGIN
+    SELECT * INTO v_worker FROM workers WHERE id = p_worker_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'drain_worker: worker % is not registered', p_worker_id USING ERRCODE = 'PQ002';
+    END IF;
+    IF v_worker.status = 'stopped' THEN
+        RAISE EXCEPTION 'drain_worker: worker % is stopped: it has nothing to drain', p_worker_id
+            USING ERRCODE = 'PQ002';
+    END IF;
+    IF v_worker.status IN ('draining', 'stale') AND v_worker.drain_requested_at IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    UPDATE workers
+    SET status = CASE WHEN status = 'active' THEN 'draining'::worker_status_enum ELSE status END,
+        drain_requested_at = p_now, updated_at = p_now
+    WHERE id = p_worker_id;
+    PERFORM pg_notify(current_schema() || '_worker_draining', p_worker_id::text);
+    RETURN v_worker.status <> 'draining';
+END
+$function$;
+COMMENT ON FUNCTION pgq.drain_worker(p_worker_id uuid, p_now timestamp with time zone) IS 'Ask a worker to drain: it claims nothing more (PQ005), finishes or releases its jobs and deregisters. Returns false when it was already draining. PQ002: stopped or unknown.';
+GRANT EXECUTE ON FUNCTION pgq.drain_worker(p_worker_id uuid, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb DEFAULT '{}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 3, p_delay interval DEFAULT '00:00:00'::interval, p_max_attempts integer DEFAULT 3, p_timeout interval DEFAULT NULL::interval, p_unique_key text DEFAULT NULL::text, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_now timestamp with time zone DEFAULT now())
@@ -710,25 +831,26 @@ BEGIN
             USING ERRCODE = 'PQ004';
     END IF;
     FOR v_job IN
-        SELECT j.id, j.worker_id, j.timeout
-        FROM jobs AS j
+        SELECT j.id, j.worker_id, j.timeout,
+               coalesce(j.claim_position > w.started_through, false) AS unstarted
+        FROM jobs AS j LEFT JOIN workers AS w ON w.id = j.worker_id
         WHERE j.status = 'running'
           AND j.timeout IS NOT NULL
           AND j.started_at + j.timeout + p_grace < p_now
         ORDER BY j.id
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE OF j SKIP LOCKED
     LOOP
         job_id := v_job.id;
         worker_id := v_job.worker_id;
-        job_status := record_failed_attempt(
-            v_job.id, 'timed_out', 'JobTimeout',
+        job_status := rescue_job(
+            v_job.id, v_job.unstarted, 'timed_out', 'JobTimeout',
             format('attempt ran longer than its timeout of %s', v_job.timeout),
-            NULL, NULL, false, p_now);
+            NULL, p_now);
         RETURN NEXT;
     END LOOP;
 END
 $function$;
-COMMENT ON FUNCTION pgq.fail_timed_out_jobs(p_grace interval, p_now timestamp with time zone) IS 'Fails (outcome timed_out) the running jobs that overran their timeout by more than p_grace: they retry or die; returns (job_id, worker_id, job_status) per job.';
+COMMENT ON FUNCTION pgq.fail_timed_out_jobs(p_grace interval, p_now timestamp with time zone) IS 'Fail running jobs past their timeout plus p_grace (retrying or dead; queued with the attempt given back when the handler never started).';
 GRANT EXECUTE ON FUNCTION pgq.fail_timed_out_jobs(p_grace interval, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone)
@@ -739,7 +861,145 @@ CREATE OR REPLACE FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uu
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_worker_status worker_status_enum;
+    v_status worker_status_enum;
+BEGIN
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id, v_status);
+    END IF;
+    RETURN QUERY
+    SELECT * FROM claim_locked_jobs(lock_runnable_jobs(p_queues, p_max_jobs, p_now), p_worker_id,
+                                    NULL, NULL, 'get_runnable_jobs', p_now);
+END
+$function$;
+COMMENT ON FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone) IS 'Claim up to p_max_jobs due jobs of the queues for an active worker (priority, then run_at, then id; SKIP LOCKED); the attempts count from the claim. PQ005: the worker is draining.';
+GRANT EXECUTE ON FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function get_runnable_jobs_v2(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_position_base bigint, p_started_through bigint, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.get_runnable_jobs_v2(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_position_base bigint DEFAULT NULL::bigint, p_started_through bigint DEFAULT NULL::bigint, p_now timestamp with time zone DEFAULT now())
+ RETURNS SETOF pgq.jobs
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_status worker_status_enum;
+BEGIN
+    IF p_position_base < 0 OR p_started_through < 0 THEN
+        RAISE EXCEPTION 'get_runnable_jobs: p_position_base and p_started_through must not be negative (got %, %)',
+            p_position_base, p_started_through USING ERRCODE = 'PQ004';
+    END IF;
+    -- Fail fast, before locking anything; claim_locked_jobs checks again under the lock.
+    -- lock_runnable_jobs checks p_queues and p_max_jobs.
+    SELECT status INTO v_status FROM workers WHERE id = p_worker_id;
+    IF v_status IS DISTINCT FROM 'active' THEN
+        PERFORM check_worker_may_claim('get_runnable_jobs', p_worker_id, v_status);
+    END IF;
+    RETURN QUERY
+    SELECT * FROM claim_locked_jobs(lock_runnable_jobs(p_queues, p_max_jobs, p_now), p_worker_id,
+                                    p_position_base, p_started_through, 'get_runnable_jobs', p_now);
+END
+$function$;
+COMMENT ON FUNCTION pgq.get_runnable_jobs_v2(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_position_base bigint, p_started_through bigint, p_now timestamp with time zone) IS 'Claim up to p_max_jobs due jobs of the queues for an active worker (priority, then run_at, then id; SKIP LOCKED), giving them claim positions from p_position_base + 1 and storing the worker''s started watermark. PQ005: the worker is draining.';
+GRANT EXECUTE ON FUNCTION pgq.get_runnable_jobs_v2(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_position_base bigint, p_started_through bigint, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function heartbeat_worker(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_health_score real, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.heartbeat_worker(p_worker_id uuid, p_current_load integer DEFAULT 0, p_running_job_ids bigint[] DEFAULT '{}'::bigint[], p_health_score real DEFAULT NULL::real, p_now timestamp with time zone DEFAULT now())
+ RETURNS TABLE(previous_status pgq.worker_status_enum, lost_job_ids bigint[])
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT h.previous_status, h.lost_job_ids
+    FROM heartbeat_worker_v2(p_worker_id, p_current_load, p_running_job_ids, NULL, p_health_score, p_now) AS h
+$function$;
+COMMENT ON FUNCTION pgq.heartbeat_worker(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_health_score real, p_now timestamp with time zone) IS 'Record a heartbeat; rescue owned jobs not listed in p_running_job_ids (ClaimLost, claimed > 10 s ago). Returns the status before it and the listed jobs no longer owned; heartbeat_worker_v2 says more.';
+GRANT EXECUTE ON FUNCTION pgq.heartbeat_worker(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_health_score real, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function heartbeat_worker_v2(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_health_score real, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.heartbeat_worker_v2(p_worker_id uuid, p_current_load integer DEFAULT 0, p_running_job_ids bigint[] DEFAULT '{}'::bigint[], p_started_through bigint DEFAULT NULL::bigint, p_health_score real DEFAULT NULL::real, p_now timestamp with time zone DEFAULT now())
+ RETURNS TABLE(status pgq.worker_status_enum, previous_status pgq.worker_status_enum, lost_job_ids bigint[], rescued_job_ids bigint[])
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_previous worker_status_enum;
+    v_status worker_status_enum;
+    v_through bigint;
+    v_running constant bigint[] := coalesce(p_running_job_ids, '{}');
+    v_rescued bigint[] := '{}';
+    v_job record;
+BEGIN
+    IF p_started_through < 0 THEN
+        RAISE EXCEPTION 'heartbeat_worker: p_started_through must not be negative (got %)', p_started_through
+            USING ERRCODE = 'PQ004';
+    END IF;
+    SELECT w.status INTO v_previous FROM workers AS w WHERE w.id = p_worker_id FOR UPDATE;
+    IF v_previous IS NULL OR v_previous = 'stopped' THEN
+        RAISE EXCEPTION 'heartbeat_worker: worker % is %', p_worker_id,
+            coalesce(v_previous::text, 'not registered') USING ERRCODE = 'PQ002';
+    END IF;
+    UPDATE workers AS w
+    SET last_heartbeat = p_now, current_load = greatest(coalesce(p_current_load, 0), 0),
+        health_score = coalesce(p_health_score, w.health_score),
+        -- Back from stale: active, unless a drain was asked for meanwhile.
+        status = CASE WHEN w.status <> 'stale' THEN w.status
+                      WHEN w.drain_requested_at IS NULL THEN 'active'
+                      ELSE 'draining' END,
+        stopped_at = CASE WHEN w.status = 'stale' THEN NULL ELSE w.stopped_at END,
+        started_through = greatest(w.started_through, coalesce(p_started_through, 0)),
+        updated_at = p_now
+    WHERE w.id = p_worker_id
+    RETURNING w.status, w.started_through INTO v_status, v_through;
+
+    FOR v_job IN
+        SELECT o.id, o.started_at, coalesce(o.claim_position > v_through, false) AS unstarted
+        FROM jobs AS o
+        WHERE o.worker_id = p_worker_id AND o.status = 'running'
+          AND o.started_at < p_now - interval '10 seconds'
+          AND o.id <> ALL (v_running)
+        ORDER BY o.id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM rescue_job(
+            v_job.id, v_job.unstarted, 'lost', 'ClaimLost',
+            format('claimed by worker %s at %s, which never received the claim '
+                   '(the connection was lost while claiming)', p_worker_id, v_job.started_at),
+            0, p_now);
+        v_rescued := v_rescued || v_job.id;
+    END LOOP;
+
+    status := v_status;
+    previous_status := v_previous;
+    lost_job_ids := ARRAY(
+        SELECT r FROM unnest(v_running) AS r
+        WHERE NOT EXISTS (SELECT 1 FROM jobs AS j
+                          WHERE j.id = r AND j.status = 'running' AND j.worker_id = p_worker_id)
+        ORDER BY r);
+    rescued_job_ids := v_rescued;
+    RETURN NEXT;
+END
+$function$;
+COMMENT ON FUNCTION pgq.heartbeat_worker_v2(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_health_score real, p_now timestamp with time zone) IS 'Record a heartbeat and the started watermark; rescue owned jobs not listed in p_running_job_ids (ClaimLost, claimed > 10 s ago). Returns the status now (active or draining), the status before, the listed jobs no longer owned and the jobs rescued.';
+GRANT EXECUTE ON FUNCTION pgq.heartbeat_worker_v2(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_health_score real, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_queues constant text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
+    v_ids bigint[] := '{}';
+    v_candidates tid[];
+    v_bound_priority smallint;
+    v_bound_run_at timestamptz;
+    v_bound_id bigint;
+    v_depth bigint := p_max_jobs;
+    v_passes integer := 0;
 BEGIN
     IF p_max_jobs IS NULL OR p_max_jobs < 1 THEN
         RAISE EXCEPTION 'get_runnable_jobs: p_max_jobs must be at least 1 (got %)', p_max_jobs
@@ -749,113 +1009,111 @@ BEGIN
         RAISE EXCEPTION 'get_runnable_jobs: p_queues must name at least one queue'
             USING ERRCODE = 'PQ004';
     END IF;
-    SELECT status INTO v_worker_status FROM workers WHERE id = p_worker_id;
-    IF v_worker_status IS DISTINCT FROM 'active' THEN
-        RAISE EXCEPTION 'get_runnable_jobs: worker % is %, only an active worker may claim jobs',
-            p_worker_id, coalesce(v_worker_status::text, 'not registered')
-            USING ERRCODE = 'PQ002';
-    END IF;
-
-    IF cardinality(p_queues) = 1 THEN
-        -- One queue: the claim index gives rows in claim order directly.
-        -- The CTE makes the LIMITed, locked selection run exactly once; without
-        -- it the planner may re-evaluate the subquery and lock extra rows.
-        RETURN QUERY
-        WITH candidates AS MATERIALIZED (
+    IF cardinality(v_queues) = 1 THEN
+        -- One queue: the claim index yields rows in claim order. LIMIT sits
+        -- above the row locking, which takes the rows one at a time, skips
+        -- those other claimers hold, and stops at p_max_jobs.
+        RETURN ARRAY(
             SELECT id FROM jobs
-            WHERE queue = p_queues[1]
+            WHERE queue = v_queues[1]
               AND status IN ('queued', 'retrying')
               AND run_at <= p_now
             ORDER BY priority DESC, run_at, id
             LIMIT p_max_jobs
-            FOR UPDATE SKIP LOCKED
-        ), claimed AS (
-            UPDATE jobs AS j
-            SET status = 'running', worker_id = p_worker_id, attempts = j.attempts + 1,
-                started_at = p_now, updated_at = p_now
-            -- = ANY(ARRAY(...)): primary-key lookups. A join would let the planner
-            -- hash the candidates against a sequential scan of the whole table.
-            WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c))
-            RETURNING j.*
-        )
-        -- UPDATE ... RETURNING yields rows in join order, not claim order.
-        SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
-    ELSE
-        -- Several queues: walk the claim index once per queue (each walk is in
-        -- claim order), then merge. Rows locked here but not chosen are released
-        -- when the transaction ends.
-        RETURN QUERY
-        WITH candidates AS MATERIALIZED (
-            SELECT c.id FROM (SELECT DISTINCT unnest(p_queues) AS queue) AS q
-            CROSS JOIN LATERAL (
-                SELECT id, priority, run_at FROM jobs
-                WHERE queue = q.queue
-                  AND status IN ('queued', 'retrying')
-                  AND run_at <= p_now
-                ORDER BY priority DESC, run_at, id
-                LIMIT p_max_jobs
-                FOR UPDATE SKIP LOCKED
-            ) AS c
-            ORDER BY c.priority DESC, c.run_at, c.id
-            LIMIT p_max_jobs
-        ), claimed AS (
-            UPDATE jobs AS j
-            SET status = 'running', worker_id = p_worker_id, attempts = j.attempts + 1,
-                started_at = p_now, updated_at = p_now
-            -- = ANY(ARRAY(...)): primary-key lookups. A join would let the planner
-            -- hash the candidates against a sequential scan of the whole table.
-            WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c))
-            RETURNING j.*
-        )
-        SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
+            FOR UPDATE SKIP LOCKED);
     END IF;
+
+    -- Several queues: claim order runs across them, and a locking scan per
+    -- queue would lock p_max_jobs rows in each. So first read, without
+    -- locking, the first v_depth runnable rows of each queue from the claim
+    -- index (candidates); then lock candidates in claim order, skipping rows
+    -- other claimers hold, until p_max_jobs are locked (LIMIT sits above the
+    -- row locking: rows past the batch are never locked).
+    -- A queue whose v_depth rows were all read may have more, which come
+    -- after its last candidate: candidates after the earliest such last one
+    -- (v_bound_id) are left for a deeper pass, so that a row of one queue never
+    -- jumps ahead of a better, lockable row of another queue that was just
+    -- not read yet. Without other claimers one pass locks p_max_jobs (the
+    -- queue holding v_bound brings v_depth = p_max_jobs candidates up to it);
+    -- when they hold candidates, the next pass reads deeper.
+    LOOP
+        SELECT coalesce(array_agg(c.ctid), '{}'),
+               (array_agg(c.priority ORDER BY c.priority DESC, c.run_at, c.id) FILTER (WHERE c.rn = v_depth))[1],
+               (array_agg(c.run_at ORDER BY c.priority DESC, c.run_at, c.id) FILTER (WHERE c.rn = v_depth))[1],
+               (array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id) FILTER (WHERE c.rn = v_depth))[1]
+        INTO v_candidates, v_bound_priority, v_bound_run_at, v_bound_id
+        FROM unnest(v_queues) AS q(queue)
+        CROSS JOIN LATERAL (
+            SELECT s.ctid, s.id, s.priority, s.run_at,
+                   row_number() OVER (ORDER BY s.priority DESC, s.run_at, s.id) AS rn
+            FROM (SELECT ctid, id, priority, run_at FROM jobs
+                  WHERE queue = q.queue
+                    AND status IN ('queued', 'retrying')
+                    AND run_at <= p_now
+                  ORDER BY priority DESC, run_at, id
+                  LIMIT v_depth) AS s
+        ) AS c;
+        v_passes := v_passes + 1;
+        IF v_passes >= 3 THEN
+            v_bound_id := NULL;  -- the last pass takes any candidate (see below)
+        END IF;
+
+        -- Candidates are found again by their row address (a TID scan: no
+        -- second index walk). A row updated meanwhile is followed to its new
+        -- version, on which the conditions are tested again (a claim that
+        -- committed meanwhile is skipped).
+        v_ids := v_ids || ARRAY(
+            SELECT j.id FROM jobs AS j
+            WHERE j.ctid = ANY (v_candidates)
+              AND j.queue = ANY (v_queues)
+              AND j.status IN ('queued', 'retrying')
+              AND j.run_at <= p_now
+              AND j.id <> ALL (v_ids)  -- locked by an earlier pass: ours already
+              AND (v_bound_id IS NULL
+                   OR (-j.priority, j.run_at, j.id) <= (-v_bound_priority, v_bound_run_at, v_bound_id))
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT p_max_jobs - cardinality(v_ids)
+            FOR UPDATE SKIP LOCKED);
+
+        -- Done when the batch is full or every runnable row was a candidate.
+        -- Bounded: the third pass takes any candidate (order among the rows
+        -- other claimers left may then bend), and a worker that still got
+        -- fewer jobs than it asked for claims again soon.
+        EXIT WHEN cardinality(v_ids) >= p_max_jobs OR v_bound_id IS NULL;
+        v_depth := v_depth * 4;
+    END LOOP;
+
+    IF v_passes > 1 THEN
+        -- A deeper pass can lock rows that come before earlier ones in claim
+        -- order (their holder rolled back meanwhile).
+        v_ids := ARRAY(SELECT id FROM jobs WHERE id = ANY (v_ids) ORDER BY priority DESC, run_at, id);
+    END IF;
+    RETURN v_ids;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION pgq.get_runnable_jobs(p_queues text[], p_worker_id uuid, p_max_jobs integer, p_now timestamp with time zone) TO pgq_worker;
+COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs, get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
 
--- ==================== function heartbeat_worker(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_health_score real, p_now timestamp with time zone)
-CREATE OR REPLACE FUNCTION pgq.heartbeat_worker(p_worker_id uuid, p_current_load integer DEFAULT 0, p_running_job_ids bigint[] DEFAULT '{}'::bigint[], p_health_score real DEFAULT NULL::real, p_now timestamp with time zone DEFAULT now())
- RETURNS TABLE(previous_status pgq.worker_status_enum, lost_job_ids bigint[])
+-- ==================== function lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
+ RETURNS bigint[]
  LANGUAGE plpgsql
- SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
-DECLARE
-    v_status worker_status_enum;
 BEGIN
-    SELECT status INTO v_status FROM workers WHERE id = p_worker_id FOR UPDATE;
-    IF v_status IS NULL OR v_status = 'stopped' THEN
-        RAISE EXCEPTION 'heartbeat_worker: worker % is %', p_worker_id,
-            coalesce(v_status::text, 'not registered') USING ERRCODE = 'PQ002';
+    IF p_job_ids IS NULL THEN
+        RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
+            USING ERRCODE = 'PQ004';
     END IF;
-    UPDATE workers
-    SET last_heartbeat = p_now, current_load = greatest(coalesce(p_current_load, 0), 0),
-        health_score = coalesce(p_health_score, health_score),
-        status = CASE WHEN status = 'stale' THEN 'active' ELSE status END,
-        stopped_at = CASE WHEN status = 'stale' THEN NULL ELSE stopped_at END,
-        updated_at = p_now
-    WHERE id = p_worker_id;
-    PERFORM record_failed_attempt(
-                j.id, 'lost', 'ClaimLost',
-                format('claimed by worker %s at %s, which never received the claim '
-                       '(the connection was lost while claiming)', p_worker_id, j.started_at),
-                NULL, 0, false, p_now)
-    FROM (SELECT o.id, o.started_at FROM jobs AS o
-          WHERE o.worker_id = p_worker_id AND o.status = 'running'
-            AND o.started_at < p_now - interval '10 seconds'
-            AND o.id <> ALL (coalesce(p_running_job_ids, '{}'))
-          ORDER BY o.id
-          FOR UPDATE SKIP LOCKED) AS j;
-    previous_status := v_status;
-    lost_job_ids := ARRAY(
-        SELECT r FROM unnest(coalesce(p_running_job_ids, '{}')) AS r
-        WHERE NOT EXISTS (SELECT 1 FROM jobs AS j
-                          WHERE j.id = r AND j.status = 'running' AND j.worker_id = p_worker_id)
-        ORDER BY r);
-    RETURN NEXT;
+    RETURN ARRAY(
+        SELECT id FROM jobs
+        WHERE id = ANY (p_job_ids)
+          AND status IN ('queued', 'retrying')
+          AND run_at <= p_now
+        ORDER BY priority DESC, run_at, id
+        FOR UPDATE SKIP LOCKED);
 END
 $function$;
-GRANT EXECUTE ON FUNCTION pgq.heartbeat_worker(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_health_score real, p_now timestamp with time zone) TO pgq_worker;
+COMMENT ON FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone) IS 'Internal (claim_jobs, claim_jobs_v2): lock the named jobs that are runnable (SKIP LOCKED); their ids in claim order.';
 
 -- ==================== function mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone DEFAULT now())
@@ -882,7 +1140,8 @@ BEGIN
     SELECT coalesce(array_agg(id), '{}') INTO v_stale FROM marked;
 
     FOR v_job IN
-        SELECT j.id, j.worker_id, w.last_heartbeat
+        SELECT j.id, j.worker_id, w.last_heartbeat,
+               coalesce(j.claim_position > w.started_through, false) AS unstarted
         FROM jobs AS j LEFT JOIN workers AS w ON w.id = j.worker_id
         WHERE j.status = 'running'
           AND (w.id IS NULL OR w.status IN ('stale', 'stopped'))
@@ -891,11 +1150,11 @@ BEGIN
     LOOP
         worker_id := v_job.worker_id;
         job_id := v_job.id;
-        job_status := record_failed_attempt(
-            v_job.id, 'lost', 'WorkerLost',
+        job_status := rescue_job(
+            v_job.id, v_job.unstarted, 'lost', 'WorkerLost',
             format('worker %s stopped sending heartbeats (last at %s)',
                    v_job.worker_id, coalesce(v_job.last_heartbeat::text, 'never: not registered')),
-            NULL, 0, false, p_now);
+            0, p_now);
         v_stale := array_remove(v_stale, v_job.worker_id);
         RETURN NEXT;
     END LOOP;
@@ -903,6 +1162,7 @@ BEGIN
     RETURN QUERY SELECT s, NULL::bigint, NULL::job_status FROM unnest(v_stale) AS s;
 END
 $function$;
+COMMENT ON FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone) IS 'Mark workers silent for longer than the timeout stale and rescue the running jobs of stale, stopped or unknown workers (retrying or dead; queued with the attempt given back when the handler never started).';
 GRANT EXECUTE ON FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function mirror_horizon()
@@ -1116,9 +1376,17 @@ AS $function$
             p_now, coalesce(p_metadata, '{}'::jsonb), p_now, p_now)
     ON CONFLICT (id) DO UPDATE
     SET hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues,
-        capacity = excluded.capacity, status = 'active', last_heartbeat = p_now,
-        stopped_at = NULL, metadata = excluded.metadata, updated_at = p_now
+        capacity = excluded.capacity,
+        status = CASE WHEN workers.status = 'draining'
+                        OR (workers.status = 'stale' AND workers.drain_requested_at IS NOT NULL)
+                      THEN 'draining'::worker_status_enum
+                      ELSE 'active'::worker_status_enum END,
+        drain_requested_at = CASE WHEN workers.status = 'stopped' THEN NULL
+                                  ELSE workers.drain_requested_at END,
+        started_through = CASE WHEN workers.status = 'draining' THEN workers.started_through ELSE 0 END,
+        last_heartbeat = p_now, stopped_at = NULL, metadata = excluded.metadata, updated_at = p_now
 $function$;
+COMMENT ON FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer, p_metadata jsonb, p_now timestamp with time zone) IS 'Register a worker (or register the same id again) as active with a fresh heartbeat; a worker asked to drain stays draining.';
 GRANT EXECUTE ON FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer, p_metadata jsonb, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone)
@@ -1222,6 +1490,32 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone) IS 'Puts dead jobs (the named ids, or every dead job of p_queue or of all queues) back in their queue for a new life with a full set of attempts; returns their ids.';
+
+-- ==================== function rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone)
+ RETURNS pgq.job_status
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_queue text;
+BEGIN
+    IF p_unstarted THEN
+        UPDATE jobs
+        SET status = 'queued', attempts = attempts - 1, free_rescues = free_rescues + 1,
+            worker_id = NULL, started_at = NULL, claim_position = NULL, run_at = p_now, updated_at = p_now
+        WHERE id = p_job_id AND free_rescues < max_attempts
+        RETURNING queue INTO v_queue;
+        IF FOUND THEN
+            PERFORM notify_queues(ARRAY[v_queue]);
+            RETURN 'queued';
+        END IF;
+    END IF;
+    RETURN record_failed_attempt(p_job_id, p_outcome, p_error_type, p_error_message, NULL, p_retry_delay,
+                                 false, p_now);
+END
+$function$;
+COMMENT ON FUNCTION pgq.rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone) IS 'Internal (rescues): give a running job back without charging the attempt when its handler never started (at most max_attempts times per job), else record the failed attempt.';
 
 -- ==================== function retry_delay(p_attempt integer, p_base_seconds double precision, p_factor double precision, p_max_seconds double precision)
 CREATE OR REPLACE FUNCTION pgq.retry_delay(p_attempt integer, p_base_seconds double precision DEFAULT NULL::double precision, p_factor double precision DEFAULT NULL::double precision, p_max_seconds double precision DEFAULT NULL::double precision)

@@ -30,6 +30,7 @@ from pgq.errors import (
     UnknownTask,
     ValidationError,
     WaitTimeout,
+    WorkerDraining,
 )
 from pgq.executor import JobContext, current_job
 from pgq.job import Job, JobSpec, JobStatus
@@ -76,6 +77,7 @@ __all__ = [
     "ValidationError",
     "WaitTimeout",
     "Worker",
+    "WorkerDraining",
     "__version__",
     "connect",
     "current_job",

@@ -41,6 +41,7 @@ from pgq.errors import (
     PgqError,
     StatementTimeout,
     ValidationError,
+    WorkerDraining,
 )
 from pgq.settings import password_candidates, redact_url
 
@@ -51,6 +52,7 @@ _PGQ_CODES: dict[str, type[PgqError]] = {
     "PQ001": JobNotFound,
     "PQ002": InvalidTransition,
     "PQ004": ValidationError,
+    "PQ005": WorkerDraining,
 }
 # Standard SQLSTATEs that mean "bad input", not "database broken".
 _INPUT_CODES = {

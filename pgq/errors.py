@@ -12,6 +12,7 @@
       DuplicateJob                unique-key conflict on enqueue
       JobNotFound
       InvalidTransition           job not in the status (or owner) the call expected
+        WorkerDraining            the worker was asked to drain: it must claim no more
       JobFailed                   q.wait(): the job ended dead or cancelled
       WaitTimeout                 q.wait(): no result in time (also a TimeoutError)
       BackendUnavailable          an optional backend is configured but unreachable
@@ -121,6 +122,14 @@ class JobNotFound(PgqError):
 
 class InvalidTransition(PgqError):
     """The job (or worker) is not in the status or owner the call expected."""
+
+
+class WorkerDraining(InvalidTransition):
+    """The worker was asked to drain (``pgq.drain_worker``): it may claim no more jobs.
+
+    Raised by a claim (SQLSTATE ``PQ005``). Claiming again cannot succeed: the
+    worker finishes or releases the jobs it holds and deregisters.
+    """
 
 
 class JobFailed(PgqError):

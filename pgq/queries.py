@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -68,8 +68,20 @@ class Rescue:
 
 @dataclass(frozen=True)
 class Heartbeat:
+    """The answer to a heartbeat.
+
+    ``previous_status``: the worker's status before it ('stale': its jobs were
+    rescued meanwhile). ``lost_job_ids``: of the jobs it listed, those it no
+    longer owns (cancelled, rescued, timed out): stop them. From
+    ``heartbeat_worker_v2`` only: ``status``, its status now ('active' or
+    'draining': claim no more, finish or release, deregister), and
+    ``rescued_job_ids``, owned jobs it did not list, rescued now as ClaimLost.
+    """
+
     previous_status: str
     lost_job_ids: list[int]
+    status: str | None = None
+    rescued_job_ids: list[int] = field(default_factory=list)
 
 
 def _backoff_columns(spec: JobSpec) -> tuple[float | None, float | None, float | None, float | None]:
@@ -142,6 +154,8 @@ class Queries:
         }
         self.channel_job_available = f"{schema}_job_available"
         self.channel_job_cancelled = f"{schema}_job_cancelled"
+        # drain_worker() notifies here, payload: the worker id.
+        self.channel_worker_draining = f"{schema}_worker_draining"
         self._enqueue = (
             f"SELECT ord, job_id, created FROM {s}.enqueue_jobs("
             "%s::text[], %s::text[]::jsonb[], %s::text[], %s::int[], %s::timestamptz[], %s::int[],"
@@ -184,6 +198,9 @@ class Queries:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_xid = %s::xid8::xid"
         )
         self._claim = f"SELECT {_JOB_SELECT} FROM {s}.get_runnable_jobs(%s::text[], %s::uuid, %s::int)"
+        self._claim_v2 = (
+            f"SELECT {_JOB_SELECT} FROM {s}.get_runnable_jobs_v2(%s::text[], %s::uuid, %s::int, %s::bigint, %s::bigint)"
+        )
         self._complete = f"SELECT * FROM {s}.complete_jobs(%s::uuid, %s::bigint[], %s::int[], %s::text[]::jsonb[])"
         self._fail = (
             f"SELECT {s}.fail_job(%s::bigint, %s::uuid, %s::int, %s::text, %s::text, %s::text,"
@@ -207,7 +224,12 @@ class Queries:
         self._heartbeat = (
             f"SELECT previous_status, lost_job_ids FROM {s}.heartbeat_worker(%s::uuid, %s::int, %s::bigint[], %s::real)"
         )
+        self._heartbeat_v2 = (
+            f"SELECT status, previous_status, lost_job_ids, rescued_job_ids"
+            f" FROM {s}.heartbeat_worker_v2(%s::uuid, %s::int, %s::bigint[], %s::bigint, %s::real)"
+        )
         self._deregister = f"SELECT {s}.deregister_worker(%s::uuid)"
+        self._drain = f"SELECT {s}.drain_worker(%s::uuid)"
         self._get = f"SELECT {_JOB_SELECT} FROM {s}.jobs WHERE id = %s::bigint"
         self._status = f"SELECT status, result, last_error FROM {s}.jobs WHERE id = %s::bigint"
         self._dead_letters = (
@@ -397,11 +419,77 @@ class Queries:
         row = execute(conn, self._heartbeat, [worker_id, load, list(running), health_score])[0]
         return Heartbeat(str(row[0]), [int(i) for i in row[1]])
 
+    def heartbeat_worker_v2(
+        self, conn: Any, worker_id: UUID, load: int, running: Sequence[int], started_through: int | None,
+        health_score: float | None = None,
+    ) -> Heartbeat:
+        """Send a heartbeat with the worker's watermark (``heartbeat_worker_v2``, commits).
+
+        Args:
+            running: every job the worker holds and has not finished reporting
+                (prefetched, running, or finished with its outcome not committed
+                yet); an owned job claimed more than 10 s ago and not listed is
+                rescued as ClaimLost (``rescued_job_ids``).
+            started_through: the worker's watermark P: every job it received with
+                a claim position <= P has started (or was finished or released).
+                Never lowered; None keeps the stored one.
+
+        Returns:
+            A ``Heartbeat`` with every field set.
+
+        Raises:
+            InvalidTransition: the worker is stopped or unknown.
+            ValidationError: ``started_through`` is negative.
+        """
+        row = execute(conn, self._heartbeat_v2, [worker_id, load, list(running), started_through, health_score])[0]
+        return Heartbeat(str(row[1]), [int(i) for i in row[2]], str(row[0]), [int(i) for i in row[3]])
+
     def deregister_worker(self, conn: Any, worker_id: UUID) -> int:
         return int(execute(conn, self._deregister, [worker_id])[0][0])
 
+    def drain_worker(self, conn: Any, worker_id: UUID) -> bool:
+        """Ask a worker to drain (``drain_worker``, commits): active -> draining.
+
+        Returns:
+            True when this call asked for it, False when it was already draining.
+
+        Raises:
+            InvalidTransition: the worker is stopped or unknown.
+        """
+        return bool(execute(conn, self._drain, [worker_id])[0][0])
+
     def get_runnable_jobs(self, conn: Any, queues: Sequence[str], worker_id: UUID, max_jobs: int) -> list[Job]:
+        """Claim up to ``max_jobs`` jobs; their attempts count from the claim on (commits).
+
+        Raises:
+            WorkerDraining: the worker was asked to drain: claim no more.
+            InvalidTransition: the worker is stale (register again), stopped or unknown.
+        """
         return [job_from_row(r) for r in execute(conn, self._claim, [list(queues), worker_id, max_jobs])]
+
+    def get_runnable_jobs_v2(
+        self, conn: Any, queues: Sequence[str], worker_id: UUID, max_jobs: int, position_base: int,
+        started_through: int | None,
+    ) -> list[Job]:
+        """Claim up to ``max_jobs`` jobs with claim positions (``get_runnable_jobs_v2``, commits).
+
+        Job ``i`` of the result (claim order) has claim position
+        ``position_base + 1 + i``. A worker passes as ``position_base`` the
+        number of jobs it asked for before (the sum of its earlier
+        ``max_jobs`` and ``claim_jobs_v2`` id counts), and as ``started_through``
+        its watermark: every job it received with a position up to it has
+        started (or was finished or released). A rescue after a crash gives
+        back the attempts of the jobs above the watermark. With jobs claimed,
+        a watermark costs an update of the worker's row instead of a share
+        lock; None keeps the stored one (it then lags until the heartbeat).
+
+        Raises:
+            WorkerDraining: the worker was asked to drain: claim no more.
+            InvalidTransition: the worker is stale (register again), stopped or unknown.
+            ValidationError: a negative position or watermark, no queue, ``max_jobs`` < 1.
+        """
+        params = [list(queues), worker_id, max_jobs, position_base, started_through]
+        return [job_from_row(r) for r in execute(conn, self._claim_v2, params)]
 
     def seconds_until_next_due(self, conn: Any, queues: Sequence[str]) -> float | None:
         """Seconds until the next not-yet-due job of ``queues`` is due (None if there is none)."""
@@ -473,6 +561,7 @@ class MirrorQueries:
     def __init__(self, schema: str) -> None:
         s = quote_ident(schema)
         self._claim = f"SELECT {_JOB_SELECT} FROM {s}.claim_jobs(%s::bigint[], %s::uuid)"
+        self._claim_v2 = f"SELECT {_JOB_SELECT} FROM {s}.claim_jobs_v2(%s::bigint[], %s::uuid, %s::bigint, %s::bigint)"
         self._horizon = f"SELECT {s}.mirror_horizon(), now()"
         self._now = "SELECT now()"
         self._after = (
@@ -494,6 +583,22 @@ class MirrorQueries:
     def claim_jobs(self, conn: Any, job_ids: Sequence[int], worker_id: UUID) -> list[Job]:
         """Claim these ids for the worker (the ones still runnable); claim order."""
         return [job_from_row(r) for r in execute(conn, self._claim, [list(job_ids), worker_id])]
+
+    def claim_jobs_v2(
+        self, conn: Any, job_ids: Sequence[int], worker_id: UUID, position_base: int, started_through: int | None,
+    ) -> list[Job]:
+        """Claim these ids with claim positions (``claim_jobs_v2``, commits); claim order.
+
+        As ``Queries.get_runnable_jobs_v2``: job ``i`` of the result has position
+        ``position_base + 1 + i``, and the worker advances its base by
+        ``len(job_ids)``.
+
+        Raises:
+            WorkerDraining: the worker was asked to drain: claim no more.
+            InvalidTransition: the worker is stale (register again), stopped or unknown.
+        """
+        params = [list(job_ids), worker_id, position_base, started_through]
+        return [job_from_row(r) for r in execute(conn, self._claim_v2, params)]
 
     def horizon(self, conn: Any) -> tuple[dt.datetime, dt.datetime]:
         """``(mirror_horizon(), now())``: the reconciler's next watermark and the database time."""

@@ -104,6 +104,10 @@ jobs = Table(
     Column("updated_at", _TZ, nullable=False, server_default=_NOW),
     # Revision 0005: 1, plus 1 per requeue from the dead letter queue.
     Column("life", Integer, nullable=False, server_default=text("1")),
+    # Revision 0006: the claim's position in its worker's claims, and the rescues
+    # that gave the attempt back (the handler had not started).
+    Column("claim_position", BigInteger),
+    Column("free_rescues", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="jobs_queue_name"),
     CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="jobs_task_name"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="jobs_payload_object"),
@@ -166,6 +170,9 @@ workers = Table(
     Column("metadata", JSONB, nullable=False, server_default=_EMPTY_OBJECT),
     Column("created_at", _TZ, nullable=False, server_default=_NOW),
     Column("updated_at", _TZ, nullable=False, server_default=_NOW),
+    # Revision 0006: the worker's "started through" watermark, and its drain request.
+    Column("started_through", BigInteger, nullable=False, server_default=text("0")),
+    Column("drain_requested_at", _TZ),
     CheckConstraint("capacity >= 1", name="workers_capacity_positive"),
     CheckConstraint("current_load >= 0", name="workers_load_nonnegative"),
     CheckConstraint("health_score BETWEEN 0 AND 1", name="workers_health_range"),

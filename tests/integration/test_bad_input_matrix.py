@@ -390,6 +390,7 @@ def test_cli_refuses_bad_input_with_exit_code_and_reason(
 # SQLSTATEs a caller of the stored functions may see; each is documented in db/README.md.
 EXPECTED_PGQ_ERROR = {
     "PQ001": pgq.JobNotFound, "PQ002": pgq.InvalidTransition, "PQ004": pgq.ValidationError,
+    "PQ005": pgq.WorkerDraining,
     "23514": pgq.ValidationError, "23502": pgq.ValidationError, "22P02": pgq.ValidationError,
     "22008": pgq.ValidationError, "22P05": pgq.ValidationError, "22021": pgq.ValidationError,
     "54000": pgq.ValidationError,
@@ -398,6 +399,7 @@ EXPECTED_PGQ_ERROR = {
 W = uuid.UUID("00000000-0000-4000-8000-0000000000aa")  # an active worker (see the fixture below)
 STOPPED = uuid.UUID("00000000-0000-4000-8000-0000000000bb")
 NOBODY = uuid.UUID("00000000-0000-4000-8000-0000000000cc")
+DRAINING = uuid.UUID("00000000-0000-4000-8000-0000000000dd")
 NINE_MIB = "jsonb_build_object('a', repeat('x', 9 * 1024 * 1024))"
 
 # (id, statement, parameters, SQLSTATE, words of the message). {running},
@@ -511,6 +513,26 @@ SQL_CASES: list[tuple[str, str, tuple[Any, ...], str, str]] = [
     ("claim unregistered", "SELECT * FROM pgq.get_runnable_jobs('{default}', %s, 1)", (NOBODY,), "PQ002",
      "not registered"),
     ("claim stopped", "SELECT * FROM pgq.get_runnable_jobs('{default}', %s, 1)", (STOPPED,), "PQ002", "stopped"),
+    ("claim draining", "SELECT * FROM pgq.get_runnable_jobs('{default}', %s, 1)", (DRAINING,), "PQ005", "draining"),
+    # revision 0006: claims with positions, the heartbeat with the watermark, drain_worker
+    ("claim_v2 draining", "SELECT * FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, 0, 0)", (DRAINING,), "PQ005",
+     "draining"),
+    ("claim_v2 negative base", "SELECT * FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, -1, 0)", (W,), "PQ004",
+     "p_position_base"),
+    ("claim_v2 negative watermark", "SELECT * FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, 0, -1)", (W,),
+     "PQ004", "p_started_through"),
+    ("claim_v2 zero", "SELECT * FROM pgq.get_runnable_jobs_v2('{default}', %s, 0, 0, 0)", (W,), "PQ004",
+     "p_max_jobs"),
+    ("claim_jobs_v2 NULL ids", "SELECT * FROM pgq.claim_jobs_v2(NULL, %s, 0, 0)", (W,), "PQ004", "p_job_ids"),
+    ("claim_jobs_v2 draining", "SELECT * FROM pgq.claim_jobs_v2('{1}', %s, 0, 0)", (DRAINING,), "PQ005",
+     "draining"),
+    ("claim_jobs_v2 unregistered", "SELECT * FROM pgq.claim_jobs_v2('{1}', %s, 0, 0)", (NOBODY,), "PQ002",
+     "not registered"),
+    ("heartbeat_v2 negative watermark", "SELECT * FROM pgq.heartbeat_worker_v2(%s, 0, '{}', -1)", (W,), "PQ004",
+     "p_started_through"),
+    ("heartbeat_v2 stopped", "SELECT * FROM pgq.heartbeat_worker_v2(%s)", (STOPPED,), "PQ002", "stopped"),
+    ("drain unknown", "SELECT pgq.drain_worker(%s)", (NOBODY,), "PQ002", "not registered"),
+    ("drain stopped", "SELECT pgq.drain_worker(%s)", (STOPPED,), "PQ002", "stopped"),
 ]
 EXPECTED_PGQ_ERROR["22003"] = pgq.ValidationError  # numeric_value_out_of_range
 
@@ -527,6 +549,7 @@ def seeded(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """Jobs in several statuses and two workers, for the functions to (not) touch."""
     factories.insert_worker(conn, worker_id=W)
     factories.insert_worker(conn, worker_id=STOPPED, status="stopped")
+    factories.insert_worker(conn, worker_id=DRAINING, status="draining")
     return {
         "running": factories.insert_job(conn, status="running", worker_id=W),
         "completed": factories.insert_job(conn, status="completed"),

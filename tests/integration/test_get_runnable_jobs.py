@@ -162,11 +162,12 @@ def test_max_jobs_limits_the_batch(conn, worker_id, now):
 
 def test_worker_that_is_not_active_cannot_claim(conn, now):
     insert_job(conn, run_at=now - MINUTE)
-    for status in ("draining", "stale", "stopped"):
+    # Draining has a code of its own (PQ005, pgq.WorkerDraining): claiming again cannot help.
+    for status, sqlstate in (("draining", "PQ005"), ("stale", "PQ002"), ("stopped", "PQ002")):
         worker_id = insert_worker(conn, status=status)
         before = factories.snapshot(conn)
 
-        with raises_sqlstate("PQ002", match=status):
+        with raises_sqlstate(sqlstate, match=status):
             claim(conn, worker_id, p_now=now)
         assert factories.snapshot(conn) == before, status
 

@@ -154,7 +154,10 @@ EXPECTED_GRANTS = {
             # Redis accelerator (revision 0004, db/roles/002.sql): claim popped ids, run the reconciler.
             "claim_jobs", "mirror_horizon", "runnable_jobs_after",
             # Revision 0005, db/roles/003.sql: the maintenance leader deletes the rows of workers long gone.
-            "prune_workers")),
+            "prune_workers",
+            # Claim path (revision 0006, db/roles/004.sql): claims with positions, the heartbeat
+            # with the watermark, asking a worker to drain.
+            "get_runnable_jobs_v2", "claim_jobs_v2", "heartbeat_worker_v2", "drain_worker")),
     },
 }
 
@@ -391,6 +394,37 @@ def test_worker_releases_what_it_claimed_but_did_not_start(logins: Logins, conn:
     assert factories.job(conn, job)["status"] == "queued" and factories.job(conn, job)["attempts"] == 0
 
 
+def test_worker_claims_with_positions_beats_and_drains_and_the_producer_may_not(
+    logins: Logins, conn: psycopg.Connection[Any],
+) -> None:
+    worker_dsn, producer_dsn = logins.create(WORKER).dsn, logins.create(PRODUCER).dsn
+    jobs = [factories.insert_job(conn) for _ in range(2)]
+    worker_id = uuid.uuid4()
+    with as_role(worker_dsn) as c:
+        c.execute("SELECT pgq.register_worker(%s, 'h', 1, '{default}', 2)", (worker_id,))
+        claimed = c.execute("SELECT id, claim_position FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, 0, 0)",
+                            (worker_id,)).fetchall()
+        by_id = c.execute("SELECT id, claim_position FROM pgq.claim_jobs_v2(%s, %s, 1, 1)",
+                          ([jobs[1]], worker_id)).fetchall()
+        beat = c.execute("SELECT status::text, rescued_job_ids FROM pgq.heartbeat_worker_v2(%s, 2, %s, 2)",
+                         (worker_id, jobs)).fetchone()
+        drained = c.execute("SELECT pgq.drain_worker(%s)", (worker_id,)).fetchone()
+        with factories.raises_sqlstate("PQ005"):
+            c.execute("SELECT * FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, 2, 2)", (worker_id,))
+    refused = denied(producer_dsn, [
+        ("SELECT * FROM pgq.get_runnable_jobs_v2('{default}', %s, 1, 0, 0)", (worker_id,)),
+        ("SELECT * FROM pgq.claim_jobs_v2('{1}', %s, 0, 0)", (worker_id,)),
+        ("SELECT * FROM pgq.heartbeat_worker_v2(%s)", (worker_id,)),
+        ("SELECT pgq.drain_worker(%s)", (worker_id,)),
+        ("SELECT * FROM pgq.rescue_job(1, true, 'lost', 'E', 'm', 0, now())", ()),
+    ])
+    assert (claimed, by_id) == ([(jobs[0], 1)], [(jobs[1], 2)])
+    assert beat == ("active", []) and drained == (True,)
+    w = factories.worker(conn, worker_id)
+    assert (w["status"], w["started_through"]) == ("draining", 2)
+    assert refused == []
+
+
 def test_worker_may_not_enqueue_cancel_repair_or_write_tables(logins: Logins, conn: psycopg.Connection[Any]) -> None:
     dsn = logins.create(WORKER).dsn
     queued = factories.insert_job(conn)
@@ -584,10 +618,12 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     assert _schema_roles(conn, schema) == []
     said = [r.getMessage() for r in caplog.records if r.name == "pgq.migrate"]
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
-    # for the worker's prune_workers and the producer's job_status_estimates.
-    assert len(said) == 5 and all("CREATE ROLE" in m for m in said), said
+    # for the worker's prune_workers and the producer's job_status_estimates, then 0006
+    # for the worker's claim-path functions.
+    assert len(said) == 6 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
-    assert all("003.sql" in m for m in said[3:]), said
+    assert all("003.sql" in m for m in said[3:5]), said
+    assert "004.sql" in said[5], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -599,6 +635,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/001.sql"))
         c.execute(read_sql("roles/002.sql"))
         c.execute(read_sql("roles/003.sql"))
+        c.execute(read_sql("roles/004.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -609,6 +646,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         assert c.execute(sql.SQL("SELECT {}.mirror_horizon()").format(sql.Identifier(schema))).fetchone()
         assert c.execute(sql.SQL("SELECT {}.prune_workers(interval '1 day')").format(
             sql.Identifier(schema))).fetchone() == (0,)
+        with factories.raises_sqlstate("PQ002", match="not registered"):  # allowed to call it, and it answers
+            c.execute(sql.SQL("SELECT {}.drain_worker(gen_random_uuid())").format(sql.Identifier(schema)))
     assert warnings == []  # nothing skipped the second time
 
 

@@ -66,7 +66,9 @@ def test_registering_a_known_id_again_reactivates_and_updates_it(conn, now):
         register(conn, worker_id, hostname="web-2", pid=200, queues=["c"], capacity=2, p_now=now)
 
         w = factories.worker(conn, worker_id)
-        assert (w["status"], w["last_heartbeat"], w["stopped_at"]) == ("active", now, None), status
+        # A draining worker stays draining: registering again never undoes a drain.
+        expected = "draining" if status == "draining" else "active"
+        assert (w["status"], w["last_heartbeat"], w["stopped_at"]) == (expected, now, None), status
         assert (w["hostname"], w["pid"], w["queues"], w["capacity"]) == ("web-2", 200, ["c"], 2), status
         assert w["started_at"] == now - dt.timedelta(hours=2), status
     assert factories.table_counts(conn)["workers"] == len(statuses)
