@@ -56,8 +56,8 @@ DECLARE
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_worker) THEN
         RAISE WARNING 'pgq roles: role % does not exist; its grants on the claim path''s functions are '
-                      'skipped. Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql, 002.sql and '
-                      '003.sql again', v_worker, v_worker;
+                      'skipped. Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql, 002.sql, '
+                      '003.sql and 004.sql again', v_worker, v_worker;
         RETURN;
     END IF;
     EXECUTE format($sql$
