@@ -276,7 +276,7 @@ class Worker:
                 url,
                 [self.queries.channel_job_available, self.queries.channel_job_cancelled],
                 self._on_notify,
-                self._wake.set,
+                self._claims.work_announced,
             )
             self._listener.start()
 
@@ -297,7 +297,7 @@ class Worker:
                 if self._reconciler is not None:
                     self._reconciler.on_job_available()
             elif payload in self.queues:
-                self._wake.set()
+                self._claims.work_announced()
         elif channel == self.queries.channel_job_cancelled:
             try:
                 job_id = int(payload)
