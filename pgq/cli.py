@@ -197,7 +197,9 @@ def _load_app(spec: str) -> Queue:
 @click.option("--queues", "-q", help="Comma-separated queues (default: the queues of the app's tasks).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 10000), help="Most jobs claimed per round trip.")
-@click.option("--burst", is_flag=True, help="Exit when no job is left.")
+@click.option("--burst", is_flag=True,
+              help="Exit when no job is left: none held, and none of the queues has a job due now or within "
+                   "PGQ_BURST_WAIT_SECONDS (retries due by then are waited for).")
 @click.pass_obj
 @handle_errors
 def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool) -> None:

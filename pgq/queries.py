@@ -259,6 +259,16 @@ class Queries:
             "             AND j.status IN ('queued', 'retrying') AND j.run_at > now()"
             "           ORDER BY j.run_at LIMIT 1) AS n"
         )
+        # Seconds until the earliest queued or retrying job of these queues is due
+        # (<= 0: one is due now): what a burst run waits for. Same probes as above.
+        self._due = (
+            f"SELECT extract(epoch FROM min(n.run_at) - now())"
+            f" FROM unnest(%s::text[]) AS q(queue), generate_series(1, 5) AS p(priority),"
+            f" LATERAL (SELECT run_at FROM {s}.jobs AS j"
+            "           WHERE j.queue = q.queue AND j.priority = p.priority"
+            "             AND j.status IN ('queued', 'retrying')"
+            "           ORDER BY j.run_at LIMIT 1) AS n"
+        )
         self._revision = f"SELECT version_num FROM {s}.alembic_version"
         self._revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
         # One leader per database and schema for maintenance (SPEC §12: only
@@ -494,6 +504,12 @@ class Queries:
     def seconds_until_next_due(self, conn: Any, queues: Sequence[str]) -> float | None:
         """Seconds until the next not-yet-due job of ``queues`` is due (None if there is none)."""
         value = execute(conn, self._next_due, [list(queues)])[0][0]
+        return None if value is None else max(0.0, float(value))
+
+    def seconds_until_due(self, conn: Any, queues: Sequence[str]) -> float | None:
+        """Seconds until the earliest queued or retrying job of ``queues`` is due: 0 when
+        one is due now, None when there is none (delayed jobs and retries included)."""
+        value = execute(conn, self._due, [list(queues)])[0][0]
         return None if value is None else max(0.0, float(value))
 
     def complete_jobs(

@@ -159,7 +159,7 @@ class Worker:
         self._claims = ClaimLoop(
             self.id, self.settings, self._source, self._runner, self._acknowledger, self.counters, self.clock,
             concurrency=concurrency, batch_size=batch, wake=self._wake, stopping=self._stopping, idle=self._idle,
-            reregister=self._reregister)
+            reregister=self._reregister, due_in=self._seconds_until_due)
         self._heartbeat = Heartbeat(self._pool, self.queries, self.id, self._runner, self._acknowledger,
                                     self._source)
 
@@ -176,12 +176,23 @@ class Worker:
     def _pool(self) -> ConnectionPool:
         return self.queue.pool
 
+    def _seconds_until_due(self) -> float | None:
+        """Seconds until the earliest queued or retrying job of this worker's queues is due."""
+        with translated(self.settings.database_url), self._pool().connection() as conn:
+            return self.queries.seconds_until_due(conn, self.queues)
+
     def __repr__(self) -> str:
         return f"<pgq.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
 
     # ------------------------------------------------------------ public
     def run(self, *, burst: bool = False) -> None:
         """Run until stopped (SIGTERM/SIGINT or ``stop()``); with ``burst``, until no job is left.
+
+        A burst run ends once it holds no job, every outcome it produced is
+        written, and none of its queues has a queued or retrying job due now or
+        within ``Settings.burst_wait_seconds`` (``PGQ_BURST_WAIT_SECONDS``, 60):
+        the retries of the jobs it failed run before it returns, a job delayed
+        further is left for later. Jobs other workers run are not waited for.
 
         On exit every claimed job has been reported, released or (after the grace
         period) interrupted, and the worker is deregistered.
