@@ -297,16 +297,16 @@ def _echo_redis_health(health: Any) -> None:
 @click.pass_obj
 @handle_errors
 def workers(obj: Context, as_json: bool, show_all: bool) -> None:
-    """Registered workers with heartbeat age, load and health."""
+    """Registered workers with heartbeat age, load, stuck handlers and health."""
     with obj.queue() as queue:
         rows = [w for w in queue.stats().workers if show_all or w.status != "stopped"]
     if as_json:
         click.echo(_json([{**w.__dict__, "id": str(w.id)} for w in rows]))
         return
     click.echo(_table(
-        ["id", "host", "pid", "status", "queues", "running", "capacity", "health", "heartbeat"],
+        ["id", "host", "pid", "status", "queues", "running", "capacity", "stuck", "health", "heartbeat"],
         [(str(w.id)[:8], w.hostname, w.pid, w.status, ",".join(w.queues), w.running_jobs, w.capacity,
-          f"{w.health_score:.2f}", _age(w.heartbeat_age_seconds)) for w in rows],
+          w.stuck_handlers, f"{w.health_score:.2f}", _age(w.heartbeat_age_seconds)) for w in rows],
     ) if rows else "no workers")
 
 
