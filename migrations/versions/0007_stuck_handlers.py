@@ -34,7 +34,8 @@ ALTER TABLE workers
     ADD COLUMN stuck_handlers integer NOT NULL DEFAULT 0,
     ADD CONSTRAINT workers_stuck_handlers_nonnegative CHECK (stuck_handlers >= 0);
 COMMENT ON COLUMN workers.stuck_handlers IS
-    'Sync handlers of this worker still running past their job''s timeout (or after their job was cancelled), whose runner threads it replaced; set_worker_stuck_handlers.';
+    'Sync handlers of this worker still running past their job''s timeout (or after their job was '
+    'cancelled), whose runner threads it replaced; set_worker_stuck_handlers.';
 """
 
 DROPS = """
