@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, ValidationError
+from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, TooManyStuckHandlers, ValidationError
 from pgq.queue import Queue
 from pgq.settings import Settings
 
@@ -200,15 +200,20 @@ def _load_app(spec: str) -> Queue:
 @click.option("--burst", is_flag=True,
               help="Exit when no job is left: none held, and none of the queues has a job due now or within "
                    "PGQ_BURST_WAIT_SECONDS (retries due by then are waited for).")
+@click.option("--max-stuck-handlers", type=click.IntRange(1, 10000),
+              help="Sync handlers stuck past their timeout (threads replaced) at which the worker drains and "
+                   "exits with status 1 [default: the concurrency].")
 @click.pass_obj
 @handle_errors
-def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool) -> None:
+def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool,
+           max_stuck_handlers: int | None) -> None:
     """Run a worker for APP (MODULE:ATTRIBUTE naming a pgq.Queue).
 
     At start, an unreachable database is waited for (PGQ_START_TIMEOUT_SECONDS;
     exit code 3 when it gives up). SIGTERM or Ctrl-C: stop claiming and finish
     running jobs; a second signal stops at once and puts unfinished jobs back
-    in the queue.
+    in the queue. When --max-stuck-handlers sync handlers run on past their
+    timeout, the worker drains and exits with status 1 (restart it).
     """
     # The app builds its Queue at import, usually with pgq.connect(): the global
     # options reach it through the environment (arguments in its code still win).
@@ -225,18 +230,32 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
 
     wait_for_database(url, timeout_seconds=queue.settings.start_timeout_seconds)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size)
+    w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size,
+                     max_stuck_handlers=max_stuck_handlers)
     click.echo(f"worker {w.id}: queues {', '.join(w.queues)}, concurrency {concurrency}", err=True)
-    w.run(burst=burst)
+    try:
+        w.run(burst=burst)
+    except TooManyStuckHandlers as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        _exit_now(EXIT_FAILED)
     if w.in_flight:
         # Stopped at once (second signal) while handlers were still running: their
-        # jobs are recorded as interrupted and will run again. Threads cannot be
-        # killed, so leave without waiting for them.
+        # jobs are recorded as interrupted and will run again.
         click.echo(f"exiting with {w.in_flight} handler(s) still running; their jobs will run again", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()
-        os._exit(1)
+        _exit_now(EXIT_FAILED)
+    if w.stuck_handlers:
+        click.echo(f"exiting with {w.stuck_handlers} stuck handler(s) still running (their jobs timed out)",
+                   err=True)
+        _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for threads (a thread cannot be killed: a handler that
+    does not return would keep the process alive)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 # ---------------------------------------------------------------- status
