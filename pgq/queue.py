@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 OnDuplicate = Literal["return", "raise"]
+Isolation = Literal["thread", "process"]
 _UNSET: Any = object()
 
 
@@ -52,6 +53,7 @@ class Task:
         max_attempts: int,
         timeout: float | None,
         retry: Backoff | None,
+        isolation: str = "thread",
     ) -> None:
         self.owner = owner
         self.fn = fn
@@ -61,6 +63,7 @@ class Task:
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.retry = retry
+        self.isolation = isolation
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -194,6 +197,7 @@ class Queue:
     def task(
         self, fn: None = None, *, name: str | None = ..., queue: str | None = ..., priority: int = ...,
         max_attempts: int | None = ..., timeout: float | None = ..., retry: Backoff | None = ...,
+        isolation: Isolation = ...,
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -206,6 +210,7 @@ class Queue:
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry: Backoff | None = None,
+        isolation: Isolation = "thread",
     ) -> Task | Callable[[F], Task]:
         """Register a handler (decorator). Its defaults apply to every job of the task.
 
@@ -216,13 +221,22 @@ class Queue:
             max_attempts: attempts before the dead letter queue (``Settings.max_attempts``).
             timeout: seconds one attempt may run; None = no limit.
             retry: backoff between attempts (``pgq.Backoff``); None = the default backoff.
+            isolation: where a sync handler runs: ``"thread"`` (a runner thread; at its
+                timeout the job is failed, the handler asked to stop and its thread
+                replaced) or ``"process"`` (a child process of the worker, killed at the
+                timeout or on cancel: a hard limit). A process handler must be a
+                module-level function of an importable module (not ``__main__``),
+                not ``async def``; it gets the payload and returns its result as JSON
+                values, as every handler does.
         Raises:
-            ValidationError: a bad default, or a name registered twice.
+            ValidationError: a bad default, a name registered twice, or a handler that
+                cannot run in a process.
         """
 
         def register(f: Callable[..., Any]) -> Task:
             if not callable(f):
                 raise ValidationError(f"@task needs a function, got {f!r}")
+            _check_isolation(f, isolation)
             task_name = f"{f.__module__}.{f.__qualname__}".replace("<locals>.", "") if name is None else name
             if task_name in self.tasks:
                 raise ValidationError(f"task {task_name!r} is already registered")
@@ -232,7 +246,7 @@ class Queue:
             JobSpec.build(task_name, {}, queue=task_queue, priority=priority,
                           max_attempts=attempts, timeout=timeout, backoff=retry)
             t = Task(self, f, name=task_name, queue=task_queue, priority=priority,
-                     max_attempts=attempts, timeout=timeout, retry=retry)
+                     max_attempts=attempts, timeout=timeout, retry=retry, isolation=isolation)
             self.tasks[task_name] = t
             return t
 
@@ -485,6 +499,26 @@ class Queue:
         from pgq.worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)
+
+
+def _check_isolation(fn: Callable[..., Any], isolation: object) -> None:
+    """Raise ``ValidationError`` unless ``fn`` can run with ``isolation``."""
+    if isolation not in ("thread", "process"):
+        raise ValidationError(f"isolation must be 'thread' or 'process', got {isolation!r}")
+    if isolation == "thread":
+        return
+    what = getattr(fn, "__qualname__", repr(fn))
+    if not inspect.isfunction(fn):
+        raise ValidationError(f"isolation='process' needs a plain function defined at module level, got {fn!r}")
+    if inspect.iscoroutinefunction(fn):
+        raise ValidationError(f"isolation='process' is for sync handlers; {what} is async def (an async "
+                              "handler is cancelled at its timeout already)")
+    if "<" in fn.__qualname__:
+        raise ValidationError(f"isolation='process' needs a function defined at module level (a child process "
+                              f"imports it by name), got {fn.__qualname__!r} (a lambda or a nested function)")
+    if fn.__module__ in ("__main__", "__mp_main__"):
+        raise ValidationError(f"isolation='process': {what} is defined in the script being run (__main__), which "
+                              "a child process cannot import by name; move it to a module")
 
 
 def _check_id(job_id: object) -> int:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pgq.executor import Failed, JobContext, Outcome, run_async, run_sync, timed_out, unknown_task
 from pgq.worker.prefetch import ALWAYS
+from pgq.worker.processes import ProcessPool
 
 if TYPE_CHECKING:
     from pgq.clock import Clock
@@ -50,6 +51,9 @@ class Handler(Protocol):
     @property
     def is_async(self) -> bool: ...
 
+    @property
+    def isolation(self) -> str: ...
+
 
 @dataclass
 class Slot:
@@ -64,6 +68,8 @@ class Slot:
     reported: bool = False
     # True once its runner thread was replaced (its handler ran past the deadline).
     detached: bool = False
+    # True when its handler runs in a child process (isolation="process").
+    process: bool = False
 
 
 def _outcome_of(future: Any) -> Outcome:
@@ -113,6 +119,8 @@ class Runner:
         self._ready: queue_module.SimpleQueue[Slot | None] = queue_module.SimpleQueue()
         self._started = False
         self._threads_made = 0  # names the runner threads
+        # Child processes of isolation="process" tasks (made at the first such job).
+        self.processes: ProcessPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
@@ -162,14 +170,25 @@ class Runner:
                 else:
                     skip = False
                     slot.started = True
+                    task = self.tasks[slot.job.task]
+                    slot.process = task.isolation == "process"
                     timeout = slot.job.timeout_seconds
                     if timeout is not None:
                         slot.deadline = self.clock.monotonic() + timeout
             if skip:
                 self.finish(slot, None)
                 continue
-            if not self.finish(slot, run_sync(self.tasks[slot.job.task].fn, slot.ctx)):
+            outcome = self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
+            if not self.finish(slot, outcome):
                 return  # detached: another thread took this one's place
+
+    def _in_process(self, slot: Slot, task: Handler) -> Outcome:
+        """Run a process-isolated handler in a child process (see ``processes``)."""
+        with self.lock:
+            if self.processes is None:
+                self.processes = ProcessPool()
+            pool = self.processes
+        return pool.run((task.fn.__module__, task.fn.__qualname__), slot.job, slot.ctx.cancelled)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self.lock:
@@ -227,8 +246,13 @@ class Runner:
                         slot.reported = True
                         self.acknowledger.put(slot.job, timed_out(slot.job.timeout_seconds))
                     expired.append((slot, failed))
+            killed = [(slot, failed) for slot, failed in expired if slot.process]
+            expired = [(slot, failed) for slot, failed in expired if not slot.process]
+            for slot, _ in killed:
+                # Its process is killed below; its runner thread returns at once.
+                slot.deadline = None
             for slot, _ in expired:
-                # Every slot with a deadline is a sync handler's, running on a runner thread.
+                # Every other slot with a deadline is a sync handler's, on a runner thread.
                 del self.in_flight[slot.job.id]
                 slot.detached = True
                 self.stuck += 1
@@ -238,6 +262,10 @@ class Runner:
             limit = expired and stuck >= self.max_stuck and not self.too_many_stuck
             if limit:
                 self.too_many_stuck = True
+        for slot, failed in killed:
+            log.warning("job %s exceeded its timeout of %s s; %s its handler's process", slot.job.id,
+                        slot.job.timeout_seconds, "failed, killing" if failed else "killing")
+            self._kill(slot)
         for slot, failed in expired:
             if failed:
                 log.warning("job %s exceeded its timeout of %s s; it is failed, its handler asked to stop and "
@@ -262,14 +290,25 @@ class Runner:
             return min((s.deadline for s in self.in_flight.values() if s.deadline is not None), default=None)
 
     def abandon(self, job_id: int, why: str) -> None:
-        """The job is no longer this worker's (cancelled, rescued, timed out): stop its handler."""
+        """The job is no longer this worker's (cancelled, rescued, timed out): stop its handler
+        (a process-isolated one is killed)."""
         with self.lock:
             slot = self.in_flight.get(job_id)
             if slot is None or slot.reported:
                 return
             slot.reported = True
         log.info("job %s: %s; stopping its handler", job_id, why)
+        if slot.process:
+            self._kill(slot)
+        else:
+            slot.ctx.cancel()
+
+    def _kill(self, slot: Slot) -> None:
+        """Stop a process-isolated handler: set ``cancelled`` first (a child still starting
+        sees it), then kill the child running it."""
         slot.ctx.cancel()
+        if self.processes is not None:
+            self.processes.kill(slot.job.id)
 
     # ------------------------------------------------------------ views
     def count(self) -> int:
@@ -305,6 +344,13 @@ class Runner:
         if self._started:
             for _ in range(self.concurrency):
                 self._ready.put(None)
+
+    def close_processes(self) -> None:
+        """Stop the child processes (killing those still running a handler)."""
+        with self.lock:
+            pool = self.processes
+        if pool is not None:
+            pool.close()
 
     def close_loop(self) -> None:
         """Stop and close the event loop of async handlers (if one was started)."""

@@ -36,6 +36,7 @@ from pgq.worker.claim_loop import ClaimLoop
 from pgq.worker.counters import WorkerCounters
 from pgq.worker.heartbeat import Background, Heartbeat
 from pgq.worker.prefetch import ALWAYS
+from pgq.worker.processes import resolve
 from pgq.worker.runner import Handler, Runner
 from pgq.worker.stuck import StuckReport, WithStuckReport
 
@@ -99,6 +100,21 @@ def _checked(queue: WorkerQueue, queues: Sequence[str] | None, concurrency: int,
     return names, batch
 
 
+def _check_importable(name: str, fn: Callable[..., object]) -> None:
+    """A process-isolated handler must be found again by its module and name (a child
+    process imports it so). Raises ``ValidationError``."""
+    ref = (fn.__module__, fn.__qualname__)
+    try:
+        found = resolve(ref)
+    except Exception as exc:
+        raise ValidationError(f"task {name!r} (isolation='process'): {ref[0]}.{ref[1]} cannot be imported by "
+                              f"name ({exc!r}); define the handler at module level") from None
+    if found is not fn:
+        raise ValidationError(f"task {name!r} (isolation='process'): {ref[0]}.{ref[1]} names another object "
+                              "than the registered handler (was the name bound to something else?); register "
+                              "the module-level function itself")
+
+
 class Worker:
     """Runs the jobs of ``queue``'s tasks from ``queues``.
 
@@ -136,6 +152,9 @@ class Worker:
         if max_stuck_handlers is not None and (isinstance(max_stuck_handlers, bool)
                                                or not isinstance(max_stuck_handlers, int) or max_stuck_handlers < 1):
             raise ValidationError(f"max_stuck_handlers must be a whole number >= 1, got {max_stuck_handlers!r}")
+        for name, task in queue.tasks.items():
+            if task.isolation == "process":
+                _check_importable(name, task.fn)
         self.queue = queue
         self.settings = queue.settings
         self.queries = queue.queries
@@ -373,6 +392,9 @@ class Worker:
     def _shutdown(self) -> None:
         self._stopping.set()
         self._finish_running()
+        # Process-isolated handlers still running now are killed before the worker
+        # deregisters (which hands their jobs to other workers).
+        self._runner.close_processes()
         # Buffered jobs no runner started (none will now) go back to the queue untouched.
         unstarted = self._runner.take_unstarted()
         self._runner.stop_threads()
