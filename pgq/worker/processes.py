@@ -160,6 +160,10 @@ class ProcessPool:
             if self._closing:
                 return Failed("WorkerStopping", "the worker is stopping: the job was not started")
             child = self._idle.pop() if self._idle else None
+        if child is not None and not child.process.is_alive():  # died while idle (e.g. the OOM killer)
+            log.warning("an idle handler process exited with code %s; starting another", child.process.exitcode)
+            child.conn.close()
+            child = None
         if child is None:
             try:
                 child = self._start()
@@ -185,10 +189,14 @@ class ProcessPool:
             return self._died(job.id, child)
         with self._lock:
             del self._busy[job.id]
-            if not self._closing:
+            # Killed just as it answered: the answer arrived, but the child is gone.
+            killed = job.id in self._killed
+            self._killed.discard(job.id)
+            keep = not self._closing and not killed
+            if keep:
                 self._idle.append(child)
-                return outcome
-        self._stop(child)
+        if not keep:
+            self._stop(child)
         return outcome
 
     def _died(self, job_id: int, child: _Child) -> Outcome:
