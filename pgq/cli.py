@@ -283,8 +283,9 @@ def status(obj: Context, as_json: bool) -> None:
     rows = [(r.queue, r.status, r.priority, r.jobs, r.due, _age(r.oldest_due_age_seconds)) for r in stats.depth]
     click.echo(_table(["queue", "status", "priority", "jobs", "due", "oldest due"], rows) if rows else "no jobs")
     live = [w for w in stats.workers if w.status in ("active", "draining")]
-    click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running), "
-               f"{len(stats.workers) - len(live)} stale/stopped")
+    stuck = sum(w.stuck_handlers for w in live)
+    click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running"
+               f"{f', {stuck} stuck handler(s)' if stuck else ''}), {len(stats.workers) - len(live)} stale/stopped")
     click.echo(f"dead letter queue: {stats.dead_letters} job(s)")
     finished = {k: v for k, v in stats.estimated.items() if k in ("completed", "cancelled")}
     if finished:

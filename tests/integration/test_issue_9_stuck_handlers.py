@@ -136,6 +136,8 @@ def test_a_stuck_handler_is_replaced_and_counted(q: pgq.Queue, conn: psycopg.Con
     shown = json.loads(CliRunner().invoke(main, ["--database-url", q.settings.database_url or "", "workers",
                                                  "--json"]).output)
     assert [(r["id"], r["stuck_handlers"], r["capacity"]) for r in shown] == [(str(worker.id), 1, 2)]
+    said = CliRunner().invoke(main, ["--database-url", q.settings.database_url or "", "status"]).output
+    assert "1 stuck handler(s)" in said
 
     # Once the handler returns, its thread ends, the count falls back, and its late
     # result is not written over the timeout.
