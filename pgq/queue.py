@@ -23,7 +23,15 @@ from psycopg_pool import ConnectionPool
 from pgq.db import live_connection, make_pool, translated
 from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, JobFailed, JobNotFound, UnknownTask, ValidationError, WaitTimeout
-from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, JobStatus, validate_queue_name, validate_task_name
+from pgq.job import (
+    DEFAULT_PRIORITY,
+    Job,
+    JobSpec,
+    JobStatus,
+    validate_isolation,
+    validate_queue_name,
+    validate_task_name,
+)
 from pgq.queries import PURGE_BATCH, DeadLetter, Queries, ensure_current
 from pgq.retry import Backoff
 from pgq.settings import Settings
@@ -236,7 +244,7 @@ class Queue:
         def register(f: Callable[..., Any]) -> Task:
             if not callable(f):
                 raise ValidationError(f"@task needs a function, got {f!r}")
-            _check_isolation(f, isolation)
+            validate_isolation(f, isolation)
             task_name = f"{f.__module__}.{f.__qualname__}".replace("<locals>.", "") if name is None else name
             if task_name in self.tasks:
                 raise ValidationError(f"task {task_name!r} is already registered")
@@ -499,26 +507,6 @@ class Queue:
         from pgq.worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)
-
-
-def _check_isolation(fn: Callable[..., Any], isolation: object) -> None:
-    """Raise ``ValidationError`` unless ``fn`` can run with ``isolation``."""
-    if isolation not in ("thread", "process"):
-        raise ValidationError(f"isolation must be 'thread' or 'process', got {isolation!r}")
-    if isolation == "thread":
-        return
-    what = getattr(fn, "__qualname__", repr(fn))
-    if not inspect.isfunction(fn):
-        raise ValidationError(f"isolation='process' needs a plain function defined at module level, got {fn!r}")
-    if inspect.iscoroutinefunction(fn):
-        raise ValidationError(f"isolation='process' is for sync handlers; {what} is async def (an async "
-                              "handler is cancelled at its timeout already)")
-    if "<" in fn.__qualname__:
-        raise ValidationError(f"isolation='process' needs a function defined at module level (a child process "
-                              f"imports it by name), got {fn.__qualname__!r} (a lambda or a nested function)")
-    if fn.__module__ in ("__main__", "__mp_main__"):
-        raise ValidationError(f"isolation='process': {what} is defined in the script being run (__main__), which "
-                              "a child process cannot import by name; move it to a module")
 
 
 def _check_id(job_id: object) -> int:
