@@ -68,6 +68,8 @@ class Acknowledger:
         # Jobs whose outcome is queued or being written: job id -> how many outcomes.
         self._pending: dict[int, int] = {}
         self._lock = threading.Lock()
+        # Notified when no outcome is left to write (a burst run waits for that).
+        self._settled = threading.Condition(self._lock)
         # Set when claiming paused because outcomes were not written yet.
         self._blocked = False
 
@@ -82,6 +84,12 @@ class Acknowledger:
         """Jobs whose outcome is not written yet (the heartbeat lists them as running)."""
         with self._lock:
             return list(self._pending)
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every queued outcome is written (or given
+        up); True when none is left."""
+        with self._settled:
+            return self._settled.wait_for(lambda: not self._pending, timeout)
 
     def behind(self) -> bool:
         """True when outcomes are queued faster than written: do not claim more now.
@@ -177,6 +185,8 @@ class Acknowledger:
                     self._pending[job.id] = left
                 else:
                     self._pending.pop(job.id, None)
+            if not self._pending:
+                self._settled.notify_all()
 
     def _write_completions(self, conn: Any, completions: list[tuple[Job, Completed]],
                            failures: list[tuple[Job, Failed]]) -> None:
