@@ -191,6 +191,13 @@ class Queries:
             " FROM generate_series(1, %s::int)"
         )
         self._xact_status = "SELECT pg_xact_status(%s::xid8)"
+        # Unique keys that some job no longer live carries: after a broken unique-key
+        # enqueue such a key means "it may have committed and finished already".
+        # The failure path only: it may scan (finished jobs have no unique_key index).
+        self._finished_keys = (
+            f"SELECT DISTINCT unique_key FROM {s}.jobs WHERE unique_key = ANY(%s::text[])"
+            " AND status NOT IN ('waiting', 'queued', 'running', 'retrying')"
+        )
         # Ends the session still holding a transaction whose client connection broke
         # (the server may take long to notice a vanished client): it then commits or
         # aborts for good. Only the backend running exactly that transaction is signalled.
@@ -341,6 +348,10 @@ class Queries:
         """``pg_xact_status``: 'committed', 'aborted', 'in progress' (None: too old to know)."""
         value = execute(conn, self._xact_status, [transaction_id])[0][0]
         return None if value is None else str(value)
+
+    def finished_unique_keys(self, conn: Any, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that a job past its live statuses (completed, dead, cancelled) carries."""
+        return {str(r[0]) for r in execute(conn, self._finished_keys, [list(keys)])}
 
     def end_orphaned_transaction(self, conn: Any, transaction_id: str) -> bool:
         """Terminate the session still running ``transaction_id``, if any; True if one was signalled."""
