@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -204,9 +205,11 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
     """Run a worker for APP (MODULE:ATTRIBUTE naming a pgq.Queue).
 
     At start, an unreachable database is waited for (PGQ_START_TIMEOUT_SECONDS;
-    exit code 3 when it gives up). SIGTERM or Ctrl-C: stop claiming and finish
-    running jobs; a second signal stops at once and puts unfinished jobs back
-    in the queue.
+    exit code 3 when it gives up). SIGTERM or Ctrl-C, or a drain asked in the
+    database (`pgq workers drain ID`, `SELECT pgq.drain_worker(id)`): stop
+    claiming, release the unstarted jobs, finish the running ones, deregister
+    and exit with code 0. A second signal stops at once and puts unfinished
+    jobs back in the queue (exit code 1 if handlers were still running).
     """
     # The app builds its Queue at import, usually with pgq.connect(): the global
     # options reach it through the environment (arguments in its code still win).
@@ -219,13 +222,12 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
     if obj.database_url and url != obj.database_url:
         click.echo("warning: the app passes its own database_url to pgq.connect(); --database-url/PGQ_DATABASE_URL "
                    "is not used", err=True)
-    from pgq.db import wait_for_database
-
-    wait_for_database(url, timeout_seconds=queue.settings.start_timeout_seconds)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size)
     click.echo(f"worker {w.id}: queues {', '.join(w.queues)}, concurrency {concurrency}", err=True)
-    w.run(burst=burst)
+    w.run(burst=burst)  # waits for the database first (exit code 3 when it gives up)
+    if w.drained_by is not None:
+        click.echo(f"worker {w.id}: drained as asked ({w.drained_by})", err=True)
     if w.in_flight:
         # Stopped at once (second signal) while handlers were still running: their
         # jobs are recorded as interrupted and will run again. Threads cannot be
@@ -289,13 +291,16 @@ def _echo_redis_health(health: Any) -> None:
         click.echo(_table(["queue", "ids in redis", "runnable in postgres"], rows))
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--all", "show_all", is_flag=True, help="Include stopped workers.")
-@click.pass_obj
+@click.pass_context
 @handle_errors
-def workers(obj: Context, as_json: bool, show_all: bool) -> None:
-    """Registered workers with heartbeat age, load and health."""
+def workers(ctx: click.Context, as_json: bool, show_all: bool) -> None:
+    """Registered workers with heartbeat age, load and health; `pgq workers drain ID` drains one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    obj: Context = ctx.obj
     with obj.queue() as queue:
         rows = [w for w in queue.stats().workers if show_all or w.status != "stopped"]
     if as_json:
@@ -306,6 +311,36 @@ def workers(obj: Context, as_json: bool, show_all: bool) -> None:
         [(str(w.id)[:8], w.hostname, w.pid, w.status, ",".join(w.queues), w.running_jobs, w.capacity,
           f"{w.health_score:.2f}", _age(w.heartbeat_age_seconds)) for w in rows],
     ) if rows else "no workers")
+
+
+@workers.command("drain")
+@click.argument("worker_id")
+@click.pass_obj
+@handle_errors
+def workers_drain(obj: Context, worker_id: str) -> None:
+    """Ask worker WORKER_ID (its id, or the start of it as `pgq workers` shows) to drain.
+
+    It claims nothing more, releases its unstarted jobs, finishes the running ones
+    (within its PGQ_SHUTDOWN_GRACE_SECONDS), deregisters and exits with code 0.
+    """
+    with obj.queue() as queue:
+        target = _worker_id(queue, worker_id)
+        asked = queue.drain_worker(target)
+    click.echo(f"worker {target}: " + ("asked to drain" if asked else "already draining"))
+
+
+def _worker_id(queue: Queue, text: str) -> uuid.UUID:
+    """A worker id, or the unique start of the id of a worker that is not stopped."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    prefix = text.strip().lower()
+    found = [w.id for w in queue.stats().workers if w.status != "stopped" and str(w.id).startswith(prefix)]
+    if len(found) != 1 or not prefix:
+        raise click.BadParameter(f"{text!r} is not a worker id, nor the start of exactly one live worker's id "
+                                 f"({len(found)} match; `pgq workers` lists them)", param_hint="WORKER_ID")
+    return found[0]
 
 
 # ---------------------------------------------------------------- dlq

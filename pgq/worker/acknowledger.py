@@ -83,6 +83,12 @@ class Acknowledger:
         with self._lock:
             return list(self._pending)
 
+    def holds(self, job_ids: Sequence[int]) -> set[int]:
+        """Those of ``job_ids`` whose outcome is queued or being written."""
+        with self._lock:
+            pending = self._pending
+            return {i for i in job_ids if i in pending} if pending else set()
+
     def behind(self) -> bool:
         """True when outcomes are queued faster than written: do not claim more now.
 

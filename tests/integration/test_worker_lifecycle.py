@@ -418,6 +418,7 @@ def test_worker_that_lost_its_job_to_a_rescue_stops_the_handler_and_its_completi
     done = threading.Event()
     threading.Thread(target=lambda: (worker.run_once(), done.set()), daemon=True).start()
     assert started.wait(WAIT)
+    worker.heartbeat()  # reports that the job started: a rescue now charges its attempt
     # The worker missed its heartbeats (say, a long GC pause): maintenance rescues its job.
     conn.execute("UPDATE pgq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = %s", (worker.id,))
     rescued = Queries("pgq").mark_stale_workers(conn, 60)
