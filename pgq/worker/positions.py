@@ -10,7 +10,11 @@ finished, or was released or given up. A rescue gives back the attempt of a
 job above it (``rescue_job``), so a crash does not charge prefetched jobs.
 
 The runner owns whether a job started; ``Positions`` only asks it
-(``waiting``). What a rescue then does is the stored functions' business.
+(``state``). A job the runner marked started counts as started once it has
+run for ``START_GRACE_SECONDS`` (or finished): the runner marks it a moment
+before the handler is entered, and a thread switch can stretch that moment,
+so a crash right after the mark must still give the attempt back. What a
+rescue then does is the stored functions' business.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ log = logging.getLogger("pgq.worker")
 CLAIM_LOST_AFTER_SECONDS = 10.0
 #: Margin for the clocks (the worker's monotonic one, the database's) and the claim's own duration.
 CLAIM_LOST_MARGIN_SECONDS = 1.0
+#: A job the runner started counts as started in the watermark after this long (or once finished).
+START_GRACE_SECONDS = 0.2
+
+#: What the runner says of a job it was given (``Positions.state``).
+GONE = 0  # finished, or no longer this worker's (released, cancelled, rescued, dropped)
+WAITING = 1  # buffered, not started
+RUNNING = 2  # started, outcome not queued yet
 
 
 def reply_may_be_lost(exc: BaseException) -> bool:
@@ -72,13 +83,13 @@ class Positions:
     """One worker's claim positions and watermark. Every method may be called from any thread.
 
     Args:
-        waiting: ``waiting(job_id)``: the job is in the runner and has not started (the
-            runner's buffer); False once it started, finished or left the runner.
-        clock: the monotonic clock (holding the positions of a lost claim reply).
+        state: ``state(job_id)`` of a job given to the runner: ``WAITING``, ``RUNNING``
+            or ``GONE``.
+        clock: the monotonic clock (the start grace; holding a lost claim reply's positions).
     """
 
-    def __init__(self, waiting: Callable[[int], bool], clock: Clock) -> None:
-        self.waiting = waiting
+    def __init__(self, state: Callable[[int], int], clock: Clock) -> None:
+        self.state = state
         self.clock = clock
         self._lock = threading.Lock()
         self._asked = 0  # positions taken so far: the next claim's base
@@ -87,6 +98,7 @@ class Positions:
         self._position: dict[int, int] = {}  # job id -> its latest position
         self._holding: set[int] = set()  # received, not in the runner (yet, or any more)
         self._lost: list[_Lost] = []
+        self._running_since: dict[int, float] = {}  # job id -> when first seen running (the grace)
 
     # ------------------------------------------------------------ claims
     def reserve(self, n: int) -> tuple[int, int]:
@@ -154,6 +166,7 @@ class Positions:
     def _watermark(self) -> int:
         low = self._asked + 1
         blocks = self._blocks
+        now: float | None = None
         while blocks:
             block = blocks[0]
             ids = block.ids
@@ -161,8 +174,16 @@ class Positions:
                 job_id = ids[block.next]
                 position = block.base + 1 + block.next
                 if self._position.get(job_id) == position:  # else claimed again since: see the later block
-                    if job_id in self._holding or self.waiting(job_id):
+                    if job_id in self._holding:
                         break
+                    state = self.state(job_id)
+                    if state == WAITING:
+                        break
+                    if state == RUNNING:
+                        now = self.clock.monotonic() if now is None else now
+                        if now - self._running_since.setdefault(job_id, now) < START_GRACE_SECONDS:
+                            break
+                    self._running_since.pop(job_id, None)
                     del self._position[job_id]
                 block.next += 1
             if block.next < len(ids):

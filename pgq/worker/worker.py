@@ -38,7 +38,7 @@ from pgq.worker.claim import ClaimSource, PostgresClaimSource
 from pgq.worker.claim_loop import ClaimLoop
 from pgq.worker.counters import WorkerCounters
 from pgq.worker.heartbeat import Background, Heartbeat
-from pgq.worker.positions import Positions
+from pgq.worker.positions import GONE, RUNNING, WAITING, Positions
 from pgq.worker.prefetch import ALWAYS
 from pgq.worker.runner import Handler, Runner, Slot
 
@@ -157,7 +157,7 @@ class Worker:
         #: How a drain was asked for in the database (a refused claim, the heartbeat's
         #: answer, a notification); None when it was not.
         self.drained_by: str | None = None
-        self._positions = Positions(self._waiting_to_start, self.clock)
+        self._positions = Positions(self._job_state, self.clock)
         self._source = self._claim_source()
         self._acknowledger = Acknowledger(
             self.settings, self._pool, self.queries, self.id, self.counters, self.clock,
@@ -185,11 +185,13 @@ class Worker:
     def _pool(self) -> ConnectionPool:
         return self.queue.pool
 
-    def _waiting_to_start(self, job_id: int) -> bool:
-        """The job is in the runner's buffer: claimed, not started (read without the
-        runner's lock: a slot only ever goes from waiting to started or reported)."""
+    def _job_state(self, job_id: int) -> int:
+        """What the runner says of a job (``positions.WAITING``, ``RUNNING`` or ``GONE``), read
+        without the runner's lock: a slot only goes from waiting to started to reported."""
         slot = self._runner.in_flight.get(job_id)
-        return slot is not None and not slot.started and not slot.reported
+        if slot is None or slot.reported:
+            return GONE
+        return RUNNING if slot.started else WAITING
 
     def __repr__(self) -> str:
         return f"<pgq.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
