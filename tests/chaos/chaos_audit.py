@@ -39,6 +39,14 @@ checked, for the ``expected`` logical jobs (payload ``n``) the producer enqueued
   its watermark, and whose worker then died, is given back free (a refund,
   counted in ``jobs.free_rescues``, at most ``max_attempts`` per job).
 
+- a success is never thrown away (issue 9, defect 1): once a handler of a job
+  returned, no handler of that job starts again, unless the attempt that
+  returned was closed because its worker died or stalled before writing the
+  completion (``lost`` with ``WorkerLost``, ``interrupted``, or given back):
+  execution is at-least-once only through a worker's failure. A heartbeat that
+  rescues a finished job whose completion is not written yet (``ClaimLost``)
+  breaks it.
+
 In Redis mode, ``mirror_leftovers`` adds one check: once the queue is
 drained and the workers' mirror reconciler has run, the mirror (ready sets and
 popped batches) holds no id of a job Postgres does not call runnable (every
@@ -73,6 +81,7 @@ class AuditReport:
     rescued_attempts: int = 0
     charged_unstarted: int = 0  # attempts charged whose handler never started (must be 0)
     charged_beyond_free_rescues: int = 0  # ... once the job's free rescues were used up (allowed)
+    rerun_after_success: int = 0  # jobs run again after a handler returned, its worker alive (must be 0)
     free_rescues: int = 0  # claims given back by a rescue without charging the attempt
     reexecuted: int = 0  # executions beyond the first of jobs not designed to fail
     exhausted_by_faults: int = 0  # jobs not designed to fail that ended dead anyway
@@ -187,7 +196,8 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
                         f"{_sample(shared)}")
     holds = """
         WITH runs AS (
-            SELECT c.*, e.finished_at AS closed_at, e.outcome::text AS closed_as, j.free_rescues,
+            SELECT c.*, e.finished_at AS closed_at, e.outcome::text AS closed_as, e.error_type AS closed_error,
+                   j.free_rescues,
                    -- A run of a claim that was given back: the rescue closed it before the
                    -- job's next claim (the only time known for it), which came before that
                    -- claim's execution row and its run.
@@ -200,7 +210,7 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
             LEFT JOIN pgq.job_executions e
                    ON e.job_id = c.job_id AND e.attempt = c.attempt AND e.worker_id IS NOT DISTINCT FROM c.worker_id
         ), held AS (
-            SELECT id, job_id, attempt, pid, started_at, ended_at, outcome, refunded, free_rescues,
+            SELECT id, job_id, attempt, pid, started_at, ended_at, outcome, refunded, free_rescues, closed_error,
                    CASE WHEN refunded THEN next_claim ELSE closed_at END AS closed_at,
                    CASE WHEN refunded THEN 'refunded' ELSE closed_as END AS closed_as,
                    -- least() ignores NULL: an execution that never ended (its process died)
@@ -250,6 +260,18 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     r.check(not charged, f"{len(charged)} attempt(s) charged although their handler never started "
                          f"(job, attempt, outcome, error): {_sample(charged)}")
     r.free_rescues = _one(conn, "SELECT coalesce(sum(free_rescues), 0)::int FROM pgq.jobs")
+    # ---- a success is never thrown away: after a handler returned, its job runs again only
+    # if its worker died (or stalled) before the completion was written
+    reruns = _rows(conn, holds + """
+        SELECT a.job_id, a.attempt, a.pid, a.ended_at, a.closed_as, a.closed_error, b.attempt, b.pid, b.started_at
+        FROM held a JOIN held b ON b.job_id = a.job_id AND b.started_at > a.ended_at
+        WHERE a.outcome = 'returned'
+          AND NOT (a.refunded OR a.closed_as = 'interrupted'
+                   OR (a.closed_as = 'lost' AND a.closed_error = 'WorkerLost'))
+        ORDER BY 1, 2""")
+    r.rerun_after_success = len({row[0] for row in reruns})
+    r.check(not reruns, f"{r.rerun_after_success} job(s) ran again after a handler of theirs returned, its worker "
+                        f"alive (job, attempt, pid, ended, closed as, error, attempt, pid, started): {_sample(reruns)}")
     r.reexecuted = _one(conn, """
         SELECT coalesce(sum(runs - 1), 0)::int FROM (
             SELECT c.job_id, count(*) AS runs FROM chaos.runs c JOIN pgq.jobs j ON j.id = c.job_id

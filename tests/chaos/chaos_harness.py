@@ -167,14 +167,18 @@ class WorkerProc:
         return stat.rsplit(")", 1)[1].split()[0]
 
 
-def plan_jobs(total: int, seed: int, *, slow_ms: tuple[int, int] = (200, 600)) -> list[dict[str, Any]]:
-    """The jobs of a scenario: mostly quick ones, some flaky, some failing for good, a few slow."""
+def plan_jobs(total: int, seed: int, *, slow_ms: tuple[int, int] = (200, 600),
+              job_ms: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """The jobs of a scenario: mostly quick ones, some flaky, some failing for good, a few slow
+    (``job_ms``: every job works this long instead, from the range)."""
     rng = random.Random(seed)
     jobs = []
     for n in range(total):
         roll = rng.random()
         kind = "fail" if roll < 0.04 else "flaky" if roll < 0.12 else "slow" if roll < 0.14 else "ok"
         ms = rng.randint(*slow_ms) if kind == "slow" else rng.randint(0, 15)
+        if job_ms is not None:
+            ms = rng.randint(*job_ms)
         jobs.append({"n": n, "kind": "ok" if kind == "slow" else kind, "ms": ms})
     return jobs
 
@@ -313,13 +317,14 @@ class ChaosRun:
     def __init__(self, cluster: Cluster, url: str, mode: Mode, tmp: Path, *, name: str, scale: Scale,
                  jobs: int, workers: int, concurrency: int, seed: int, env: dict[str, str] | None = None,
                  chunk: int = 50, backlog: int | None = None, rate: float | None = None,
-                 role: str | None = None, redis: OwnedRedis | None = None) -> None:
+                 role: str | None = None, redis: OwnedRedis | None = None,
+                 job_ms: tuple[int, int] | None = None) -> None:
         self.cluster, self.url, self.mode, self.tmp = cluster, url, mode, tmp
         self.name, self.scale, self.concurrency = name, scale, concurrency
         self.rng = random.Random(seed)
         if not scale.long:
             jobs = round(jobs * mode.short_share)
-        self.plan = plan_jobs(jobs, seed)
+        self.plan = plan_jobs(jobs, seed, job_ms=job_ms)
         # Redis mode: the redis-server the workers use, and this run's own key prefix.
         self.redis = redis if mode.uses_redis else None
         self.redis_prefix = unique_prefix()

@@ -226,3 +226,24 @@ def test_a_charge_without_a_start_is_allowed_once_the_free_rescues_are_used_up(d
     report = audit(db, 1)
     assert report.violations == []
     assert (report.charged_unstarted, report.charged_beyond_free_rescues) == (0, 1)
+
+
+def test_a_job_run_again_after_its_handler_returned_is_reported_unless_its_worker_died(
+        db: psycopg.Connection[Any]) -> None:
+    w1, w2 = factories.insert_worker(db, queues=["chaos"]), factories.insert_worker(db, queues=["chaos"])
+    # Attempt 1 returned at t=1 on a live w1, but a heartbeat rescued it as ClaimLost before
+    # its completion was written (t=2); attempt 2 ran it again.
+    job_id = job(db, 0, attempts=2, worker=w2)
+    factories.insert_execution(db, job_id, attempt=1, outcome="lost", worker_id=w1, started_at=at(0),
+                               finished_at=at(2), error_type="ClaimLost", error_message="never received")
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
+               " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w1, at(0), at(1)))
+    attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
+    report = audit(db, 1)
+    assert report.rerun_after_success == 1
+    assert "ran again after a handler of theirs returned" in problems(report)
+    # The same, but w1 died before writing the completion (the stale sweep closed it): allowed.
+    db.execute("UPDATE pgq.job_executions SET error_type = 'WorkerLost' WHERE job_id = %s AND attempt = 1", (job_id,))
+    report = audit(db, 1)
+    assert report.violations == []
+    assert report.rerun_after_success == 0
