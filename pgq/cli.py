@@ -8,6 +8,7 @@ Every option can also come from the environment (``PGQ_…``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import importlib
@@ -15,9 +16,11 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -193,6 +196,39 @@ def _load_app(spec: str) -> Queue:
     return target
 
 
+class _EarlyStop:
+    """SIGTERM/SIGINT handling for ``pgq worker`` until the worker installs its own."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.worker: Any = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls) -> Iterator[_EarlyStop]:
+        """The handlers while the command runs; the previous ones come back after."""
+        early = cls()
+        if threading.current_thread() is not threading.main_thread():
+            yield early
+            return
+        previous = {sig: signal.signal(sig, early._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield early
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested.set()
+        if self.worker is not None:
+            self.worker.stop()  # e.g. while it waits for the database, before its own handlers
+
+    def attach(self, worker: Any) -> bool:
+        """Hand a later signal to ``worker``; True if a stop was already requested."""
+        self.worker = worker
+        return self.requested.is_set()
+
+
 @main.command()
 @click.argument("app")
 @click.option("--queues", "-q", help="Comma-separated queues (default: the queues of the app's tasks).")
@@ -211,6 +247,15 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
     and exit with code 0. A second signal stops at once and puts unfinished
     jobs back in the queue (exit code 1 if handlers were still running).
     """
+    # A supervisor may stop a worker that is still starting (importing the app,
+    # waiting for the database): SIGTERM/SIGINT then ends it cleanly (exit 0)
+    # instead of killing it, and once the worker exists the signal stops it.
+    with _EarlyStop.installed() as early:
+        _run_worker(obj, app, queues, concurrency, batch_size, burst, early)
+
+
+def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool,
+                early: _EarlyStop) -> None:
     # The app builds its Queue at import, usually with pgq.connect(): the global
     # options reach it through the environment (arguments in its code still win).
     if obj.database_url:
@@ -224,8 +269,16 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
                    "is not used", err=True)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size)
+    if early.attach(w):
+        click.echo("stopped before the worker started", err=True)
+        return
     click.echo(f"worker {w.id}: queues {', '.join(w.queues)}, concurrency {concurrency}", err=True)
-    w.run(burst=burst)  # waits for the database first (exit code 3 when it gives up)
+    # Waits for the database first (exit code 3 when it gives up); a signal meanwhile
+    # stops the worker (through ``early``) before it starts.
+    w.run(burst=burst)
+    if not w.started:
+        click.echo("stopped before the worker started", err=True)
+        return
     if w.drained_by is not None:
         click.echo(f"worker {w.id}: drained as asked ({w.drained_by})", err=True)
     if w.in_flight:

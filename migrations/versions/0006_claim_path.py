@@ -118,4 +118,6 @@ def downgrade() -> None:
         # CREATE OR REPLACE made it SECURITY INVOKER; revision 0003 had made it definer.
         op.execute(f"ALTER FUNCTION {signature} SECURITY DEFINER")
         op.execute(f"COMMENT ON FUNCTION {signature} IS NULL")
+    # Revision 0005's comments (fail_timed_out_jobs among them) come back with it.
+    run_sql_file("comments/001.sql")
     op.execute(DROPS)

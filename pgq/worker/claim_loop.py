@@ -105,6 +105,10 @@ class ClaimLoop:
         self._error: Exception | None = None
         self._looked_empty = False  # a claim returned fewer jobs than asked for
         self._last_empty = False  # the latest claim to return found no job at all
+        # Work was announced (NOTIFY, a LISTEN reconnect) after the latest claim was
+        # asked for: that claim may have looked before the job was committed, so an
+        # empty answer from it does not mean the queue is empty.
+        self._announced = False
 
     # ------------------------------------------------------------ one claim
     def claim(self, n: int, *, thorough: bool = False) -> list[Job]:
@@ -208,6 +212,7 @@ class ClaimLoop:
             with self._lock:
                 self._out += 1
                 self._claiming += want
+                self._announced = False
             # Outside the runner's lock: a delivery holds the order's lock, then takes it.
             self._requests.put((self._order.ticket(), want))
 
@@ -220,6 +225,9 @@ class ClaimLoop:
             return False
         with self._lock:
             self._looked_empty = False
+            announced = self._announced
+        if announced:
+            return False  # look again: the empty claims may have started before the new work was committed
         if burst and last_empty and self.runner.count() == 0:
             return True
         # A finished job frees a slot, not work, so only NOTIFY, the poll (or, in
@@ -235,6 +243,16 @@ class ClaimLoop:
         finally:
             self._idle.clear()
         return False
+
+    def work_announced(self) -> None:
+        """New work may be there (a NOTIFY for these queues, or LISTEN reconnected): claim.
+
+        Unlike a plain wake-up, this survives a claim already in flight that comes
+        back empty: the loop then claims once more instead of going idle (the job
+        may have been committed after that claim took its snapshot)."""
+        with self._lock:
+            self._announced = True
+        self._wake.set()
 
     def _size(self) -> int:
         """How many jobs to claim now (0: wait for a slot to free); see ``prefetch``."""

@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgq.worker")
 
 
+class _Stopped(Exception):
+    """``stop()`` while ``run()`` waited for the database."""
+
+
 class TaskInfo(Handler, Protocol):
     """What the worker needs of a registered task (``pgq.Task``)."""
 
@@ -157,6 +161,8 @@ class Worker:
         #: How a drain was asked for in the database (a refused claim, the heartbeat's
         #: answer, a notification); None when it was not.
         self.drained_by: str | None = None
+        #: True once ``run()`` reached the database (false: stopped while waiting for it).
+        self.started = False
         self._positions = Positions(self._job_state, self.clock)
         self._source = self._claim_source()
         self._acknowledger = Acknowledger(
@@ -201,17 +207,18 @@ class Worker:
         """Run until stopped (SIGTERM/SIGINT, ``stop()``, or a drain asked in the database:
         ``pgq.drain_worker``, ``pgq workers drain``); with ``burst``, until no job is left.
 
-        First waits for an unreachable database, up to ``Settings.start_timeout_seconds``.
-        On exit every claimed job has been reported, released or (after the grace
-        period) interrupted, and the worker is deregistered.
+        First waits for an unreachable database, up to ``Settings.start_timeout_seconds``
+        (``stop()`` meanwhile returns at once, ``started`` staying false). On exit every
+        claimed job has been reported, released or (after the grace period)
+        interrupted, and the worker is deregistered.
 
         Raises:
             DatabaseUnavailable: the database did not answer within the start timeout.
             ConfigurationError: the URL or the login is wrong.
         """
-        if not self._registered:
-            wait_for_database(self.settings.require_database_url(),
-                              timeout_seconds=self.settings.start_timeout_seconds, clock=self.clock)
+        if not self._registered and not self._wait_for_database():
+            return
+        self.started = True
         restore = self._install_signals() if self.install_signal_handlers else None
         try:
             self._start_background()
@@ -223,6 +230,21 @@ class Worker:
             finally:
                 if restore:
                     restore()
+
+    def _wait_for_database(self) -> bool:
+        """Wait for the database (``pgq.db.wait_for_database``); False when stopped meanwhile."""
+
+        def pause(seconds: float) -> None:
+            if self._stopping.wait(seconds):
+                raise _Stopped
+
+        try:
+            wait_for_database(self.settings.require_database_url(),
+                              timeout_seconds=self.settings.start_timeout_seconds, clock=self.clock, sleep=pause)
+        except _Stopped:
+            log.info("worker %s stopped while waiting for the database", self.id)
+            return False
+        return True
 
     def run_once(self, max_jobs: int | None = None) -> int:
         """Claim one batch, run it to the end, write the outcomes; return how many ran.
@@ -310,7 +332,7 @@ class Worker:
                 [self.queries.channel_job_available, self.queries.channel_job_cancelled,
                  self.queries.channel_worker_draining],
                 self._on_notify,
-                self._wake.set,
+                self._claims.work_announced,
             )
             self._listener.start()
 
@@ -331,7 +353,7 @@ class Worker:
                 if self._reconciler is not None:
                     self._reconciler.on_job_available()
             elif payload in self.queues:
-                self._wake.set()
+                self._claims.work_announced()
         elif channel == self.queries.channel_job_cancelled:
             try:
                 job_id = int(payload)

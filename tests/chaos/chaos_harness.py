@@ -573,6 +573,13 @@ class ChaosRun:
         if self.redis is not None:
             mirror_problems = self._await_clean_mirror()
         self.respawn = False
+        # A worker respawned a moment ago may still be starting (its interpreter not yet
+        # at pgq's signal handling): stop it once it registered (or died), as a supervisor would.
+        for worker in self.workers:
+            if worker.alive() and worker.worker_id is None and worker.state() != "T":
+                self.poll(lambda w=worker: not w.alive() or self.db.query(
+                    "SELECT 1 FROM pgq.workers WHERE pid = %s", (w.pid,)), f"worker {worker.index} to register",
+                    60.0, supervise=False)
         for worker in self.workers:
             if worker.alive():
                 if worker.state() == "T":

@@ -11,7 +11,10 @@ starts it), so nothing here waits for wall-clock time.
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import socket
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
@@ -202,3 +205,34 @@ def test_with_no_database_the_cli_says_how_to_give_one_on_the_command_line(
     assert result.exit_code == 2, result.output
     assert "--database-url" in result.output and "PGQ_DATABASE_URL" in result.output
     assert "pgq.connect" not in result.output
+
+
+def test_pgq_worker_stopped_while_it_waits_for_the_database_exits_0_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A supervisor stopping a worker that is still starting (the chaos suite's finish()
+    # did: exit -15, killed by the signal, before this): a clean stop, not a kill.
+    app = _app(tmp_path, monkeypatch, "start_app_stopped")
+    env = {**os.environ, "PGQ_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{_silent_port()}/postgres",
+           "PGQ_START_TIMEOUT_SECONDS": "600", "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "pgq", "worker", app], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # ends when the process closes stderr (it cannot hang past the test timeout)
+            seen.append(line)
+            if "not reachable yet" in line:
+                break
+        assert any("not reachable yet" in line for line in seen), seen
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert code == 0, "".join(seen) + rest
+    assert "stopped before the worker started" in rest

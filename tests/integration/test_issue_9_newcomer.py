@@ -27,7 +27,7 @@ def test_an_explicit_redis_url_none_wins_over_the_environment(monkeypatch: pytes
     monkeypatch.setenv("PGQ_REDIS_URL", "redis://127.0.0.1:6379/0")
     assert pgq.connect(db_url).settings.redis_url == "redis://127.0.0.1:6379/0"  # not given: the environment
     q = pgq.connect(db_url, redis_url=None)
-    assert q.settings.redis_url is None and q.mirror is None
+    assert q.settings.redis_url is None and q.redis is None
     monkeypatch.setenv("PGQ_LISTEN_DATABASE_URL", db_url)
     assert pgq.connect(db_url, listen_database_url=None).settings.listen_database_url is None
     # database_url=None still means "from the environment" (there is no "off" for it).

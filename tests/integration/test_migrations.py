@@ -330,14 +330,6 @@ def test_every_table_column_view_and_type_has_a_comment(conn):
     assert missing == []
 
 
-# The claim path's functions are commented by the revision that replaces them
-# (issue 9 splits the work); empty this set once that revision is merged.
-COMMENTED_BY_THE_CLAIM_PATH_REVISION = {
-    "claim_jobs", "deregister_worker", "get_runnable_jobs", "heartbeat_worker", "mark_stale_workers",
-    "register_worker",
-}
-
-
 def test_every_function_and_view_has_a_comment(conn):
     # A DBA reads what a function does with \df+ pgq.* or obj_description() (issue 9).
     missing = {r[0] for r in conn.execute("""
@@ -347,11 +339,7 @@ def test_every_function_and_view_has_a_comment(conn):
         SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
         WHERE n.nspname = 'pgq' AND c.relkind = 'v' AND obj_description(c.oid, 'pg_class') IS NULL
     """).fetchall()}
-    assert missing == COMMENTED_BY_THE_CLAIM_PATH_REVISION & missing
-    functions = {r[0] for r in conn.execute(
-        "SELECT p.proname FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace"
-        " WHERE n.nspname = 'pgq'").fetchall()}
-    assert COMMENTED_BY_THE_CLAIM_PATH_REVISION <= functions  # the exemptions name real functions
+    assert missing == set()
 
 
 def test_every_index_is_in_schema_py_or_backs_a_constraint(conn):

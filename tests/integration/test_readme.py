@@ -121,6 +121,7 @@ def test_the_readme_python_examples_run_as_written(scratch: Path, capsys: pytest
     promised = [m.group(1).strip() for b in scripts for m in re.finditer(r"print\(.*\)\s+# -> (.*)$", b, re.M)]
     assert printed == promised
     namespace["q"].close()
+    namespace["engine"].dispose()  # the SQLAlchemy example's connection pool
 
 
 # ---------------------------------------------------------------- parameter names
