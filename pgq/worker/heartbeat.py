@@ -56,6 +56,9 @@ class Heartbeat:
         self.clock = clock
         self._drain = drain
 
+    def _abandon(self, job_id: int) -> None:
+        self.runner.abandon(job_id, "no longer owned (cancelled, rescued or timed out)")
+
     def held_ids(self) -> list[int]:
         """The jobs this worker holds: not finished, or finished with the outcome not written.
 
@@ -73,19 +76,20 @@ class Heartbeat:
 
         Returns the ids of those jobs. Raises what the database raises.
         """
-        held = self.held_ids()
-        started_through = self.positions.watermark()
-        sent_at = self.clock.monotonic()
-        with self.pool().connection() as conn:
-            beat = self.queries.heartbeat_worker_v2(conn, self.worker_id, len(held), held, started_through)
-        self.positions.heartbeat_done(sent_at)
+        with self.positions.watching() as claimed_since:
+            held = self.held_ids()
+            started_through = self.positions.watermark()
+            sent_at = self.clock.monotonic()
+            with self.pool().connection() as conn:
+                beat = self.queries.heartbeat_worker_v2(conn, self.worker_id, len(held), held, started_through)
+            self.positions.heartbeat_done(sent_at)
+            # A lost job claimed again since the heartbeat was sent is this worker's again.
+            self.positions.unless_claimed_again(claimed_since, beat.lost_job_ids, self._abandon)
         if beat.previous_status == "stale":
             log.warning("worker %s had been marked stale; its jobs were rescued", self.worker_id)
         if beat.rescued_job_ids:
             log.warning("the database rescued %d job(s) this worker owned but never received (lost claim "
                         "replies): %s", len(beat.rescued_job_ids), beat.rescued_job_ids[:20])
-        for job_id in beat.lost_job_ids:
-            self.runner.abandon(job_id, "no longer owned (cancelled, rescued or timed out)")
         self.source.heartbeat(len(held))
         if beat.status == "draining":
             self._drain("the heartbeat's answer")

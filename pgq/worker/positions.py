@@ -20,9 +20,10 @@ rescue then does is the stored functions' business.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -99,6 +100,7 @@ class Positions:
         self._holding: set[int] = set()  # received, not in the runner (yet, or any more)
         self._lost: list[_Lost] = []
         self._running_since: dict[int, float] = {}  # job id -> when first seen running (the grace)
+        self._watches: list[set[int]] = []  # each collects the ids claims return while it is open
 
     # ------------------------------------------------------------ claims
     def reserve(self, n: int) -> tuple[int, int]:
@@ -126,6 +128,8 @@ class Positions:
             if not jobs:
                 return
             ids = [job.id for job in jobs]
+            for watch in self._watches:
+                watch.update(ids)
             for i, job_id in enumerate(ids):
                 self._position[job_id] = base + 1 + i
             self._holding.update(ids)
@@ -144,6 +148,31 @@ class Positions:
             ids = list(take())
             self._holding.update(ids)
             return ids
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[set[int]]:
+        """Collect the ids that claims return while the block runs (a heartbeat in flight)."""
+        watch: set[int] = set()
+        with self._lock:
+            self._watches.append(watch)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._watches.remove(watch)
+
+    def unless_claimed_again(self, watch: set[int], job_ids: Sequence[int], act: Callable[[int], None]) -> None:
+        """``act(job_id)`` for each of ``job_ids`` that no claim returned since ``watch`` opened.
+
+        For a heartbeat's lost jobs: one it reports no longer owned may have been
+        claimed again by this worker after the database answered (a rescue gave it
+        back), and is this worker's again. Claims return under the same lock, so a
+        claim is either seen here or finds the job already acted on.
+        """
+        with self._lock:
+            for job_id in job_ids:
+                if job_id not in watch:
+                    act(job_id)
 
     def holding(self) -> list[int]:
         """Jobs received and not in the runner (the heartbeat lists them: they are held)."""

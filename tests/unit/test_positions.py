@@ -147,3 +147,18 @@ def test_held_jobs_not_in_the_runner_are_listed_for_the_heartbeat() -> None:
     assert sorted(p.holding()) == [60, 61]
     p.dispatched([60])
     assert p.holding() == [61]
+
+
+def test_a_lost_job_claimed_again_while_the_heartbeat_was_out_is_not_acted_on() -> None:
+    p, runner, _ = make()
+    claimed(p, runner, 2, [70, 71])
+    acted: list[int] = []
+    with p.watching() as since:
+        # The heartbeat is out; the database answers that 70 and 71 are lost (rescued),
+        # and meanwhile a claim of this worker got 71 back (same attempt number).
+        claimed(p, runner, 1, [71])
+        p.unless_claimed_again(since, [70, 71], acted.append)
+    assert acted == [70]
+    with p.watching() as since:
+        p.unless_claimed_again(since, [71], acted.append)  # a later heartbeat: 71 lost for real
+    assert acted == [70, 71]
