@@ -71,14 +71,15 @@ class Heartbeat:
         held.update(self.acknowledger.pending_ids())
         return sorted(held)
 
-    def run_once(self) -> list[int]:
+    def run_once(self, *, final: bool = False) -> list[int]:
         """Send a heartbeat; stop the handlers of jobs this worker no longer owns.
 
-        Returns the ids of those jobs. Raises what the database raises.
+        ``final``: the last one before deregistering (the watermark counts every job
+        the runner started). Returns the ids of those jobs. Raises what the database raises.
         """
         with self.positions.watching() as claimed_since:
             held = self.held_ids()
-            started_through = self.positions.watermark()
+            started_through = self.positions.watermark(final=final)
             sent_at = self.clock.monotonic()
             with self.pool().connection() as conn:
                 beat = self.queries.heartbeat_worker_v2(conn, self.worker_id, len(held), held, started_through)

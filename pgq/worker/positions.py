@@ -109,7 +109,7 @@ class Positions:
             base = self._asked
             self._asked += n
             self._open[base] = n
-            return base, self._watermark()
+            return base, self._watermark(START_GRACE_SECONDS)
 
     def returned(self, base: int, jobs: Sequence[Job], error: BaseException | None = None) -> None:
         """The claim of ``base`` answered with ``jobs`` (claim order), or failed with ``error``.
@@ -180,10 +180,14 @@ class Positions:
             return list(self._holding)
 
     # ------------------------------------------------------------ the watermark
-    def watermark(self) -> int:
-        """The highest position P such that every job this worker got at or below P has started."""
+    def watermark(self, *, final: bool = False) -> int:
+        """The highest position P such that every job this worker got at or below P has started.
+
+        ``final``: the worker is about to deregister, alive: a job the runner
+        started will run whatever happens now, so it counts at once (no grace).
+        """
         with self._lock:
-            return self._watermark()
+            return self._watermark(0.0 if final else START_GRACE_SECONDS)
 
     def heartbeat_done(self, sent_at: float) -> None:
         """A heartbeat sent at ``sent_at`` (monotonic, taken before sending) succeeded:
@@ -192,7 +196,7 @@ class Positions:
             if self._lost:
                 self._lost = [lost for lost in self._lost if lost.until > sent_at]
 
-    def _watermark(self) -> int:
+    def _watermark(self, grace: float) -> int:
         low = self._asked + 1
         blocks = self._blocks
         now: float | None = None
@@ -210,7 +214,7 @@ class Positions:
                         break
                     if state == RUNNING:
                         now = self.clock.monotonic() if now is None else now
-                        if now - self._running_since.setdefault(job_id, now) < START_GRACE_SECONDS:
+                        if now - self._running_since.setdefault(job_id, now) < grace:
                             break
                     self._running_since.pop(job_id, None)
                     del self._position[job_id]

@@ -435,7 +435,7 @@ class Worker:
                     released = self.queries.release_jobs(conn, self.id, ids, [slot.job.attempts for slot in unstarted])
                 self.counters.released += len(released)
                 self._positions.dispatched(ids)  # released, or no longer this worker's: done with
-            self._heartbeat.run_once()
+            self._heartbeat.run_once(final=True)
             with self.queue.pool.connection() as conn:
                 interrupted = self.queries.deregister_worker(conn, self.id)
             if interrupted:

@@ -162,3 +162,13 @@ def test_a_lost_job_claimed_again_while_the_heartbeat_was_out_is_not_acted_on() 
     with p.watching() as since:
         p.unless_claimed_again(since, [71], acted.append)  # a later heartbeat: 71 lost for real
     assert acted == [70, 71]
+
+
+def test_the_final_watermark_counts_every_job_the_runner_started() -> None:
+    """At a clean deregistration the worker is alive: a started handler runs whatever
+    happens now, so it pays (interrupted) rather than being given back."""
+    p, runner, _ = make()
+    claimed(p, runner, 3, [80, 81, 82])
+    runner.jobs[80] = runner.jobs[81] = RUNNING
+    assert p.watermark() == 0
+    assert p.watermark(final=True) == 2
