@@ -65,8 +65,8 @@ class Acknowledger:
         self._wake = wake
         self._force = force
         self._queue: queue_module.SimpleQueue[Ack] = queue_module.SimpleQueue()
-        # Jobs whose outcome is queued or being written: job id -> how many outcomes.
-        self._pending: dict[int, int] = {}
+        # Outcomes queued or being written: (job id, attempt) -> how many.
+        self._pending: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
         # Set when claiming paused because outcomes were not written yet.
         self._blocked = False
@@ -75,19 +75,20 @@ class Acknowledger:
     def put(self, job: Job, outcome: Outcome) -> None:
         """Queue an outcome; the job stays listed in ``pending_ids()`` until it is written."""
         with self._lock:
-            self._pending[job.id] = self._pending.get(job.id, 0) + 1
+            key = (job.id, job.attempts)
+            self._pending[key] = self._pending.get(key, 0) + 1
         self._queue.put((job, outcome))
 
     def pending_ids(self) -> list[int]:
         """Jobs whose outcome is not written yet (the heartbeat lists them as running)."""
         with self._lock:
-            return list(self._pending)
+            return list({job_id for job_id, _ in self._pending})
 
-    def holds(self, job_ids: Sequence[int]) -> set[int]:
-        """Those of ``job_ids`` whose outcome is queued or being written."""
+    def holds(self, jobs: Sequence[Job]) -> set[int]:
+        """The ids of those ``jobs`` with an outcome for the same attempt queued or being written."""
         with self._lock:
             pending = self._pending
-            return {i for i in job_ids if i in pending} if pending else set()
+            return {job.id for job in jobs if (job.id, job.attempts) in pending} if pending else set()
 
     def behind(self) -> bool:
         """True when outcomes are queued faster than written: do not claim more now.
@@ -178,11 +179,12 @@ class Acknowledger:
         """These outcomes are committed (or given up): the jobs are no longer this worker's."""
         with self._lock:
             for job in jobs:
-                left = self._pending.get(job.id, 0) - 1
+                key = (job.id, job.attempts)
+                left = self._pending.get(key, 0) - 1
                 if left > 0:
-                    self._pending[job.id] = left
+                    self._pending[key] = left
                 else:
-                    self._pending.pop(job.id, None)
+                    self._pending.pop(key, None)
 
     def _write_completions(self, conn: Any, completions: list[tuple[Job, Completed]],
                            failures: list[tuple[Job, Failed]]) -> None:

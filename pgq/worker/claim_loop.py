@@ -141,15 +141,28 @@ class ClaimLoop:
     def hand_over(self, jobs: list[Job]) -> None:
         """Give claimed jobs to the runner, in claim order.
 
-        A job this worker still holds (its claim was given back by a rescue and
-        claimed again, with the same attempt number: the fence cannot tell the two
-        claims apart) is not started a second time: the copy held settles it.
+        A job this worker still holds on the same attempt (a rescue gave the attempt
+        back and this worker claimed the job again: the fence cannot tell the two
+        claims apart) is not started a second time: the copy held settles it. A copy
+        held on an earlier attempt is obsolete (its outcome will be refused): its
+        handler is asked to stop, and the new claim runs.
         """
         ids = [job.id for job in jobs]
+        again: set[int] = set()
+        obsolete: list[int] = []
         with self._lock:
             in_flight = self.runner.in_flight
-            again = {i for i in ids if (slot := in_flight.get(i)) is not None and not slot.reported}
-        again |= self.acknowledger.holds(ids)
+            for job in jobs:
+                slot = in_flight.get(job.id)
+                if slot is None or slot.reported:
+                    continue
+                if slot.job.attempts == job.attempts:
+                    again.add(job.id)
+                else:
+                    obsolete.append(job.id)
+        again |= self.acknowledger.holds(jobs)
+        for job_id in obsolete:
+            self.runner.abandon(job_id, "claimed again on a later attempt")
         for job in jobs:
             if job.id in again:
                 log.info("job %s attempt %s was claimed again while this worker still held it; "
