@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pgq.db import translated
-from pgq.errors import InvalidTransition, PgqError
+from pgq.errors import InvalidTransition, PgqError, WorkerDraining
 from pgq.worker.prefetch import ALWAYS, RateWindow, size_claim
 
 if TYPE_CHECKING:
@@ -115,13 +115,27 @@ class ClaimLoop:
         """Claim up to ``n`` jobs from the source. A worker that was marked stale
         (heartbeats could not reach the database; its jobs were rescued)
         registers again and claims nothing this time."""
-        with translated(self.settings.database_url):
-            try:
-                jobs = self.source.claim(n, thorough=thorough)
-            except InvalidTransition:
-                log.warning("worker %s was not active; registering again", self.worker_id)
-                self._reregister()
-                return []
+        try:
+            with translated(self.settings.database_url):
+                try:
+                    jobs = self.source.claim(n, thorough=thorough)
+                except WorkerDraining:
+                    raise
+                except InvalidTransition:
+                    log.warning("worker %s was not active; registering again", self.worker_id)
+                    self._reregister()
+                    return []
+        except WorkerDraining:
+            # A drain asked in the database (pgq.drain_worker(), or a DBA's UPDATE):
+            # claim nothing more and stop as on SIGTERM (unstarted jobs released,
+            # running ones finished within the grace period, deregistered). Before,
+            # the refusal was retried at once, forever.
+            if not self._stopping.is_set():
+                log.warning("worker %s is draining (asked in the database): no more claims; "
+                            "finishing the jobs it holds", self.worker_id)
+            self._stopping.set()
+            self._wake.set()
+            return []
         with self._lock:
             self.counters.claimed += len(jobs)
         return jobs
