@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0006
+-- alembic revision: 0007
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -256,13 +256,15 @@ CREATE TABLE pgq.workers (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     started_through bigint DEFAULT 0 NOT NULL,
     drain_requested_at timestamp with time zone,
+    stuck_handlers integer DEFAULT 0 NOT NULL,
     CONSTRAINT workers_capacity_positive CHECK (capacity >= 1),
     CONSTRAINT workers_health_range CHECK (health_score >= 0::double precision AND health_score <= 1::double precision),
     CONSTRAINT workers_load_nonnegative CHECK (current_load >= 0),
     CONSTRAINT workers_metadata_object CHECK (jsonb_typeof(metadata) = 'object'::text),
     CONSTRAINT workers_pkey PRIMARY KEY (id),
     CONSTRAINT workers_queue_names CHECK (array_position(queues, NULL::text) IS NULL AND strpos(array_to_string(queues, ''::text), ','::text) = 0 AND (cardinality(queues) = 0 OR array_to_string(queues, ','::text) ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*(,[A-Za-z0-9][A-Za-z0-9_.:-]*)*$'::text)),
-    CONSTRAINT workers_queues_nonempty CHECK (cardinality(queues) >= 1)
+    CONSTRAINT workers_queues_nonempty CHECK (cardinality(queues) >= 1),
+    CONSTRAINT workers_stuck_handlers_nonnegative CHECK (stuck_handlers >= 0)
 );
 COMMENT ON TABLE pgq.workers IS 'Registry of worker processes, their heartbeats and health.';
 GRANT SELECT ON TABLE pgq.workers TO pgq_worker;
@@ -282,6 +284,7 @@ COMMENT ON COLUMN pgq.workers.created_at IS 'When the row was created.';
 COMMENT ON COLUMN pgq.workers.updated_at IS 'Last change of the row (kept by a trigger).';
 COMMENT ON COLUMN pgq.workers.started_through IS 'The worker''s report: every job it received with a claim position up to this one has started. Rescues give back the attempts of its jobs above it.';
 COMMENT ON COLUMN pgq.workers.drain_requested_at IS 'When drain_worker() asked the worker to drain; NULL if never. Re-registering or coming back from stale keeps it draining.';
+COMMENT ON COLUMN pgq.workers.stuck_handlers IS 'Sync handlers of this worker still running past their job''s timeout (or after their job was cancelled), whose runner threads it replaced; set_worker_stuck_handlers.';
 COMMENT ON CONSTRAINT workers_metadata_object ON pgq.workers IS 'metadata is a JSON object.';
 COMMENT ON CONSTRAINT workers_queue_names ON pgq.workers IS 'Queues are queue names, as jobs.queue (no NULL, no empty name).';
 CREATE INDEX workers_live_heartbeat_idx ON pgq.workers USING btree (last_heartbeat) WHERE (status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum]));
@@ -402,9 +405,10 @@ CREATE VIEW pgq.worker_status AS
     last_heartbeat,
     now() - last_heartbeat AS heartbeat_age,
     started_at,
-    stopped_at
+    stopped_at,
+    stuck_handlers
    FROM pgq.workers w;
-COMMENT ON VIEW pgq.worker_status IS 'Workers with heartbeat age, load, health and the number of jobs they are running.';
+COMMENT ON VIEW pgq.worker_status IS 'Workers with heartbeat age, load, health, the number of jobs they are running and of their stuck handlers.';
 GRANT SELECT ON TABLE pgq.worker_status TO pgq_producer;
 
 -- ==================== function cancel_job(p_job_id bigint, p_now timestamp with time zone)
@@ -1595,3 +1599,25 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.set_updated_at() IS 'Trigger function: sets updated_at to now() on UPDATEs that did not set it (manual repairs).';
+
+-- ==================== function set_worker_stuck_handlers(p_worker_id uuid, p_stuck_handlers integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.set_worker_stuck_handlers(p_worker_id uuid, p_stuck_handlers integer, p_now timestamp with time zone DEFAULT now())
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_stuck_handlers IS NULL OR p_stuck_handlers < 0 THEN
+        RAISE EXCEPTION 'set_worker_stuck_handlers: p_stuck_handlers must be a number >= 0 (got %)',
+            coalesce(p_stuck_handlers::text, 'NULL') USING ERRCODE = 'PQ004';
+    END IF;
+    UPDATE workers SET stuck_handlers = p_stuck_handlers, updated_at = p_now WHERE id = p_worker_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'set_worker_stuck_handlers: worker % is not registered', p_worker_id
+            USING ERRCODE = 'PQ002';
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION pgq.set_worker_stuck_handlers(p_worker_id uuid, p_stuck_handlers integer, p_now timestamp with time zone) IS 'Record how many of a worker''s sync handlers run on past their job''s timeout (their threads replaced); shown by worker_status.stuck_handlers. PQ002: unknown worker; PQ004: negative.';
+GRANT EXECUTE ON FUNCTION pgq.set_worker_stuck_handlers(p_worker_id uuid, p_stuck_handlers integer, p_now timestamp with time zone) TO pgq_worker;

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, ValidationError
+from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, TooManyStuckHandlers, ValidationError
 from pgq.queue import Queue
 from pgq.settings import Settings
 
@@ -234,10 +234,16 @@ class _EarlyStop:
 @click.option("--queues", "-q", help="Comma-separated queues (default: the queues of the app's tasks).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 10000), help="Most jobs claimed per round trip.")
-@click.option("--burst", is_flag=True, help="Exit when no job is left.")
+@click.option("--burst", is_flag=True,
+              help="Exit when no job is left: none held, and none of the queues has a job due now or within "
+                   "PGQ_BURST_WAIT_SECONDS (retries due by then are waited for).")
+@click.option("--max-stuck-handlers", type=click.IntRange(1, 10000),
+              help="Sync handlers stuck past their timeout (threads replaced) at which the worker drains and "
+                   "exits with status 1 [default: the concurrency].")
 @click.pass_obj
 @handle_errors
-def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool) -> None:
+def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool,
+           max_stuck_handlers: int | None) -> None:
     """Run a worker for APP (MODULE:ATTRIBUTE naming a pgq.Queue).
 
     At start, an unreachable database is waited for (PGQ_START_TIMEOUT_SECONDS;
@@ -245,17 +251,19 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
     database (`pgq workers drain ID`, `SELECT pgq.drain_worker(id)`): stop
     claiming, release the unstarted jobs, finish the running ones, deregister
     and exit with code 0. A second signal stops at once and puts unfinished
-    jobs back in the queue (exit code 1 if handlers were still running).
+    jobs back in the queue (exit code 1 if handlers were still running). When
+    --max-stuck-handlers sync handlers run on past their timeout, the worker
+    drains and exits with status 1 (restart it).
     """
     # A supervisor may stop a worker that is still starting (importing the app,
     # waiting for the database): SIGTERM/SIGINT then ends it cleanly (exit 0)
     # instead of killing it, and once the worker exists the signal stops it.
     with _EarlyStop.installed() as early:
-        _run_worker(obj, app, queues, concurrency, batch_size, burst, early)
+        _run_worker(obj, app, queues, concurrency, batch_size, burst, max_stuck_handlers, early)
 
 
 def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool,
-                early: _EarlyStop) -> None:
+                max_stuck_handlers: int | None, early: _EarlyStop) -> None:
     # The app builds its Queue at import, usually with pgq.connect(): the global
     # options reach it through the environment (arguments in its code still win).
     if obj.database_url:
@@ -268,14 +276,19 @@ def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, ba
         click.echo("warning: the app passes its own database_url to pgq.connect(); --database-url/PGQ_DATABASE_URL "
                    "is not used", err=True)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size)
+    w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size,
+                     max_stuck_handlers=max_stuck_handlers)
     if early.attach(w):
         click.echo("stopped before the worker started", err=True)
         return
     click.echo(f"worker {w.id}: queues {', '.join(w.queues)}, concurrency {concurrency}", err=True)
     # Waits for the database first (exit code 3 when it gives up); a signal meanwhile
     # stops the worker (through ``early``) before it starts.
-    w.run(burst=burst)
+    try:
+        w.run(burst=burst)
+    except TooManyStuckHandlers as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        _exit_now(EXIT_FAILED)
     if not w.started:
         click.echo("stopped before the worker started", err=True)
         return
@@ -283,13 +296,22 @@ def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, ba
         click.echo(f"worker {w.id}: drained as asked ({w.drained_by})", err=True)
     if w.in_flight:
         # Stopped at once (second signal) while handlers were still running: their
-        # jobs are recorded as interrupted and will run again. Threads cannot be
-        # killed, so leave without waiting for them.
+        # jobs are recorded as interrupted and will run again.
         click.echo(f"exiting with {w.in_flight} handler(s) still running; their jobs will run again", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()
-        os._exit(1)
+        _exit_now(EXIT_FAILED)
+    if w.stuck_handlers:
+        click.echo(f"exiting with {w.stuck_handlers} stuck handler(s) still running (their jobs timed out)",
+                   err=True)
+        _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for threads (a thread cannot be killed: a handler that
+    does not return would keep the process alive)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 # ---------------------------------------------------------------- status
@@ -317,8 +339,9 @@ def status(obj: Context, as_json: bool) -> None:
     rows = [(r.queue, r.status, r.priority, r.jobs, r.due, _age(r.oldest_due_age_seconds)) for r in stats.depth]
     click.echo(_table(["queue", "status", "priority", "jobs", "due", "oldest due"], rows) if rows else "no jobs")
     live = [w for w in stats.workers if w.status in ("active", "draining")]
-    click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running), "
-               f"{len(stats.workers) - len(live)} stale/stopped")
+    stuck = sum(w.stuck_handlers for w in live)
+    click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running"
+               f"{f', {stuck} stuck handler(s)' if stuck else ''}), {len(stats.workers) - len(live)} stale/stopped")
     click.echo(f"dead letter queue: {stats.dead_letters} job(s)")
     finished = {k: v for k, v in stats.estimated.items() if k in ("completed", "cancelled")}
     if finished:
@@ -350,7 +373,7 @@ def _echo_redis_health(health: Any) -> None:
 @click.pass_context
 @handle_errors
 def workers(ctx: click.Context, as_json: bool, show_all: bool) -> None:
-    """Registered workers with heartbeat age, load and health; `pgq workers drain ID` drains one."""
+    """Registered workers with heartbeat age, load, stuck handlers and health; `pgq workers drain ID` drains one."""
     if ctx.invoked_subcommand is not None:
         return
     obj: Context = ctx.obj
@@ -360,9 +383,9 @@ def workers(ctx: click.Context, as_json: bool, show_all: bool) -> None:
         click.echo(_json([{**w.__dict__, "id": str(w.id)} for w in rows]))
         return
     click.echo(_table(
-        ["id", "host", "pid", "status", "queues", "running", "capacity", "health", "heartbeat"],
+        ["id", "host", "pid", "status", "queues", "running", "capacity", "stuck", "health", "heartbeat"],
         [(str(w.id)[:8], w.hostname, w.pid, w.status, ",".join(w.queues), w.running_jobs, w.capacity,
-          f"{w.health_score:.2f}", _age(w.heartbeat_age_seconds)) for w in rows],
+          w.stuck_handlers, f"{w.health_score:.2f}", _age(w.heartbeat_age_seconds)) for w in rows],
     ) if rows else "no workers")
 
 

@@ -5,7 +5,8 @@ that commits it was sent, nothing was committed and the enqueue is simply sent
 again on a fresh connection. If it breaks after, the jobs may exist or not:
 the bulk (COPY) path asks the database, on another connection, whether its
 transaction committed (``pg_xact_status``); jobs that all carry a unique key
-are sent again, the key deduplicating against the live job; anything else
+are sent again, the key deduplicating against the live job, unless a finished
+job carries one of the keys (the first send may have committed and run); anything else
 raises ``EnqueueOutcomeUnknown`` with what is known. ``queue.py`` calls
 ``deliver``; the statements are ``queries.py``'s.
 """
@@ -70,7 +71,7 @@ def deliver(
                 # No connection could be had, or the server refused the statement
                 # (its transaction rolled back): nothing was written.
                 raise translate(exc, url) from exc
-            outcome = _outcome(pool, queries, attempt, idempotent, url, clock, sleep)
+            outcome = _outcome(pool, queries, specs, attempt, idempotent, url, clock, sleep)
             if outcome == "committed":
                 assert attempt.job_ids is not None
                 log.warning("the connection broke during an enqueue's COMMIT; it had committed (%d job(s))",
@@ -89,15 +90,41 @@ def deliver(
 
 
 def _outcome(
-    pool: ConnectionPool[Any], queries: Queries, attempt: EnqueueAttempt, idempotent: bool, url: str | None,
-    clock: Clock, sleep: Callable[[float], None],
+    pool: ConnectionPool[Any], queries: Queries, specs: Sequence[JobSpec], attempt: EnqueueAttempt,
+    idempotent: bool, url: str | None, clock: Clock, sleep: Callable[[float], None],
 ) -> str:
     """'aborted' (safe to send again), 'committed' (COPY ids are in), or 'unknown'."""
     if not attempt.commit_sent:
         return "aborted"  # the COMMIT (or the autocommit statement) never left
     if attempt.transaction_id is not None:
         return _resolve(pool, queries, attempt.transaction_id, url, clock, sleep)
-    return "aborted" if idempotent else "unknown"
+    if idempotent and _keys_settle_a_resend(pool, queries, specs, url):
+        return "aborted"
+    return "unknown"
+
+
+def _keys_settle_a_resend(pool: ConnectionPool[Any], queries: Queries, specs: Sequence[JobSpec],
+                          url: str | None) -> bool:
+    """True when sending unique-key jobs again cannot run one twice.
+
+    A unique key deduplicates against the live job only. If the first send
+    committed and a worker finished the job before the second send arrives (a
+    database restart takes seconds; workers reconnect too), the second send
+    would create it again. So the jobs are sent again only while no finished job
+    carries one of their keys; otherwise the outcome is unknown (the finished
+    job may be this enqueue's, or an older one with the same key).
+    """
+    keys = [s.unique_key for s in specs if s.unique_key is not None]
+    try:
+        with live_connection(pool) as conn:
+            finished = queries.finished_unique_keys(conn, keys)
+    except (psycopg.Error, PoolTimeout) as exc:
+        log.info("cannot check the unique keys of a broken enqueue: %s", translate(exc, url))
+        return False
+    if finished:
+        log.warning("the connection broke after a unique-key enqueue was sent, and %d of its key(s) belong to "
+                    "finished jobs; not sending it again", len(finished))
+    return not finished
 
 
 def _resolve(

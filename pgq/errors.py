@@ -13,6 +13,7 @@
       JobNotFound
       InvalidTransition           job not in the status (or owner) the call expected
         WorkerDraining            the worker was asked to drain: it must claim no more
+      TooManyStuckHandlers        Worker.run(): too many sync handlers ran on past their timeout
       JobFailed                   q.wait(): the job ended dead or cancelled
       WaitTimeout                 q.wait(): no result in time (also a TimeoutError)
       BackendUnavailable          an optional backend is configured but unreachable
@@ -130,6 +131,22 @@ class WorkerDraining(InvalidTransition):
     Raised by a claim (SQLSTATE ``PQ005``). Claiming again cannot succeed: the
     worker finishes or releases the jobs it holds and deregisters.
     """
+
+
+class TooManyStuckHandlers(PgqError):
+    """``Worker.run()`` stopped: ``limit`` sync handlers ran on past their job's timeout.
+
+    Their jobs were failed (``timed_out``) and their threads replaced, but a
+    thread cannot be killed; the worker drained and deregistered. The threads
+    still running (``stuck``) end with the process: let it exit, and let a
+    supervisor start a fresh one (``pgq worker`` exits with status 1).
+    """
+
+    def __init__(self, limit: int, stuck: int) -> None:
+        self.limit = limit
+        self.stuck = stuck
+        super().__init__(f"{stuck} sync handler(s) still run past their job's timeout (limit max_stuck_handlers="
+                         f"{limit}); the worker drained and stopped: restart the process")
 
 
 class JobFailed(PgqError):

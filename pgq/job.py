@@ -2,16 +2,19 @@
 (what you enqueue, validated) and ``Job`` (a row read back).
 
 Validation of enqueue arguments lives here, once, for every entry point
-(``Queue.enqueue``, ``enqueue_many``, ``Task.defer``, the CLI). No SQL here.
+(``Queue.enqueue``, ``enqueue_many``, ``Task.defer``, the CLI), and of a task's
+``isolation``. No SQL here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import inspect
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -120,6 +123,27 @@ def encode_json(value: Any, what: str, max_bytes: int | None = None) -> str:
     if max_bytes is not None and size > max_bytes:
         raise ValidationError(f"{what} is {size} bytes as JSON, over the limit of {max_bytes} (PGQ_MAX_PAYLOAD_BYTES)")
     return text
+
+
+def validate_isolation(fn: Callable[..., Any], isolation: object) -> None:
+    """Raise ``ValidationError`` unless task handler ``fn`` can run with ``isolation``
+    (``"thread"``, or ``"process"``: a child process imports it by module and name)."""
+    if isolation not in ("thread", "process"):
+        raise ValidationError(f"isolation must be 'thread' or 'process', got {isolation!r}")
+    if isolation == "thread":
+        return
+    what = getattr(fn, "__qualname__", repr(fn))
+    if not inspect.isfunction(fn):
+        raise ValidationError(f"isolation='process' needs a plain function defined at module level, got {fn!r}")
+    if inspect.iscoroutinefunction(fn):
+        raise ValidationError(f"isolation='process' is for sync handlers; {what} is async def (an async "
+                              "handler is cancelled at its timeout already)")
+    if "<" in fn.__qualname__:
+        raise ValidationError(f"isolation='process' needs a function defined at module level (a child process "
+                              f"imports it by name), got {fn.__qualname__!r} (a lambda or a nested function)")
+    if fn.__module__ in ("__main__", "__mp_main__"):
+        raise ValidationError(f"isolation='process': {what} is defined in the script being run (__main__), which "
+                              "a child process cannot import by name; move it to a module")
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,13 @@ class Queries:
             " FROM generate_series(1, %s::int)"
         )
         self._xact_status = "SELECT pg_xact_status(%s::xid8)"
+        # Unique keys that some job no longer live carries: after a broken unique-key
+        # enqueue such a key means "it may have committed and finished already".
+        # The failure path only: it may scan (finished jobs have no unique_key index).
+        self._finished_keys = (
+            f"SELECT DISTINCT unique_key FROM {s}.jobs WHERE unique_key = ANY(%s::text[])"
+            " AND status NOT IN ('waiting', 'queued', 'running', 'retrying')"
+        )
         # Ends the session still holding a transaction whose client connection broke
         # (the server may take long to notice a vanished client): it then commits or
         # aborts for good. Only the backend running exactly that transaction is signalled.
@@ -230,6 +237,7 @@ class Queries:
         )
         self._deregister = f"SELECT {s}.deregister_worker(%s::uuid)"
         self._drain = f"SELECT {s}.drain_worker(%s::uuid)"
+        self._stuck = f"SELECT {s}.set_worker_stuck_handlers(%s::uuid, %s::int)"
         self._get = f"SELECT {_JOB_SELECT} FROM {s}.jobs WHERE id = %s::bigint"
         self._status = f"SELECT status, result, last_error FROM {s}.jobs WHERE id = %s::bigint"
         self._dead_letters = (
@@ -246,7 +254,7 @@ class Queries:
         self._status_estimates = f"SELECT status::text, jobs FROM {s}.job_status_estimates"
         self._workers = (
             f"SELECT id, hostname, pid, status::text, queues, capacity, current_load, running_jobs,"
-            f" health_score, extract(epoch FROM heartbeat_age), started_at"
+            f" health_score, extract(epoch FROM heartbeat_age), started_at, stuck_handlers"
             f" FROM {s}.worker_status ORDER BY status, started_at"
         )
         # Seconds until the next scheduled (delayed or retrying) job of these
@@ -257,6 +265,16 @@ class Queries:
             f" LATERAL (SELECT run_at FROM {s}.jobs AS j"
             "           WHERE j.queue = q.queue AND j.priority = p.priority"
             "             AND j.status IN ('queued', 'retrying') AND j.run_at > now()"
+            "           ORDER BY j.run_at LIMIT 1) AS n"
+        )
+        # Seconds until the earliest queued or retrying job of these queues is due
+        # (<= 0: one is due now): what a burst run waits for. Same probes as above.
+        self._due = (
+            f"SELECT extract(epoch FROM min(n.run_at) - now())"
+            f" FROM unnest(%s::text[]) AS q(queue), generate_series(1, 5) AS p(priority),"
+            f" LATERAL (SELECT run_at FROM {s}.jobs AS j"
+            "           WHERE j.queue = q.queue AND j.priority = p.priority"
+            "             AND j.status IN ('queued', 'retrying')"
             "           ORDER BY j.run_at LIMIT 1) AS n"
         )
         self._revision = f"SELECT version_num FROM {s}.alembic_version"
@@ -330,6 +348,10 @@ class Queries:
         """``pg_xact_status``: 'committed', 'aborted', 'in progress' (None: too old to know)."""
         value = execute(conn, self._xact_status, [transaction_id])[0][0]
         return None if value is None else str(value)
+
+    def finished_unique_keys(self, conn: Any, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that a job past its live statuses (completed, dead, cancelled) carries."""
+        return {str(r[0]) for r in execute(conn, self._finished_keys, [list(keys)])}
 
     def end_orphaned_transaction(self, conn: Any, transaction_id: str) -> bool:
         """Terminate the session still running ``transaction_id``, if any; True if one was signalled."""
@@ -444,6 +466,13 @@ class Queries:
         row = execute(conn, self._heartbeat_v2, [worker_id, load, list(running), started_through, health_score])[0]
         return Heartbeat(str(row[1]), [int(i) for i in row[2]], str(row[0]), [int(i) for i in row[3]])
 
+    def set_worker_stuck_handlers(self, conn: Any, worker_id: UUID, stuck: int) -> None:
+        """Record how many of the worker's sync handlers run on past their timeout (commits).
+
+        Raises ``InvalidTransition`` for an unknown worker, ``ValidationError`` for a negative count.
+        """
+        execute(conn, self._stuck, [worker_id, stuck])
+
     def deregister_worker(self, conn: Any, worker_id: UUID) -> int:
         return int(execute(conn, self._deregister, [worker_id])[0][0])
 
@@ -494,6 +523,12 @@ class Queries:
     def seconds_until_next_due(self, conn: Any, queues: Sequence[str]) -> float | None:
         """Seconds until the next not-yet-due job of ``queues`` is due (None if there is none)."""
         value = execute(conn, self._next_due, [list(queues)])[0][0]
+        return None if value is None else max(0.0, float(value))
+
+    def seconds_until_due(self, conn: Any, queues: Sequence[str]) -> float | None:
+        """Seconds until the earliest queued or retrying job of ``queues`` is due: 0 when
+        one is due now, None when there is none (delayed jobs and retries included)."""
+        value = execute(conn, self._due, [list(queues)])[0][0]
         return None if value is None else max(0.0, float(value))
 
     def complete_jobs(

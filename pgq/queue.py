@@ -24,7 +24,15 @@ from psycopg_pool import ConnectionPool
 from pgq.db import live_connection, make_pool, translated
 from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, JobFailed, JobNotFound, UnknownTask, ValidationError, WaitTimeout
-from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, JobStatus, validate_queue_name, validate_task_name
+from pgq.job import (
+    DEFAULT_PRIORITY,
+    Job,
+    JobSpec,
+    JobStatus,
+    validate_isolation,
+    validate_queue_name,
+    validate_task_name,
+)
 from pgq.queries import PURGE_BATCH, DeadLetter, Queries, ensure_current
 from pgq.retry import Backoff
 from pgq.settings import Settings
@@ -36,6 +44,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 OnDuplicate = Literal["return", "raise"]
+Isolation = Literal["thread", "process"]
 _UNSET: Any = object()
 
 
@@ -53,6 +62,7 @@ class Task:
         max_attempts: int,
         timeout: float | None,
         retry: Backoff | None,
+        isolation: str = "thread",
     ) -> None:
         self.owner = owner
         self.fn = fn
@@ -62,6 +72,7 @@ class Task:
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.retry = retry
+        self.isolation = isolation
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -195,6 +206,7 @@ class Queue:
     def task(
         self, fn: None = None, *, name: str | None = ..., queue: str | None = ..., priority: int = ...,
         max_attempts: int | None = ..., timeout: float | None = ..., retry: Backoff | None = ...,
+        isolation: Isolation = ...,
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -207,6 +219,7 @@ class Queue:
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry: Backoff | None = None,
+        isolation: Isolation = "thread",
     ) -> Task | Callable[[F], Task]:
         """Register a handler (decorator). Its defaults apply to every job of the task.
 
@@ -217,13 +230,22 @@ class Queue:
             max_attempts: attempts before the dead letter queue (``Settings.max_attempts``).
             timeout: seconds one attempt may run; None = no limit.
             retry: backoff between attempts (``pgq.Backoff``); None = the default backoff.
+            isolation: where a sync handler runs: ``"thread"`` (a runner thread; at its
+                timeout the job is failed, the handler asked to stop and its thread
+                replaced) or ``"process"`` (a child process of the worker, killed at the
+                timeout or on cancel: a hard limit). A process handler must be a
+                module-level function of an importable module (not ``__main__``),
+                not ``async def``; it gets the payload and returns its result as JSON
+                values, as every handler does.
         Raises:
-            ValidationError: a bad default, or a name registered twice.
+            ValidationError: a bad default, a name registered twice, or a handler that
+                cannot run in a process.
         """
 
         def register(f: Callable[..., Any]) -> Task:
             if not callable(f):
                 raise ValidationError(f"@task needs a function, got {f!r}")
+            validate_isolation(f, isolation)
             task_name = f"{f.__module__}.{f.__qualname__}".replace("<locals>.", "") if name is None else name
             if task_name in self.tasks:
                 raise ValidationError(f"task {task_name!r} is already registered")
@@ -233,7 +255,7 @@ class Queue:
             JobSpec.build(task_name, {}, queue=task_queue, priority=priority,
                           max_attempts=attempts, timeout=timeout, backoff=retry)
             t = Task(self, f, name=task_name, queue=task_queue, priority=priority,
-                     max_attempts=attempts, timeout=timeout, retry=retry)
+                     max_attempts=attempts, timeout=timeout, retry=retry, isolation=isolation)
             self.tasks[task_name] = t
             return t
 

@@ -173,6 +173,8 @@ workers = Table(
     # Revision 0006: the worker's "started through" watermark, and its drain request.
     Column("started_through", BigInteger, nullable=False, server_default=text("0")),
     Column("drain_requested_at", _TZ),
+    # Revision 0007: sync handlers running on past their timeout (threads replaced).
+    Column("stuck_handlers", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("capacity >= 1", name="workers_capacity_positive"),
     CheckConstraint("current_load >= 0", name="workers_load_nonnegative"),
     CheckConstraint("health_score BETWEEN 0 AND 1", name="workers_health_range"),
@@ -183,6 +185,7 @@ workers = Table(
                     "      OR array_to_string(queues, ',') ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*(,[A-Za-z0-9][A-Za-z0-9_.:-]*)*$')",
                     name="workers_queue_names"),
     CheckConstraint("jsonb_typeof(metadata) = 'object'", name="workers_metadata_object"),
+    CheckConstraint("stuck_handlers >= 0", name="workers_stuck_handlers_nonnegative"),
     comment="Registry of worker processes, their heartbeats and health.",
 )
 # Stale sweep: live workers by heartbeat age.

@@ -131,6 +131,10 @@ class Settings:
     max_payload_bytes: int = 1024 * 1024
     # SIGTERM: how long in-flight jobs may run before they are released.
     shutdown_grace_seconds: float = 30.0
+    # A burst run (`pgq worker --burst`, `Worker.run(burst=True)`) exits once none of
+    # its queues has a job it could claim now or within this many seconds (a retry
+    # or a delayed job due by then is waited for); 0 = only what is due now.
+    burst_wait_seconds: float = 60.0
     # Queue for jobs that do not name one.
     default_queue: str = "default"
     # Redis accelerator (only used with redis_url). Keys start with "{<prefix>:<schema>}:",
@@ -181,7 +185,7 @@ class Settings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigurationError(f"{_env_name(name)} must be a positive number of seconds, got {value!r}")
         for name in ("job_retention_seconds", "shutdown_grace_seconds", "statement_timeout_seconds",
-                     "start_timeout_seconds"):
+                     "start_timeout_seconds", "burst_wait_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ConfigurationError(f"{_env_name(name)} must be a number of seconds >= 0, got {value!r}")

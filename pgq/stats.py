@@ -43,6 +43,8 @@ class WorkerRow:
     health_score: float
     heartbeat_age_seconds: float
     started_at: dt.datetime
+    # Sync handlers running on past their job's timeout (their threads replaced).
+    stuck_handlers: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def collect_stats(conn: Any, queries: Queries) -> QueueStats:
     ]
     workers = [
         WorkerRow(r[0], r[1], int(r[2]), r[3], list(r[4]), int(r[5]), int(r[6]), int(r[7]), float(r[8]),
-                  float(r[9]), r[10])
+                  float(r[9]), r[10], int(r[11]))
         for r in queries.workers(conn)
     ]
     return QueueStats(depth, workers, queries.dead_letter_count(conn), queries.status_estimates(conn))

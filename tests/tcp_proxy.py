@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -51,6 +52,8 @@ class CuttingProxy:
         self._rule: tuple[str, bytes] | None = None
         self.cuts: list[str] = []
         self.reply_dropped = threading.Event()
+        # Called (in the proxy's thread) when a reply is dropped, before the client sees the cut.
+        self.on_reply_dropped: Callable[[], None] | None = None
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -140,6 +143,8 @@ class CuttingProxy:
                 return
             if pair.drop_reply.is_set():
                 self.cuts.append("reply dropped")
+                if self.on_reply_dropped is not None:
+                    self.on_reply_dropped()
                 self.reply_dropped.set()
                 pair.close()
                 return

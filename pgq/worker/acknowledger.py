@@ -68,6 +68,8 @@ class Acknowledger:
         # Outcomes queued or being written: (job id, attempt) -> how many.
         self._pending: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
+        # Notified when no outcome is left to write (a burst run waits for that).
+        self._settled = threading.Condition(self._lock)
         # Set when claiming paused because outcomes were not written yet.
         self._blocked = False
 
@@ -89,6 +91,12 @@ class Acknowledger:
         with self._lock:
             pending = self._pending
             return {job.id for job in jobs if (job.id, job.attempts) in pending} if pending else set()
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every queued outcome is written (or given
+        up); True when none is left."""
+        with self._settled:
+            return self._settled.wait_for(lambda: not self._pending, timeout)
 
     def behind(self) -> bool:
         """True when outcomes are queued faster than written: do not claim more now.
@@ -185,6 +193,8 @@ class Acknowledger:
                     self._pending[key] = left
                 else:
                     self._pending.pop(key, None)
+            if not self._pending:
+                self._settled.notify_all()
 
     def _write_completions(self, conn: Any, completions: list[tuple[Job, Completed]],
                            failures: list[tuple[Job, Failed]]) -> None:

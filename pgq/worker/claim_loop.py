@@ -80,7 +80,8 @@ class ClaimLoop:
     def __init__(self, worker_id: uuid.UUID, settings: Settings, source: ClaimSource, runner: Runner,
                  acknowledger: Acknowledger, counters: WorkerCounters, clock: Clock, *, concurrency: int,
                  batch_size: int, wake: threading.Event, stopping: threading.Event, idle: threading.Event,
-                 positions: Positions, reregister: Callable[[], None], drain: Callable[[str], None]) -> None:
+                 positions: Positions, reregister: Callable[[], None], drain: Callable[[str], None],
+                 due_in: Callable[[], float | None] | None = None) -> None:
         self.worker_id = worker_id
         self.settings = settings
         self.source = source
@@ -95,6 +96,11 @@ class ClaimLoop:
         self._idle = idle
         self.positions = positions
         self._reregister = reregister
+        # Burst mode: seconds until the earliest queued or retrying job of the worker's
+        # queues is due (None: none), asked of Postgres before a burst run ends.
+        self._due_in = due_in
+        self._burst_misses = 0  # a job was due now, yet the claims after it found nothing
+        self._burst_seen = 0  # runner.finished when that was last counted
         self._drain = drain
         self._lock = runner.lock
         self._rate = RateWindow()
@@ -242,17 +248,26 @@ class ClaimLoop:
         if announced:
             return False  # look again: the empty claims may have started before the new work was committed
         if burst and last_empty and self.runner.count() == 0:
-            return True
-        # A finished job frees a slot, not work, so only NOTIFY, the poll (or, in
-        # burst mode, the last job) wakes us.
-        self.runner.refill_at = 0 if burst else -1
-        if burst and self.runner.count() == 0:
-            # The last job finished before we asked to hear of it (while another
-            # claim was still out): look again now, not at the poll.
-            return False
+            # Nothing held and the last claim found nothing; Postgres decides whether
+            # the run is done (a claim from Redis may come back empty with jobs left).
+            timeout = self._burst_wait()
+            if timeout is None:
+                return True
+            if timeout == 0:
+                return False
+            self.runner.refill_at = 0
+        else:
+            # A finished job frees a slot, not work, so only NOTIFY, the poll (or, in
+            # burst mode, the last job) wakes us.
+            self.runner.refill_at = 0 if burst else -1
+            if burst and self.runner.count() == 0:
+                # The last job finished before we asked to hear of it (while another
+                # claim was still out): look again now, not at the poll.
+                return False
+            timeout = self.source.idle_wait(self.settings.poll_interval_seconds)
         self._idle.set()
         try:
-            self.wait(self.source.idle_wait(self.settings.poll_interval_seconds))
+            self.wait(timeout)
         finally:
             self._idle.clear()
         return False
@@ -266,6 +281,36 @@ class ClaimLoop:
         with self._lock:
             self._announced = True
         self._wake.set()
+
+    def _burst_wait(self) -> float | None:
+        """How long a burst run with nothing left in hand waits before it claims again
+        (0: claim now), or None when it is done.
+
+        Done means: every outcome is written (a failure may become a retry, a
+        completion may release a waiting job), and no queued or retrying job of
+        the worker's queues is due now or within ``burst_wait_seconds``.
+        """
+        poll = self.settings.poll_interval_seconds
+        if not self.acknowledger.wait_settled(min(poll, 0.2)):
+            return 0.0  # still writing (or the database is away): look again
+        try:
+            due = self._due_in() if self._due_in is not None else None
+        except Exception as exc:  # not a reason to stop early: look again after the poll
+            self.counters.errors += 1
+            log.warning("burst: could not ask for the next due job (%s); retrying in %.2f s", exc, poll)
+            return poll
+        if due is None or due > self.settings.burst_wait_seconds:
+            if due is not None:
+                log.info("burst: the next job is due in %.1f s, after burst_wait_seconds; done", due)
+            return None
+        if due > 0:
+            return min(due, poll)
+        # Due now, yet the claim found nothing (another worker's claim holds it, or
+        # Redis offered stale ids): claim again at once, then back off a little.
+        if self.runner.finished != self._burst_seen:
+            self._burst_seen, self._burst_misses = self.runner.finished, 0
+        self._burst_misses += 1
+        return 0.0 if self._burst_misses == 1 else min(poll, 0.005 * 2 ** min(self._burst_misses, 10))
 
     def _size(self) -> int:
         """How many jobs to claim now (0: wait for a slot to free); see ``prefetch``."""

@@ -4,9 +4,19 @@
 buffered ones wait for one of ``concurrency`` runner threads (sync handlers),
 ``async def`` handlers run on one event loop thread. A finished job's outcome
 goes to the ``Acknowledger`` before the job leaves the runner, so the
-heartbeat always finds it in one of the two. A timed-out job is failed at its
-deadline and its handler asked to stop (a thread cannot be killed). What an
-outcome means is decided by the database, not here.
+heartbeat always finds it in one of the two. What an outcome means is decided
+by the database, not here.
+
+Deadlines. An async handler is cancelled at its job's timeout. A thread cannot
+be killed: a sync handler past its timeout has its job failed (``timed_out``),
+is asked to stop (``current_job().cancelled``), and its thread is *detached*:
+it leaves the worker's capacity, a new runner thread takes its place (so
+``concurrency`` jobs still run at once), and it ends when its handler returns.
+Until then it counts as a stuck handler (``stuck``); at ``max_stuck`` of them
+the runner calls ``on_too_many_stuck`` (the worker drains and exits, so that a
+supervisor starts a fresh process). A sync handler whose job was cancelled or
+taken away is detached the same way at its deadline. The normal path pays one
+attribute check per job.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pgq.executor import Failed, JobContext, Outcome, run_async, run_sync, timed_out, unknown_task
 from pgq.worker.prefetch import ALWAYS
+from pgq.worker.processes import ProcessPool
 
 if TYPE_CHECKING:
     from pgq.clock import Clock
@@ -40,6 +51,9 @@ class Handler(Protocol):
     @property
     def is_async(self) -> bool: ...
 
+    @property
+    def isolation(self) -> str: ...
+
 
 @dataclass
 class Slot:
@@ -52,6 +66,10 @@ class Slot:
     started: bool = False
     # True once an outcome was sent (or must not be: cancelled / rescued).
     reported: bool = False
+    # True once its runner thread was replaced (its handler ran past the deadline).
+    detached: bool = False
+    # True when its handler runs in a child process (isolation="process").
+    process: bool = False
 
 
 def _outcome_of(future: Any) -> Outcome:
@@ -70,12 +88,21 @@ class Runner:
         clock: for deadlines.
         wake: the claim loop's wake-up event.
         stopping: set when the worker stops (buffered jobs are then not started).
+        max_stuck: stuck handlers at which ``on_too_many_stuck`` is called (default: ``concurrency``).
+        on_too_many_stuck: called (once) when ``max_stuck`` handlers are stuck at once.
     """
 
     def __init__(self, tasks: Mapping[str, Handler], concurrency: int, acknowledger: Acknowledger,
-                 source: ClaimSource, clock: Clock, wake: threading.Event, stopping: threading.Event) -> None:
+                 source: ClaimSource, clock: Clock, wake: threading.Event, stopping: threading.Event, *,
+                 max_stuck: int | None = None, on_too_many_stuck: Callable[[int], None] | None = None) -> None:
         self.tasks = tasks
         self.concurrency = concurrency
+        self.max_stuck = concurrency if max_stuck is None else max_stuck
+        self._on_too_many_stuck = on_too_many_stuck
+        # Detached runner threads whose handler has not returned yet.
+        self.stuck = 0
+        # True once max_stuck handlers were stuck at once.
+        self.too_many_stuck = False
         self.acknowledger = acknowledger
         self.source = source
         self.clock = clock
@@ -90,17 +117,25 @@ class Runner:
         # jobs/s, waking it on every completion cost more GIL time than claiming.
         self.refill_at = ALWAYS
         self._ready: queue_module.SimpleQueue[Slot | None] = queue_module.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._threads_made = 0  # names the runner threads
+        # Child processes of isolation="process" tasks (made at the first such job).
+        self.processes: ProcessPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ starting jobs
     def start(self) -> None:
         """Start the runner threads (once)."""
-        while len(self._threads) < self.concurrency:
-            thread = threading.Thread(target=self._run, name=f"pgq-job-{len(self._threads)}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        if self._started:
+            return
+        self._started = True
+        for _ in range(self.concurrency):
+            self._new_thread()
+
+    def _new_thread(self) -> None:
+        self._threads_made += 1
+        threading.Thread(target=self._run, name=f"pgq-job-{self._threads_made}", daemon=True).start()
 
     def dispatch(self, job: Job) -> None:
         """Take a claimed job: run it on the event loop, or buffer it for a runner thread."""
@@ -135,13 +170,25 @@ class Runner:
                 else:
                     skip = False
                     slot.started = True
+                    task = self.tasks[slot.job.task]
+                    slot.process = task.isolation == "process"
                     timeout = slot.job.timeout_seconds
                     if timeout is not None:
                         slot.deadline = self.clock.monotonic() + timeout
             if skip:
                 self.finish(slot, None)
                 continue
-            self.finish(slot, run_sync(self.tasks[slot.job.task].fn, slot.ctx))
+            outcome = self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
+            if not self.finish(slot, outcome):
+                return  # detached: another thread took this one's place
+
+    def _in_process(self, slot: Slot, task: Handler) -> Outcome:
+        """Run a process-isolated handler in a child process (see ``processes``)."""
+        with self.lock:
+            if self.processes is None:
+                self.processes = ProcessPool()
+            pool = self.processes
+        return pool.run((task.fn.__module__, task.fn.__qualname__), slot.job, slot.ctx.cancelled)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self.lock:
@@ -153,55 +200,115 @@ class Runner:
             return self._loop
 
     # ------------------------------------------------------------ finishing jobs
-    def finish(self, slot: Slot, outcome: Outcome | None) -> None:
-        """The handler returned (``outcome``), or the job ended without one (None)."""
+    def finish(self, slot: Slot, outcome: Outcome | None) -> bool:
+        """The handler returned (``outcome``), or the job ended without one (None).
+
+        Returns False when the slot's runner thread was detached meanwhile (the
+        handler ran past its deadline): that thread must end.
+        """
         with self.lock:
-            report = not slot.reported and outcome is not None
-            if report:
-                assert outcome is not None
-                # Queued before the job leaves in_flight: a heartbeat in between
-                # finds it in one of the two (else it would be rescued as lost).
-                self.acknowledger.put(slot.job, outcome)
-            if self.in_flight.get(slot.job.id) is slot:
-                del self.in_flight[slot.job.id]
-            slot.reported = True
-            self.finished += 1
-            wake = len(self.in_flight) <= self.refill_at or self._stopping.is_set()
+            detached = slot.detached
+            if detached:
+                self.stuck -= 1
+                stuck = self.stuck
+            else:
+                report = not slot.reported and outcome is not None
+                if report:
+                    assert outcome is not None
+                    # Queued before the job leaves in_flight: a heartbeat in between
+                    # finds it in one of the two (else it would be rescued as lost).
+                    self.acknowledger.put(slot.job, outcome)
+                if self.in_flight.get(slot.job.id) is slot:
+                    del self.in_flight[slot.job.id]
+                slot.reported = True
+                self.finished += 1
+                wake = len(self.in_flight) <= self.refill_at or self._stopping.is_set()
+        if detached:
+            log.info("the handler of job %s returned after its deadline; %d handler(s) still stuck",
+                     slot.job.id, stuck)
+            return False
         if not report:
             self.source.finished([slot.job.id])  # cancelled or rescued: no outcome to write
         if wake:
             self._wake.set()
+        return True
 
     def enforce_deadlines(self) -> None:
-        """Fail the running jobs past their timeout and ask their handlers to stop."""
+        """Fail the running jobs past their timeout, ask their handlers to stop, and
+        detach the threads of sync handlers past their deadline (see the module doc)."""
         now = self.clock.monotonic()
-        expired: list[Slot] = []
+        expired: list[tuple[Slot, bool]] = []  # (slot, whether this call failed its job)
         with self.lock:
             for slot in self.in_flight.values():
-                if slot.deadline is not None and not slot.reported and now >= slot.deadline:
-                    slot.reported = True
-                    self.acknowledger.put(slot.job, timed_out(slot.job.timeout_seconds))
-                    expired.append(slot)
-        for slot in expired:
-            # A thread cannot be killed: the job is failed now and the handler is
-            # asked to stop; its slot frees when the function returns.
-            log.warning("job %s exceeded its timeout of %s s", slot.job.id, slot.job.timeout_seconds)
+                if slot.deadline is not None and now >= slot.deadline:
+                    failed = not slot.reported
+                    if failed:
+                        slot.reported = True
+                        self.acknowledger.put(slot.job, timed_out(slot.job.timeout_seconds))
+                    expired.append((slot, failed))
+            killed = [(slot, failed) for slot, failed in expired if slot.process]
+            expired = [(slot, failed) for slot, failed in expired if not slot.process]
+            for slot, _ in killed:
+                # Its process is killed below; its runner thread returns at once.
+                slot.deadline = None
+            for slot, _ in expired:
+                # Every other slot with a deadline is a sync handler's, on a runner thread.
+                del self.in_flight[slot.job.id]
+                slot.detached = True
+                self.stuck += 1
+                self.finished += 1
+            stuck = self.stuck
+            replace = bool(expired) and self._started and not self._stopping.is_set()
+            limit = expired and stuck >= self.max_stuck and not self.too_many_stuck
+            if limit:
+                self.too_many_stuck = True
+        for slot, failed in killed:
+            log.warning("job %s exceeded its timeout of %s s; %s its handler's process", slot.job.id,
+                        slot.job.timeout_seconds, "failed, killing" if failed else "killing")
+            self._kill(slot)
+        for slot, failed in expired:
+            if failed:
+                log.warning("job %s exceeded its timeout of %s s; it is failed, its handler asked to stop and "
+                            "its thread replaced (%d stuck handler(s))", slot.job.id, slot.job.timeout_seconds,
+                            stuck)
+            else:
+                log.warning("the handler of job %s (no longer this worker's) still runs at its deadline; "
+                            "its thread is replaced (%d stuck handler(s))", slot.job.id, stuck)
+                self.source.finished([slot.job.id])  # cancelled or rescued: no outcome to write
             slot.ctx.cancel()
+            if replace:
+                self._new_thread()
+        if expired:
+            self._wake.set()  # capacity came back
+        if limit:
+            log.error("%d sync handlers are stuck past their timeout (limit %d)", stuck, self.max_stuck)
+            if self._on_too_many_stuck is not None:
+                self._on_too_many_stuck(stuck)
 
     def nearest_deadline(self) -> float | None:
         with self.lock:
-            return min((s.deadline for s in self.in_flight.values() if s.deadline is not None and not s.reported),
-                       default=None)
+            return min((s.deadline for s in self.in_flight.values() if s.deadline is not None), default=None)
 
     def abandon(self, job_id: int, why: str) -> None:
-        """The job is no longer this worker's (cancelled, rescued, timed out): stop its handler."""
+        """The job is no longer this worker's (cancelled, rescued, timed out): stop its handler
+        (a process-isolated one is killed)."""
         with self.lock:
             slot = self.in_flight.get(job_id)
             if slot is None or slot.reported:
                 return
             slot.reported = True
         log.info("job %s: %s; stopping its handler", job_id, why)
+        if slot.process:
+            self._kill(slot)
+        else:
+            slot.ctx.cancel()
+
+    def _kill(self, slot: Slot) -> None:
+        """Stop a process-isolated handler: set ``cancelled`` first (a child still starting
+        sees it), then kill the child running it."""
         slot.ctx.cancel()
+        if self.processes is not None:
+            self.processes.kill(slot.job.id)
 
     # ------------------------------------------------------------ views
     def count(self) -> int:
@@ -232,9 +339,18 @@ class Runner:
         return taken
 
     def stop_threads(self) -> None:
-        """Let the runner threads end (after their current job)."""
-        for _ in self._threads:
-            self._ready.put(None)
+        """Let the runner threads end (after their current job); detached ones end when
+        their handler returns."""
+        if self._started:
+            for _ in range(self.concurrency):
+                self._ready.put(None)
+
+    def close_processes(self) -> None:
+        """Stop the child processes (killing those still running a handler)."""
+        with self.lock:
+            pool = self.processes
+        if pool is not None:
+            pool.close()
 
     def close_loop(self) -> None:
         """Stop and close the event loop of async handlers (if one was started)."""

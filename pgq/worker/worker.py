@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
-from pgq.errors import ValidationError
+from pgq.errors import TooManyStuckHandlers, ValidationError
 from pgq.job import validate_queue_name
 from pgq.maintenance import Maintenance
 from pgq.notify import Listener
@@ -40,7 +40,9 @@ from pgq.worker.counters import WorkerCounters
 from pgq.worker.heartbeat import Background, Heartbeat
 from pgq.worker.positions import GONE, RUNNING, WAITING, Positions
 from pgq.worker.prefetch import ALWAYS
+from pgq.worker.processes import resolve
 from pgq.worker.runner import Handler, Runner, Slot
+from pgq.worker.stuck import StuckReport, WithStuckReport
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -106,6 +108,21 @@ def _checked(queue: WorkerQueue, queues: Sequence[str] | None, concurrency: int,
     return names, batch
 
 
+def _check_importable(name: str, fn: Callable[..., object]) -> None:
+    """A process-isolated handler must be found again by its module and name (a child
+    process imports it so). Raises ``ValidationError``."""
+    ref = (fn.__module__, fn.__qualname__)
+    try:
+        found = resolve(ref)
+    except Exception as exc:
+        raise ValidationError(f"task {name!r} (isolation='process'): {ref[0]}.{ref[1]} cannot be imported by "
+                              f"name ({exc!r}); define the handler at module level") from None
+    if found is not fn:
+        raise ValidationError(f"task {name!r} (isolation='process'): {ref[0]}.{ref[1]} names another object "
+                              "than the registered handler (was the name bound to something else?); register "
+                              "the module-level function itself")
+
+
 class Worker:
     """Runs the jobs of ``queue``'s tasks from ``queues``.
 
@@ -119,6 +136,9 @@ class Worker:
         install_signal_handlers: SIGTERM/SIGINT drain gracefully; a second signal stops now.
         run_maintenance: take part in the leader election for maintenance.
         clock: the monotonic clock for deadlines and intervals (tests pass a manual one).
+        max_stuck_handlers: sync handlers stuck past their timeout (their threads
+            replaced) at which the worker drains and ``run()`` raises
+            ``TooManyStuckHandlers``; default: ``concurrency``.
     Raises:
         ValidationError: a bad argument.
     """
@@ -134,8 +154,15 @@ class Worker:
         install_signal_handlers: bool = True,
         run_maintenance: bool = True,
         clock: Clock | None = None,
+        max_stuck_handlers: int | None = None,
     ) -> None:
         self.queues, batch = _checked(queue, queues, concurrency, batch_size, worker_id)
+        if max_stuck_handlers is not None and (isinstance(max_stuck_handlers, bool)
+                                               or not isinstance(max_stuck_handlers, int) or max_stuck_handlers < 1):
+            raise ValidationError(f"max_stuck_handlers must be a whole number >= 1, got {max_stuck_handlers!r}")
+        for name, task in queue.tasks.items():
+            if task.isolation == "process":
+                _check_importable(name, task.fn)
         self.queue = queue
         self.settings = queue.settings
         self.queries = queue.queries
@@ -169,13 +196,16 @@ class Worker:
             self.settings, self._pool, self.queries, self.id, self.counters, self.clock,
             before_write=self._source.finished, wake=self._wake.set, force=self._force)
         self._runner = Runner(queue.tasks, concurrency, self._acknowledger, self._source, self.clock,
-                              self._wake, self._stopping)
+                              self._wake, self._stopping, max_stuck=max_stuck_handlers,
+                              on_too_many_stuck=self._too_many_stuck)
         self._claims = ClaimLoop(
             self.id, self.settings, self._source, self._runner, self._acknowledger, self.counters, self.clock,
             concurrency=concurrency, batch_size=batch, wake=self._wake, stopping=self._stopping, idle=self._idle,
-            positions=self._positions, reregister=self._reregister, drain=self._drain)
+            positions=self._positions, reregister=self._reregister, drain=self._drain,
+            due_in=self._seconds_until_due)
         self._heartbeat = Heartbeat(self._pool, self.queries, self.id, self._runner, self._acknowledger,
                                     self._source, self._positions, self.clock, drain=self._drain)
+        self._stuck_report = StuckReport(self._pool, self.queries, self.id, self._runner)
 
     def _claim_source(self) -> ClaimSource:
         """Postgres claims; with ``redis_url`` set, ids from Redis claimed in Postgres."""
@@ -190,6 +220,11 @@ class Worker:
 
     def _pool(self) -> ConnectionPool:
         return self.queue.pool
+
+    def _seconds_until_due(self) -> float | None:
+        """Seconds until the earliest queued or retrying job of this worker's queues is due."""
+        with translated(self.settings.database_url), self._pool().connection() as conn:
+            return self.queries.seconds_until_due(conn, self.queues)
 
     def _job_state(self, job_id: int) -> int:
         """What the runner says of a job (``positions.WAITING``, ``RUNNING`` or ``GONE``), read
@@ -208,13 +243,23 @@ class Worker:
         ``pgq.drain_worker``, ``pgq workers drain``); with ``burst``, until no job is left.
 
         First waits for an unreachable database, up to ``Settings.start_timeout_seconds``
-        (``stop()`` meanwhile returns at once, ``started`` staying false). On exit every
-        claimed job has been reported, released or (after the grace period)
-        interrupted, and the worker is deregistered.
+        (``stop()`` meanwhile returns at once, ``started`` staying false).
+
+        A burst run ends once it holds no job, every outcome it produced is
+        written, and none of its queues has a queued or retrying job due now or
+        within ``Settings.burst_wait_seconds`` (``PGQ_BURST_WAIT_SECONDS``, 60):
+        the retries of the jobs it failed run before it returns, a job delayed
+        further is left for later. Jobs other workers run are not waited for.
+
+        On exit every claimed job has been reported, released or (after the grace
+        period) interrupted, and the worker is deregistered.
 
         Raises:
             DatabaseUnavailable: the database did not answer within the start timeout.
             ConfigurationError: the URL or the login is wrong.
+            TooManyStuckHandlers: ``max_stuck_handlers`` sync handlers ran on past
+                their timeout; the worker drained first (their threads cannot be
+                killed: end the process, a supervisor starts a fresh one).
         """
         if not self._registered and not self._wait_for_database():
             return
@@ -230,6 +275,8 @@ class Worker:
             finally:
                 if restore:
                     restore()
+        if self._runner.too_many_stuck:
+            raise TooManyStuckHandlers(self._runner.max_stuck, self._runner.stuck)
 
     def _wait_for_database(self) -> bool:
         """Wait for the database (``pgq.db.wait_for_database``); False when stopped meanwhile."""
@@ -282,13 +329,26 @@ class Worker:
 
     def heartbeat(self) -> None:
         """Send a heartbeat listing the jobs this worker holds (those whose outcome is
-        not written yet included); stop handlers of jobs it no longer owns."""
+        not written yet included); stop handlers of jobs it no longer owns; record the
+        number of stuck handlers if it changed."""
         self._heartbeat.run_once()
+        self._stuck_report.run_once()
 
     @property
     def in_flight(self) -> int:
         """Claimed jobs not finished yet (buffered or running)."""
         return self._runner.count()
+
+    @property
+    def stuck_handlers(self) -> int:
+        """Sync handlers still running past their job's timeout (or after their job was
+        cancelled), whose runner threads were replaced."""
+        return self._runner.stuck
+
+    def _too_many_stuck(self, stuck: int) -> None:
+        log.error("worker %s: %d sync handlers are stuck past their timeout (max_stuck_handlers %d); draining "
+                  "and exiting so that a fresh process takes over", self.id, stuck, self._runner.max_stuck)
+        self.stop()
 
     # ------------------------------------------------------------ registration
     def _register(self) -> None:
@@ -321,7 +381,8 @@ class Worker:
         for target, name in self._source.background(self._wake.set, self._idle, self._stop_background):
             self._spawn(target, name)
         self._spawn(lambda: self._acknowledger.run(self._stop_background), "pgq-ack")
-        background = Background(self._heartbeat, self.maintenance, self.clock, self.counters,
+        background = Background(WithStuckReport(self._heartbeat, self._stuck_report), self.maintenance,
+                                self.clock, self.counters,
                                 beat_every=self.settings.heartbeat_interval_seconds,
                                 maintain_every=self.settings.maintenance_interval_seconds)
         self._spawn(lambda: background.run(self._stop_background), "pgq-heartbeat")
@@ -389,6 +450,9 @@ class Worker:
     def _shutdown(self) -> None:
         self._stopping.set()
         self._finish_running()
+        # Process-isolated handlers still running now are killed before the worker
+        # deregisters (which hands their jobs to other workers).
+        self._runner.close_processes()
         # Buffered jobs no runner started (none will now) go back to the queue untouched.
         # Until they are released they count as not started: a watermark sent meanwhile
         # (the heartbeat) stays below them, so a crash now gives their attempts back.
@@ -410,6 +474,7 @@ class Worker:
         if self._listener is not None:
             self._listener.stop()
         if self._registered:
+            self._report_stuck()
             self._deregister(unstarted)
         # Released and interrupted jobs are runnable again: the source may hand them back.
         self._source.retire()
@@ -425,6 +490,13 @@ class Worker:
                 break
             self._wake.wait(0.05)
             self._wake.clear()
+
+    def _report_stuck(self) -> None:
+        """Leave the number of stuck handlers in the row (they outlive a worker run in-process)."""
+        try:
+            self._stuck_report.run_once()
+        except Exception as exc:
+            log.warning("could not record the stuck handlers of worker %s: %s", self.id, exc)
 
     def _deregister(self, unstarted: list[Slot]) -> None:
         """Release the unstarted jobs, send a last heartbeat (the final watermark), deregister."""

@@ -116,6 +116,26 @@ def test_a_unique_job_whose_reply_was_lost_is_sent_again_and_resolves_to_itself(
     assert [r for r in _jobs(conn) if r[1] == "t.unique"] == [(job_id, "t.unique")]
 
 
+def test_a_unique_job_that_committed_and_finished_before_the_resend_is_not_enqueued_again(
+    q: pgq.Queue, proxy: CuttingProxy, conn: psycopg.Connection[Any],
+) -> None:
+    # The chaos suite's Postgres restart found it: the reply of a committed unique-key
+    # enqueue is lost, a worker runs the job before the client sends it again, and the
+    # key (which deduplicates against live jobs only) let a second copy in.
+    q.enqueue("t.warm", {})
+
+    def a_worker_finishes_it() -> None:
+        conn.execute("UPDATE pgq.jobs SET status = 'completed', finished_at = now() WHERE unique_key = 'order:9'")
+
+    proxy.on_reply_dropped = a_worker_finishes_it
+    proxy.cut_reply_after(b"enqueue_jobs(")
+    with pytest.raises(pgq.EnqueueOutcomeUnknown) as info:
+        q.enqueue("t.unique", {"n": 1}, unique_key="order:9")
+    assert proxy.cuts == ["reply dropped"]
+    assert info.value.unique_keys == ["order:9"]
+    assert len([r for r in _jobs(conn) if r[1] == "t.unique"]) == 1  # before: 2 (sent again)
+
+
 def test_a_unique_job_with_on_duplicate_raise_cannot_be_retried_and_says_so(
     q: pgq.Queue, proxy: CuttingProxy, conn: psycopg.Connection[Any],
 ) -> None:

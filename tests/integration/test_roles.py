@@ -157,7 +157,9 @@ EXPECTED_GRANTS = {
             "prune_workers",
             # Claim path (revision 0006, db/roles/004.sql): claims with positions, the heartbeat
             # with the watermark, asking a worker to drain.
-            "get_runnable_jobs_v2", "claim_jobs_v2", "heartbeat_worker_v2", "drain_worker")),
+            "get_runnable_jobs_v2", "claim_jobs_v2", "heartbeat_worker_v2", "drain_worker",
+            # Revision 0007, db/roles/005.sql: a worker records its stuck handlers.
+            "set_worker_stuck_handlers")),
     },
 }
 
@@ -373,7 +375,8 @@ def test_worker_runs_jobs_listens_heartbeats_and_maintains_through_pgq(
     assert [r.job_id for r in report.timed_out] == [timed]
     statuses = factories.statuses(conn, [ok, failing, orphan, timed, done_long_ago])
     assert statuses[ok] == "completed" and factories.job(conn, ok)["result"] == 42
-    assert statuses[failing] == "retrying" and "boom" in factories.job(conn, failing)["last_error"]
+    # The burst run also ran its retry (due within PGQ_BURST_WAIT_SECONDS): both attempts failed.
+    assert statuses[failing] == "dead" and "boom" in factories.job(conn, failing)["last_error"]
     assert statuses[orphan] == "completed" and factories.job(conn, orphan)["result"] == 4
     assert statuses[timed] == "retrying"
     assert done_long_ago not in statuses  # pruned
@@ -423,6 +426,21 @@ def test_worker_claims_with_positions_beats_and_drains_and_the_producer_may_not(
     w = factories.worker(conn, worker_id)
     assert (w["status"], w["started_through"]) == ("draining", 2)
     assert refused == []
+
+
+def test_worker_records_its_stuck_handlers_and_the_producer_may_not(
+    logins: Logins, conn: psycopg.Connection[Any],
+) -> None:
+    worker_dsn, producer_dsn = logins.create(WORKER).dsn, logins.create(PRODUCER).dsn
+    worker_id = factories.insert_worker(conn)
+    with as_role(worker_dsn) as c:
+        c.execute("SELECT pgq.set_worker_stuck_handlers(%s, 2)", (worker_id,))
+    refused = denied(producer_dsn, [("SELECT pgq.set_worker_stuck_handlers(%s, 3)", (worker_id,))])
+    assert refused == []
+    assert factories.worker(conn, worker_id)["stuck_handlers"] == 2
+    with as_role(producer_dsn) as c:  # the producer reads it in the view
+        assert c.execute("SELECT stuck_handlers FROM pgq.worker_status WHERE id = %s",
+                         (worker_id,)).fetchone() == (2,)
 
 
 def test_worker_may_not_enqueue_cancel_repair_or_write_tables(logins: Logins, conn: psycopg.Connection[Any]) -> None:
@@ -619,11 +637,12 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     said = [r.getMessage() for r in caplog.records if r.name == "pgq.migrate"]
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
-    # for the worker's claim-path functions.
-    assert len(said) == 6 and all("CREATE ROLE" in m for m in said), said
+    # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers.
+    assert len(said) == 7 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
+    assert "005.sql" in said[6], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -636,6 +655,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/002.sql"))
         c.execute(read_sql("roles/003.sql"))
         c.execute(read_sql("roles/004.sql"))
+        c.execute(read_sql("roles/005.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -648,6 +668,9 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
             sql.Identifier(schema))).fetchone() == (0,)
         with factories.raises_sqlstate("PQ002", match="not registered"):  # allowed to call it, and it answers
             c.execute(sql.SQL("SELECT {}.drain_worker(gen_random_uuid())").format(sql.Identifier(schema)))
+        with factories.raises_sqlstate("PQ002", match="not registered"):
+            c.execute(sql.SQL("SELECT {}.set_worker_stuck_handlers(gen_random_uuid(), 1)").format(
+                sql.Identifier(schema)))
     assert warnings == []  # nothing skipped the second time
 
 
