@@ -25,11 +25,13 @@ checked, for the ``expected`` logical jobs (payload ``n``) the producer enqueued
   number of overlaps must be zero;
 - every execution belongs to a claim the database closed, and no two
   executions share a claim (a job is never handed out twice at once). A claim
-  is (job, attempt, worker): a rescue that gives the attempt back (its handler
-  had not started, as far as the worker had reported) closes the claim with no
-  execution row and hands the same attempt number out again; a run of such a
-  claim counts as closed at the job's next claim, and a job has at most
-  ``jobs.free_rescues`` of them;
+  is (job, attempt, worker, claimed at): a rescue that gives the attempt back
+  (its handler had not started, as far as the worker had reported) closes the
+  claim with no execution row and hands the same attempt number out again, to
+  any worker, the same one too; a run belongs to the execution row of its job,
+  attempt and worker claimed before the handler started, a run with none was
+  on a claim given back: it counts as closed at the job's next claim, and a
+  job has at most ``jobs.free_rescues`` of them;
 - an attempt is charged only once its handler started: every attempt the
   database closed (a ``job_executions`` row) has a handler start on the worker
   that held it, in ``chaos.runs`` or in the workers' start journals
@@ -188,15 +190,15 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
                                        " AND payload->>'kind' <> 'fail'")
 
     # ---- executions: one per claim, each claim closed, no two live holders at once.
-    # A claim is (job, attempt, worker): a rescue that gives the attempt back (a refund:
-    # no execution row, jobs.free_rescues + 1) hands the same attempt number out again.
-    shared = _rows(conn, "SELECT job_id, attempt, worker_id, count(*) FROM chaos.runs GROUP BY 1, 2, 3"
-                         " HAVING count(*) > 1 ORDER BY 1, 2")
-    r.check(not shared, f"{len(shared)} claim(s) executed more than once (a claim handed out twice): "
-                        f"{_sample(shared)}")
+    # A rescue that gives the attempt back (a refund: no execution row, jobs.free_rescues
+    # + 1) hands the same attempt number out again, to any worker (the same one too). So a
+    # run belongs to the execution row of its job, attempt and worker whose claim (the
+    # row's started_at) came before the handler started; a run with none ran on a claim
+    # that was given back.
     holds = """
         WITH runs AS (
-            SELECT c.*, e.finished_at AS closed_at, e.outcome::text AS closed_as, e.error_type AS closed_error,
+            SELECT c.*, e.id AS execution, e.finished_at AS closed_at, e.outcome::text AS closed_as,
+                   e.error_type AS closed_error,
                    j.free_rescues,
                    -- A run of a claim that was given back: the rescue closed it before the
                    -- job's next claim (the only time known for it), which came before that
@@ -209,8 +211,10 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
             FROM chaos.runs c JOIN pgq.jobs j ON j.id = c.job_id
             LEFT JOIN pgq.job_executions e
                    ON e.job_id = c.job_id AND e.attempt = c.attempt AND e.worker_id IS NOT DISTINCT FROM c.worker_id
+                  AND e.started_at <= c.started_at
         ), held AS (
             SELECT id, job_id, attempt, pid, started_at, ended_at, outcome, refunded, free_rescues, closed_error,
+                   execution,
                    CASE WHEN refunded THEN next_claim ELSE closed_at END AS closed_at,
                    CASE WHEN refunded THEN 'refunded' ELSE closed_as END AS closed_as,
                    -- least() ignores NULL: an execution that never ended (its process died)
@@ -218,6 +222,11 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
                    least(ended_at, CASE WHEN refunded THEN next_claim ELSE closed_at END) AS held_until
             FROM runs
         )"""
+    shared = _rows(conn, holds + """
+        SELECT job_id, attempt, execution, count(*) FROM held WHERE execution IS NOT NULL
+        GROUP BY 1, 2, 3 HAVING count(*) > 1 ORDER BY 1, 2""")
+    r.check(not shared, f"{len(shared)} claim(s) executed more than once (a claim handed out twice; job, "
+                        f"attempt, execution, runs): {_sample(shared)}")
     unclosed = _rows(conn, holds + """
         SELECT job_id, attempt, pid FROM held WHERE closed_as IS NULL ORDER BY 1, 2""")
     r.check(not unclosed, f"{len(unclosed)} execution(s) of a claim the database never closed: "
@@ -250,7 +259,8 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
         SELECT e.job_id, e.attempt, e.outcome::text, e.error_type, j.free_rescues >= j.max_attempts
         FROM pgq.job_executions e JOIN pgq.jobs j ON j.id = e.job_id
         WHERE NOT EXISTS (SELECT 1 FROM chaos.runs c WHERE c.job_id = e.job_id AND c.attempt = e.attempt
-                                                     AND c.worker_id IS NOT DISTINCT FROM e.worker_id)
+                                                     AND c.worker_id IS NOT DISTINCT FROM e.worker_id
+                                                     AND c.started_at >= e.started_at)
           AND NOT EXISTS (SELECT 1 FROM chaos.starts s WHERE s.job_id = e.job_id AND s.attempt = e.attempt
                                                        AND s.worker_id IS NOT DISTINCT FROM e.worker_id)
         ORDER BY 1, 2""")

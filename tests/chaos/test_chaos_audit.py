@@ -147,10 +147,12 @@ def test_an_attempt_never_closed_or_run_twice_is_reported(db: psycopg.Connection
     w = factories.insert_worker(db, queues=["chaos"])
     job_id = job(db, 0, attempts=2, worker=w)
     attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w)
-    # Attempt 1 ran (twice!) but the database never closed it.
-    for _ in range(2):
-        db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
-                   " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w, at(0), at(1)))
+    # Attempt 1 ran but the database never closed it (and gave no attempt back).
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
+               " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w, at(0), at(1)))
+    # The claim of attempt 2 (at t=3) ran twice.
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
+               " VALUES (%s, 0, 2, %s, 2, %s, %s, 'returned')", (job_id, w, at(3.6), at(3.7)))
     text = problems(audit(db, 1))
     assert "claim(s) executed more than once" in text
     assert "a claim the database never closed" in text
@@ -247,3 +249,18 @@ def test_a_job_run_again_after_its_handler_returned_is_reported_unless_its_worke
     report = audit(db, 1)
     assert report.violations == []
     assert report.rerun_after_success == 0
+
+
+def test_a_claim_given_back_and_claimed_again_by_the_same_worker_is_two_claims(db: psycopg.Connection[Any]) -> None:
+    """A worker declared stale while alive: a rescue gave its started job back (its
+    watermark had not said so yet), and the same worker claimed it again, on the same
+    attempt. Its first run went on after the rescue: late, not a second run of a claim."""
+    w = factories.insert_worker(db, queues=["chaos"])
+    job_id = job(db, 0, attempts=1, worker=w)
+    db.execute("UPDATE pgq.jobs SET free_rescues = 1 WHERE id = %s", (job_id,))
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
+               " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w, at(0), at(5.5)))
+    attempt(db, job_id, 0, 1, outcome="completed", started=5, closed=7, ran_until=6, worker=w)
+    report = audit(db, 1)
+    assert report.violations == []
+    assert (report.overlaps, report.late, report.duplicated) == (0, 1, 0)
