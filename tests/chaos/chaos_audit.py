@@ -42,12 +42,12 @@ checked, for the ``expected`` logical jobs (payload ``n``) the producer enqueued
   counted in ``jobs.free_rescues``, at most ``max_attempts`` per job).
 
 - a success is never thrown away (issue 9, defect 1): once a handler of a job
-  returned, no handler of that job starts again, unless the attempt that
-  returned was closed because its worker died or stalled before writing the
-  completion (``lost`` with ``WorkerLost``, ``interrupted``, or given back):
-  execution is at-least-once only through a worker's failure. A heartbeat that
-  rescues a finished job whose completion is not written yet (``ClaimLost``)
-  breaks it.
+  returned, no later handler holds that job (a late one, on a claim already
+  closed, does not), unless the attempt that returned was closed because its
+  worker died or stalled before writing the completion (``lost`` with
+  ``WorkerLost``, ``interrupted``, or given back): execution is at-least-once
+  only through a worker's failure. A heartbeat that rescues a finished job
+  whose completion is not written yet (``ClaimLost``) breaks it.
 
 In Redis mode, ``mirror_leftovers`` adds one check: once the queue is
 drained and the workers' mirror reconciler has run, the mirror (ready sets and
@@ -201,13 +201,15 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
                    e.error_type AS closed_error,
                    j.free_rescues,
                    -- A run of a claim that was given back: the rescue closed it before the
-                   -- job's next claim (the only time known for it), which came before that
-                   -- claim's execution row and its run.
+                   -- attempt number was handed out again, i.e. before the claim of the
+                   -- execution row of that attempt, and before a later run of it started
+                   -- (the only times known for it).
                    e.id IS NULL AND j.free_rescues > 0 AS refunded,
                    least((SELECT min(n.started_at) FROM pgq.job_executions n
-                          WHERE n.job_id = c.job_id AND n.started_at > c.started_at),
+                          WHERE n.job_id = c.job_id AND n.attempt = c.attempt),
                          (SELECT min(n.started_at) FROM chaos.runs n
-                          WHERE n.job_id = c.job_id AND n.started_at > c.started_at)) AS next_claim
+                          WHERE n.job_id = c.job_id AND n.attempt = c.attempt AND n.started_at > c.started_at))
+                       AS next_claim
             FROM chaos.runs c JOIN pgq.jobs j ON j.id = c.job_id
             LEFT JOIN pgq.job_executions e
                    ON e.job_id = c.job_id AND e.attempt = c.attempt AND e.worker_id IS NOT DISTINCT FROM c.worker_id
@@ -270,12 +272,14 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     r.check(not charged, f"{len(charged)} attempt(s) charged although their handler never started "
                          f"(job, attempt, outcome, error): {_sample(charged)}")
     r.free_rescues = _one(conn, "SELECT coalesce(sum(free_rescues), 0)::int FROM pgq.jobs")
-    # ---- a success is never thrown away: after a handler returned, its job runs again only
-    # if its worker died (or stalled) before the completion was written
+    # ---- a success is never thrown away: after a handler returned, its job is held by a run
+    # again only if its worker died (or stalled) before the completion was written
     reruns = _rows(conn, holds + """
         SELECT a.job_id, a.attempt, a.pid, a.ended_at, a.closed_as, a.closed_error, b.attempt, b.pid, b.started_at
         FROM held a JOIN held b ON b.job_id = a.job_id AND b.started_at > a.ended_at
         WHERE a.outcome = 'returned'
+          -- b held the job: a late run (a stalled worker starting a job taken from it) does not
+          AND b.started_at < coalesce(b.held_until, 'infinity')
           AND NOT (a.refunded OR a.closed_as = 'interrupted'
                    OR (a.closed_as = 'lost' AND a.closed_error = 'WorkerLost'))
         ORDER BY 1, 2""")

@@ -264,3 +264,18 @@ def test_a_claim_given_back_and_claimed_again_by_the_same_worker_is_two_claims(d
     report = audit(db, 1)
     assert report.violations == []
     assert (report.overlaps, report.late, report.duplicated) == (0, 1, 0)
+
+
+def test_a_stalled_worker_starting_a_job_taken_from_it_after_it_completed_is_late_not_a_rerun(
+        db: psycopg.Connection[Any]) -> None:
+    w1, w2 = factories.insert_worker(db, queues=["chaos"]), factories.insert_worker(db, queues=["chaos"])
+    job_id = job(db, 0, attempts=1, worker=w2)
+    db.execute("UPDATE pgq.jobs SET free_rescues = 1 WHERE id = %s", (job_id,))
+    # w1 had the job buffered and was stopped (SIGSTOP); the rescue gave it back and w2
+    # completed it at t=2; w1, continued, started it at t=3 before its heartbeat said so.
+    attempt(db, job_id, 0, 1, outcome="completed", started=1, closed=2.1, ran_until=2, worker=w2)
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
+               " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w1, at(3), at(3.5)))
+    report = audit(db, 1)
+    assert report.violations == []
+    assert (report.rerun_after_success, report.late) == (0, 1)
