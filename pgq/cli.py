@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -195,10 +196,6 @@ def _load_app(spec: str) -> Queue:
     return target
 
 
-class _StoppedBeforeStart(Exception):
-    """SIGTERM/SIGINT arrived while ``pgq worker`` was still starting."""
-
-
 class _EarlyStop:
     """SIGTERM/SIGINT handling for ``pgq worker`` until the worker installs its own."""
 
@@ -224,12 +221,7 @@ class _EarlyStop:
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested.set()
         if self.worker is not None:
-            self.worker.stop()  # between attach() and the worker's own handlers
-
-    def sleep(self, seconds: float) -> None:
-        """``wait_for_database``'s pause, cut short by a stop request."""
-        if self.requested.wait(seconds):
-            raise _StoppedBeforeStart
+            self.worker.stop()  # e.g. while it waits for the database, before its own handlers
 
     def attach(self, worker: Any) -> bool:
         """Hand a later signal to ``worker``; True if a stop was already requested."""
@@ -255,10 +247,13 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
     """Run a worker for APP (MODULE:ATTRIBUTE naming a pgq.Queue).
 
     At start, an unreachable database is waited for (PGQ_START_TIMEOUT_SECONDS;
-    exit code 3 when it gives up). SIGTERM or Ctrl-C: stop claiming and finish
-    running jobs; a second signal stops at once and puts unfinished jobs back
-    in the queue. When --max-stuck-handlers sync handlers run on past their
-    timeout, the worker drains and exits with status 1 (restart it).
+    exit code 3 when it gives up). SIGTERM or Ctrl-C, or a drain asked in the
+    database (`pgq workers drain ID`, `SELECT pgq.drain_worker(id)`): stop
+    claiming, release the unstarted jobs, finish the running ones, deregister
+    and exit with code 0. A second signal stops at once and puts unfinished
+    jobs back in the queue (exit code 1 if handlers were still running). When
+    --max-stuck-handlers sync handlers run on past their timeout, the worker
+    drains and exits with status 1 (restart it).
     """
     # A supervisor may stop a worker that is still starting (importing the app,
     # waiting for the database): SIGTERM/SIGINT then ends it cleanly (exit 0)
@@ -280,13 +275,6 @@ def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, ba
     if obj.database_url and url != obj.database_url:
         click.echo("warning: the app passes its own database_url to pgq.connect(); --database-url/PGQ_DATABASE_URL "
                    "is not used", err=True)
-    from pgq.db import wait_for_database
-
-    try:
-        wait_for_database(url, timeout_seconds=queue.settings.start_timeout_seconds, sleep=early.sleep)
-    except _StoppedBeforeStart:
-        click.echo("stopped before the worker started", err=True)
-        return
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size,
                      max_stuck_handlers=max_stuck_handlers)
@@ -294,11 +282,18 @@ def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, ba
         click.echo("stopped before the worker started", err=True)
         return
     click.echo(f"worker {w.id}: queues {', '.join(w.queues)}, concurrency {concurrency}", err=True)
+    # Waits for the database first (exit code 3 when it gives up); a signal meanwhile
+    # stops the worker (through ``early``) before it starts.
     try:
         w.run(burst=burst)
     except TooManyStuckHandlers as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         _exit_now(EXIT_FAILED)
+    if not w.started:
+        click.echo("stopped before the worker started", err=True)
+        return
+    if w.drained_by is not None:
+        click.echo(f"worker {w.id}: drained as asked ({w.drained_by})", err=True)
     if w.in_flight:
         # Stopped at once (second signal) while handlers were still running: their
         # jobs are recorded as interrupted and will run again.
@@ -372,13 +367,16 @@ def _echo_redis_health(health: Any) -> None:
         click.echo(_table(["queue", "ids in redis", "runnable in postgres"], rows))
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--all", "show_all", is_flag=True, help="Include stopped workers.")
-@click.pass_obj
+@click.pass_context
 @handle_errors
-def workers(obj: Context, as_json: bool, show_all: bool) -> None:
-    """Registered workers with heartbeat age, load, stuck handlers and health."""
+def workers(ctx: click.Context, as_json: bool, show_all: bool) -> None:
+    """Registered workers with heartbeat age, load, stuck handlers and health; `pgq workers drain ID` drains one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    obj: Context = ctx.obj
     with obj.queue() as queue:
         rows = [w for w in queue.stats().workers if show_all or w.status != "stopped"]
     if as_json:
@@ -389,6 +387,36 @@ def workers(obj: Context, as_json: bool, show_all: bool) -> None:
         [(str(w.id)[:8], w.hostname, w.pid, w.status, ",".join(w.queues), w.running_jobs, w.capacity,
           w.stuck_handlers, f"{w.health_score:.2f}", _age(w.heartbeat_age_seconds)) for w in rows],
     ) if rows else "no workers")
+
+
+@workers.command("drain")
+@click.argument("worker_id")
+@click.pass_obj
+@handle_errors
+def workers_drain(obj: Context, worker_id: str) -> None:
+    """Ask worker WORKER_ID (its id, or the start of it as `pgq workers` shows) to drain.
+
+    It claims nothing more, releases its unstarted jobs, finishes the running ones
+    (within its PGQ_SHUTDOWN_GRACE_SECONDS), deregisters and exits with code 0.
+    """
+    with obj.queue() as queue:
+        target = _worker_id(queue, worker_id)
+        asked = queue.drain_worker(target)
+    click.echo(f"worker {target}: " + ("asked to drain" if asked else "already draining"))
+
+
+def _worker_id(queue: Queue, text: str) -> uuid.UUID:
+    """A worker id, or the unique start of the id of a worker that is not stopped."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    prefix = text.strip().lower()
+    found = [w.id for w in queue.stats().workers if w.status != "stopped" and str(w.id).startswith(prefix)]
+    if len(found) != 1 or not prefix:
+        raise click.BadParameter(f"{text!r} is not a worker id, nor the start of exactly one live worker's id "
+                                 f"({len(found)} match; `pgq workers` lists them)", param_hint="WORKER_ID")
+    return found[0]
 
 
 # ---------------------------------------------------------------- dlq

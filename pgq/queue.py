@@ -15,6 +15,7 @@ import inspect
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -507,6 +508,18 @@ class Queue:
         from pgq.worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)
+
+    def drain_worker(self, worker_id: uuid.UUID) -> bool:
+        """Ask a worker to drain (``pgq.drain_worker``; worker transition active -> draining).
+
+        The worker claims nothing more, releases its unstarted jobs, finishes the
+        running ones (within its ``shutdown_grace_seconds``), deregisters and exits.
+        Returns False when it was already draining. Raises ``InvalidTransition`` for a
+        stopped or unknown worker.
+        """
+        if not isinstance(worker_id, uuid.UUID):
+            raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
+        return bool(self._run(self.queries.drain_worker, worker_id))
 
 
 def _check_id(job_id: object) -> int:

@@ -3,7 +3,8 @@
 ``RedisClaimSource`` implements the worker's ``ClaimSource`` protocol (it does
 not import ``pgq.worker``; the protocol is structural). It pops batches of ids
 (atomically recorded as the worker's in Redis), claims them with
-``pgq.claim_jobs``, and takes the Postgres path through its ``fallback`` when
+``pgq.claim_jobs_v2`` (positions and watermark from the fallback's, which are
+the worker's), and takes the Postgres path through its ``fallback`` when
 Redis is unavailable, the mirror is not built, or a safety-net poll is due.
 Redis never decides anything: a popped id Postgres no longer calls runnable is
 dropped by the claim.
@@ -42,8 +43,20 @@ class Counters(Protocol):
     def count(self, name: str, n: int = 1) -> None: ...
 
 
+class _Positions(Protocol):
+    """The worker's claim positions (``pgq.worker.positions.Positions``)."""
+
+    def reserve(self, n: int) -> tuple[int, int]: ...
+
+    def returned(self, base: int, jobs: Sequence[Job], error: BaseException | None = None) -> None: ...
+
+
 class _Claimer(Protocol):
-    """The Postgres path (``pgq.worker.claim.PostgresClaimSource``)."""
+    """The Postgres path (``pgq.worker.claim.PostgresClaimSource``); its ``positions``
+    are the worker's, which the Redis path's claims share."""
+
+    @property
+    def positions(self) -> _Positions: ...
 
     def claim(self, n: int, *, thorough: bool = False) -> list[Job]: ...
 
@@ -172,7 +185,8 @@ class RedisClaimSource:
         the Postgres path now.
 
         ``thorough``: when Redis has nothing, ask Postgres at once (``run_once``, burst mode).
-        Raises what the database raises (the ids taken are given back first).
+        Raises what the database raises (the ids taken are given back first), unless
+        an earlier claim of this call got jobs: those are returned.
         """
         got: list[Job] = []
         for _ in range(4):
@@ -202,7 +216,14 @@ class RedisClaimSource:
                     self._count("redis_safety_polls")
                     return None
                 return []
-            got += self._claim_taken(take, done)
+            try:
+                got += self._claim_taken(take, done)
+            except Exception:
+                if not got:
+                    raise
+                # The jobs claimed already are this worker's: hand them over. A lasting
+                # cause (a drain, a stale worker, the database gone) fails the next claim.
+                return got
             if len(got) >= n or short:
                 return got
             # Some ids were stale: there may be good ones behind them.
@@ -243,11 +264,14 @@ class RedisClaimSource:
         """Claim ``take`` in Postgres; ``done``: batches this empties (deleted afterwards)."""
         ids = [job_id for job_id, _, _ in take]
         self._count("redis_popped", len(ids))
+        positions = self.fallback.positions
+        base, started_through = positions.reserve(len(ids))
         try:
             with self.pool().connection() as conn:
                 self.counters.claim_round_trips += 1
-                jobs = self.queries.claim_jobs(conn, ids, self.worker_id)
-        except BaseException:
+                jobs = self.queries.claim_jobs_v2(conn, ids, self.worker_id, base, started_through)
+        except BaseException as exc:
+            positions.returned(base, [], exc)
             # Not claimed (database error, worker not active): put the ids back as
             # they were, with those popped ahead; stale ones are dropped by whoever
             # pops them next.
@@ -259,6 +283,7 @@ class RedisClaimSource:
             except RedisUnavailable as exc:  # left in Redis: see retire and the reconciler
                 log.debug("could not give back popped ids: %s", exc)
             raise
+        positions.returned(base, jobs)
         dropped = len(ids) - len(jobs)
         if dropped:
             self._count("redis_dropped", dropped)

@@ -65,8 +65,8 @@ class Acknowledger:
         self._wake = wake
         self._force = force
         self._queue: queue_module.SimpleQueue[Ack] = queue_module.SimpleQueue()
-        # Jobs whose outcome is queued or being written: job id -> how many outcomes.
-        self._pending: dict[int, int] = {}
+        # Outcomes queued or being written: (job id, attempt) -> how many.
+        self._pending: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
         # Notified when no outcome is left to write (a burst run waits for that).
         self._settled = threading.Condition(self._lock)
@@ -77,13 +77,20 @@ class Acknowledger:
     def put(self, job: Job, outcome: Outcome) -> None:
         """Queue an outcome; the job stays listed in ``pending_ids()`` until it is written."""
         with self._lock:
-            self._pending[job.id] = self._pending.get(job.id, 0) + 1
+            key = (job.id, job.attempts)
+            self._pending[key] = self._pending.get(key, 0) + 1
         self._queue.put((job, outcome))
 
     def pending_ids(self) -> list[int]:
         """Jobs whose outcome is not written yet (the heartbeat lists them as running)."""
         with self._lock:
-            return list(self._pending)
+            return list({job_id for job_id, _ in self._pending})
+
+    def holds(self, jobs: Sequence[Job]) -> set[int]:
+        """The ids of those ``jobs`` with an outcome for the same attempt queued or being written."""
+        with self._lock:
+            pending = self._pending
+            return {job.id for job in jobs if (job.id, job.attempts) in pending} if pending else set()
 
     def wait_settled(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until every queued outcome is written (or given
@@ -180,11 +187,12 @@ class Acknowledger:
         """These outcomes are committed (or given up): the jobs are no longer this worker's."""
         with self._lock:
             for job in jobs:
-                left = self._pending.get(job.id, 0) - 1
+                key = (job.id, job.attempts)
+                left = self._pending.get(key, 0) - 1
                 if left > 0:
-                    self._pending[job.id] = left
+                    self._pending[key] = left
                 else:
-                    self._pending.pop(job.id, None)
+                    self._pending.pop(key, None)
             if not self._pending:
                 self._settled.notify_all()
 

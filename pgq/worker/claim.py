@@ -2,11 +2,12 @@
 
 A claim source claims jobs for one worker and hears about their life in the
 worker (registered, heartbeat, finished, shutdown). The worker talks only to
-this protocol: ``PostgresClaimSource`` claims with ``pgq.get_runnable_jobs``;
+this protocol: ``PostgresClaimSource`` claims with ``pgq.get_runnable_jobs_v2``;
 the Redis accelerator's source (``pgq.redis.claim_source.RedisClaimSource``)
-pops ids from Redis, claims them in Postgres and falls back to a
-``PostgresClaimSource``. A claim is always made in Postgres; what a claim means
-is the stored functions' business.
+pops ids from Redis, claims them in Postgres (``claim_jobs_v2``) and falls back
+to a ``PostgresClaimSource``. Both take each claim's positions from, and send
+the watermark of, the worker's ``Positions``. A claim is always made in
+Postgres; what a claim means is the stored functions' business.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from pgq.job import Job
     from pgq.queries import Queries
     from pgq.worker.counters import WorkerCounters
+    from pgq.worker.positions import Positions
 
 log = logging.getLogger("pgq.worker")
 
@@ -47,8 +49,9 @@ class ClaimSource(Protocol):
         """Claim up to ``n`` jobs (transition queued/retrying -> running, in Postgres).
 
         ``thorough``: look in Postgres too when a faster path has nothing (``run_once``
-        and burst mode must not miss a job). Raises ``InvalidTransition`` when the
-        worker is not active, and what the database raises.
+        and burst mode must not miss a job). Raises ``WorkerDraining`` when the
+        worker was asked to drain, ``InvalidTransition`` when it is not active
+        (stale: register again), and what the database raises.
         """
         ...
 
@@ -84,28 +87,37 @@ class ClaimSource(Protocol):
 
 
 class PostgresClaimSource:
-    """Claims with ``pgq.get_runnable_jobs``; an idle worker waits for the next due job or the poll.
+    """Claims with ``pgq.get_runnable_jobs_v2``; an idle worker waits for the next due job or the poll.
 
-    ``pool`` returns the connection pool (the queue opens it on first use).
+    ``pool`` returns the connection pool (the queue opens it on first use);
+    ``positions`` gives each claim its positions and watermark.
     """
 
     max_claims_in_flight: int | None = None
     wakes_idle_worker = False
 
     def __init__(self, pool: Callable[[], ConnectionPool], queries: Queries, worker_id: uuid.UUID, queues: Sequence[str],
-                 counters: WorkerCounters) -> None:
+                 counters: WorkerCounters, positions: Positions) -> None:
         self.pool = pool
         self.queries = queries
         self.worker_id = worker_id
         self.queues = list(queues)
         self.counters = counters
+        self.positions = positions
         self._lock = threading.Lock()  # claims run on several claimer threads
 
     def claim(self, n: int, *, thorough: bool = False) -> list[Job]:
-        with self.pool().connection() as conn:
-            with self._lock:
-                self.counters.claim_round_trips += 1
-            return self.queries.get_runnable_jobs(conn, self.queues, self.worker_id, n)
+        base, started_through = self.positions.reserve(n)
+        try:
+            with self.pool().connection() as conn:
+                with self._lock:
+                    self.counters.claim_round_trips += 1
+                jobs = self.queries.get_runnable_jobs_v2(conn, self.queues, self.worker_id, n, base, started_through)
+        except BaseException as exc:
+            self.positions.returned(base, [], exc)
+            raise
+        self.positions.returned(base, jobs)
+        return jobs
 
     def idle_wait(self, poll_seconds: float) -> float:
         """The poll interval, or less when a delayed or retrying job falls due sooner

@@ -7,8 +7,10 @@ threads. Up to ``claims_in_flight`` claims run at once, each on its own pooled
 connection: while one waits for the database, the jobs of another are
 dispatched and run, so a busy worker never idles between round trips. The
 jobs of the claims are dispatched in the order the claims were requested
-(``InOrder``), whichever comes back first. Claims themselves are the
-``ClaimSource``'s business.
+(``InOrder``), whichever comes back first, so jobs start in the order of
+their claim positions (``positions``). A refused claim ends claiming when the
+worker was asked to drain, and registers the worker again when it was marked
+stale. Claims themselves are the ``ClaimSource``'s business.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from pgq.worker.acknowledger import Acknowledger
     from pgq.worker.claim import ClaimSource
     from pgq.worker.counters import WorkerCounters
+    from pgq.worker.positions import Positions
     from pgq.worker.runner import Runner
 
 log = logging.getLogger("pgq.worker")
@@ -77,7 +80,8 @@ class ClaimLoop:
     def __init__(self, worker_id: uuid.UUID, settings: Settings, source: ClaimSource, runner: Runner,
                  acknowledger: Acknowledger, counters: WorkerCounters, clock: Clock, *, concurrency: int,
                  batch_size: int, wake: threading.Event, stopping: threading.Event, idle: threading.Event,
-                 reregister: Callable[[], None], due_in: Callable[[], float | None] | None = None) -> None:
+                 positions: Positions, reregister: Callable[[], None], drain: Callable[[str], None],
+                 due_in: Callable[[], float | None] | None = None) -> None:
         self.worker_id = worker_id
         self.settings = settings
         self.source = source
@@ -90,12 +94,14 @@ class ClaimLoop:
         self._wake = wake
         self._stopping = stopping
         self._idle = idle
+        self.positions = positions
         self._reregister = reregister
         # Burst mode: seconds until the earliest queued or retrying job of the worker's
         # queues is due (None: none), asked of Postgres before a burst run ends.
         self._due_in = due_in
         self._burst_misses = 0  # a job was due now, yet the claims after it found nothing
         self._burst_seen = 0  # runner.finished when that was last counted
+        self._drain = drain
         self._lock = runner.lock
         self._rate = RateWindow()
         self._requests: queue_module.SimpleQueue[tuple[int, int] | None] = queue_module.SimpleQueue()
@@ -112,33 +118,65 @@ class ClaimLoop:
 
     # ------------------------------------------------------------ one claim
     def claim(self, n: int, *, thorough: bool = False) -> list[Job]:
-        """Claim up to ``n`` jobs from the source. A worker that was marked stale
-        (heartbeats could not reach the database; its jobs were rescued)
-        registers again and claims nothing this time."""
+        """Claim up to ``n`` jobs from the source.
+
+        A refused claim claims nothing: from a worker asked to drain (``PQ005``),
+        it starts the drain (no claim follows); from a worker marked stale (its
+        heartbeats could not reach the database, and its jobs were rescued), it
+        drops the jobs buffered and not started (no longer this worker's) and
+        registers again.
+        """
         try:
             with translated(self.settings.database_url):
-                try:
-                    jobs = self.source.claim(n, thorough=thorough)
-                except WorkerDraining:
-                    raise
-                except InvalidTransition:
-                    log.warning("worker %s was not active; registering again", self.worker_id)
-                    self._reregister()
-                    return []
+                jobs = self.source.claim(n, thorough=thorough)
         except WorkerDraining:
-            # A drain asked in the database (pgq.drain_worker(), or a DBA's UPDATE):
-            # claim nothing more and stop as on SIGTERM (unstarted jobs released,
-            # running ones finished within the grace period, deregistered). Before,
-            # the refusal was retried at once, forever.
-            if not self._stopping.is_set():
-                log.warning("worker %s is draining (asked in the database): no more claims; "
-                            "finishing the jobs it holds", self.worker_id)
-            self._stopping.set()
-            self._wake.set()
+            self._drain("a claim was refused: the worker is draining (PQ005)")
+            return []
+        except InvalidTransition as exc:
+            dropped = self.runner.take_unstarted()
+            if dropped:
+                self.source.finished([slot.job.id for slot in dropped])
+            log.warning("worker %s may not claim (%s); dropped %d buffered job(s) and registering again",
+                        self.worker_id, exc, len(dropped))
+            self._reregister()
             return []
         with self._lock:
             self.counters.claimed += len(jobs)
         return jobs
+
+    def hand_over(self, jobs: list[Job]) -> None:
+        """Give claimed jobs to the runner, in claim order.
+
+        A job this worker still holds on the same attempt (a rescue gave the attempt
+        back and this worker claimed the job again: the fence cannot tell the two
+        claims apart) is not started a second time: the copy held settles it. A copy
+        held on an earlier attempt is obsolete (its outcome will be refused): its
+        handler is asked to stop, and the new claim runs.
+        """
+        ids = [job.id for job in jobs]
+        again: set[int] = set()
+        obsolete: list[int] = []
+        with self._lock:
+            in_flight = self.runner.in_flight
+            for job in jobs:
+                slot = in_flight.get(job.id)
+                if slot is None or slot.reported:
+                    continue
+                if slot.job.attempts == job.attempts:
+                    again.add(job.id)
+                else:
+                    obsolete.append(job.id)
+        again |= self.acknowledger.holds(jobs)
+        for job_id in obsolete:
+            self.runner.abandon(job_id, "claimed again on a later attempt")
+        for job in jobs:
+            if job.id in again:
+                log.info("job %s attempt %s was claimed again while this worker still held it; "
+                         "the copy held settles it", job.id, job.attempts)
+                self.counters.count("claimed_again")
+            else:
+                self.runner.dispatch(job)
+        self.positions.dispatched(ids)
 
     def limit(self) -> int:
         """Claims in flight at once: one per spare pooled connection, at most
@@ -316,8 +354,8 @@ class ClaimLoop:
     def _deliver(self, result: tuple[int, list[Job], Exception | None]) -> None:
         """Dispatch a claim's jobs, account for the claim, wake the loop."""
         want, jobs, error = result
-        for job in jobs:
-            self.runner.dispatch(job)
+        if jobs:
+            self.hand_over(jobs)
         with self._lock:
             self._out -= 1
             self._claiming -= want

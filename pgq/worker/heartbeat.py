@@ -1,12 +1,14 @@
 """The worker's heartbeat, and the thread that runs it with the maintenance round.
 
-``Heartbeat.run_once()`` tells Postgres which jobs this worker holds: the
-runner's (buffered or running) and the acknowledger's (finished, outcome not
-written yet). ``heartbeat_worker`` rescues a job the worker owns but does not
-list, so a job stays listed until its outcome is committed or given up. Jobs
-the database says the worker no longer owns (cancelled, rescued, timed out)
-have their handlers stopped. ``Background`` runs the heartbeat and, when this
-worker takes part, the maintenance round on their intervals.
+``Heartbeat.run_once()`` tells Postgres which jobs this worker holds (claimed
+and not handed to the runner yet, the runner's buffered or running ones, and
+the acknowledger's: finished, outcome not written yet) and its started
+watermark (``Positions``). ``heartbeat_worker_v2`` rescues a job the worker
+owns but does not list, so a job stays listed until its outcome is committed
+or given up. Jobs the database says the worker no longer owns (cancelled,
+rescued, timed out) have their handlers stopped; an answer ``draining`` starts
+the worker's drain. ``Background`` runs the heartbeat and, when this worker
+takes part, the maintenance round on their intervals.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from pgq.worker.acknowledger import Acknowledger
     from pgq.worker.claim import ClaimSource
     from pgq.worker.counters import WorkerCounters
+    from pgq.worker.positions import Positions
     from pgq.worker.runner import Runner
 
 log = logging.getLogger("pgq.worker")
@@ -37,39 +40,60 @@ class Service(Protocol):
 
 
 class Heartbeat:
-    """One worker's heartbeat (``run_once``: one beat)."""
+    """One worker's heartbeat (``run_once``: one beat). ``drain`` is called when the
+    database answers that the worker is draining."""
 
     def __init__(self, pool: Callable[[], ConnectionPool], queries: Queries, worker_id: uuid.UUID, runner: Runner,
-                 acknowledger: Acknowledger, source: ClaimSource) -> None:
+                 acknowledger: Acknowledger, source: ClaimSource, positions: Positions, clock: Clock, *,
+                 drain: Callable[[str], None]) -> None:
         self.pool = pool
         self.queries = queries
         self.worker_id = worker_id
         self.runner = runner
         self.acknowledger = acknowledger
         self.source = source
+        self.positions = positions
+        self.clock = clock
+        self._drain = drain
+
+    def _abandon(self, job_id: int) -> None:
+        self.runner.abandon(job_id, "no longer owned (cancelled, rescued or timed out)")
 
     def held_ids(self) -> list[int]:
         """The jobs this worker holds: not finished, or finished with the outcome not written.
 
-        The runner is read first: a finishing job is queued with the acknowledger
-        before it leaves the runner, so it is in one of the two lists.
+        Read in the order a job moves through them: the claims' (not handed to the
+        runner yet, or set aside for a release), the runner's, the acknowledger's.
+        A job enters the next before it leaves one, so it is in one of the lists.
         """
-        held = self.runner.owned_ids()
-        return sorted(set(held).union(self.acknowledger.pending_ids()))
+        held = set(self.positions.holding())
+        held.update(self.runner.owned_ids())
+        held.update(self.acknowledger.pending_ids())
+        return sorted(held)
 
-    def run_once(self) -> list[int]:
+    def run_once(self, *, final: bool = False) -> list[int]:
         """Send a heartbeat; stop the handlers of jobs this worker no longer owns.
 
-        Returns the ids of those jobs. Raises what the database raises.
+        ``final``: the last one before deregistering (the watermark counts every job
+        the runner started). Returns the ids of those jobs. Raises what the database raises.
         """
-        held = self.held_ids()
-        with self.pool().connection() as conn:
-            beat = self.queries.heartbeat_worker(conn, self.worker_id, len(held), held)
+        with self.positions.watching() as claimed_since:
+            held = self.held_ids()
+            started_through = self.positions.watermark(final=final)
+            sent_at = self.clock.monotonic()
+            with self.pool().connection() as conn:
+                beat = self.queries.heartbeat_worker_v2(conn, self.worker_id, len(held), held, started_through)
+            self.positions.heartbeat_done(sent_at)
+            # A lost job claimed again since the heartbeat was sent is this worker's again.
+            self.positions.unless_claimed_again(claimed_since, beat.lost_job_ids, self._abandon)
         if beat.previous_status == "stale":
             log.warning("worker %s had been marked stale; its jobs were rescued", self.worker_id)
-        for job_id in beat.lost_job_ids:
-            self.runner.abandon(job_id, "no longer owned (cancelled, rescued or timed out)")
+        if beat.rescued_job_ids:
+            log.warning("the database rescued %d job(s) this worker owned but never received (lost claim "
+                        "replies): %s", len(beat.rescued_job_ids), beat.rescued_job_ids[:20])
         self.source.heartbeat(len(held))
+        if beat.status == "draining":
+            self._drain("the heartbeat's answer")
         return list(beat.lost_job_ids)
 
 

@@ -6,8 +6,11 @@ the ``ClaimLoop`` decides when and how much to claim and runs the claims
 through a ``ClaimSource`` (Postgres, or the Redis accelerator's); the
 ``Runner`` runs the jobs (threads for sync handlers, one event loop for async
 ones) with no transaction open; the ``Acknowledger`` writes their outcomes in
-batches; ``Background`` sends heartbeats and runs the maintenance round.
-Deciding what an outcome means is the database's job.
+batches; ``Background`` sends heartbeats and runs the maintenance round;
+``Positions`` numbers the claims and keeps the watermark they and the
+heartbeats report. A drain (SIGTERM, ``stop()``, or asked in the database)
+ends claiming and shuts the worker down. Deciding what an outcome means is
+the database's job.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Protocol
 
 from pgq.clock import Clock, SystemClock
-from pgq.db import translated
+from pgq.db import translated, wait_for_database
 from pgq.errors import TooManyStuckHandlers, ValidationError
 from pgq.job import validate_queue_name
 from pgq.maintenance import Maintenance
@@ -35,9 +38,10 @@ from pgq.worker.claim import ClaimSource, PostgresClaimSource
 from pgq.worker.claim_loop import ClaimLoop
 from pgq.worker.counters import WorkerCounters
 from pgq.worker.heartbeat import Background, Heartbeat
+from pgq.worker.positions import GONE, RUNNING, WAITING, Positions
 from pgq.worker.prefetch import ALWAYS
 from pgq.worker.processes import resolve
-from pgq.worker.runner import Handler, Runner
+from pgq.worker.runner import Handler, Runner, Slot
 from pgq.worker.stuck import StuckReport, WithStuckReport
 
 if TYPE_CHECKING:
@@ -48,6 +52,10 @@ if TYPE_CHECKING:
     from pgq.redis.reconciler import ReconcilerService
 
 log = logging.getLogger("pgq.worker")
+
+
+class _Stopped(Exception):
+    """``stop()`` while ``run()`` waited for the database."""
 
 
 class TaskInfo(Handler, Protocol):
@@ -177,6 +185,12 @@ class Worker:
         self._listener: Listener | None = None
         self._background: list[threading.Thread] = []
         self._reconciler: ReconcilerService | None = None
+        #: How a drain was asked for in the database (a refused claim, the heartbeat's
+        #: answer, a notification); None when it was not.
+        self.drained_by: str | None = None
+        #: True once ``run()`` reached the database (false: stopped while waiting for it).
+        self.started = False
+        self._positions = Positions(self._job_state, self.clock)
         self._source = self._claim_source()
         self._acknowledger = Acknowledger(
             self.settings, self._pool, self.queries, self.id, self.counters, self.clock,
@@ -187,14 +201,16 @@ class Worker:
         self._claims = ClaimLoop(
             self.id, self.settings, self._source, self._runner, self._acknowledger, self.counters, self.clock,
             concurrency=concurrency, batch_size=batch, wake=self._wake, stopping=self._stopping, idle=self._idle,
-            reregister=self._reregister, due_in=self._seconds_until_due)
+            positions=self._positions, reregister=self._reregister, drain=self._drain,
+            due_in=self._seconds_until_due)
         self._heartbeat = Heartbeat(self._pool, self.queries, self.id, self._runner, self._acknowledger,
-                                    self._source)
+                                    self._source, self._positions, self.clock, drain=self._drain)
         self._stuck_report = StuckReport(self._pool, self.queries, self.id, self._runner)
 
     def _claim_source(self) -> ClaimSource:
         """Postgres claims; with ``redis_url`` set, ids from Redis claimed in Postgres."""
-        postgres = PostgresClaimSource(self._pool, self.queries, self.id, self.queues, self.counters)
+        postgres = PostgresClaimSource(self._pool, self.queries, self.id, self.queues, self.counters,
+                                       self._positions)
         client = self.queue.redis
         if client is None:
             return postgres
@@ -210,12 +226,24 @@ class Worker:
         with translated(self.settings.database_url), self._pool().connection() as conn:
             return self.queries.seconds_until_due(conn, self.queues)
 
+    def _job_state(self, job_id: int) -> int:
+        """What the runner says of a job (``positions.WAITING``, ``RUNNING`` or ``GONE``), read
+        without the runner's lock: a slot only goes from waiting to started to reported."""
+        slot = self._runner.in_flight.get(job_id)
+        if slot is None or slot.reported:
+            return GONE
+        return RUNNING if slot.started else WAITING
+
     def __repr__(self) -> str:
         return f"<pgq.Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
 
     # ------------------------------------------------------------ public
     def run(self, *, burst: bool = False) -> None:
-        """Run until stopped (SIGTERM/SIGINT or ``stop()``); with ``burst``, until no job is left.
+        """Run until stopped (SIGTERM/SIGINT, ``stop()``, or a drain asked in the database:
+        ``pgq.drain_worker``, ``pgq workers drain``); with ``burst``, until no job is left.
+
+        First waits for an unreachable database, up to ``Settings.start_timeout_seconds``
+        (``stop()`` meanwhile returns at once, ``started`` staying false).
 
         A burst run ends once it holds no job, every outcome it produced is
         written, and none of its queues has a queued or retrying job due now or
@@ -227,10 +255,15 @@ class Worker:
         period) interrupted, and the worker is deregistered.
 
         Raises:
+            DatabaseUnavailable: the database did not answer within the start timeout.
+            ConfigurationError: the URL or the login is wrong.
             TooManyStuckHandlers: ``max_stuck_handlers`` sync handlers ran on past
                 their timeout; the worker drained first (their threads cannot be
                 killed: end the process, a supervisor starts a fresh one).
         """
+        if not self._registered and not self._wait_for_database():
+            return
+        self.started = True
         restore = self._install_signals() if self.install_signal_handlers else None
         try:
             self._start_background()
@@ -245,6 +278,21 @@ class Worker:
         if self._runner.too_many_stuck:
             raise TooManyStuckHandlers(self._runner.max_stuck, self._runner.stuck)
 
+    def _wait_for_database(self) -> bool:
+        """Wait for the database (``pgq.db.wait_for_database``); False when stopped meanwhile."""
+
+        def pause(seconds: float) -> None:
+            if self._stopping.wait(seconds):
+                raise _Stopped
+
+        try:
+            wait_for_database(self.settings.require_database_url(),
+                              timeout_seconds=self.settings.start_timeout_seconds, clock=self.clock, sleep=pause)
+        except _Stopped:
+            log.info("worker %s stopped while waiting for the database", self.id)
+            return False
+        return True
+
     def run_once(self, max_jobs: int | None = None) -> int:
         """Claim one batch, run it to the end, write the outcomes; return how many ran.
 
@@ -254,8 +302,7 @@ class Worker:
         self._runner.start()
         self._runner.refill_at = ALWAYS
         jobs = self._claims.claim(min(max_jobs or self.batch_size, self.concurrency), thorough=True)
-        for job in jobs:
-            self._runner.dispatch(job)
+        self._claims.hand_over(jobs)
         while True:
             self._runner.enforce_deadlines()
             if not self._runner.unreported():
@@ -271,6 +318,14 @@ class Worker:
         if now:
             self._force.set()
         self._wake.set()
+
+    def _drain(self, how: str) -> None:
+        """The database asked this worker to drain: stop as ``stop()`` does."""
+        if self.drained_by is None:
+            self.drained_by = how
+            log.info("worker %s asked to drain (%s): claiming no more; finishing running jobs, releasing "
+                     "the others, then deregistering", self.id, how)
+        self.stop()
 
     def heartbeat(self) -> None:
         """Send a heartbeat listing the jobs this worker holds (those whose outcome is
@@ -335,7 +390,8 @@ class Worker:
             url = self.settings.listen_database_url or self.settings.require_database_url()
             self._listener = Listener(
                 url,
-                [self.queries.channel_job_available, self.queries.channel_job_cancelled],
+                [self.queries.channel_job_available, self.queries.channel_job_cancelled,
+                 self.queries.channel_worker_draining],
                 self._on_notify,
                 self._claims.work_announced,
             )
@@ -365,6 +421,8 @@ class Worker:
             except ValueError:
                 return
             self._runner.abandon(job_id, "cancelled")
+        elif channel == self.queries.channel_worker_draining and payload == str(self.id):
+            self._drain("notification")
 
     # ------------------------------------------------------------ shutdown
     def _install_signals(self) -> Callable[[], None] | None:
@@ -396,7 +454,15 @@ class Worker:
         # deregisters (which hands their jobs to other workers).
         self._runner.close_processes()
         # Buffered jobs no runner started (none will now) go back to the queue untouched.
-        unstarted = self._runner.take_unstarted()
+        # Until they are released they count as not started: a watermark sent meanwhile
+        # (the heartbeat) stays below them, so a crash now gives their attempts back.
+        unstarted: list[Slot] = []
+
+        def take() -> list[int]:
+            unstarted.extend(self._runner.take_unstarted())
+            return [slot.job.id for slot in unstarted]
+
+        self._positions.set_aside(take)
         self._runner.stop_threads()
         self._stop_background.set()
         if self._reconciler is not None:
@@ -409,7 +475,7 @@ class Worker:
             self._listener.stop()
         if self._registered:
             self._report_stuck()
-            self._deregister([s.job.id for s in unstarted], [s.job.attempts for s in unstarted])
+            self._deregister(unstarted)
         # Released and interrupted jobs are runnable again: the source may hand them back.
         self._source.retire()
         self._runner.close_loop()
@@ -432,12 +498,17 @@ class Worker:
         except Exception as exc:
             log.warning("could not record the stuck handlers of worker %s: %s", self.id, exc)
 
-    def _deregister(self, unstarted_ids: list[int], unstarted_attempts: list[int]) -> None:
+    def _deregister(self, unstarted: list[Slot]) -> None:
+        """Release the unstarted jobs, send a last heartbeat (the final watermark), deregister."""
+        ids = [slot.job.id for slot in unstarted]
         try:
+            if ids:
+                with self.queue.pool.connection() as conn:
+                    released = self.queries.release_jobs(conn, self.id, ids, [slot.job.attempts for slot in unstarted])
+                self.counters.released += len(released)
+                self._positions.dispatched(ids)  # released, or no longer this worker's: done with
+            self._heartbeat.run_once(final=True)
             with self.queue.pool.connection() as conn:
-                if unstarted_ids:
-                    released = self.queries.release_jobs(conn, self.id, unstarted_ids, unstarted_attempts)
-                    self.counters.released += len(released)
                 interrupted = self.queries.deregister_worker(conn, self.id)
             if interrupted:
                 log.warning("%d job(s) were still running at shutdown; they will run again", interrupted)

@@ -4,15 +4,19 @@ Not a test module. Settings come from the ``PGQ_*`` variables the test sets.
 The one task, ``chaos.work``, records every execution in ``chaos.runs`` (job,
 attempt, worker, pid, start and end from the database clock) on a connection
 of its own, so that the audit can compare what really ran with what the
-queue recorded. Its payload says how it behaves: ``ok`` (returns), ``flaky``
-(raises on its first attempt), ``fail`` (always raises), and how long it
-works (``ms``, cut short when the worker tells the handler to stop).
+queue recorded. Before that, its first act is to append "job attempt worker" to the
+process's start journal (``CHAOS_START_LOG``; a ``write`` survives a
+``kill -9`` at once, where the INSERT takes a round trip): the audit's
+evidence that a handler started. Its payload says how it behaves: ``ok``
+(returns), ``flaky`` (raises on its first attempt), ``fail`` (always raises),
+and how long it works (``ms``, cut short when the worker tells the handler to
+stop).
 
 Fault hooks, from ``CHAOS_*`` variables (probabilities per call, 0 = off):
 
 - ``CHAOS_KILL_CLAIM``: SIGKILL itself right after a claim committed (the jobs
   are running for a worker that no longer exists), on the Postgres path
-  (``get_runnable_jobs``) and on the Redis path (``claim_jobs`` of popped ids);
+  (``get_runnable_jobs_v2``) and on the Redis path (``claim_jobs_v2`` of popped ids);
 - ``CHAOS_KILL_ACK``: SIGKILL itself just before or just after writing outcomes;
 - ``CHAOS_KILL_HANDLER``: SIGKILL itself inside a handler, mid-work;
 - ``CHAOS_STALL_LEADER=1``: SIGSTOP itself inside the maintenance leader's
@@ -71,25 +75,27 @@ def _claimed(jobs: Sequence[Job], via: str) -> None:
         _die("after a claim")
 
 
-_redis_claim = MirrorQueries.claim_jobs
+_redis_claim = MirrorQueries.claim_jobs_v2
 
 
-def _claim_popped_ids(self: MirrorQueries, conn: Any, job_ids: Sequence[int], worker_id: UUID) -> list[Job]:
+def _claim_popped_ids(self: MirrorQueries, conn: Any, job_ids: Sequence[int], worker_id: UUID, position_base: int,
+                      started_through: int | None) -> list[Job]:
     """The Redis path's claim (ids popped from Redis, claimed in Postgres), with the hooks."""
-    jobs = _redis_claim(self, conn, job_ids, worker_id)
+    jobs = _redis_claim(self, conn, job_ids, worker_id, position_base, started_through)
     _claimed(jobs, "redis")
     return jobs
 
 
 # The worker's Redis side builds its own MirrorQueries: the hook goes on the class.
-MirrorQueries.claim_jobs = _claim_popped_ids  # type: ignore[method-assign]
+MirrorQueries.claim_jobs_v2 = _claim_popped_ids  # type: ignore[method-assign]
 
 
 class ChaosQueries(Queries):
     """pgq's statements, with the fault hooks around the worker's calls."""
 
-    def get_runnable_jobs(self, conn: Any, queues: Sequence[str], worker_id: UUID, max_jobs: int) -> list[Job]:
-        jobs = super().get_runnable_jobs(conn, queues, worker_id, max_jobs)
+    def get_runnable_jobs_v2(self, conn: Any, queues: Sequence[str], worker_id: UUID, max_jobs: int,
+                             position_base: int, started_through: int | None) -> list[Job]:
+        jobs = super().get_runnable_jobs_v2(conn, queues, worker_id, max_jobs, position_base, started_through)
         _claimed(jobs, "postgres")
         return jobs
 
@@ -123,6 +129,10 @@ class ChaosQueries(Queries):
         return rescued
 
 
+# The start journal: one "job attempt worker" line per handler start, appended by one write().
+_START_LOG = os.environ.get("CHAOS_START_LOG")
+_journal = os.open(_START_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if _START_LOG else None
+
 settings = pgq.Settings.from_env()
 queue = pgq.Queue(settings, strict_tasks=False)
 queue.queries = ChaosQueries(settings.schema)
@@ -155,6 +165,8 @@ def work(n: int, kind: str, ms: int, label: str | None = None) -> dict[str, Any]
     tag the scenario gives jobs it enqueues itself)."""
     ctx = pgq.current_job()
     job = ctx.job
+    if _journal is not None:
+        os.write(_journal, f"{job.id} {job.attempts} {job.worker_id}\n".encode())
     run_id = _record(
         "INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, via, started_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING id",

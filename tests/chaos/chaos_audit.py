@@ -23,8 +23,29 @@ checked, for the ``expected`` logical jobs (payload ``n``) the producer enqueued
   closed (a stalled worker that came back) never held the job and is counted
   as ``late``, not as an overlap. At most one live worker holds a job, so the
   number of overlaps must be zero;
-- every execution belongs to an attempt the database closed, and no two
-  executions share an attempt (a job is never handed out twice at once).
+- every execution belongs to a claim the database closed, and no two
+  executions share a claim (a job is never handed out twice at once). A claim
+  is (job, attempt, worker): a rescue that gives the attempt back (its handler
+  had not started, as far as the worker had reported) closes the claim with no
+  execution row and hands the same attempt number out again; a run of such a
+  claim counts as closed at the job's next claim, and a job has at most
+  ``jobs.free_rescues`` of them;
+- an attempt is charged only once its handler started: every attempt the
+  database closed (a ``job_executions`` row) has a handler start on the worker
+  that held it, in ``chaos.runs`` or in the workers' start journals
+  (``chaos.starts``), unless the job's free rescues were used up (then every
+  rescue charges, so that a job that kills its workers still ends dead). The
+  reverse is allowed: a handler that started after its worker last reported
+  its watermark, and whose worker then died, is given back free (a refund,
+  counted in ``jobs.free_rescues``, at most ``max_attempts`` per job).
+
+- a success is never thrown away (issue 9, defect 1): once a handler of a job
+  returned, no handler of that job starts again, unless the attempt that
+  returned was closed because its worker died or stalled before writing the
+  completion (``lost`` with ``WorkerLost``, ``interrupted``, or given back):
+  execution is at-least-once only through a worker's failure. A heartbeat that
+  rescues a finished job whose completion is not written yet (``ClaimLost``)
+  breaks it.
 
 In Redis mode, ``mirror_leftovers`` adds one check: once the queue is
 drained and the workers' mirror reconciler has run, the mirror (ready sets and
@@ -58,6 +79,10 @@ class AuditReport:
     late: int = 0  # executions that started or ran on after their attempt was closed
     late_returned: int = 0  # of which the handler returned (its completion must have been refused)
     rescued_attempts: int = 0
+    charged_unstarted: int = 0  # attempts charged whose handler never started (must be 0)
+    charged_beyond_free_rescues: int = 0  # ... once the job's free rescues were used up (allowed)
+    rerun_after_success: int = 0  # jobs run again after a handler returned, its worker alive (must be 0)
+    free_rescues: int = 0  # claims given back by a rescue without charging the attempt
     reexecuted: int = 0  # executions beyond the first of jobs not designed to fail
     exhausted_by_faults: int = 0  # jobs not designed to fail that ended dead anyway
     via_redis: int = 0  # executions of jobs claimed from ids popped from Redis
@@ -162,27 +187,46 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     r.exhausted_by_faults = _one(conn, "SELECT count(*) FROM pgq.jobs WHERE status = 'dead'"
                                        " AND payload->>'kind' <> 'fail'")
 
-    # ---- executions: one per attempt, each attempt closed, no two live holders at once
-    shared = _rows(conn, "SELECT job_id, attempt, count(*) FROM chaos.runs GROUP BY 1, 2 HAVING count(*) > 1"
-                         " ORDER BY 1, 2")
-    r.check(not shared, f"{len(shared)} attempt(s) executed more than once (a claim handed out twice): "
+    # ---- executions: one per claim, each claim closed, no two live holders at once.
+    # A claim is (job, attempt, worker): a rescue that gives the attempt back (a refund:
+    # no execution row, jobs.free_rescues + 1) hands the same attempt number out again.
+    shared = _rows(conn, "SELECT job_id, attempt, worker_id, count(*) FROM chaos.runs GROUP BY 1, 2, 3"
+                         " HAVING count(*) > 1 ORDER BY 1, 2")
+    r.check(not shared, f"{len(shared)} claim(s) executed more than once (a claim handed out twice): "
                         f"{_sample(shared)}")
-    unclosed = _rows(conn, """
-        SELECT c.job_id, c.attempt, c.pid FROM chaos.runs c
-        WHERE NOT EXISTS (SELECT 1 FROM pgq.job_executions e WHERE e.job_id = c.job_id AND e.attempt = c.attempt)
-        ORDER BY 1, 2""")
-    r.check(not unclosed, f"{len(unclosed)} execution(s) of an attempt the database never closed: "
-                          f"{_sample(unclosed)}")
     holds = """
-        WITH held AS (
-            SELECT c.id, c.job_id, c.attempt, c.pid, c.started_at, c.ended_at, c.outcome,
-                   e.finished_at AS closed_at, e.outcome::text AS closed_as,
+        WITH runs AS (
+            SELECT c.*, e.finished_at AS closed_at, e.outcome::text AS closed_as, e.error_type AS closed_error,
+                   j.free_rescues,
+                   -- A run of a claim that was given back: the rescue closed it before the
+                   -- job's next claim (the only time known for it), which came before that
+                   -- claim's execution row and its run.
+                   e.id IS NULL AND j.free_rescues > 0 AS refunded,
+                   least((SELECT min(n.started_at) FROM pgq.job_executions n
+                          WHERE n.job_id = c.job_id AND n.started_at > c.started_at),
+                         (SELECT min(n.started_at) FROM chaos.runs n
+                          WHERE n.job_id = c.job_id AND n.started_at > c.started_at)) AS next_claim
+            FROM chaos.runs c JOIN pgq.jobs j ON j.id = c.job_id
+            LEFT JOIN pgq.job_executions e
+                   ON e.job_id = c.job_id AND e.attempt = c.attempt AND e.worker_id IS NOT DISTINCT FROM c.worker_id
+        ), held AS (
+            SELECT id, job_id, attempt, pid, started_at, ended_at, outcome, refunded, free_rescues, closed_error,
+                   CASE WHEN refunded THEN next_claim ELSE closed_at END AS closed_at,
+                   CASE WHEN refunded THEN 'refunded' ELSE closed_as END AS closed_as,
                    -- least() ignores NULL: an execution that never ended (its process died)
-                   -- held the job until the database closed its attempt.
-                   least(c.ended_at, e.finished_at) AS held_until
-            FROM chaos.runs c
-            LEFT JOIN pgq.job_executions e ON e.job_id = c.job_id AND e.attempt = c.attempt
+                   -- held the job until the database closed its claim.
+                   least(ended_at, CASE WHEN refunded THEN next_claim ELSE closed_at END) AS held_until
+            FROM runs
         )"""
+    unclosed = _rows(conn, holds + """
+        SELECT job_id, attempt, pid FROM held WHERE closed_as IS NULL ORDER BY 1, 2""")
+    r.check(not unclosed, f"{len(unclosed)} execution(s) of a claim the database never closed: "
+                          f"{_sample(unclosed)}")
+    refunds = _rows(conn, holds + """
+        SELECT job_id, count(*), min(free_rescues) FROM held WHERE refunded
+        GROUP BY job_id HAVING count(*) > min(free_rescues) ORDER BY 1""")
+    r.check(not refunds, f"{len(refunds)} job(s) with more runs of claims given back than free rescues "
+                         f"(job, runs, free_rescues): {_sample(refunds)}")
     overlaps = _rows(conn, holds + """
         SELECT a.job_id, a.attempt, a.pid, b.attempt, b.pid, a.started_at, a.held_until, b.started_at
         FROM held a JOIN held b ON b.job_id = a.job_id AND b.id > a.id
@@ -195,11 +239,39 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     r.duplicated = r.overlaps + extra
     late = _rows(conn, holds + """
         SELECT count(*), count(*) FILTER (WHERE outcome = 'returned') FROM held
-        WHERE closed_as IN ('lost', 'timed_out', 'interrupted', 'cancelled')
+        WHERE closed_as IN ('lost', 'timed_out', 'interrupted', 'cancelled', 'refunded')
           AND (ended_at IS NULL OR ended_at > closed_at)
           AND (ended_at IS NOT NULL OR started_at > closed_at)""")
     r.late, r.late_returned = int(late[0][0]), int(late[0][1])
     r.rescued_attempts = _one(conn, "SELECT count(*) FROM pgq.job_executions WHERE outcome IN ('lost', 'interrupted')")
+    # ---- an attempt is charged only if its handler started (on the worker that held it),
+    # or once the job's free rescues are used up (rescue_job's bound)
+    unstarted = _rows(conn, """
+        SELECT e.job_id, e.attempt, e.outcome::text, e.error_type, j.free_rescues >= j.max_attempts
+        FROM pgq.job_executions e JOIN pgq.jobs j ON j.id = e.job_id
+        WHERE NOT EXISTS (SELECT 1 FROM chaos.runs c WHERE c.job_id = e.job_id AND c.attempt = e.attempt
+                                                     AND c.worker_id IS NOT DISTINCT FROM e.worker_id)
+          AND NOT EXISTS (SELECT 1 FROM chaos.starts s WHERE s.job_id = e.job_id AND s.attempt = e.attempt
+                                                       AND s.worker_id IS NOT DISTINCT FROM e.worker_id)
+        ORDER BY 1, 2""")
+    charged = [row[:4] for row in unstarted if not row[4]]
+    r.charged_beyond_free_rescues = len(unstarted) - len(charged)
+    r.charged_unstarted = len(charged)
+    r.check(not charged, f"{len(charged)} attempt(s) charged although their handler never started "
+                         f"(job, attempt, outcome, error): {_sample(charged)}")
+    r.free_rescues = _one(conn, "SELECT coalesce(sum(free_rescues), 0)::int FROM pgq.jobs")
+    # ---- a success is never thrown away: after a handler returned, its job runs again only
+    # if its worker died (or stalled) before the completion was written
+    reruns = _rows(conn, holds + """
+        SELECT a.job_id, a.attempt, a.pid, a.ended_at, a.closed_as, a.closed_error, b.attempt, b.pid, b.started_at
+        FROM held a JOIN held b ON b.job_id = a.job_id AND b.started_at > a.ended_at
+        WHERE a.outcome = 'returned'
+          AND NOT (a.refunded OR a.closed_as = 'interrupted'
+                   OR (a.closed_as = 'lost' AND a.closed_error = 'WorkerLost'))
+        ORDER BY 1, 2""")
+    r.rerun_after_success = len({row[0] for row in reruns})
+    r.check(not reruns, f"{r.rerun_after_success} job(s) ran again after a handler of theirs returned, its worker "
+                        f"alive (job, attempt, pid, ended, closed as, error, attempt, pid, started): {_sample(reruns)}")
     r.reexecuted = _one(conn, """
         SELECT coalesce(sum(runs - 1), 0)::int FROM (
             SELECT c.job_id, count(*) AS runs FROM chaos.runs c JOIN pgq.jobs j ON j.id = c.job_id

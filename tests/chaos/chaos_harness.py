@@ -80,6 +80,8 @@ CREATE TABLE chaos.runs (
 );
 CREATE INDEX runs_job_attempt ON chaos.runs (job_id, attempt);
 COMMENT ON TABLE chaos.runs IS 'One row per handler execution in the chaos suite (database clock).';
+CREATE TABLE chaos.starts (job_id bigint NOT NULL, attempt integer NOT NULL, worker_id uuid NOT NULL);
+COMMENT ON TABLE chaos.starts IS 'Handler starts from the workers'' start journals, loaded before the audit.';
 GRANT USAGE ON SCHEMA pgq, chaos TO {WORKER_ROLE};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgq, chaos TO {WORKER_ROLE};
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgq, chaos TO {WORKER_ROLE};
@@ -165,14 +167,18 @@ class WorkerProc:
         return stat.rsplit(")", 1)[1].split()[0]
 
 
-def plan_jobs(total: int, seed: int, *, slow_ms: tuple[int, int] = (200, 600)) -> list[dict[str, Any]]:
-    """The jobs of a scenario: mostly quick ones, some flaky, some failing for good, a few slow."""
+def plan_jobs(total: int, seed: int, *, slow_ms: tuple[int, int] = (200, 600),
+              job_ms: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """The jobs of a scenario: mostly quick ones, some flaky, some failing for good, a few slow
+    (``job_ms``: every job works this long instead, from the range)."""
     rng = random.Random(seed)
     jobs = []
     for n in range(total):
         roll = rng.random()
         kind = "fail" if roll < 0.04 else "flaky" if roll < 0.12 else "slow" if roll < 0.14 else "ok"
         ms = rng.randint(*slow_ms) if kind == "slow" else rng.randint(0, 15)
+        if job_ms is not None:
+            ms = rng.randint(*job_ms)
         jobs.append({"n": n, "kind": "ok" if kind == "slow" else kind, "ms": ms})
     return jobs
 
@@ -311,13 +317,14 @@ class ChaosRun:
     def __init__(self, cluster: Cluster, url: str, mode: Mode, tmp: Path, *, name: str, scale: Scale,
                  jobs: int, workers: int, concurrency: int, seed: int, env: dict[str, str] | None = None,
                  chunk: int = 50, backlog: int | None = None, rate: float | None = None,
-                 role: str | None = None, redis: OwnedRedis | None = None) -> None:
+                 role: str | None = None, redis: OwnedRedis | None = None,
+                 job_ms: tuple[int, int] | None = None) -> None:
         self.cluster, self.url, self.mode, self.tmp = cluster, url, mode, tmp
         self.name, self.scale, self.concurrency = name, scale, concurrency
         self.rng = random.Random(seed)
         if not scale.long:
             jobs = round(jobs * mode.short_share)
-        self.plan = plan_jobs(jobs, seed)
+        self.plan = plan_jobs(jobs, seed, job_ms=job_ms)
         # Redis mode: the redis-server the workers use, and this run's own key prefix.
         self.redis = redis if mode.uses_redis else None
         self.redis_prefix = unique_prefix()
@@ -349,6 +356,7 @@ class ChaosRun:
         env.setdefault("PGQ_DATABASE_URL", self.url)
         env.setdefault("PGQ_LISTEN_DATABASE_URL", self.role_url(LISTEN_ROLE))
         env["PGAPPNAME"] = f"chaos-w{index}"
+        env["CHAOS_START_LOG"] = str(self.start_log(index))
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
         log = self.tmp / f"worker-{index}.log"
         with log.open("wb") as out:
@@ -360,6 +368,23 @@ class ChaosRun:
         if wait:
             self.wait_registered(worker)
         return worker
+
+    def start_log(self, index: int) -> Path:
+        """Worker ``index``'s start journal (see ``chaos_app``)."""
+        return self.tmp / f"worker-{index}.starts"
+
+    def load_start_journals(self) -> int:
+        """Copy the workers' start journals into ``chaos.starts`` (for the audit); return the lines."""
+        rows = []
+        for worker in self.workers:
+            path = self.start_log(worker.index)
+            if path.exists():
+                # A process killed in the middle of a write leaves at most a partial last line.
+                rows += [line.split() for line in path.read_text().splitlines() if len(line.split()) == 3]
+        with self.db.conn().cursor() as cur, cur.copy("COPY chaos.starts (job_id, attempt, worker_id) FROM STDIN") as copy:
+            for job_id, attempt, worker_id in rows:
+                copy.write_row((int(job_id), int(attempt), worker_id))
+        return len(rows)
 
     def role_url(self, role: str) -> str:
         """The run's database, as ``role`` instead of the superuser."""
@@ -575,6 +600,7 @@ class ChaosRun:
             if fault.back_on_redis and fault.recovered_in is not None:
                 redis_again = redis_resumed_seconds(self.db.conn(), fault.lifted)
                 fault.recovered_in = None if redis_again is None else max(fault.recovered_in, redis_again)
+        self.load_start_journals()
         report = audit(self.db.conn(), self.total)
         dead_pids = [w.pid for w in self.workers]
         for problem in no_live_worker_rows_for_dead_processes(self.db.conn(), dead_pids):

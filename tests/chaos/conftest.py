@@ -153,14 +153,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     terminalreporter.section("chaos scenarios")
     columns = [("scenario", 36), ("mode", 9), ("jobs", 6), ("runs", 6), ("lost", 4), ("dup", 4), ("rescued", 7),
-               ("late", 5), ("faults", 6), ("recovered max/mean s", 21), ("via redis", 9), ("mirror stale", 12),
+               ("free", 5), ("late", 5), ("faults", 6), ("recovered max/mean s", 21), ("via redis", 9), ("mirror stale", 12),
                ("wall s", 7)]
     terminalreporter.write_line(" ".join(f"{name:<{width}}" if i < 2 else f"{name:>{width}}"
                                          for i, (name, width) in enumerate(columns)))
     for r in results:
         recovered = "-" if r["recovered_in_max_s"] is None else f"{r['recovered_in_max_s']}/{r['recovered_in_mean_s']}"
         values = [r["scenario"], r["mode"], r["expected"], r["executions"], r["lost"], r["duplicated"],
-                  r["rescued_attempts"], r["late"], r["faults"], recovered, r["via_redis"],
+                  r["rescued_attempts"], r["free_rescues"], r["late"], r["faults"], recovered, r["via_redis"],
                   "-" if r["mirror_stale_at_drain"] is None
                   else f"{r['mirror_stale_at_drain']}/{r['mirror_clean_after_s']}s", r["seconds"]]
         terminalreporter.write_line(" ".join(f"{v!s:<{w}}" if i < 2 else f"{v!s:>{w}}"

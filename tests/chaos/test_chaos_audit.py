@@ -152,6 +152,98 @@ def test_an_attempt_never_closed_or_run_twice_is_reported(db: psycopg.Connection
         db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
                    " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w, at(0), at(1)))
     text = problems(audit(db, 1))
-    assert "attempt(s) executed more than once" in text
-    assert "an attempt the database never closed" in text
+    assert "claim(s) executed more than once" in text
+    assert "a claim the database never closed" in text
     assert "were not each closed exactly once" in text
+
+
+def test_an_attempt_charged_without_a_handler_start_is_reported_a_free_rescue_is_not(
+        db: psycopg.Connection[Any]) -> None:
+    w1, w2 = factories.insert_worker(db, queues=["chaos"]), factories.insert_worker(db, queues=["chaos"])
+    # Job 0 was prefetched by w1, which was killed before starting it, and the rescue
+    # charged the attempt: a lost attempt 1 that no handler ran.
+    charged = job(db, 0, attempts=2, worker=w2)
+    factories.insert_execution(db, charged, attempt=1, outcome="lost", worker_id=w1, started_at=at(0),
+                               finished_at=at(2))
+    attempt(db, charged, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
+    # Job 1, the same story, but the rescue gave the claim back: no execution row, and
+    # w2 ran it as attempt 1.
+    refunded = job(db, 1, attempts=1, worker=w2)
+    db.execute("UPDATE pgq.jobs SET free_rescues = 1 WHERE id = %s", (refunded,))
+    attempt(db, refunded, 1, 1, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
+    report = audit(db, 2)
+    assert (report.charged_unstarted, report.free_rescues) == (1, 1)
+    assert problems(report) == (f"1 attempt(s) charged although their handler never started (job, attempt, "
+                                f"outcome, error): ({charged}, 1, 'lost', 'RuntimeError')")
+
+
+def test_a_handler_start_in_the_journal_only_counts_as_a_start(db: psycopg.Connection[Any]) -> None:
+    """Killed between its first act (the journal line) and its INSERT into chaos.runs:
+    the handler started, so charging the attempt is right."""
+    w1, w2 = factories.insert_worker(db, queues=["chaos"]), factories.insert_worker(db, queues=["chaos"])
+    job_id = job(db, 0, attempts=2, worker=w2)
+    factories.insert_execution(db, job_id, attempt=1, outcome="lost", worker_id=w1, started_at=at(0),
+                               finished_at=at(2))
+    attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
+    assert audit(db, 1).charged_unstarted == 1
+    db.execute("INSERT INTO chaos.starts (job_id, attempt, worker_id) VALUES (%s, 1, %s)", (job_id, w2))
+    assert audit(db, 1).charged_unstarted == 1  # a start of that attempt, on another worker
+    db.execute("INSERT INTO chaos.starts (job_id, attempt, worker_id) VALUES (%s, 1, %s)", (job_id, w1))
+    assert audit(db, 1).violations == []
+
+
+def test_a_run_of_a_claim_given_back_is_closed_at_the_next_claim_within_the_free_rescues(
+        db: psycopg.Connection[Any]) -> None:
+    w1, w2 = factories.insert_worker(db, queues=["chaos"]), factories.insert_worker(db, queues=["chaos"])
+    job_id = job(db, 0, attempts=1, worker=w2)
+    # w1 started attempt 1 and died before reporting its watermark: the rescue gave the
+    # attempt back (no execution row), and w2 claimed attempt 1 again at t=5.
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at)"
+               " VALUES (%s, 0, 1, %s, 1, %s)", (job_id, w1, at(0)))
+    attempt(db, job_id, 0, 1, outcome="completed", started=5, closed=6, ran_until=5.5, worker=w2)
+    report = audit(db, 1)
+    assert "a claim the database never closed" in problems(report)  # no free rescue recorded
+    db.execute("UPDATE pgq.jobs SET free_rescues = 1 WHERE id = %s", (job_id,))
+    report = audit(db, 1)
+    assert report.violations == []
+    assert (report.overlaps, report.late, report.charged_unstarted) == (0, 0, 0)
+    # Its handler was still going after the next claim (a stalled worker): late, not an overlap.
+    db.execute("UPDATE chaos.runs SET ended_at = %s, outcome = 'returned' WHERE worker_id = %s", (at(7), w1))
+    report = audit(db, 1)
+    assert report.violations == []
+    assert (report.overlaps, report.late) == (0, 1)
+
+
+def test_a_charge_without_a_start_is_allowed_once_the_free_rescues_are_used_up(db: psycopg.Connection[Any]) -> None:
+    w1, w2 = factories.insert_worker(db, queues=["chaos"]), factories.insert_worker(db, queues=["chaos"])
+    job_id = job(db, 0, attempts=2, max_attempts=3, worker=w2)
+    factories.insert_execution(db, job_id, attempt=1, outcome="lost", worker_id=w1, started_at=at(0),
+                               finished_at=at(2))
+    attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
+    db.execute("UPDATE pgq.jobs SET free_rescues = 2 WHERE id = %s", (job_id,))
+    assert audit(db, 1).charged_unstarted == 1
+    db.execute("UPDATE pgq.jobs SET free_rescues = 3 WHERE id = %s", (job_id,))
+    report = audit(db, 1)
+    assert report.violations == []
+    assert (report.charged_unstarted, report.charged_beyond_free_rescues) == (0, 1)
+
+
+def test_a_job_run_again_after_its_handler_returned_is_reported_unless_its_worker_died(
+        db: psycopg.Connection[Any]) -> None:
+    w1, w2 = factories.insert_worker(db, queues=["chaos"]), factories.insert_worker(db, queues=["chaos"])
+    # Attempt 1 returned at t=1 on a live w1, but a heartbeat rescued it as ClaimLost before
+    # its completion was written (t=2); attempt 2 ran it again.
+    job_id = job(db, 0, attempts=2, worker=w2)
+    factories.insert_execution(db, job_id, attempt=1, outcome="lost", worker_id=w1, started_at=at(0),
+                               finished_at=at(2), error_type="ClaimLost", error_message="never received")
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
+               " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w1, at(0), at(1)))
+    attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
+    report = audit(db, 1)
+    assert report.rerun_after_success == 1
+    assert "ran again after a handler of theirs returned" in problems(report)
+    # The same, but w1 died before writing the completion (the stale sweep closed it): allowed.
+    db.execute("UPDATE pgq.job_executions SET error_type = 'WorkerLost' WHERE job_id = %s AND attempt = 1", (job_id,))
+    report = audit(db, 1)
+    assert report.violations == []
+    assert report.rerun_after_success == 0

@@ -92,9 +92,12 @@ def test_job_of_a_killed_worker_process_is_rescued_and_completed_exactly_once(
     proc = subprocess.Popen([sys.executable, str(WORKER_PROCESS), db_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # Claimed, and the worker reported that the handler started (its watermark is past
+        # the job's claim position): a rescue charges the attempt of a job that ran.
         row = eventually(lambda: conn.execute(
-            "SELECT worker_id FROM pgq.jobs WHERE id = %s AND status = 'running'", (job_id,)).fetchone(),
-            "the worker process to claim the job")
+            "SELECT j.worker_id FROM pgq.jobs j JOIN pgq.workers w ON w.id = j.worker_id"
+            " WHERE j.id = %s AND j.status = 'running' AND w.started_through >= j.claim_position",
+            (job_id,)).fetchone(), "the worker process to claim and start the job")
         killed_worker = row[0]
         os.kill(proc.pid, signal.SIGKILL)  # no shutdown, no deregistration: the process just vanishes
         proc.wait(timeout=30)

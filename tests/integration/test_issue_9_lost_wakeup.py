@@ -42,9 +42,9 @@ class NotifiedDuringClaim(Queries):
         self.notified = threading.Event()
         self.late_ids: list[int] = []
 
-    def get_runnable_jobs(self, conn: Any, queues: Sequence[str], worker_id: uuid.UUID, max_jobs: int,
-                          *args: Any, **kwargs: Any) -> list[Job]:
-        jobs: list[Job] = super().get_runnable_jobs(conn, queues, worker_id, max_jobs, *args, **kwargs)
+    def get_runnable_jobs_v2(self, conn: Any, queues: Sequence[str], worker_id: uuid.UUID, max_jobs: int,
+                             *args: Any, **kwargs: Any) -> list[Job]:
+        jobs: list[Job] = super().get_runnable_jobs_v2(conn, queues, worker_id, max_jobs, *args, **kwargs)
         if self.armed.is_set():
             self.armed.clear()
             self.notified.clear()

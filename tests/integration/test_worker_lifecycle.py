@@ -20,7 +20,9 @@ import pytest
 
 import pgq
 from factories import eventually
+from pgq.clock import ManualClock
 from pgq.queries import Queries
+from pgq.worker.positions import START_GRACE_SECONDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
 
@@ -414,10 +416,14 @@ def test_worker_that_lost_its_job_to_a_rescue_stops_the_handler_and_its_completi
         return "finished anyway"
 
     job_id = q.enqueue("stuck")
-    worker = make_worker(q)
+    clock = ManualClock()
+    worker = make_worker(q, clock=clock)
     done = threading.Event()
     threading.Thread(target=lambda: (worker.run_once(), done.set()), daemon=True).start()
     assert started.wait(WAIT)
+    worker.heartbeat()  # the job is seen running ...
+    clock.advance(START_GRACE_SECONDS)
+    worker.heartbeat()  # ... and reported started: a rescue now charges its attempt
     # The worker missed its heartbeats (say, a long GC pause): maintenance rescues its job.
     conn.execute("UPDATE pgq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = %s", (worker.id,))
     rescued = Queries("pgq").mark_stale_workers(conn, 60)

@@ -29,7 +29,8 @@ from pgq.redis.client import RedisClient
 from pgq.redis.keys import ABANDONED_MS, Keys
 from pgq.redis.reconciler import Reconciler
 from pgq.worker.claim import PostgresClaimSource
-from pgq.clock import ManualClock
+from pgq.worker.positions import Positions
+from pgq.clock import ManualClock, SystemClock
 from pgq.worker import WorkerCounters
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
@@ -331,7 +332,8 @@ def claim_source(q: pgq.Queue, worker_id: uuid.UUID, clock: ManualClock | None =
     """A worker's Redis claim source (with its Postgres fallback), as ``Worker`` builds it."""
     assert q.redis is not None
     counters = WorkerCounters()
-    fallback = PostgresClaimSource(lambda: q.pool, q.queries, worker_id, ["default"], counters)
+    fallback = PostgresClaimSource(lambda: q.pool, q.queries, worker_id, ["default"], counters,
+                                   Positions(lambda _: False, clock or SystemClock()))
     return RedisClaimSource(q.redis, worker_id, ["default"], counters, fallback, lambda: q.pool, clock=clock)
 
 

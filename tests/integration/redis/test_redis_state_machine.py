@@ -24,11 +24,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import pgq
+from pgq.clock import SystemClock
 from pgq.job import Job
 from pgq.redis.claim_source import RedisClaimSource
 from pgq.redis.reconciler import Reconciler
 from pgq.worker import WorkerCounters
 from pgq.worker.claim import PostgresClaimSource
+from pgq.worker.positions import Positions
 from redis_service import accelerated, delete_prefix, unique_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
@@ -55,7 +57,9 @@ class MirrorMachine(RuleBasedStateMachine):
             for wid in self.worker_ids:
                 self.q.queries.register_worker(conn, wid, "test", 1, [self.queue_name], 4, "{}")
                 counters = WorkerCounters()
-                fallback = PostgresClaimSource(lambda: self.q.pool, self.q.queries, wid, [self.queue_name], counters)
+                positions = Positions(lambda _: False, SystemClock())
+                fallback = PostgresClaimSource(lambda: self.q.pool, self.q.queries, wid, [self.queue_name], counters,
+                                               positions)
                 self.workers.append(RedisClaimSource(self.q.redis, wid, [self.queue_name], counters, fallback,
                                                      lambda: self.q.pool))
         self.expected: dict[int, str] = {}  # job id -> status the model expects (live jobs: "live")
