@@ -42,10 +42,11 @@ CREATE TRIGGER chaos_slow_completions BEFORE UPDATE ON pgq.jobs
 """
 
 
+@pytest.mark.timeout(900)  # the long version: about 3 minutes per mode
 def test_long_jobs_with_slow_completions_never_run_again_after_a_success(
         chaos: Callable[..., ChaosRun], scale: Scale, pytestconfig: pytest.Config) -> None:
     ack_seconds = scale.pick(8.0, 6.0)
-    run = chaos(name="long jobs, slow completions", jobs=scale.pick(40, 150), workers=3, concurrency=4, seed=9,
+    run = chaos(name="long jobs, slow completions", jobs=scale.pick(40, 60), workers=3, concurrency=4, seed=9,
                 job_ms=scale.pick((3000, 5000), (10000, 30000)), chunk=10, backlog=24,
                 env={"PGQ_POOL_SIZE": "6", "PGQ_SHUTDOWN_GRACE_SECONDS": "40"})
     run.db.execute(SLOW_COMPLETIONS % {"seconds": ack_seconds})
