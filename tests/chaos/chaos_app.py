@@ -4,7 +4,7 @@ Not a test module. Settings come from the ``PGQ_*`` variables the test sets.
 The one task, ``chaos.work``, records every execution in ``chaos.runs`` (job,
 attempt, worker, pid, start and end from the database clock) on a connection
 of its own, so that the audit can compare what really ran with what the
-queue recorded. Before that, its first act is to append "job attempt worker" to the
+queue recorded. Before that, its first act is to append "job attempt worker claimed_at" to the
 process's start journal (``CHAOS_START_LOG``; a ``write`` survives a
 ``kill -9`` at once, where the INSERT takes a round trip): the audit's
 evidence that a handler started. Its payload says how it behaves: ``ok``
@@ -129,7 +129,7 @@ class ChaosQueries(Queries):
         return rescued
 
 
-# The start journal: one "job attempt worker" line per handler start, appended by one write().
+# The start journal: one "job attempt worker claimed_at" line per handler start, appended by one write().
 _START_LOG = os.environ.get("CHAOS_START_LOG")
 _journal = os.open(_START_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if _START_LOG else None
 
@@ -165,12 +165,14 @@ def work(n: int, kind: str, ms: int, label: str | None = None) -> dict[str, Any]
     tag the scenario gives jobs it enqueues itself)."""
     ctx = pgq.current_job()
     job = ctx.job
+    claimed_at = job.started_at  # the claim this run belongs to (see chaos.runs)
+    assert claimed_at is not None
     if _journal is not None:
-        os.write(_journal, f"{job.id} {job.attempts} {job.worker_id}\n".encode())
+        os.write(_journal, f"{job.id} {job.attempts} {job.worker_id} {claimed_at.isoformat()}\n".encode())
     run_id = _record(
-        "INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, via, started_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING id",
-        (job.id, n, job.attempts, job.worker_id, os.getpid(), _via.pop(job.id, None)))
+        "INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, via, started_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING id",
+        (job.id, n, job.attempts, job.worker_id, os.getpid(), claimed_at, _via.pop(job.id, None)))
     if KILL_HANDLER and _rng.random() < KILL_HANDLER:
         _die("inside a handler")
     # The simulated work; a worker that lost the job (rescued, cancelled) cuts it short.

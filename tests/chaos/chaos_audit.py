@@ -112,6 +112,31 @@ def _sample(rows: list[tuple[Any, ...]], limit: int = 5) -> str:
     return "; ".join(str(r) for r in rows[:limit]) + (f" (+{len(rows) - limit} more)" if len(rows) > limit else "")
 
 
+# The claim each handler start settles (a run in chaos.runs, or a line of a start journal).
+# Its own (claimed_at), when the database closed that claim with an execution row. Or, when
+# a rescue gave that claim back while the handler ran on, the next claim of the same attempt
+# by the same worker with no start of its own: the worker claimed the job again and let the
+# copy it still held settle it (ClaimLoop.hand_over). NULL: the claim was given back.
+SETTLED = """
+    WITH starts AS (
+        SELECT job_id, attempt, worker_id, claimed_at FROM chaos.runs
+        UNION SELECT job_id, attempt, worker_id, claimed_at FROM chaos.starts
+    ), settled AS (
+        SELECT s.job_id, s.attempt, s.worker_id, s.claimed_at,
+               CASE WHEN EXISTS (SELECT 1 FROM pgq.job_executions e
+                                 WHERE e.job_id = s.job_id AND e.attempt = s.attempt AND e.started_at = s.claimed_at
+                                   AND e.worker_id IS NOT DISTINCT FROM s.worker_id)
+                    THEN s.claimed_at
+                    ELSE (SELECT e.started_at FROM pgq.job_executions e
+                          WHERE e.job_id = s.job_id AND e.attempt = s.attempt AND e.started_at > s.claimed_at
+                            AND e.worker_id IS NOT DISTINCT FROM s.worker_id
+                            AND NOT EXISTS (SELECT 1 FROM starts o WHERE o.job_id = e.job_id AND o.attempt = e.attempt
+                                                                     AND o.claimed_at = e.started_at))
+               END AS settles
+        FROM starts s
+    )"""
+
+
 def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     """Check the invariants over logical jobs ``0 .. expected-1``; return the report."""
     r = AuditReport(expected)
@@ -154,13 +179,17 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     r.check(not completions, f"{len(completions)} job(s) completed other than exactly once "
                              f"(job, status, completions): {_sample(completions)}")
     extra = sum(max(0, int(row[2]) - 1) for row in completions)
-    wrong_result = _rows(conn, """
+    wrong_result = _rows(conn, SETTLED + """
         SELECT j.id, j.attempts, j.worker_id, j.result FROM pgq.jobs j
         WHERE j.status = 'completed'
           AND (j.result->>'attempt' IS DISTINCT FROM j.attempts::text
                OR j.result->>'worker' IS DISTINCT FROM j.worker_id::text
-               OR NOT EXISTS (SELECT 1 FROM chaos.runs c WHERE c.job_id = j.id AND c.attempt = j.attempts
-                                                          AND c.outcome = 'returned'))
+               OR NOT EXISTS (SELECT 1 FROM chaos.runs c
+                              JOIN settled s ON s.job_id = c.job_id AND s.attempt = c.attempt
+                                            AND s.claimed_at = c.claimed_at
+                              JOIN pgq.job_executions e ON e.job_id = j.id AND e.attempt = j.attempts
+                                                       AND e.started_at = s.settles
+                              WHERE c.job_id = j.id AND c.attempt = j.attempts AND c.outcome = 'returned'))
         ORDER BY j.id""")
     r.check(not wrong_result, f"{len(wrong_result)} completed job(s) whose stored result is not the one of the "
                               f"attempt that completed: {_sample(wrong_result)}")
@@ -188,14 +217,22 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
                                        " AND payload->>'kind' <> 'fail'")
 
     # ---- executions: one per claim, each claim closed, no two live holders at once.
-    # A claim is (job, attempt, worker): a rescue that gives the attempt back (a refund:
-    # no execution row, jobs.free_rescues + 1) hands the same attempt number out again.
-    shared = _rows(conn, "SELECT job_id, attempt, worker_id, count(*) FROM chaos.runs GROUP BY 1, 2, 3"
-                         " HAVING count(*) > 1 ORDER BY 1, 2")
+    # A claim is (job, attempt, worker, claimed_at): a rescue that gives the attempt back
+    # (a refund: no execution row, jobs.free_rescues + 1) hands the same attempt number out
+    # again, possibly to the same worker; claimed_at (jobs.started_at of the claim, the
+    # job_executions.started_at of the attempt it closes) tells the two claims apart.
+    shared = _rows(conn, "SELECT job_id, attempt, worker_id, claimed_at, count(*) FROM chaos.runs"
+                         " GROUP BY 1, 2, 3, 4 HAVING count(*) > 1 ORDER BY 1, 2")
     r.check(not shared, f"{len(shared)} claim(s) executed more than once (a claim handed out twice): "
                         f"{_sample(shared)}")
-    holds = """
-        WITH runs AS (
+    settled_twice = _rows(conn, SETTLED + """
+        SELECT c.job_id, c.attempt, s.settles, count(*) FROM chaos.runs c
+        JOIN settled s ON s.job_id = c.job_id AND s.attempt = c.attempt AND s.claimed_at = c.claimed_at
+                      AND s.worker_id IS NOT DISTINCT FROM c.worker_id
+        WHERE s.settles IS NOT NULL GROUP BY 1, 2, 3 HAVING count(*) > 1 ORDER BY 1, 2""")
+    r.check(not settled_twice, f"{len(settled_twice)} claim(s) settled by more than one run: "
+                               f"{_sample(settled_twice)}")
+    holds = SETTLED + """, runs AS (
             SELECT c.*, e.finished_at AS closed_at, e.outcome::text AS closed_as, e.error_type AS closed_error,
                    j.free_rescues,
                    -- A run of a claim that was given back: the rescue closed it before the
@@ -203,12 +240,14 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
                    -- claim's execution row and its run.
                    e.id IS NULL AND j.free_rescues > 0 AS refunded,
                    least((SELECT min(n.started_at) FROM pgq.job_executions n
-                          WHERE n.job_id = c.job_id AND n.started_at > c.started_at),
-                         (SELECT min(n.started_at) FROM chaos.runs n
-                          WHERE n.job_id = c.job_id AND n.started_at > c.started_at)) AS next_claim
+                          WHERE n.job_id = c.job_id AND n.started_at > c.claimed_at),
+                         (SELECT min(n.claimed_at) FROM chaos.runs n
+                          WHERE n.job_id = c.job_id AND n.claimed_at > c.claimed_at)) AS next_claim
             FROM chaos.runs c JOIN pgq.jobs j ON j.id = c.job_id
+            JOIN settled st ON st.job_id = c.job_id AND st.attempt = c.attempt AND st.claimed_at = c.claimed_at
+                           AND st.worker_id IS NOT DISTINCT FROM c.worker_id
             LEFT JOIN pgq.job_executions e
-                   ON e.job_id = c.job_id AND e.attempt = c.attempt AND e.worker_id IS NOT DISTINCT FROM c.worker_id
+                   ON e.job_id = c.job_id AND e.attempt = c.attempt AND e.started_at = st.settles
         ), held AS (
             SELECT id, job_id, attempt, pid, started_at, ended_at, outcome, refunded, free_rescues, closed_error,
                    CASE WHEN refunded THEN next_claim ELSE closed_at END AS closed_at,
@@ -246,13 +285,11 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     r.rescued_attempts = _one(conn, "SELECT count(*) FROM pgq.job_executions WHERE outcome IN ('lost', 'interrupted')")
     # ---- an attempt is charged only if its handler started (on the worker that held it),
     # or once the job's free rescues are used up (rescue_job's bound)
-    unstarted = _rows(conn, """
+    unstarted = _rows(conn, SETTLED + """
         SELECT e.job_id, e.attempt, e.outcome::text, e.error_type, j.free_rescues >= j.max_attempts
         FROM pgq.job_executions e JOIN pgq.jobs j ON j.id = e.job_id
-        WHERE NOT EXISTS (SELECT 1 FROM chaos.runs c WHERE c.job_id = e.job_id AND c.attempt = e.attempt
-                                                     AND c.worker_id IS NOT DISTINCT FROM e.worker_id)
-          AND NOT EXISTS (SELECT 1 FROM chaos.starts s WHERE s.job_id = e.job_id AND s.attempt = e.attempt
-                                                       AND s.worker_id IS NOT DISTINCT FROM e.worker_id)
+        WHERE NOT EXISTS (SELECT 1 FROM settled s WHERE s.job_id = e.job_id AND s.attempt = e.attempt
+                                                    AND s.settles = e.started_at)
         ORDER BY 1, 2""")
     charged = [row[:4] for row in unstarted if not row[4]]
     r.charged_beyond_free_rescues = len(unstarted) - len(charged)

@@ -73,6 +73,9 @@ CREATE TABLE chaos.runs (
     attempt integer NOT NULL,
     worker_id uuid,
     pid integer NOT NULL,
+    -- the claim it ran: jobs.started_at when it was claimed (= its job_executions.started_at),
+    -- which tells apart two claims of one attempt by one worker (a claim given back, taken again)
+    claimed_at timestamptz NOT NULL,
     via text,  -- how the job was claimed: postgres (get_runnable_jobs) or redis (popped ids)
     started_at timestamptz NOT NULL,
     ended_at timestamptz,
@@ -80,7 +83,8 @@ CREATE TABLE chaos.runs (
 );
 CREATE INDEX runs_job_attempt ON chaos.runs (job_id, attempt);
 COMMENT ON TABLE chaos.runs IS 'One row per handler execution in the chaos suite (database clock).';
-CREATE TABLE chaos.starts (job_id bigint NOT NULL, attempt integer NOT NULL, worker_id uuid NOT NULL);
+CREATE TABLE chaos.starts (job_id bigint NOT NULL, attempt integer NOT NULL, worker_id uuid NOT NULL,
+                           claimed_at timestamptz NOT NULL);
 COMMENT ON TABLE chaos.starts IS 'Handler starts from the workers'' start journals, loaded before the audit.';
 GRANT USAGE ON SCHEMA pgq, chaos TO {WORKER_ROLE};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgq, chaos TO {WORKER_ROLE};
@@ -380,10 +384,10 @@ class ChaosRun:
             path = self.start_log(worker.index)
             if path.exists():
                 # A process killed in the middle of a write leaves at most a partial last line.
-                rows += [line.split() for line in path.read_text().splitlines() if len(line.split()) == 3]
-        with self.db.conn().cursor() as cur, cur.copy("COPY chaos.starts (job_id, attempt, worker_id) FROM STDIN") as copy:
-            for job_id, attempt, worker_id in rows:
-                copy.write_row((int(job_id), int(attempt), worker_id))
+                rows += [line.split() for line in path.read_text().splitlines() if len(line.split()) == 4]
+        with self.db.conn().cursor() as cur, cur.copy("COPY chaos.starts (job_id, attempt, worker_id, claimed_at) FROM STDIN") as copy:
+            for job_id, attempt, worker_id, claimed_at in rows:
+                copy.write_row((int(job_id), int(attempt), worker_id, claimed_at))
         return len(rows)
 
     def role_url(self, role: str) -> str:

@@ -43,9 +43,9 @@ def attempt(conn: psycopg.Connection[Any], job_id: int, n: int, number: int, *, 
     """One attempt: the database's record (job_executions) and the handler's (chaos.runs)."""
     factories.insert_execution(conn, job_id, attempt=number, outcome=outcome, worker_id=worker,
                                started_at=at(started), finished_at=at(closed))
-    conn.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
-                 " VALUES (%s, %s, %s, %s, 1, %s, %s, %s)",
-                 (job_id, n, number, worker, at(started), None if ran_until is None else at(ran_until),
+    conn.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at, ended_at,"
+                 " outcome) VALUES (%s, %s, %s, %s, 1, %s, %s, %s, %s)",
+                 (job_id, n, number, worker, at(started), at(started), None if ran_until is None else at(ran_until),
                   None if ran_until is None else ("returned" if returned else "raised")))
 
 
@@ -68,7 +68,7 @@ def test_a_correct_history_passes(db: psycopg.Connection[Any]) -> None:
     attempt(db, rescued, 1, 1, outcome="lost", started=0, closed=5, ran_until=None, worker=w1)
     attempt(db, rescued, 1, 2, outcome="completed", started=6, closed=7, ran_until=6.5, worker=w2)
     report = audit(db, 2)
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert (report.lost, report.duplicated, report.overlaps, report.late, report.rescued_attempts) == (0, 0, 0, 0, 1)
 
 
@@ -79,7 +79,7 @@ def test_a_stalled_handler_that_ran_on_after_its_rescue_is_late_not_an_overlap(d
     attempt(db, job_id, 0, 1, outcome="lost", started=0, closed=2, ran_until=9, worker=w1)
     attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
     report = audit(db, 1)
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert (report.overlaps, report.late, report.late_returned) == (0, 1, 1)
 
 
@@ -149,8 +149,8 @@ def test_an_attempt_never_closed_or_run_twice_is_reported(db: psycopg.Connection
     attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w)
     # Attempt 1 ran (twice!) but the database never closed it.
     for _ in range(2):
-        db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
-                   " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w, at(0), at(1)))
+        db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at, ended_at,"
+                   " outcome) VALUES (%s, 0, 1, %s, 1, %s, %s, %s, 'returned')", (job_id, w, at(0), at(0), at(1)))
     text = problems(audit(db, 1))
     assert "claim(s) executed more than once" in text
     assert "a claim the database never closed" in text
@@ -186,9 +186,11 @@ def test_a_handler_start_in_the_journal_only_counts_as_a_start(db: psycopg.Conne
                                finished_at=at(2))
     attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
     assert audit(db, 1).charged_unstarted == 1
-    db.execute("INSERT INTO chaos.starts (job_id, attempt, worker_id) VALUES (%s, 1, %s)", (job_id, w2))
+    db.execute("INSERT INTO chaos.starts (job_id, attempt, worker_id, claimed_at) VALUES (%s, 1, %s, %s)",
+               (job_id, w2, at(0)))
     assert audit(db, 1).charged_unstarted == 1  # a start of that attempt, on another worker
-    db.execute("INSERT INTO chaos.starts (job_id, attempt, worker_id) VALUES (%s, 1, %s)", (job_id, w1))
+    db.execute("INSERT INTO chaos.starts (job_id, attempt, worker_id, claimed_at) VALUES (%s, 1, %s, %s)",
+               (job_id, w1, at(0)))
     assert audit(db, 1).violations == []
 
 
@@ -198,19 +200,19 @@ def test_a_run_of_a_claim_given_back_is_closed_at_the_next_claim_within_the_free
     job_id = job(db, 0, attempts=1, worker=w2)
     # w1 started attempt 1 and died before reporting its watermark: the rescue gave the
     # attempt back (no execution row), and w2 claimed attempt 1 again at t=5.
-    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at)"
-               " VALUES (%s, 0, 1, %s, 1, %s)", (job_id, w1, at(0)))
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at)"
+               " VALUES (%s, 0, 1, %s, 1, %s, %s)", (job_id, w1, at(0), at(0)))
     attempt(db, job_id, 0, 1, outcome="completed", started=5, closed=6, ran_until=5.5, worker=w2)
     report = audit(db, 1)
     assert "a claim the database never closed" in problems(report)  # no free rescue recorded
     db.execute("UPDATE pgq.jobs SET free_rescues = 1 WHERE id = %s", (job_id,))
     report = audit(db, 1)
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert (report.overlaps, report.late, report.charged_unstarted) == (0, 0, 0)
     # Its handler was still going after the next claim (a stalled worker): late, not an overlap.
     db.execute("UPDATE chaos.runs SET ended_at = %s, outcome = 'returned' WHERE worker_id = %s", (at(7), w1))
     report = audit(db, 1)
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert (report.overlaps, report.late) == (0, 1)
 
 
@@ -224,7 +226,7 @@ def test_a_charge_without_a_start_is_allowed_once_the_free_rescues_are_used_up(d
     assert audit(db, 1).charged_unstarted == 1
     db.execute("UPDATE pgq.jobs SET free_rescues = 3 WHERE id = %s", (job_id,))
     report = audit(db, 1)
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert (report.charged_unstarted, report.charged_beyond_free_rescues) == (0, 1)
 
 
@@ -236,8 +238,8 @@ def test_a_job_run_again_after_its_handler_returned_is_reported_unless_its_worke
     job_id = job(db, 0, attempts=2, worker=w2)
     factories.insert_execution(db, job_id, attempt=1, outcome="lost", worker_id=w1, started_at=at(0),
                                finished_at=at(2), error_type="ClaimLost", error_message="never received")
-    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, started_at, ended_at, outcome)"
-               " VALUES (%s, 0, 1, %s, 1, %s, %s, 'returned')", (job_id, w1, at(0), at(1)))
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at, ended_at,"
+               " outcome) VALUES (%s, 0, 1, %s, 1, %s, %s, %s, 'returned')", (job_id, w1, at(0), at(0), at(1)))
     attempt(db, job_id, 0, 2, outcome="completed", started=3, closed=4, ran_until=3.5, worker=w2)
     report = audit(db, 1)
     assert report.rerun_after_success == 1
@@ -245,5 +247,34 @@ def test_a_job_run_again_after_its_handler_returned_is_reported_unless_its_worke
     # The same, but w1 died before writing the completion (the stale sweep closed it): allowed.
     db.execute("UPDATE pgq.job_executions SET error_type = 'WorkerLost' WHERE job_id = %s AND attempt = 1", (job_id,))
     report = audit(db, 1)
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert report.rerun_after_success == 0
+
+
+def test_a_claim_taken_again_by_the_same_worker_on_the_same_attempt(db: psycopg.Connection[Any]) -> None:
+    """A rescue gave w's claim of attempt 1 back while its handler ran on (its start not
+    reported yet); w claimed the job again on attempt 1 at t=2. The copy it still held
+    settles the new claim (no second run), or a second run settles it: both are one run
+    per claim. A second run of the first claim is a claim executed twice."""
+    w = factories.insert_worker(db, queues=["chaos"])
+    job_id = job(db, 0, attempts=1, worker=w)
+    db.execute("UPDATE pgq.jobs SET free_rescues = 1 WHERE id = %s", (job_id,))
+    factories.insert_execution(db, job_id, attempt=1, outcome="completed", worker_id=w, started_at=at(2),
+                               finished_at=at(4))
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at, ended_at,"
+               " outcome) VALUES (%s, 0, 1, %s, 1, %s, %s, %s, 'returned')", (job_id, w, at(0), at(0.1), at(3)))
+    report = audit(db, 1)
+    assert report.violations == [], "\n".join(report.violations)
+    assert (report.overlaps, report.late, report.charged_unstarted) == (0, 0, 0)
+    # Without the refund recorded, the first claim ends without a close: reported.
+    db.execute("UPDATE pgq.jobs SET free_rescues = 0 WHERE id = %s", (job_id,))
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at, ended_at,"
+               " outcome) VALUES (%s, 0, 1, %s, 1, %s, %s, %s, 'returned')", (job_id, w, at(2), at(2.1), at(3.5)))
+    assert "a claim the database never closed" in problems(audit(db, 1))
+    db.execute("UPDATE pgq.jobs SET free_rescues = 1 WHERE id = %s", (job_id,))
+    report = audit(db, 1)
+    assert report.violations == [], "\n".join(report.violations)
+    assert report.late == 1  # the first run went on after the new claim
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at, ended_at,"
+               " outcome) VALUES (%s, 0, 1, %s, 1, %s, %s, %s, 'raised')", (job_id, w, at(0), at(0.2), at(0.3)))
+    assert "claim(s) executed more than once" in problems(audit(db, 1))

@@ -57,7 +57,7 @@ def test_tiny_pool_slow_statements_held_locks_and_full_server_lose_nothing(
     report = run.finish()
     record(pytestconfig, run.summary(report))
 
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert report.lost == 0 and report.duplicated == 0
     # Every worker was declared stale while its heartbeat was blocked, or its rows were
     # rescued: at the least, the sweep ran after the release.

@@ -34,7 +34,7 @@ def test_workers_killed_at_random_moments_lose_and_duplicate_nothing(
     report = run.finish()
     record(pytestconfig, run.summary(report))
 
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     kinds = [f.kind for f in run.faults]
     assert kinds.count("kill -9") == outside_kills
     inside = run.self_kills()  # (a worker may also kill itself while it shuts down at the end)

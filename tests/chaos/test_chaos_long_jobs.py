@@ -59,7 +59,7 @@ def test_long_jobs_with_slow_completions_never_run_again_after_a_success(
     report = run.finish(timeout=scale.pick(180.0, 900.0))
     record(pytestconfig, run.summary(report))
 
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert report.lost == 0 and report.duplicated == 0 and report.rerun_after_success == 0
     # The window was open: the completion writes slept, and a completion committed (after its
     # statement began, finished_at, and slept) on a claim more than 10 s old, the age at which

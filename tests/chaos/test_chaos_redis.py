@@ -69,7 +69,7 @@ def test_redis_killed_flushed_and_hung_mid_run_loses_and_duplicates_nothing(
     report = run.finish()
     record(pytestconfig, run.summary(report))
 
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert report.lost == 0 and report.duplicated == 0
     assert [w.index for w in run.workers] == [0, 1, 2]  # Redis faults kill no worker
     assert len(run.faults) == len(kinds) and all(f.recovered_in is not None for f in run.faults)

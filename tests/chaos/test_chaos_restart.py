@@ -43,6 +43,6 @@ def test_postgres_crash_and_restart_mid_run_recovers_without_operator(
     report = run.finish()
     record(pytestconfig, run.summary(report))
 
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert report.lost == 0 and report.duplicated == 0
     assert [w.index for w in run.workers] == [0, 1, 2]  # no worker died: the same three recovered

@@ -49,7 +49,7 @@ def test_stalled_workers_jobs_are_rescued_and_its_late_completions_refused(
 
     report = run.finish()
     record(pytestconfig, run.summary(report))
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert report.lost == 0 and report.duplicated == 0
     # Each stall caught a handler mid-job: it went on after its attempt had been taken from it,
     # and whatever it returned was refused (the audit checked that every stored result is the

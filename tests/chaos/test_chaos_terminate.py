@@ -82,6 +82,6 @@ def test_terminated_backends_and_listen_sessions_are_replaced_and_nothing_is_mis
     run.producer.pause(False)
     report = run.finish()
     record(pytestconfig, run.summary(report))
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert report.lost == 0 and report.duplicated == 0
 

@@ -43,7 +43,7 @@ def test_queue_stays_correct_while_a_long_transaction_holds_the_xmin_horizon(
     record(pytestconfig, summary)
 
     assert kept > run.total // 4  # the horizon really kept what the first half of the run left behind
-    assert report.violations == []
+    assert report.violations == [], "\n".join(report.violations)
     assert report.lost == 0 and report.duplicated == 0
 
 
