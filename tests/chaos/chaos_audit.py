@@ -25,11 +25,16 @@ checked, for the ``expected`` logical jobs (payload ``n``) the producer enqueued
   number of overlaps must be zero;
 - every execution belongs to a claim the database closed, and no two
   executions share a claim (a job is never handed out twice at once). A claim
-  is (job, attempt, worker): a rescue that gives the attempt back (its handler
-  had not started, as far as the worker had reported) closes the claim with no
-  execution row and hands the same attempt number out again; a run of such a
-  claim counts as closed at the job's next claim, and a job has at most
-  ``jobs.free_rescues`` of them;
+  is (job, attempt, worker, claimed_at: the claim's ``jobs.started_at``, which
+  its ``job_executions`` row keeps): a rescue that gives the attempt back (its
+  handler had not started, as far as the worker had reported) closes the claim
+  with no execution row and hands the same attempt number out again, possibly
+  to the same worker; a run of such a claim counts as closed at the job's next
+  claim, and a job has at most ``jobs.free_rescues`` of them. When the same
+  worker claimed it again on the same attempt while it still held the first
+  copy, that copy settles the new claim (``ClaimLoop.hand_over`` does not start
+  a second one): a run settles its own claim, or that later claim (``SETTLED``),
+  and no claim is settled by two runs;
 - an attempt is charged only once its handler started: every attempt the
   database closed (a ``job_executions`` row) has a handler start on the worker
   that held it, in ``chaos.runs`` or in the workers' start journals
@@ -40,7 +45,7 @@ checked, for the ``expected`` logical jobs (payload ``n``) the producer enqueued
   counted in ``jobs.free_rescues``, at most ``max_attempts`` per job).
 
 - a success is never thrown away (issue 9, defect 1): once a handler of a job
-  returned, no handler of that job starts again, unless the attempt that
+  returned, no handler of a later claim of that job starts, unless the attempt that
   returned was closed because its worker died or stalled before writing the
   completion (``lost`` with ``WorkerLost``, ``interrupted``, or given back):
   execution is at-least-once only through a worker's failure. A heartbeat that
@@ -249,7 +254,8 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
             LEFT JOIN pgq.job_executions e
                    ON e.job_id = c.job_id AND e.attempt = c.attempt AND e.started_at = st.settles
         ), held AS (
-            SELECT id, job_id, attempt, pid, started_at, ended_at, outcome, refunded, free_rescues, closed_error,
+            SELECT id, job_id, attempt, pid, claimed_at, started_at, ended_at, outcome, refunded, free_rescues,
+                   closed_error,
                    CASE WHEN refunded THEN next_claim ELSE closed_at END AS closed_at,
                    CASE WHEN refunded THEN 'refunded' ELSE closed_as END AS closed_as,
                    -- least() ignores NULL: an execution that never ended (its process died)
@@ -302,6 +308,9 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     reruns = _rows(conn, holds + """
         SELECT a.job_id, a.attempt, a.pid, a.ended_at, a.closed_as, a.closed_error, b.attempt, b.pid, b.started_at
         FROM held a JOIN held b ON b.job_id = a.job_id AND b.started_at > a.ended_at
+                                -- a late run (a stalled worker starting a job its claim had lost
+                                -- before the claim that returned) is not a run again
+                                AND b.claimed_at > a.claimed_at
         WHERE a.outcome = 'returned'
           AND NOT (a.refunded OR a.closed_as = 'interrupted'
                    OR (a.closed_as = 'lost' AND a.closed_error = 'WorkerLost'))

@@ -278,3 +278,21 @@ def test_a_claim_taken_again_by_the_same_worker_on_the_same_attempt(db: psycopg.
     db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at, ended_at,"
                " outcome) VALUES (%s, 0, 1, %s, 1, %s, %s, %s, 'raised')", (job_id, w, at(0), at(0.2), at(0.3)))
     assert "claim(s) executed more than once" in problems(audit(db, 1))
+
+
+def test_a_stalled_worker_starting_a_job_taken_from_it_is_late_not_a_run_again(db: psycopg.Connection[Any]) -> None:
+    """w1 claimed attempt 1 at t=0 and stalled before starting it; the rescue gave the
+    attempt back and w2 ran and completed it (t=2..3). w1 came back and started its
+    buffered copy at t=5: late (its claim was closed), not a success run again."""
+    w1, w2 = factories.insert_worker(db, queues=["chaos"]), factories.insert_worker(db, queues=["chaos"])
+    job_id = job(db, 0, attempts=1, worker=w2)
+    db.execute("UPDATE pgq.jobs SET free_rescues = 1 WHERE id = %s", (job_id,))
+    attempt(db, job_id, 0, 1, outcome="completed", started=2, closed=4, ran_until=3, worker=w2)
+    db.execute("INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, started_at, ended_at,"
+               " outcome) VALUES (%s, 0, 1, %s, 2, %s, %s, %s, 'returned')", (job_id, w1, at(0), at(5), at(5.5)))
+    report = audit(db, 1)
+    assert report.violations == [], "\n".join(report.violations)
+    assert (report.rerun_after_success, report.late, report.overlaps) == (0, 1, 0)
+    # The same start on a claim made after w2's (a real second run): reported.
+    db.execute("UPDATE chaos.runs SET claimed_at = %s WHERE worker_id = %s", (at(4.5), w1))
+    assert "ran again after a handler of theirs returned" in problems(audit(db, 1))
