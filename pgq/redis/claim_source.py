@@ -225,8 +225,10 @@ class RedisClaimSource:
                 # cause (a drain, a stale worker, the database gone) fails the next claim.
                 return got
             if len(got) >= n or short:
-                return got
+                break
             # Some ids were stale: there may be good ones behind them.
+        if not got and thorough:
+            return None  # every id popped was stale: Postgres has the last word (run_once, burst)
         return got
 
     def _take_reserve(self, want: int) -> tuple[list[tuple[int, int, str]], list[str]]:

@@ -164,6 +164,26 @@ def test_stale_ids_are_dropped_not_run(q: pgq.Queue, r: Any, keys: Keys, conn: p
     assert w.run_once() == 1 and ran == [0, 3]
 
 
+def test_run_once_asks_postgres_when_every_id_redis_offers_is_stale(
+    q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any],
+) -> None:
+    """Redis offers only ids of finished jobs, and a runnable job reached Postgres without
+    a push (enqueued in SQL): run_once runs it instead of reporting that nothing ran."""
+    ran: list[int] = []
+
+    @q.task(name="t")
+    def t(n: int) -> None:
+        ran.append(n)
+
+    stale = [q.enqueue("t", {"n": n}) for n in range(5)]  # more than one claim call looks through
+    conn.execute("UPDATE pgq.jobs SET status = 'completed', finished_at = now() WHERE id = ANY(%s)", (stale,))
+    sql_only = factories.insert_job(conn, task="t", payload={"n": 9})
+    assert ready(r, keys) == stale
+    w = worker(q, concurrency=1, batch_size=1)
+    assert w.run_once() == 1
+    assert ran == [9] and status(conn, sql_only) == "completed"
+
+
 def test_reconciler_removes_ids_postgres_says_are_not_runnable(
     q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any], reconcile: Callable[..., Any],
 ) -> None:
