@@ -45,6 +45,9 @@ CLAIM_LOST_MARGIN_SECONDS = 1.0
 #: A job the runner started counts as started in the watermark after this long (or once finished).
 START_GRACE_SECONDS = 0.2
 
+#: A claim carries the watermark at most this often (heartbeats always do).
+REPORT_EVERY_SECONDS = 0.05
+
 #: What the runner says of a job it was given (``Positions.state``).
 GONE = 0  # finished, or no longer this worker's (released, cancelled, rescued, dropped)
 WAITING = 1  # buffered, not started
@@ -101,15 +104,30 @@ class Positions:
         self._lost: list[_Lost] = []
         self._running_since: dict[int, float] = {}  # job id -> when first seen running (the grace)
         self._watches: list[set[int]] = []  # each collects the ids claims return while it is open
+        self._reported: int | None = None  # the watermark the last claim sent, and when
+        self._reported_at: float | None = None
 
     # ------------------------------------------------------------ claims
-    def reserve(self, n: int) -> tuple[int, int]:
-        """Take ``n`` positions for a claim about to be sent: ``(position_base, started_through)``."""
+    def reserve(self, n: int) -> tuple[int, int | None]:
+        """Take ``n`` positions for a claim about to be sent: ``(position_base, started_through)``.
+
+        ``started_through`` is None (the claim writes no watermark) when one went out
+        less than ``REPORT_EVERY_SECONDS`` ago, or when it has not moved since: a
+        claim that writes it updates the worker's row, one that does not only
+        locks it, and a busy worker claims hundreds of times a second.
+        """
         with self._lock:
             base = self._asked
             self._asked += n
             self._open[base] = n
-            return base, self._watermark(START_GRACE_SECONDS)
+            now = self.clock.monotonic()
+            if self._reported_at is not None and now - self._reported_at < REPORT_EVERY_SECONDS:
+                return base, None
+            watermark = self._watermark(START_GRACE_SECONDS)
+            if watermark == self._reported:
+                return base, None
+            self._reported, self._reported_at = watermark, now
+            return base, watermark
 
     def returned(self, base: int, jobs: Sequence[Job], error: BaseException | None = None) -> None:
         """The claim of ``base`` answered with ``jobs`` (claim order), or failed with ``error``.

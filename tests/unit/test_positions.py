@@ -14,7 +14,7 @@ from psycopg_pool import PoolTimeout
 
 from pgq.clock import ManualClock
 from pgq.job import Job, JobStatus
-from pgq.worker.positions import (CLAIM_LOST_AFTER_SECONDS, GONE, RUNNING, START_GRACE_SECONDS, WAITING,
+from pgq.worker.positions import (CLAIM_LOST_AFTER_SECONDS, REPORT_EVERY_SECONDS, GONE, RUNNING, START_GRACE_SECONDS, WAITING,
                                   Positions, reply_may_be_lost)
 
 T = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -172,3 +172,21 @@ def test_the_final_watermark_counts_every_job_the_runner_started() -> None:
     runner.jobs[80] = runner.jobs[81] = RUNNING
     assert p.watermark() == 0
     assert p.watermark(final=True) == 2
+
+
+def test_a_claim_carries_the_watermark_at_most_every_report_interval_and_only_when_it_moved() -> None:
+    p, runner, clock = make()
+    assert claimed(p, runner, 1, [1]) == 0  # sent watermark 0 with it
+    del runner.jobs[1]  # finished: the watermark is 1 now
+    base, sent = p.reserve(1)
+    assert (base, sent) == (1, None)  # the last report was just now
+    p.returned(base, [])
+    clock.advance(REPORT_EVERY_SECONDS)
+    base, sent = p.reserve(1)
+    assert (base, sent) == (2, 2)
+    p.returned(base, [job(3)])  # position 3: buffered, not started
+    runner.take(3)
+    p.dispatched([3])
+    clock.advance(REPORT_EVERY_SECONDS)
+    assert p.reserve(1) == (3, None)  # not moved since
+    assert p.watermark() == 2  # the heartbeat always reports it
