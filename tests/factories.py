@@ -347,3 +347,35 @@ def eventually(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         pause.wait(0.02)
+
+
+class RunningWorker:
+    """A worker's ``run()`` in a background thread (the ``running`` fixture makes them)."""
+
+    def __init__(self, worker: Any, wait: float = 20.0) -> None:
+        self.worker = worker
+        self.wait = wait
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def join(self) -> None:
+        """Wait for ``run()`` to return on its own; raise what it raised."""
+        self.thread.join(self.wait)
+        assert not self.thread.is_alive(), "the worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+    def stop(self, *, now: bool = False) -> None:
+        """``worker.stop()``, then ``join()``."""
+        self.worker.stop(now=now)
+        self.join()

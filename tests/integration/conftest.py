@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -63,3 +63,19 @@ def short(settings: pgq.Settings) -> pgq.Settings:
     """Settings with short heartbeats, polls and grace, for worker tests that must not wait."""
     return settings.replace(heartbeat_interval_seconds=0.5, stale_after_seconds=1.0, poll_interval_seconds=0.2,
                             shutdown_grace_seconds=2)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., factories.RunningWorker]]:
+    """``running(worker, wait=20.0)``: start ``worker.run()`` in a thread; stopped (now) at teardown."""
+    started: list[factories.RunningWorker] = []
+
+    def start(worker: pgq.Worker, wait: float = 20.0) -> factories.RunningWorker:
+        started.append(factories.RunningWorker(worker, wait))
+        return started[-1]
+
+    yield start
+    for r in started:
+        if r.thread.is_alive():
+            r.worker.stop(now=True)
+            r.thread.join(r.wait)

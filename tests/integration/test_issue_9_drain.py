@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import pytest
 from click.testing import CliRunner
 
 import pgq
-from factories import eventually
+from factories import RunningWorker, eventually
 from pgq.cli import main
 from pgq.queries import MirrorQueries, Queries
 from pgq.worker import claim_loop
@@ -37,43 +37,6 @@ from pgq.worker.prefetch import ALWAYS, ClaimSize
 pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
 
 WAIT = 20.0
-
-
-class Running:
-    """A worker's run() in a background thread."""
-
-    def __init__(self, worker: pgq.Worker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:  # reported by join()
-            self.error = exc
-
-    def join(self, timeout: float = WAIT) -> None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the worker did not stop"
-        if self.error is not None:
-            raise self.error
-
-
-@pytest.fixture
-def running() -> Iterator[Callable[[pgq.Worker], Running]]:
-    started: list[Running] = []
-
-    def start(worker: pgq.Worker) -> Running:
-        started.append(Running(worker))
-        return started[-1]
-
-    yield start
-    for r in started:
-        if r.thread.is_alive():
-            r.worker.stop(now=True)
-            r.thread.join(WAIT)
 
 
 def worker_row(conn: psycopg.Connection[Any], worker: pgq.Worker) -> tuple[Any, ...]:
@@ -112,7 +75,7 @@ def claims(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize("listen", [False, True], ids=["refused-claim", "notification"])
 def test_drain_worker_from_sql_stops_an_idle_worker_after_at_most_one_refused_claim(
-    settings: pgq.Settings, conn: psycopg.Connection[Any], running: Callable[[pgq.Worker], Running],
+    settings: pgq.Settings, conn: psycopg.Connection[Any], running: Callable[..., RunningWorker],
     caplog: pytest.LogCaptureFixture, claims: list[str], listen: bool,
 ) -> None:
     # Without LISTEN the worker polls every 50 ms (its next claim is refused); with it, the
@@ -145,7 +108,7 @@ def test_drain_worker_from_sql_stops_an_idle_worker_after_at_most_one_refused_cl
 
 
 def test_a_dba_update_to_draining_releases_the_buffered_job_and_lets_the_running_one_finish(
-    settings: pgq.Settings, conn: psycopg.Connection[Any], running: Callable[[pgq.Worker], Running],
+    settings: pgq.Settings, conn: psycopg.Connection[Any], running: Callable[..., RunningWorker],
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, claims: list[str],
 ) -> None:
     # One runner, one more job claimed and buffered behind it.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import threading
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 
 import factories
 import pgq
-from factories import eventually
+from factories import RunningWorker, eventually
 from pgq.clock import ManualClock
 
 pytestmark = pytest.mark.integration
@@ -38,42 +37,6 @@ def q(short: pgq.Settings) -> Iterator[pgq.Queue]:
     queue = pgq.connect(settings=short)
     yield queue
     queue.close()
-
-
-class Running:
-    def __init__(self, worker: pgq.Worker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self, *, now: bool = False) -> None:
-        self.worker.stop(now=now)
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive()
-        if self.error is not None:
-            raise self.error
-
-
-@pytest.fixture
-def running() -> Iterator[Callable[[pgq.Worker], Running]]:
-    started: list[Running] = []
-
-    def start(worker: pgq.Worker) -> Running:
-        started.append(Running(worker))
-        return started[-1]
-
-    yield start
-    for r in started:
-        if r.thread.is_alive():
-            r.worker.stop(now=True)
-            r.thread.join(WAIT)
 
 
 def alive(pid: int) -> bool:
@@ -128,7 +91,7 @@ def test_retry_fatal_and_result_rules_are_the_thread_paths(q: pgq.Queue, conn: p
 
 
 def test_a_handler_that_loops_forever_is_killed_at_its_timeout(
-    q: pgq.Queue, conn: psycopg.Connection[Any], tmp_path: Path, running: Callable[[pgq.Worker], Running],
+    q: pgq.Queue, conn: psycopg.Connection[Any], tmp_path: Path, running: Callable[..., RunningWorker],
 ) -> None:
     q.task(name="loop", isolation="process", timeout=5, max_attempts=2)(process_handlers.loop_forever)
     q.task(name="add", isolation="process")(process_handlers.add)
@@ -166,7 +129,7 @@ def test_a_handler_that_loops_forever_is_killed_at_its_timeout(
 
 
 def test_cancel_kills_a_process_handler(q: pgq.Queue, conn: psycopg.Connection[Any], tmp_path: Path,
-                                        running: Callable[[pgq.Worker], Running]) -> None:
+                                        running: Callable[..., RunningWorker]) -> None:
     q.task(name="loop", isolation="process")(process_handlers.loop_forever)  # no timeout at all
     q.task(name="add", isolation="process")(process_handlers.add)
     run = running(worker_of(q, concurrency=1))
@@ -194,7 +157,7 @@ def test_a_process_that_dies_fails_its_job_and_is_replaced(q: pgq.Queue, conn: p
 
 
 def test_shutdown_kills_a_running_process_handler_before_deregistering(
-    q: pgq.Queue, conn: psycopg.Connection[Any], tmp_path: Path, running: Callable[[pgq.Worker], Running],
+    q: pgq.Queue, conn: psycopg.Connection[Any], tmp_path: Path, running: Callable[..., RunningWorker],
 ) -> None:
     q.task(name="loop", isolation="process")(process_handlers.loop_forever)
     worker = worker_of(q, concurrency=1)

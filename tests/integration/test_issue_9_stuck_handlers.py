@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 import factories
 import pgq
-from factories import eventually
+from factories import RunningWorker, eventually
 from pgq.cli import main
 from pgq.clock import ManualClock
 
@@ -47,37 +47,6 @@ def release() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
-
-
-class Running:
-    def __init__(self, worker: pgq.Worker) -> None:
-        self.worker = worker
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.done.set()
-
-
-@pytest.fixture
-def running() -> Iterator[Callable[[pgq.Worker], Running]]:
-    started: list[Running] = []
-
-    def start(worker: pgq.Worker) -> Running:
-        started.append(Running(worker))
-        return started[-1]
-
-    yield start
-    for r in started:
-        r.worker.stop(now=True)
-        r.thread.join(WAIT)
 
 
 def status(conn: psycopg.Connection[Any], job_id: int) -> str:
@@ -109,7 +78,7 @@ def register_tasks(q: pgq.Queue, release: threading.Event, started: threading.Se
 
 def test_a_stuck_handler_is_replaced_and_counted(q: pgq.Queue, conn: psycopg.Connection[Any],
                                                  release: threading.Event,
-                                                 running: Callable[[pgq.Worker], Running]) -> None:
+                                                 running: Callable[..., RunningWorker]) -> None:
     started = threading.Semaphore(0)
     register_tasks(q, release, started)
     clock = ManualClock()
@@ -153,7 +122,7 @@ def test_a_stuck_handler_is_replaced_and_counted(q: pgq.Queue, conn: psycopg.Con
 
 def test_at_max_stuck_handlers_the_worker_drains_and_run_raises(q: pgq.Queue, conn: psycopg.Connection[Any],
                                                                  release: threading.Event,
-                                                                 running: Callable[[pgq.Worker], Running]) -> None:
+                                                                 running: Callable[..., RunningWorker]) -> None:
     started = threading.Semaphore(0)
     register_tasks(q, release, started)
     clock = ManualClock()
@@ -175,7 +144,7 @@ def test_at_max_stuck_handlers_the_worker_drains_and_run_raises(q: pgq.Queue, co
 
 def test_a_cancelled_handler_that_runs_on_is_replaced_at_its_deadline(
     q: pgq.Queue, conn: psycopg.Connection[Any], release: threading.Event,
-    running: Callable[[pgq.Worker], Running],
+    running: Callable[..., RunningWorker],
 ) -> None:
     started = threading.Semaphore(0)
     register_tasks(q, release, started)
