@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import logging
 import threading
 import traceback as tb
 from collections.abc import Callable
@@ -43,6 +44,12 @@ class Failed:
 
 Outcome = Completed | Failed
 
+
+log = logging.getLogger("pgq.worker")
+
+#: After an async handler's timeout, how long its cancellation may take before its job
+#: is failed all the same (a handler that swallows ``CancelledError`` runs on, detached).
+CANCEL_GRACE_SECONDS = 1.0
 
 _EVENT_LOCK = threading.Lock()
 
@@ -158,11 +165,20 @@ async def run_async(fn: Callable[..., Any], ctx: JobContext, timeout: float | No
     ctx.loop = asyncio.get_running_loop()
     token = _current.set(ctx)
     try:
-        ctx.task = asyncio.ensure_future(fn(**ctx.job.payload))
+        task = ctx.task = asyncio.ensure_future(fn(**ctx.job.payload))
         if ctx.cancelled.is_set():
-            ctx.task.cancel()
-        result = await asyncio.wait_for(ctx.task, timeout)
-        return _completed(result)
+            task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:  # the job's timeout
+            task.cancel()
+            # Not wait_for: it waits for the cancelled task however long it takes, so a
+            # handler that swallows CancelledError held its job (and its slot) forever.
+            done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+            if not done:
+                log.warning("the async handler of job %s ignored its cancellation at its timeout; it runs on, "
+                            "detached, and its job is failed as timed out", ctx.job.id)
+            return timed_out(timeout)
+        return _completed(task.result())
     except TimeoutError:
         if ctx.task is not None and ctx.task.done() and not ctx.task.cancelled():
             own = ctx.task.exception()

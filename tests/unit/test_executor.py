@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import pgq
-from pgq.executor import Completed, Failed, JobContext, run_async, run_sync, unknown_task
+from pgq.executor import CANCEL_GRACE_SECONDS, Completed, Failed, JobContext, run_async, run_sync, unknown_task
 from pgq.job import Job, JobStatus
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -263,6 +263,25 @@ def test_run_async_timeout_is_timed_out() -> None:
     assert outcome.error_type == "JobTimeout"
     assert outcome.fatal is False
     assert cancelled == [True]  # the coroutine was really stopped
+
+
+@pytest.mark.timeout(CANCEL_GRACE_SECONDS + 10)
+def test_run_async_timeout_of_a_handler_that_swallows_its_cancellation_still_ends_the_attempt() -> None:
+    """Before, wait_for waited for the cancelled handler however long it ran on: the
+    job held its slot forever and was never failed."""
+    swallowed: list[bool] = []
+
+    async def handler() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            swallowed.append(True)  # and carries on
+        await asyncio.Event().wait()  # until asyncio.run cancels it again at its end
+
+    outcome = asyncio.run(run_async(handler, ctx_for(), timeout=0.05))
+    assert isinstance(outcome, Failed)
+    assert (outcome.outcome, outcome.error_type) == ("timed_out", "JobTimeout")
+    assert swallowed == [True]
 
 
 def test_run_async_handler_raising_timeout_error_is_an_ordinary_failure() -> None:
