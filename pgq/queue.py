@@ -2,7 +2,7 @@
 
 ``Queue`` is what ``pgq.connect()`` returns. It validates every argument (in
 ``job.py``) before anything is sent, holds the small connection pool, and
-delegates every statement to ``queries.py``. Running jobs is ``worker.py``'s.
+delegates every statement to ``pgq.queries``. Running jobs is ``worker.py``'s.
 The ``*_async`` methods are awaitable counterparts for asyncio services: they
 run the same code in a thread, so every rule has one implementation.
 """
