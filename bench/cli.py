@@ -1,6 +1,6 @@
 """The click side of ``pgq bench``: one command per scenario, plus ``all``.
 
-``pgq.cli`` loads these lazily (``load_bench``): ``commands()`` gives the
+``pgq.cli.bench`` loads these lazily (``load_bench``): ``commands()`` gives the
 subcommands, ``quick_params()`` the options of ``pgq bench`` without a
 scenario, ``execute()`` runs a plan and prints. Records are printed as each
 scenario run ends: a table, or with ``--json`` one JSON object per line.

@@ -34,7 +34,7 @@ from .workload import Line, WorkerSpec, worker_main
 
 # A fresh worker process: pgq's own loader finds the bench, then only workload is imported.
 _FRESH_WORKER = """
-from pgq.cli import load_bench
+from pgq.cli.bench import load_bench
 workload = load_bench().workload
 workload.worker_main(workload.WorkerSpec(**spec), workload.Line(*line))
 """

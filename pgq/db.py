@@ -11,7 +11,7 @@ tells a connection the server hung up on from a live one, and waits for a
 database at start. Queue semantics live elsewhere.
 
 The few statements here are about the connection itself, not pgq's schema, so
-they live next to the code that needs them (``queries.py`` imports this module).
+they live next to the code that needs them (``pgq.queries`` imports this module).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ transaction committed (``pg_xact_status``); jobs that all carry a unique key
 are sent again, the key deduplicating against the live job, unless a finished
 job carries one of the keys (the first send may have committed and run); anything else
 raises ``EnqueueOutcomeUnknown`` with what is known. ``queue.py`` calls
-``deliver``; the statements are ``queries.py``'s.
+``deliver``; the statements are in ``pgq.queries``.
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ class Job:
         return None if self.timeout is None else self.timeout.total_seconds()
 
 
-# Column order of every SELECT that builds a Job (see queries.py).
+# Column order of every SELECT that builds a Job (see pgq/queries/base.py).
 JOB_COLUMNS = tuple(Job.__dataclass_fields__)
 
 

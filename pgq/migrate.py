@@ -162,7 +162,7 @@ def current_revision(settings: Settings) -> str | None:
 
 # The first revision whose objects are granted to the roles (db/roles/001.sql).
 ROLES_REVISION = "0003"
-# Statements of drop_roles: administration, not runtime (queries.py holds those).
+# Statements of drop_roles: administration, not runtime (pgq/queries/ holds those).
 _EXISTING_ROLES = "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY (%s::text[]) ORDER BY rolname"
 _MEMBERS = (
     "SELECT r.rolname, m.rolname FROM pg_catalog.pg_auth_members AS a"

@@ -3,7 +3,7 @@
 ``Settings.from_env()`` reads the ``PGQ_*`` variables; keyword arguments build
 one in code. Every field is validated in the constructor, relations between
 fields included, and a bad value raises ``ConfigurationError`` naming the
-variable. Only this module and ``cli.py`` read the environment.
+variable. Only this module and ``pgq.cli`` read the environment.
 """
 
 from __future__ import annotations

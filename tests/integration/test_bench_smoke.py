@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pgq.cli import load_bench
+from pgq.cli.bench import load_bench
 
 pytestmark = pytest.mark.integration
 

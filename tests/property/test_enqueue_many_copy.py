@@ -1,6 +1,6 @@
 """``enqueue_many`` writes batches with COPY in text format: every value must survive it.
 
-pgq formats the COPY lines itself (``pgq.queries._copy_lines``), so escaping is
+pgq formats the COPY lines itself (``pgq.queries.enqueue._copy_lines``), so escaping is
 its own responsibility. Hypothesis draws batches of valid jobs whose payloads
 hold the characters the COPY text format treats specially (backslash, tab,
 newline, carriage return, the ``\\N`` null marker) among arbitrary Unicode,

@@ -1,0 +1,43 @@
+"""The ``pgq`` command: migrate, worker, status, workers, dlq, bench.
+
+Thin by design: parse options, build ``Settings``, call one library function,
+print, exit. Exit codes: 0 success, 1 failed operation, 2 bad usage or
+configuration, 3 gave up waiting for the database (``pgq worker`` at start).
+Every option can also come from the environment (``PGQ_…``).
+
+This module holds the root group and its global options; each command group
+has a module of its own (``migrate``, ``worker``, ``status``, ``workers``,
+``dlq``, ``bench``), and what they share is in ``common``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from pgq.cli import bench, dlq, migrate, status, worker, workers
+from pgq.cli.common import Context
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"auto_envvar_prefix": "PGQ", "help_option_names": ["-h", "--help"]})
+@click.option("--database-url", envvar="PGQ_DATABASE_URL", help="PostgreSQL URL [env: PGQ_DATABASE_URL].")
+@click.option("--schema", envvar="PGQ_SCHEMA", help="Schema holding pgq's tables [env: PGQ_SCHEMA; default pgq].")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="pgq")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, schema: str | None, verbose: int) -> None:
+    """pgq: a job queue in which PostgreSQL is the queue."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(database_url, schema)
+
+
+main.add_command(migrate.migrate)
+main.add_command(worker.worker)
+main.add_command(status.status)
+main.add_command(workers.workers)
+main.add_command(dlq.dlq)
+main.add_command(bench.bench)

@@ -1,0 +1,5 @@
+"""``python -m pgq.cli``: the ``pgq`` command (the tests and the bench start workers this way)."""
+
+from pgq.cli import main
+
+main()

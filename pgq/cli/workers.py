@@ -1,0 +1,62 @@
+"""``pgq workers``: list registered workers; ``pgq workers drain ID`` drains one."""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+
+from pgq.cli.common import Context, format_age, format_json, format_table, handle_errors
+from pgq.queue import Queue
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="Include stopped workers.")
+@click.pass_context
+@handle_errors
+def workers(ctx: click.Context, as_json: bool, show_all: bool) -> None:
+    """Registered workers with heartbeat age, load, stuck handlers and health; `pgq workers drain ID` drains one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    obj: Context = ctx.obj
+    with obj.queue() as queue:
+        rows = [w for w in queue.stats().workers if show_all or w.status != "stopped"]
+    if as_json:
+        click.echo(format_json([{**w.__dict__, "id": str(w.id)} for w in rows]))
+        return
+    click.echo(format_table(
+        ["id", "host", "pid", "status", "queues", "running", "capacity", "stuck", "health", "heartbeat"],
+        [(str(w.id)[:8], w.hostname, w.pid, w.status, ",".join(w.queues), w.running_jobs, w.capacity,
+          w.stuck_handlers, f"{w.health_score:.2f}", format_age(w.heartbeat_age_seconds)) for w in rows],
+    ) if rows else "no workers")
+
+
+@workers.command("drain")
+@click.argument("worker_id")
+@click.pass_obj
+@handle_errors
+def workers_drain(obj: Context, worker_id: str) -> None:
+    """Ask worker WORKER_ID (its id, or the start of it as `pgq workers` shows) to drain.
+
+    It claims nothing more, releases its unstarted jobs, finishes the running ones
+    (within its PGQ_SHUTDOWN_GRACE_SECONDS), deregisters and exits with code 0.
+    """
+    with obj.queue() as queue:
+        target = _worker_id(queue, worker_id)
+        asked = queue.drain_worker(target)
+    click.echo(f"worker {target}: " + ("asked to drain" if asked else "already draining"))
+
+
+def _worker_id(queue: Queue, text: str) -> uuid.UUID:
+    """A worker id, or the unique start of the id of a worker that is not stopped."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    prefix = text.strip().lower()
+    found = [w.id for w in queue.stats().workers if w.status != "stopped" and str(w.id).startswith(prefix)]
+    if len(found) != 1 or not prefix:
+        raise click.BadParameter(f"{text!r} is not a worker id, nor the start of exactly one live worker's id "
+                                 f"({len(found)} match; `pgq workers` lists them)", param_hint="WORKER_ID")
+    return found[0]

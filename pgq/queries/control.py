@@ -1,0 +1,125 @@
+"""Statements that inspect and control jobs from outside a worker.
+
+Read a job or its outcome; cancel; the dead letter queue (list, count,
+requeue, purge); the status views behind ``pgq status`` and ``pgq workers``;
+ask a worker to drain; the schema's migration revision. Validating the
+arguments is ``pgq.queue``'s, formatting the figures ``pgq.stats``'.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pgq.db import execute, quote_ident
+from pgq.job import Job, job_from_row
+from pgq.queries.base import _JOB_SELECT, QueriesBase
+
+
+# The most jobs one purge_dead_jobs() call deletes (db/functions/purge_dead_jobs/002.sql).
+PURGE_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An open entry of the dead letter queue."""
+
+    job_id: int
+    queue: str
+    task: str
+    reason: str
+    last_error: str | None
+    attempts: int
+    moved_at: dt.datetime
+    error_history: list[dict[str, Any]]
+
+
+class ControlQueries(QueriesBase):
+    """The statements that inspect and control jobs, for one pgq schema."""
+
+    def __init__(self, schema: str) -> None:
+        super().__init__(schema)
+        s = quote_ident(schema)
+        self._get = f"SELECT {_JOB_SELECT} FROM {s}.jobs WHERE id = %s::bigint"
+        self._status = f"SELECT status, result, last_error FROM {s}.jobs WHERE id = %s::bigint"
+        self._dead_letters = (
+            f"SELECT d.job_id, d.queue, d.task, d.reason, d.last_error, j.attempts, d.moved_at, d.error_history"
+            f" FROM {s}.dead_letter_queue AS d JOIN {s}.jobs AS j ON j.id = d.job_id"
+            " WHERE d.requeued_at IS NULL AND (%s::text IS NULL OR d.queue = %s::text)"
+            " ORDER BY d.moved_at, d.id LIMIT %s::int"
+        )
+        self._dlq_size = f"SELECT count(*) FROM {s}.dead_letter_queue WHERE requeued_at IS NULL"
+        self._queue_stats = (
+            f"SELECT queue, status::text, priority, jobs, due, extract(epoch FROM oldest_due_age)"
+            f" FROM {s}.queue_stats ORDER BY queue, status, priority DESC"
+        )
+        self._status_estimates = f"SELECT status::text, jobs FROM {s}.job_status_estimates"
+        self._workers = (
+            f"SELECT id, hostname, pid, status::text, queues, capacity, current_load, running_jobs,"
+            f" health_score, extract(epoch FROM heartbeat_age), started_at, stuck_handlers"
+            f" FROM {s}.worker_status ORDER BY status, started_at"
+        )
+        self._cancel = f"SELECT {s}.cancel_job(%s::bigint)"
+        self._requeue = f"SELECT * FROM {s}.requeue_dead_jobs(%s::bigint[], %s::text)"
+        self._purge = f"SELECT * FROM {s}.purge_dead_jobs(%s::bigint[], make_interval(secs => %s::float8))"
+        self._drain = f"SELECT {s}.drain_worker(%s::uuid)"
+        self._revision = f"SELECT version_num FROM {s}.alembic_version"
+        self._revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
+
+    def get_job(self, conn: Any, job_id: int) -> Job | None:
+        rows = execute(conn, self._get, [job_id])
+        return job_from_row(rows[0]) if rows else None
+
+    def job_outcome(self, conn: Any, job_id: int) -> tuple[str, Any, str | None] | None:
+        rows = execute(conn, self._status, [job_id])
+        return (str(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    def dead_letters(self, conn: Any, queue: str | None, limit: int) -> list[DeadLetter]:
+        rows = execute(conn, self._dead_letters, [queue, queue, limit])
+        return [DeadLetter(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], list(r[7])) for r in rows]
+
+    def dead_letter_count(self, conn: Any) -> int:
+        return int(execute(conn, self._dlq_size)[0][0])
+
+    def queue_stats(self, conn: Any) -> list[tuple[Any, ...]]:
+        return execute(conn, self._queue_stats)
+
+    def status_estimates(self, conn: Any) -> dict[str, int]:
+        """Estimated jobs per status from the table statistics (``job_status_estimates``)."""
+        return {str(r[0]): int(r[1]) for r in execute(conn, self._status_estimates)}
+
+    def workers(self, conn: Any) -> list[tuple[Any, ...]]:
+        return execute(conn, self._workers)
+
+    def schema_revision(self, conn: Any) -> str | None:
+        """The Alembic revision of the schema, or None when it was never migrated."""
+        if not execute(conn, self._revision_exists, [f"{quote_ident(self.schema)}.alembic_version"])[0][0]:
+            return None
+        rows = execute(conn, self._revision)
+        return str(rows[0][0]) if rows else None
+
+    def cancel_job(self, conn: Any, job_id: int) -> bool:
+        return bool(execute(conn, self._cancel, [job_id])[0][0])
+
+    def requeue_dead_jobs(self, conn: Any, job_ids: Sequence[int] | None, queue: str | None) -> list[int]:
+        ids = None if job_ids is None else list(job_ids)
+        return [int(r[0]) for r in execute(conn, self._requeue, [ids, queue])]
+
+    def purge_dead_jobs(self, conn: Any, job_ids: Sequence[int] | None, older_than_seconds: float) -> list[int]:
+        """One bounded batch: at most ``PURGE_BATCH`` dead jobs purged (call again while it returns that many)."""
+        ids = None if job_ids is None else list(job_ids)
+        return [int(r[0]) for r in execute(conn, self._purge, [ids, older_than_seconds])]
+
+    def drain_worker(self, conn: Any, worker_id: UUID) -> bool:
+        """Ask a worker to drain (``drain_worker``, commits): active -> draining.
+
+        Returns:
+            True when this call asked for it, False when it was already draining.
+
+        Raises:
+            InvalidTransition: the worker is stopped or unknown.
+        """
+        return bool(execute(conn, self._drain, [worker_id])[0][0])

@@ -1,0 +1,171 @@
+"""The inspection and control half of ``Queue``: jobs already enqueued.
+
+Read a job, wait for its result, cancel it; list, requeue and purge the dead
+letter queue; the ``pgq status`` figures; ask a worker to drain. Each method
+validates its arguments, then runs its statements (``pgq.queries``) through
+the queue's connection handling (``Queue._run``); the producer side (tasks,
+enqueue) and that plumbing stay in ``queue.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pgq.errors import JobFailed, JobNotFound, ValidationError, WaitTimeout
+from pgq.job import Job, JobStatus, validate_queue_name
+from pgq.queries import PURGE_BATCH, DeadLetter
+from pgq.stats import QueueStats, collect_stats
+
+if TYPE_CHECKING:
+    from pgq.queries import Queries
+    from pgq.redis.client import RedisClient
+    from pgq.settings import Settings
+
+
+class QueueControl:
+    """Inspection and control methods of ``pgq.Queue`` (a base class of it, not used alone)."""
+
+    # Provided by ``Queue``: its settings and statements, its Redis client and connection handling.
+    settings: Settings
+    queries: Queries
+
+    if TYPE_CHECKING:
+        @property
+        def redis(self) -> RedisClient | None: ...
+
+        def _run(self, fn: Callable[..., Any], *args: Any, connection: Any = None) -> Any: ...
+
+    def get(self, job_id: int, *, connection: Any = None) -> Job:
+        """Return the job; raise ``JobNotFound`` for an unknown id."""
+        _check_id(job_id)
+        job: Job | None = self._run(self.queries.get_job, job_id, connection=connection)
+        if job is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        return job
+
+    def cancel(self, job_id: int, *, connection: Any = None) -> bool:
+        """Cancel a job (transition -> cancelled).
+
+        A waiting/queued/retrying job is cancelled at once. A running job is cancelled
+        at once too: its worker is told to stop the handler, and whatever the handler
+        finishes with later is discarded. Returns False if it was already cancelled.
+        Raises ``JobNotFound``, or ``InvalidTransition`` for a completed or dead job.
+        """
+        _check_id(job_id)
+        return bool(self._run(self.queries.cancel_job, job_id, connection=connection))
+
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Open dead-letter entries (oldest first), optionally of one queue."""
+        if queue is not None:
+            validate_queue_name(queue)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2**31 - 1:
+            raise ValidationError(f"limit must be a whole number from 1 to {2**31 - 1}, got {limit!r}")
+        return list(self._run(self.queries.dead_letters, queue, limit))
+
+    def requeue_dead(self, job_ids: Sequence[int] | None = None, *, queue: str | None = None) -> list[int]:
+        """Requeue dead jobs (transition dead -> queued, attempts reset); return their ids.
+
+        ``job_ids=None`` requeues every dead job (of ``queue`` if given). A named id that
+        is unknown or not dead raises and nothing is requeued.
+        """
+        if job_ids is not None:
+            job_ids = _check_ids(job_ids)
+        if queue is not None:
+            validate_queue_name(queue)
+        requeued: list[int] = self._run(self.queries.requeue_dead_jobs, job_ids, queue)
+        client = self.redis
+        if requeued and client is not None:
+            from pgq.queries import MirrorQueries
+
+            entries = self._run(MirrorQueries(self.settings.schema).runnable_entries, requeued)
+            client.push_quietly(entries)
+        return list(requeued)
+
+    def purge_dead(self, job_ids: Sequence[int] | None = None, *, older_than: float = 0.0) -> list[int]:
+        """Delete dead jobs (and their dead letters and history) that died over ``older_than`` seconds ago.
+
+        ``job_ids=None`` purges every such dead job. The work is done in batches of
+        up to 10,000 jobs (the bound of one ``purge_dead_jobs()`` call), each its own
+        short transaction, so a large dead letter queue never holds one long one; a
+        batch that fails leaves the earlier batches purged. Returns the purged ids.
+        """
+        if job_ids is not None:
+            job_ids = _check_ids(job_ids)
+        if not _is_seconds(older_than):
+            raise ValidationError(f"older_than must be a finite number of seconds >= 0, got {older_than!r}")
+        purged: list[int] = []
+        if job_ids is not None:
+            for start in range(0, len(job_ids), PURGE_BATCH):
+                purged += self._run(self.queries.purge_dead_jobs, job_ids[start:start + PURGE_BATCH],
+                                    float(older_than))
+            return purged
+        while True:
+            done: list[int] = self._run(self.queries.purge_dead_jobs, None, float(older_than))
+            purged += done
+            if len(done) < PURGE_BATCH:
+                return purged
+
+    def stats(self) -> QueueStats:
+        """Depth per queue x status x priority, oldest waiting age, workers, DLQ size."""
+        return self._run(collect_stats, self.queries)  # type: ignore[no-any-return]
+
+    def wait(self, job_id: int, timeout: float | None = None, *, poll_interval: float = 0.05) -> Any:
+        """Wait until the job is completed and return its result.
+
+        Raises ``JobFailed`` when it ends dead or cancelled, ``WaitTimeout`` after
+        ``timeout`` seconds, ``JobNotFound`` for an unknown id.
+        """
+        _check_id(job_id)
+        if timeout is not None and not _is_seconds(timeout):
+            raise ValidationError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+        if not _is_seconds(poll_interval) or poll_interval == 0:
+            raise ValidationError(f"poll_interval must be a finite number of seconds > 0, got {poll_interval!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.005, poll_interval)
+        while True:
+            row = self._run(self.queries.job_outcome, job_id)
+            if row is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            status, result, last_error = row
+            if status == JobStatus.COMPLETED:
+                return result
+            if status in (JobStatus.DEAD, JobStatus.CANCELLED):
+                raise JobFailed(job_id, status, last_error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} is still {status} after {timeout} s")
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)  # polling interval; the loop re-checks the database
+            delay = min(delay * 2, poll_interval)
+
+    def drain_worker(self, worker_id: uuid.UUID) -> bool:
+        """Ask a worker to drain (``pgq.drain_worker``; worker transition active -> draining).
+
+        The worker claims nothing more, releases its unstarted jobs, finishes the
+        running ones (within its ``shutdown_grace_seconds``), deregisters and exits.
+        Returns False when it was already draining. Raises ``InvalidTransition`` for a
+        stopped or unknown worker.
+        """
+        if not isinstance(worker_id, uuid.UUID):
+            raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
+        return bool(self._run(self.queries.drain_worker, worker_id))
+
+
+def _check_id(job_id: object) -> int:
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or not 1 <= job_id <= 2**63 - 1:
+        raise ValidationError(f"job id must be a positive whole number, got {job_id!r}")
+    return job_id
+
+
+def _check_ids(job_ids: object) -> list[int]:
+    if isinstance(job_ids, (str, bytes, Mapping)) or not isinstance(job_ids, Iterable):
+        raise ValidationError(f"job ids must be a list of job ids, got {job_ids!r}")
+    return [_check_id(i) for i in job_ids]
+
+
+def _is_seconds(value: object) -> bool:
+    """A finite, non-negative number of seconds (NaN and infinity would never time out)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < math.inf
