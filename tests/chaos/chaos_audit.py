@@ -312,7 +312,9 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
                                 -- before the claim that returned) is not a run again
                                 AND b.claimed_at > a.claimed_at
         WHERE a.outcome = 'returned'
-          AND NOT (a.refunded OR a.closed_as = 'interrupted'
+          -- closed as failed: the worker reported the handler's exception (here the handler's
+          -- recording connection broke after its last write, so it raised): not a success
+          AND NOT (a.refunded OR a.closed_as IN ('interrupted', 'failed')
                    OR (a.closed_as = 'lost' AND a.closed_error = 'WorkerLost'))
         ORDER BY 1, 2""")
     r.rerun_after_success = len({row[0] for row in reruns})

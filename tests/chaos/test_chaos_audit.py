@@ -249,6 +249,13 @@ def test_a_job_run_again_after_its_handler_returned_is_reported_unless_its_worke
     report = audit(db, 1)
     assert report.violations == [], "\n".join(report.violations)
     assert report.rerun_after_success == 0
+    # Or w1 reported a failure for it: its handler raised after recording 'returned' (the
+    # recording connection broke on its last write): not a success thrown away.
+    db.execute("UPDATE pgq.job_executions SET outcome = 'failed', error_type = 'OperationalError'"
+               " WHERE job_id = %s AND attempt = 1", (job_id,))
+    report = audit(db, 1)
+    assert report.violations == [], "\n".join(report.violations)
+    assert report.rerun_after_success == 0
 
 
 def test_a_claim_taken_again_by_the_same_worker_on_the_same_attempt(db: psycopg.Connection[Any]) -> None:
