@@ -7,8 +7,11 @@ watermark (``Positions``). ``heartbeat_worker_v2`` rescues a job the worker
 owns but does not list, so a job stays listed until its outcome is committed
 or given up. Jobs the database says the worker no longer owns (cancelled,
 rescued, timed out) have their handlers stopped; an answer ``draining`` starts
-the worker's drain. ``Background`` runs the heartbeat and, when this worker
-takes part, the maintenance round on their intervals.
+the worker's drain. With health sampling on (``PGQ_HEALTH_SAMPLING``), the
+heartbeat also carries the worker's health sample (``pgq.worker.metrics``) in
+the same statement (``heartbeat_worker_v3``). ``Background`` runs the
+heartbeat and, when this worker takes part, the maintenance round on their
+intervals.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pgq.health.queries import HealthQueries
+
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from pgq.worker.acknowledger import Acknowledger
     from pgq.worker.claim import ClaimSource
     from pgq.worker.counters import WorkerCounters
+    from pgq.worker.metrics import Mark
     from pgq.worker.positions import Positions
     from pgq.worker.runner import Runner
 
@@ -55,6 +61,9 @@ class Heartbeat:
         self.positions = positions
         self.clock = clock
         self._drain = drain
+        # Health samples (issue 11): the measurements the worker's parts record.
+        self.metrics = acknowledger.counters.metrics
+        self.health_queries = HealthQueries(queries.schema)
 
     def _abandon(self, job_id: int) -> None:
         self.runner.abandon(job_id, "no longer owned (cancelled, rescued or timed out)")
@@ -81,8 +90,15 @@ class Heartbeat:
             held = self.held_ids()
             started_through = self.positions.watermark(final=final)
             sent_at = self.clock.monotonic()
+            sample, mark = self._sample(len(held)) if self.metrics.enabled else (None, None)
             with self.pool().connection() as conn:
-                beat = self.queries.heartbeat_worker_v2(conn, self.worker_id, len(held), held, started_through)
+                if sample is None:
+                    beat = self.queries.heartbeat_worker_v2(conn, self.worker_id, len(held), held, started_through)
+                else:
+                    beat = self.health_queries.heartbeat_worker_v3(conn, self.worker_id, len(held), held,
+                                                                   started_through, sample)
+            if mark is not None:
+                self.metrics.committed(mark)
             self.positions.heartbeat_done(sent_at)
             # A lost job claimed again since the heartbeat was sent is this worker's again.
             self.positions.unless_claimed_again(claimed_since, beat.lost_job_ids, self._abandon)
@@ -95,6 +111,15 @@ class Heartbeat:
         if beat.status == "draining":
             self._drain("the heartbeat's answer")
         return list(beat.lost_job_ids)
+
+
+    def _sample(self, held: int) -> tuple[dict[str, Any], Mark]:
+        """This interval's health sample (``held``: the jobs the worker holds)."""
+        counters = self.acknowledger.counters
+        with self.runner.lock:
+            stuck = self.runner.stuck
+        return self.metrics.sample(now=self.clock.monotonic(), completed=counters.completed, failed=counters.failed,
+                                   in_flight=held, capacity=self.runner.concurrency, stuck=stuck)
 
 
 class Background:

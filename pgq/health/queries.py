@@ -1,0 +1,63 @@
+"""Every statement of the health feature, as one small typed function each.
+
+Built once per schema like ``pgq.queries.Queries`` (the schema quoted by
+psycopg, bound parameters only): the heartbeat with its sample, pruning old
+samples. Deciding what to do with the answers is the caller's business.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from pgq.db import execute, quote_ident
+from pgq.queries import Heartbeat
+
+
+class HealthQueries:
+    """The health statements for one pgq schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        s = quote_ident(schema)
+        self._heartbeat_v3 = (
+            f"SELECT status, previous_status, lost_job_ids, rescued_job_ids"
+            f" FROM {s}.heartbeat_worker_v3(%s::uuid, %s::int, %s::bigint[], %s::bigint, %s::jsonb)"
+        )
+        # One batch of pruning by the maintenance leader only: the lock is taken
+        # again for this transaction (NULL when another worker leads meanwhile).
+        self._prune_if_leader = (
+            f"SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext(%s))"
+            f" THEN {s}.prune_health_logs(make_interval(secs => %s::float8), %s::int) END"
+        )
+
+    def heartbeat_worker_v3(
+        self, conn: Any, worker_id: UUID, load: int, running: Sequence[int], started_through: int | None,
+        sample: Mapping[str, float | int] | None,
+    ) -> Heartbeat:
+        """Send a heartbeat with a health sample (``heartbeat_worker_v3``, commits).
+
+        Args:
+            running, started_through: as ``Queries.heartbeat_worker_v2``.
+            sample: the sample's metrics (``worker_health_logs``' sample columns), or
+                None for no sample.
+
+        Returns:
+            A ``Heartbeat`` with every field set.
+
+        Raises:
+            InvalidTransition: the worker is stopped or unknown.
+            ValidationError: a bad sample (unknown key, out of range) or watermark;
+                nothing was recorded.
+        """
+        payload = None if sample is None else json.dumps(dict(sample), allow_nan=False)
+        row = execute(conn, self._heartbeat_v3, [worker_id, load, list(running), started_through, payload])[0]
+        return Heartbeat(str(row[1]), [int(i) for i in row[2]], str(row[0]), [int(i) for i in row[3]])
+
+    def prune_health_logs_if_leader(self, conn: Any, older_than_seconds: float, limit: int) -> int | None:
+        """Delete up to ``limit`` samples older than that, if this transaction holds the
+        maintenance lead (None when another worker leads now)."""
+        row = execute(conn, self._prune_if_leader, [f"pgq-maintenance:{self.schema}", older_than_seconds, limit])[0]
+        return None if row[0] is None else int(row[0])
