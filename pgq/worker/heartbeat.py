@@ -114,12 +114,24 @@ class Heartbeat:
 
 
     def _sample(self, held: int) -> tuple[dict[str, Any], Mark]:
-        """This interval's health sample (``held``: the jobs the worker holds)."""
+        """This interval's health sample and score (``held``: the jobs the worker holds).
+
+        The score's latency baseline is the worker's own recent history (see
+        ``pgq.health.score.latency_baseline``), taken before this sample joins it.
+        """
+        from pgq.health.score import latency_baseline, score_sample  # numpy: only when sampling
+
         counters = self.acknowledger.counters
         with self.runner.lock:
             stuck = self.runner.stuck
-        return self.metrics.sample(now=self.clock.monotonic(), completed=counters.completed, failed=counters.failed,
-                                   in_flight=held, capacity=self.runner.concurrency, stuck=stuck)
+        values, mark = self.metrics.sample(now=self.clock.monotonic(), completed=counters.completed,
+                                           failed=counters.failed, in_flight=held, capacity=self.runner.concurrency,
+                                           stuck=stuck)
+        history = self.metrics.p50_history
+        baseline = float(latency_baseline(list(history))) if history else None
+        values["health_score"] = score_sample(values, baseline, self.acknowledger.settings.health_rss_limit_bytes)
+        history.append(values.get("latency_p50_ms", float("nan")))
+        return values, mark
 
 
 class Background:

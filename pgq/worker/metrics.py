@@ -15,6 +15,7 @@ its own statement (``heartbeat_worker_v3``). Scoring the sample is
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import os
 import random
@@ -26,6 +27,8 @@ from typing import Any
 RESERVOIR = 2048
 #: How often the event-loop probe runs (seconds): its lateness is the loop's lag.
 LOOP_PROBE_SECONDS = 0.25
+#: Samples whose median run time make the worker's latency baseline (an hour at 30 s).
+BASELINE_SAMPLES = 120
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -82,6 +85,8 @@ class WorkerMetrics:
         self._ack_lag = 0.0
         self._loop_lag: float | None = None
         self._mark: Mark | None = None
+        #: The median run times of the last ``BASELINE_SAMPLES`` samples (NaN: none ran).
+        self.p50_history: collections.deque[float] = collections.deque(maxlen=BASELINE_SAMPLES)
 
     # ------------------------------------------------------------ the job path
     def job_finished(self, seconds: float) -> None:

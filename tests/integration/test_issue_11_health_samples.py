@@ -20,7 +20,7 @@ from pgq.worker.metrics import LOOP_PROBE_SECONDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
 
-COLUMNS = ("jobs_completed", "jobs_failed", "error_rate", "latency_p50_ms", "latency_p95_ms", "in_flight",
+COLUMNS = ("health_score", "jobs_completed", "jobs_failed", "error_rate", "latency_p50_ms", "latency_p95_ms", "in_flight",
            "capacity", "stuck_handlers", "rss_bytes", "interval_seconds", "cpu_percent", "claim_rtt_ms",
            "ack_rtt_ms", "ack_lag_ms", "loop_lag_ms")
 
@@ -72,6 +72,12 @@ def test_a_heartbeat_records_what_the_worker_did_since_the_last_one(settings: pg
         assert first["claim_rtt_ms"] is not None and first["ack_rtt_ms"] is not None
         assert first["interval_seconds"] is None  # the first sample counts from the start
         assert first["loop_lag_ms"] is None  # no async handler ran
+        # Score (docs/health.md): errors 1 - 1.4 * 2 / (20 + 3); no latency baseline yet, no
+        # stuck handler, outcomes written well within a second, no memory limit: 0.8783.
+        assert first["health_score"] == pytest.approx(0.8783, abs=1e-4)
+        assert second["health_score"] == 1.0
+        row = conn.execute("SELECT health_score FROM pgq.workers WHERE id = %s", (worker.id,)).fetchone()
+        assert row == (1.0,)
         # The second covers the 30 s since the first: nothing ran.
         assert (second["jobs_completed"], second["jobs_failed"], second["error_rate"]) == (0, 0, None)
         assert second["interval_seconds"] == pytest.approx(30)
@@ -138,5 +144,28 @@ def test_maintenance_prunes_samples_past_the_retention(settings: pgq.Settings, c
         assert report.leader and report.health_samples_pruned == 6
         kept = conn.execute("SELECT count(*) FROM pgq.worker_health_logs").fetchone()
         assert kept == (4,)  # 0, 1, 2 and 3 hours old
+    finally:
+        q.close()
+
+
+def test_a_worker_whose_handlers_slow_down_scores_itself_failing(settings: pgq.Settings,
+                                                                 conn: psycopg.Connection[Any]) -> None:
+    clock = ManualClock(1000.0)
+    q = make_queue(settings, clock)
+    try:
+        worker = q.worker(queues=["default"], concurrency=1, install_signal_handlers=False,
+                          run_maintenance=False, clock=clock)
+        # Three healthy intervals of 10 ms jobs make the baseline (10 ms), then 80 ms jobs:
+        # speed = 2 * 10 / 80 = 0.25, below the failing threshold of 0.3.
+        for ms in (10, 10, 10, 80):
+            q.enqueue_many([{"task": "work", "payload": {"ms": ms}} for _ in range(5)])
+            while worker.run_once():
+                pass
+            worker.heartbeat()
+            clock.advance(30)
+        scores = [s["health_score"] for s in samples(conn, worker)]
+        assert scores == [1.0, 1.0, 1.0, 0.25]
+        row = conn.execute("SELECT health_score FROM pgq.workers WHERE id = %s", (worker.id,)).fetchone()
+        assert row == (0.25,)
     finally:
         q.close()
