@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from pgq.db import execute, quote_ident
+from pgq.health.samples import METRICS
 from pgq.queries import Heartbeat
 
 
@@ -31,6 +32,17 @@ class HealthQueries:
         self._prune_if_leader = (
             f"SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext(%s))"
             f" THEN {s}.prune_health_logs(make_interval(secs => %s::float8), %s::int) END"
+        )
+        # The samples of the live workers over the last window, per worker in time
+        # order, for the analysis (a BRIN range on logged_at; the join reads the
+        # small workers table).
+        self._recent = (
+            "SELECT l.worker_id, w.queues, extract(epoch FROM now() - l.logged_at)::float8, "
+            + ", ".join(f"l.{m}" for m in METRICS)
+            + f" FROM {s}.worker_health_logs AS l JOIN {s}.workers AS w ON w.id = l.worker_id"
+            " WHERE l.metric_type = 'heartbeat' AND l.logged_at > now() - make_interval(secs => %s::float8)"
+            " AND w.status IN ('active', 'draining')"
+            " ORDER BY l.worker_id, l.logged_at, l.id"
         )
 
     def heartbeat_worker_v3(
@@ -55,6 +67,11 @@ class HealthQueries:
         payload = None if sample is None else json.dumps(dict(sample), allow_nan=False)
         row = execute(conn, self._heartbeat_v3, [worker_id, load, list(running), started_through, payload])[0]
         return Heartbeat(str(row[1]), [int(i) for i in row[2]], str(row[0]), [int(i) for i in row[3]])
+
+    def recent_samples(self, conn: Any, window_seconds: float) -> list[tuple[Any, ...]]:
+        """Rows ``(worker_id, queues, age_seconds, *METRICS)`` of the live workers' samples
+        logged within ``window_seconds``, by worker then time (``SampleSet.from_rows``)."""
+        return execute(conn, self._recent, [window_seconds])
 
     def prune_health_logs_if_leader(self, conn: Any, older_than_seconds: float, limit: int) -> int | None:
         """Delete up to ``limit`` samples older than that, if this transaction holds the
