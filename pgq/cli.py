@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, TooManyStuckHandlers, ValidationError
+from pgq.health.cli import commands as health_commands
 from pgq.queue import Queue
 from pgq.settings import Settings
 
@@ -420,6 +421,11 @@ def _worker_id(queue: Queue, text: str) -> uuid.UUID:
 
 
 # ---------------------------------------------------------------- dlq
+# Worker health (issue 11): `pgq health`, `pgq workers health` (pgq/health/cli.py).
+for _command, _group in zip(health_commands(handle_errors), (main, workers), strict=True):
+    _group.add_command(_command)
+
+
 @main.group()
 def dlq() -> None:
     """Inspect, requeue and purge the dead letter queue."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from sqlalchemy import (
     REAL,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Computed,
@@ -290,6 +291,24 @@ Index("worker_health_logs_worker_metric_idx", worker_health_logs.c.worker_id, wo
       worker_health_logs.c.logged_at.desc())
 Index("worker_health_logs_logged_at_brin", worker_health_logs.c.logged_at, postgresql_using="brin")
 
+# Revision 0008 (issue 11): the alert rules the view health_alerts evaluates.
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("rule", Text, primary_key=True, comment="Rule name (the view knows how to measure each)."),
+    Column("severity", Text, nullable=False, comment="warning or critical (pgq health --check exits 1 or 2)."),
+    Column("threshold", Double, nullable=False, comment="The rule fires when its measured value is above this."),
+    Column("window_seconds", Double, nullable=False, server_default=text("3600"),
+           comment="How far back the rule looks (rules that measure a window)."),
+    Column("enabled", Boolean, nullable=False, server_default=text("true"),
+           comment="False: the view leaves the rule out."),
+    Column("description", Text, nullable=False, comment="What the rule watches, for people."),
+    CheckConstraint("severity IN ('warning', 'critical')", name="alert_rules_severity"),
+    CheckConstraint("window_seconds > 0", name="alert_rules_window_positive"),
+    CheckConstraint("threshold > '-Infinity' AND threshold < 'Infinity'", name="alert_rules_threshold_finite"),
+    comment="Alert rules evaluated by the view health_alerts; a DBA tunes threshold, severity, window or enabled.",
+)
+
 state_snapshots = Table(
     "state_snapshots",
     metadata,
@@ -304,12 +323,14 @@ state_snapshots = Table(
 )
 Index("state_snapshots_created_at_idx", state_snapshots.c.created_at.desc())
 
-TABLES = (jobs, workers, job_executions, dead_letter_queue, job_dependencies, worker_health_logs, state_snapshots)
+TABLES = (jobs, workers, job_executions, dead_letter_queue, job_dependencies, worker_health_logs, state_snapshots,
+          alert_rules)
 
 __all__ = [
     "NAMING_CONVENTION",
     "SCHEMA",
     "TABLES",
+    "alert_rules",
     "attempt_outcome",
     "dead_letter_queue",
     "job_dependencies",

@@ -14,9 +14,14 @@ Create Date: 2026-12-02
   ``heartbeat_worker_v2`` plus the sample, in one statement.
 - Function ``prune_health_logs`` (``db/functions/prune_health_logs/001.sql``):
   the maintenance leader deletes samples past the retention, in batches.
-- Roles: ``db/roles/006.sql`` (definer, closed to PUBLIC, granted to ``<schema>_worker``).
+- Table ``alert_rules`` (the alert thresholds of the design documents, one row
+  per rule, for DBAs to tune) and view ``health_alerts``
+  (``db/views/health_alerts/001.sql``) that evaluates them.
+- Roles: ``db/roles/006.sql`` (definer, closed to PUBLIC, granted to
+  ``<schema>_worker``; the view and the rules readable by ``<schema>_producer``).
 
-The downgrade drops the functions, then the columns (and their samples).
+The downgrade drops the view and the rules, the functions, then the columns
+(and their samples).
 """
 
 from alembic import op
@@ -61,6 +66,38 @@ ALTER TABLE worker_health_logs ADD CONSTRAINT worker_health_logs_sample_ranges C
 """
 
 
+ALERT_RULES = """
+CREATE TABLE alert_rules (
+    rule text PRIMARY KEY,
+    severity text NOT NULL,
+    threshold double precision NOT NULL,
+    window_seconds double precision NOT NULL DEFAULT 3600,
+    enabled boolean NOT NULL DEFAULT true,
+    description text NOT NULL,
+    CONSTRAINT alert_rules_severity CHECK (severity IN ('warning', 'critical')),
+    CONSTRAINT alert_rules_window_positive CHECK (window_seconds > 0),
+    CONSTRAINT alert_rules_threshold_finite CHECK (threshold > '-Infinity' AND threshold < 'Infinity')
+);
+COMMENT ON TABLE alert_rules IS
+    'Alert rules evaluated by the view health_alerts; a DBA tunes threshold, severity, window or enabled.';
+COMMENT ON COLUMN alert_rules.rule IS 'Rule name (the view knows how to measure each).';
+COMMENT ON COLUMN alert_rules.severity IS 'warning or critical (pgq health --check exits 1 or 2).';
+COMMENT ON COLUMN alert_rules.threshold IS 'The rule fires when its measured value is above this.';
+COMMENT ON COLUMN alert_rules.window_seconds IS 'How far back the rule looks (rules that measure a window).';
+COMMENT ON COLUMN alert_rules.enabled IS 'False: the view leaves the rule out.';
+COMMENT ON COLUMN alert_rules.description IS 'What the rule watches, for people.';
+INSERT INTO alert_rules (rule, severity, threshold, description) VALUES
+    ('dlq_size', 'critical', 100, 'Open dead letters'),
+    ('worker_failure_rate', 'critical', 0.10,
+     'Share of the workers seen in the window that are failing (score < 0.3) or went stale'),
+    ('queue_saturation', 'critical', 0.90, 'Running jobs / live capacity of a queue with due jobs waiting'),
+    ('pool_usage', 'critical', 0.80, 'Server connections in use / max_connections'),
+    ('retry_rate', 'warning', 0.05, 'Failed attempts / attempts in the window (health samples)'),
+    ('duration_vs_baseline', 'warning', 2.0, 'A worker''s median run time of the last 5 minutes / its baseline'),
+    ('heartbeat_timeouts', 'warning', 3, 'Workers marked stale in the window');
+"""
+
+
 def upgrade() -> None:
     enter_schema()
     op.execute("ALTER TABLE worker_health_logs "
@@ -71,11 +108,15 @@ def upgrade() -> None:
     op.execute(CHECK)
     run_sql_file("functions/heartbeat_worker_v3/001.sql")
     run_sql_file("functions/prune_health_logs/001.sql")
+    op.execute(ALERT_RULES)
+    run_sql_file("views/health_alerts/001.sql")
     run_sql_file("roles/006.sql")
 
 
 def downgrade() -> None:
     enter_schema()
+    op.execute("DROP VIEW health_alerts")
+    op.execute("DROP TABLE alert_rules")
     op.execute("DROP FUNCTION prune_health_logs(interval, integer, timestamptz)")
     op.execute("DROP FUNCTION heartbeat_worker_v3(uuid, integer, bigint[], bigint, jsonb, timestamptz)")
     op.execute("DELETE FROM worker_health_logs WHERE metric_type = 'heartbeat'")

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from pgq.db import execute, quote_ident
-from pgq.health.samples import METRICS
+from pgq.health import METRICS
 from pgq.queries import Heartbeat
 
 
@@ -32,6 +32,10 @@ class HealthQueries:
         self._prune_if_leader = (
             f"SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext(%s))"
             f" THEN {s}.prune_health_logs(make_interval(secs => %s::float8), %s::int) END"
+        )
+        self._alerts = (
+            f"SELECT rule, severity, subject, value, threshold, firing, detail FROM {s}.health_alerts"
+            " ORDER BY firing DESC, severity = 'critical' DESC, rule, subject"
         )
         # The samples of the live workers over the last window, per worker in time
         # order, for the analysis (a BRIN range on logged_at; the join reads the
@@ -67,6 +71,10 @@ class HealthQueries:
         payload = None if sample is None else json.dumps(dict(sample), allow_nan=False)
         row = execute(conn, self._heartbeat_v3, [worker_id, load, list(running), started_through, payload])[0]
         return Heartbeat(str(row[1]), [int(i) for i in row[2]], str(row[0]), [int(i) for i in row[3]])
+
+    def alerts(self, conn: Any) -> list[tuple[Any, ...]]:
+        """Rows ``(rule, severity, subject, value, threshold, firing, detail)`` of ``health_alerts``."""
+        return execute(conn, self._alerts)
 
     def recent_samples(self, conn: Any, window_seconds: float) -> list[tuple[Any, ...]]:
         """Rows ``(worker_id, queues, age_seconds, *METRICS)`` of the live workers' samples

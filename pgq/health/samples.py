@@ -16,14 +16,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pgq.health import METRICS
+
 Array = NDArray[np.float64]
 
-#: The numeric metrics of a sample, in the order the reader selects them.
-METRICS = (
-    "jobs_completed", "jobs_failed", "error_rate", "latency_p50_ms", "latency_p95_ms", "claim_rtt_ms",
-    "ack_rtt_ms", "ack_lag_ms", "in_flight", "capacity", "stuck_handlers", "rss_bytes", "cpu_percent",
-    "loop_lag_ms", "health_score",
-)
+__all__ = ["METRICS", "Array", "SampleSet", "latest"]
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,8 @@ EXPECTED_GRANTS = {
         ("table", "worker_status", "SELECT"),
         ("table", "job_history", "SELECT"),
         ("table", "job_status_estimates", "SELECT"),  # revision 0005, db/roles/003.sql
+        ("table", "health_alerts", "SELECT"),  # revision 0008, db/roles/006.sql
+        ("table", "alert_rules", "SELECT"),
         ("function", "enqueue_job", "EXECUTE"),
         ("function", "enqueue_jobs", "EXECUTE"),
         ("function", "cancel_job", "EXECUTE"),
@@ -659,13 +661,13 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
     # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
-    # then 0008 for its heartbeat_worker_v3 and prune_health_logs.
-    assert len(said) == 8 and all("CREATE ROLE" in m for m in said), said
+    # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3.
+    assert len(said) == 9 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
-    assert "006.sql" in said[7], said
+    assert all("006.sql" in m for m in said[7:9]), said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
