@@ -75,12 +75,13 @@ def analyse(samples: SampleSet, *, rss_limit_bytes: int = 0,
         by_worker.setdefault(a.worker_id, []).append(a)
     failures = {p.worker_id: p for p in prediction.predict_failures(samples, horizon)}
     memory = {p.worker_id: p for p in prediction.predict_memory(samples, rss_limit_bytes, horizon)}
+    trends = np.where(lines.n >= prediction.MIN_POINTS, np.round(lines.slope * 3600, 4), np.nan).tolist()
     out = []
-    for i, worker_id in enumerate(samples.worker_ids):
-        trend = float(lines.slope[i] * 3600) if lines.n[i] >= prediction.MIN_POINTS else None
-        score = float(current[i]) if np.isfinite(current[i]) else None
-        out.append(WorkerHealth(worker_id, samples.queues[i], int(samples.counts[i]), score,
-                                None if trend is None or not math.isfinite(trend) else round(trend, 4),
+    # Plain Python values from here: per-element numpy scalars cost more than the analysis.
+    for worker_id, queues, count, score, trend in zip(samples.worker_ids, samples.queues, samples.counts.tolist(),
+                                                      current.tolist(), trends, strict=True):
+        out.append(WorkerHealth(worker_id, queues, count, None if math.isnan(score) else score,
+                                None if math.isnan(trend) else trend,
                                 by_worker.get(worker_id, []), failures.get(worker_id), memory.get(worker_id)))
     return out
 

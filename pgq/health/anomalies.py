@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from pgq.health.samples import Array, SampleSet, latest
+from pgq.health.samples import Array, SampleSet, latest, row_quantile
 
 #: A z-score beyond this (in the metric's bad direction) is an anomaly (SPEC §8: > 2σ).
 Z_THRESHOLD = 2.0
@@ -89,19 +89,19 @@ def self_zscores(values: Array, counts: NDArray[np.int64], floor: float) -> tupl
     return x, mean, z
 
 
-def peer_zscores(x: Array, members: NDArray[np.bool_], floor: float) -> tuple[float, Array]:
-    """Robust z-scores of ``x`` against the median of the rows in ``members`` (a boolean mask).
+def peer_zscores(x: Array, members: NDArray[np.bool_], floor: float) -> tuple[Array, Array]:
+    """Robust z-scores of ``x`` (one value per worker) within each group of ``members``
+    (a (groups, workers) boolean matrix), all groups at once.
 
-    Returns (median, z) with z NaN outside ``members`` or when fewer than
-    ``MIN_PEERS`` members were measured.
+    Returns (median per group, z per group and worker), z NaN outside a group or
+    for a group with fewer than ``MIN_PEERS`` measured members.
     """
-    peers = x[members & np.isfinite(x)]
-    if peers.size < MIN_PEERS:
-        return float("nan"), np.full(x.shape, np.nan)
-    median = float(np.median(peers))
-    mad = float(np.median(np.abs(peers - median))) / MAD_SCALE
-    spread = max(mad, REL_FLOOR * abs(median), floor)
-    return median, np.where(members, (x - median) / spread, np.nan)
+    grid = np.where(members, x[None, :], np.nan)
+    median, counted = row_quantile(grid, 0.5)
+    mad = row_quantile(np.abs(grid - median[:, None]), 0.5)[0] / MAD_SCALE
+    spread = np.maximum(np.nan_to_num(mad), np.maximum(REL_FLOOR * np.abs(median), floor))
+    z = np.where(members & (counted >= MIN_PEERS)[:, None], (grid - median[:, None]) / spread[:, None], np.nan)
+    return median, z
 
 
 def detect(samples: SampleSet) -> list[Anomaly]:
@@ -111,20 +111,21 @@ def detect(samples: SampleSet) -> list[Anomaly]:
 
 def _detect(samples: SampleSet) -> Iterator[Anomaly]:
     ids = samples.worker_ids
-    by_queue: dict[str, list[int]] = {}
+    names = sorted({q for queues in samples.queues for q in queues})
+    members = np.zeros((len(names), samples.size), dtype=bool)
+    index = {q: n for n, q in enumerate(names)}
     for i, queues in enumerate(samples.queues):
         for q in queues:
-            by_queue.setdefault(q, []).append(i)
+            members[index[q], i] = True
     for metric, (direction, floor) in CHECKED.items():
         values = samples.metrics[metric]
         x, mean, z = self_zscores(values, samples.counts, floor)
         for i in np.nonzero(direction * np.nan_to_num(z) > Z_THRESHOLD)[0].tolist():
             yield Anomaly(ids[i], metric, "self", float(x[i]), float(mean[i]), float(direction * z[i]))
+        if not names:
+            continue
         current = latest(values) if values.size else np.full(samples.size, np.nan)
-        for queue, rows in sorted(by_queue.items()):
-            members = np.zeros(samples.size, dtype=bool)
-            members[rows] = True
-            median, pz = peer_zscores(current, members, floor)
-            for i in np.nonzero(direction * np.nan_to_num(pz) > Z_THRESHOLD)[0].tolist():
-                yield Anomaly(ids[i], metric, "peers", float(current[i]), float(median), float(direction * pz[i]),
-                              queue)
+        median, pz = peer_zscores(current, members, floor)
+        for g, i in zip(*np.nonzero(direction * np.nan_to_num(pz) > Z_THRESHOLD), strict=True):
+            yield Anomaly(ids[i], metric, "peers", float(current[i]), float(median[g]), float(direction * pz[g, i]),
+                          names[g])

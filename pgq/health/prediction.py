@@ -15,6 +15,7 @@ RSS rising towards ``PGQ_HEALTH_RSS_LIMIT_BYTES``.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -94,25 +95,25 @@ def fit_lines(t: Array, y: Array) -> Lines:
 def _crossing(lines: Lines, level: float | Array, sign: int, horizon: float,
               ids: list[uuid.UUID], what: str) -> list[Prediction]:
     """Rows whose line heads (``sign`` -1: down, +1: up) significantly to ``level`` within ``horizon``."""
-    out: list[Prediction] = []
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        df = np.maximum(lines.n - 2, 1)
         one_sided = np.where(sign * lines.slope > 0, lines.p_value / 2, 1.0)
-        now_value = lines.intercept
-        gap = level - now_value  # how far the line is from the level now
+        gap = level - lines.intercept  # how far the line is from the level now (t = 0)
         seconds = np.where(sign * gap <= 0, 0.0, gap / lines.slope)
+        chosen = np.nonzero((lines.n >= MIN_POINTS) & (one_sided < MAX_P_VALUE) & (seconds <= horizon)
+                            & np.isfinite(seconds))[0]
+        # The rest only for the rows chosen (a healthy fleet has none: the t quantiles are the cost).
+        lines = Lines(*(getattr(lines, f.name)[chosen] for f in dataclasses.fields(Lines)))
+        df = np.maximum(lines.n - 2, 1)
         earliest, latest = _interval(lines, level, df)
         at_horizon = lines.intercept + lines.slope * horizon
         se = lines.residual_std * np.sqrt(1 / lines.n + (horizon - lines.t_mean) ** 2 / lines.sxx)
         beyond = sign * (at_horizon - level)
         probability = np.where(se > 0, stats.t.cdf(beyond / se, df), (beyond >= 0).astype(float))
-    chosen = (lines.n >= MIN_POINTS) & (one_sided < MAX_P_VALUE) & (seconds <= horizon) & np.isfinite(seconds)
-    for i in np.nonzero(chosen)[0].tolist():
-        out.append(Prediction(ids[i], what, float(seconds[i]), float(max(earliest[i], 0.0)), float(latest[i]),
-                              float(probability[i]), float(lines.slope[i] * 3600), float(lines.r[i] ** 2),
-                              float(one_sided[i]), int(lines.n[i])))
-    return out
+    return [Prediction(ids[i], what, float(seconds[i]), float(max(earliest[k], 0.0)), float(latest[k]),
+                       float(probability[k]), float(lines.slope[k] * 3600), float(lines.r[k] ** 2),
+                       float(one_sided[i]), int(lines.n[k]))
+            for k, i in enumerate(chosen.tolist())]
 
 
 def _interval(lines: Lines, level: float | Array, df: NDArray[np.int64]) -> tuple[Array, Array]:

@@ -80,6 +80,25 @@ class SampleSet:
                    np.sum(np.isfinite(t), axis=1).astype(np.int64))
 
 
+def row_quantile(values: Array, q: float) -> tuple[Array, NDArray[np.int64]]:
+    """Each row's ``q`` quantile of its measured (non-NaN) values, linear between ranks
+    (numpy's default), and how many values were measured; NaN for a row with none.
+
+    ``np.nanquantile`` loops over the rows in Python; sorting puts NaN last, so a
+    row's measured values are its first ``counted``, and the quantile is read off them.
+    """
+    ordered = np.sort(values, axis=-1)
+    counted = np.sum(np.isfinite(ordered), axis=-1)
+    top = np.maximum(counted - 1, 0)
+    rank = q * top
+    low = np.floor(rank).astype(np.int64)
+    high = np.minimum(low + 1, top)
+    below = np.take_along_axis(ordered, low[..., None], axis=-1)[..., 0]
+    above = np.take_along_axis(ordered, high[..., None], axis=-1)[..., 0]
+    out = np.where(counted > 0, below + (above - below) * (rank - low), np.nan)
+    return out, counted.astype(np.int64)
+
+
 def latest(values: Array) -> Array:
     """Each row's last measured (non-NaN) value; NaN for a row with none."""
     finite = np.isfinite(values)

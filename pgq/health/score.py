@@ -11,7 +11,6 @@ below are the whole formula.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,13 +99,12 @@ def latency_baseline(p50_history_ms: ArrayLike, axis: int = -1) -> Array:
     measured) samples are ignored; fewer than 3 measured gives NaN (no baseline:
     the speed component stays 1).
     """
+    from pgq.health.samples import row_quantile
+
     history = _arr(p50_history_ms)
-    counted = np.sum(np.isfinite(history), axis=axis)
     if history.size == 0:
         return np.asarray(np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row: NaN, said by `counted`
-        base = np.nanquantile(history, 0.25, axis=axis)
+    base, counted = row_quantile(np.moveaxis(history, axis, -1), 0.25)
     return np.where(counted >= 3, base, np.nan)
 
 
