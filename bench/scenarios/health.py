@@ -5,7 +5,9 @@
   for ``--rounds`` pairs; heartbeats every second so that samples are sent
   during the run). ``cost_percent`` = 1 - the median of the per-pair ratios
   of jobs/s (on / off), in %: on a noisy shared machine a ratio of two
-  neighbouring runs is steadier than two medians.
+  neighbouring runs is steadier than two medians. ``cpu_cost_percent``: the
+  same for the worker processes' CPU time per job (user + system, from
+  ``getrusage(RUSAGE_CHILDREN)``), which other load on the machine disturbs less.
 - Analysis: ``--fleet-workers`` workers x ``--fleet-samples`` samples (1,000 x
   120 = an hour at 30 s) of synthetic metrics: the time to recompute every
   score (``pgq.health.score``), find the anomalies and fit the predictions
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -64,6 +67,7 @@ class SamplingWorkers(Workers):
 def _sampling_cost(env: Env, tmp: Path, jobs: int, workers: int, concurrency: int, batch_size: int,
                    rounds: int) -> dict[str, Any]:
     rates: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}  # worker processes' CPU per job (us)
     lost = 0
     for r in range(rounds):
         for sampling in ((True, False) if r % 2 == 0 else (False, True)):
@@ -71,14 +75,26 @@ def _sampling_cost(env: Env, tmp: Path, jobs: int, workers: int, concurrency: in
             first, last = preload(env, jobs)
             crew = SamplingWorkers(workers, concurrency, batch_size, sampling=sampling)
             label = f"burn-down, sampling {'on' if sampling else 'off'} ({r + 1}/{rounds})"
+            before = _children_cpu()
             metrics, _ = burn_down(env, tmp, crew, first, last, label=label, cost=False)
+            cpu[sampling].append(round((_children_cpu() - before) / jobs * 1e6, 2))
             rates[sampling].append(metrics["process_jobs_per_s"])
             lost += metrics["lost_or_duplicated"]
     ratios = [on / off for on, off in zip(rates[True], rates[False], strict=True)]
+    cpu_ratios = [on / off for on, off in zip(cpu[True], cpu[False], strict=True)]
     median = statistics.median(ratios)
     return {"jobs_per_s_on": rates[True], "jobs_per_s_off": rates[False],
             "ratios_on_over_off": [round(x, 4) for x in ratios], "median_ratio": round(median, 4),
-            "cost_percent": round((1 - median) * 100, 2), "lost_or_duplicated": lost}
+            "cost_percent": round((1 - median) * 100, 2),
+            "cpu_us_per_job_on": cpu[True], "cpu_us_per_job_off": cpu[False],
+            "cpu_ratios_on_over_off": [round(x, 4) for x in cpu_ratios],
+            "cpu_cost_percent": round((statistics.median(cpu_ratios) - 1) * 100, 2), "lost_or_duplicated": lost}
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the bench's child processes that have exited and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _fleet(workers: int, samples: int, seed: int = 1) -> tuple[SampleSet, dict[str, np.ndarray]]:
@@ -172,6 +188,8 @@ def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("sampling on / off (jobs/s)", f"{s['median_ratio']:.3f} median of {s['ratios_on_over_off']}"
                                        f" -> cost {s['cost_percent']:+.2f} %"),
+        ("worker CPU per job on / off", f"{s['cpu_cost_percent']:+.2f} % (median of {s['cpu_ratios_on_over_off']};"
+                                        f" us/job on {s['cpu_us_per_job_on']}, off {s['cpu_us_per_job_off']})"),
         ("jobs/s on", ", ".join(f"{x:,.0f}" for x in s["jobs_per_s_on"])),
         ("jobs/s off", ", ".join(f"{x:,.0f}" for x in s["jobs_per_s_off"])),
         ("analysis", f"{a['workers']:,} workers x {a['samples_per_worker']} samples: best {a['best_ms']} ms, "
