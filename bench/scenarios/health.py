@@ -8,6 +8,8 @@
   neighbouring runs is steadier than two medians. ``cpu_cost_percent``: the
   same for the worker processes' CPU time per job (user + system, from
   ``getrusage(RUSAGE_CHILDREN)``), which other load on the machine disturbs less.
+- Job-path recording alone: the CPU time of the calls the job path makes
+  per job with sampling on, in one thread (best of 5 x 200,000).
 - Analysis: ``--fleet-workers`` workers x ``--fleet-samples`` samples (1,000 x
   120 = an hour at 30 s) of synthetic metrics: the time to recompute every
   score (``pgq.health.score``), find the anomalies and fit the predictions
@@ -89,6 +91,26 @@ def _sampling_cost(env: Env, tmp: Path, jobs: int, workers: int, concurrency: in
             "cpu_us_per_job_on": cpu[True], "cpu_us_per_job_off": cpu[False],
             "cpu_ratios_on_over_off": [round(x, 4) for x in cpu_ratios],
             "cpu_cost_percent": round((statistics.median(cpu_ratios) - 1) * 100, 2), "lost_or_duplicated": lost}
+
+
+def _hooks_per_job(n: int = 200_000) -> dict[str, Any]:
+    """CPU time of what the job path records per job with sampling on, in one thread: two clock
+    reads around the handler, the run time into the reservoir, the outcome's queue time in and
+    out of a dict, its wait (the acknowledger's share); best of 5 (microseconds per job)."""
+    from pgq.worker.metrics import WorkerMetrics
+
+    clock = time.monotonic
+    best = float("inf")
+    for _ in range(5):
+        metrics, put_at = WorkerMetrics(), {}
+        started = time.process_time()
+        for job in range(n):
+            began = clock()
+            metrics.job_finished(clock() - began)
+            put_at.setdefault((job, 1), clock())
+            metrics.outcome_waited(clock() - put_at.pop((job, 1)))
+        best = min(best, (time.process_time() - started) / n * 1e6)
+    return {"us_per_job": round(best, 3), "jobs": n}
 
 
 def _children_cpu() -> float:
@@ -176,7 +198,8 @@ def _read_time(env: Env, workers: int, samples: int) -> dict[str, Any]:
 def run(env: Env, tmp: Path, *, jobs: int, workers: int, concurrency: int, batch_size: int, rounds: int,
         fleet_workers: int, fleet_samples: int) -> Run:
     cost = _sampling_cost(env, tmp, jobs, workers, concurrency, batch_size, rounds)
-    metrics = {"sampling": cost, "analysis": _analysis_time(fleet_workers, fleet_samples),
+    metrics = {"sampling": cost, "hooks": _hooks_per_job(),
+               "analysis": _analysis_time(fleet_workers, fleet_samples),
                "read": _read_time(env, fleet_workers, fleet_samples)}
     settings = {"jobs": jobs, "workers": workers, "concurrency": concurrency, "batch_size": batch_size,
                 "rounds": rounds, "heartbeat_interval_seconds": 1.0}
@@ -186,6 +209,7 @@ def run(env: Env, tmp: Path, *, jobs: int, workers: int, concurrency: int, batch
 def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     s, a, r = record["sampling"], record["analysis"], record["read"]
     return [
+        ("job-path recording, in-process", f"{record['hooks']['us_per_job']} us CPU per job"),
         ("sampling on / off (jobs/s)", f"{s['median_ratio']:.3f} median of {s['ratios_on_over_off']}"
                                        f" -> cost {s['cost_percent']:+.2f} %"),
         ("worker CPU per job on / off", f"{s['cpu_cost_percent']:+.2f} % (median of {s['cpu_ratios_on_over_off']};"
