@@ -67,8 +67,9 @@ class Acknowledger:
         # Health samples (issue 11): round trips and how long outcomes wait for their commit.
         counters.metrics.enabled = settings.health_sampling
         self._metrics = counters.metrics if settings.health_sampling else None
-        # When each pending outcome was queued (only while sampling).
-        self._put_at: dict[tuple[int, int], float] = {}
+        # When the oldest outcome not yet written was queued (only while sampling; None:
+        # none waits). One clock read per batch, not per outcome: the next write's lag.
+        self._waiting_since: float | None = None
         self._queue: queue_module.SimpleQueue[Ack] = queue_module.SimpleQueue()
         # Outcomes queued or being written: (job id, attempt) -> how many.
         self._pending: dict[tuple[int, int], int] = {}
@@ -81,12 +82,11 @@ class Acknowledger:
     # ------------------------------------------------------------ producer side
     def put(self, job: Job, outcome: Outcome) -> None:
         """Queue an outcome; the job stays listed in ``pending_ids()`` until it is written."""
-        now = self.clock.monotonic() if self._metrics is not None else 0.0
         with self._lock:
             key = (job.id, job.attempts)
             self._pending[key] = self._pending.get(key, 0) + 1
-            if self._metrics is not None:
-                self._put_at.setdefault(key, now)
+            if self._metrics is not None and self._waiting_since is None:
+                self._waiting_since = self.clock.monotonic()
         self._queue.put((job, outcome))
 
     def pending_ids(self) -> list[int]:
@@ -193,8 +193,6 @@ class Acknowledger:
 
     def _written(self, jobs: Sequence[Job]) -> None:
         """These outcomes are committed (or given up): the jobs are no longer this worker's."""
-        now = self.clock.monotonic() if self._metrics is not None else 0.0
-        oldest = now
         with self._lock:
             for job in jobs:
                 key = (job.id, job.attempts)
@@ -203,11 +201,13 @@ class Acknowledger:
                     self._pending[key] = left
                 else:
                     self._pending.pop(key, None)
-                    oldest = min(oldest, self._put_at.pop(key, now))
             if not self._pending:
                 self._settled.notify_all()
-        if self._metrics is not None:
-            self._metrics.outcome_waited(now - oldest)
+            # The ack lag: how long the oldest outcome waiting since the previous write
+            # waited (an outcome queued while this batch was written counts from then on).
+            since, self._waiting_since = self._waiting_since, None
+        if self._metrics is not None and since is not None:
+            self._metrics.outcome_waited(self.clock.monotonic() - since)
 
     def _write_completions(self, conn: Any, completions: list[tuple[Job, Completed]],
                            failures: list[tuple[Job, Failed]]) -> None:

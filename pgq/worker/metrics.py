@@ -40,6 +40,11 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def _uniform() -> float:
+    """A uniform draw in (0, 1) (a logarithm is taken of it, and of 1 minus a power of it)."""
+    return random.random() or 0.5
+
+
 def rss_bytes() -> int:
     """Resident memory of this process now (``/proc/self/statm``), else its peak (``getrusage``)."""
     try:
@@ -78,6 +83,8 @@ class WorkerMetrics:
         self.enabled = enabled
         self._durations: list[float] = []
         self._seen = 0  # jobs offered to the reservoir this interval
+        self._weight = 0.0  # algorithm L's W, and the number of the next value kept
+        self._next = 0
         self._claim_seconds = 0.0
         self._claims = 0
         self._ack_seconds = 0.0
@@ -90,15 +97,26 @@ class WorkerMetrics:
 
     # ------------------------------------------------------------ the job path
     def job_finished(self, seconds: float) -> None:
-        """A handler returned after ``seconds`` (reservoir sampling past ``RESERVOIR``)."""
+        """A handler returned after ``seconds``.
+
+        Past ``RESERVOIR`` values, a uniform reservoir with skips (Li's algorithm
+        L): the index of the next value kept is drawn once, so the jobs in between
+        pay one comparison, not a random draw each.
+        """
         seen = self._seen = self._seen + 1
-        durations = self._durations
-        if len(durations) < RESERVOIR:
-            durations.append(seconds)
-        else:
-            slot = random.randrange(seen)
-            if slot < RESERVOIR:
-                durations[slot] = seconds
+        if seen <= RESERVOIR:
+            self._durations.append(seconds)
+            if seen == RESERVOIR:
+                self._weight = math.exp(math.log(_uniform()) / RESERVOIR)
+                self._next = seen + self._skip()
+        elif seen >= self._next:
+            self._durations[random.randrange(RESERVOIR)] = seconds
+            self._weight *= math.exp(math.log(_uniform()) / RESERVOIR)
+            self._next = seen + self._skip()
+
+    def _skip(self) -> int:
+        """How many values algorithm L passes over before keeping the next one."""
+        return int(math.log(_uniform()) / math.log(1 - min(self._weight, 1 - 1e-12))) + 1
 
     def claim_round_trip(self, seconds: float) -> None:
         self._claim_seconds += seconds
