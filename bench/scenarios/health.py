@@ -50,7 +50,7 @@ PARAMS = [
     click.Option(["--fleet-samples"], type=click.IntRange(6, 10000), default=120, show_default=True,
                  help="Samples per worker in the analysis timing."),
 ]
-ALL: list[dict[str, Any]] = [{}]
+ALL: list[dict[str, Any]] = []  # minutes of paired burn-downs: run it by name (`pgq bench health`)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,17 +17,21 @@ intervals.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pgq.db import translated
+from pgq.errors import ValidationError
 from pgq.health.queries import HealthQueries
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from pgq.clock import Clock
+    from pgq.queries import Heartbeat as Beat
     from pgq.queries import Queries
     from pgq.worker.acknowledger import Acknowledger
     from pgq.worker.claim import ClaimSource
@@ -90,13 +94,9 @@ class Heartbeat:
             held = self.held_ids()
             started_through = self.positions.watermark(final=final)
             sent_at = self.clock.monotonic()
-            sample, mark = self._sample(len(held)) if self.metrics.enabled else (None, None)
+            sample, mark = self._sample_or_none(len(held))
             with self.pool().connection() as conn:
-                if sample is None:
-                    beat = self.queries.heartbeat_worker_v2(conn, self.worker_id, len(held), held, started_through)
-                else:
-                    beat = self.health_queries.heartbeat_worker_v3(conn, self.worker_id, len(held), held,
-                                                                   started_through, sample)
+                beat = self._send(conn, len(held), held, started_through, sample)
             if mark is not None:
                 self.metrics.committed(mark)
             self.positions.heartbeat_done(sent_at)
@@ -112,6 +112,31 @@ class Heartbeat:
             self._drain("the heartbeat's answer")
         return list(beat.lost_job_ids)
 
+
+    def _sample_or_none(self, held: int) -> tuple[dict[str, Any] | None, Mark | None]:
+        """The sample to send, or none (sampling off, or measuring failed: the heartbeat
+        matters more than its sample, so a failure here is logged and the beat goes on)."""
+        if not self.metrics.enabled:
+            return None, None
+        try:
+            values, mark = self._sample(held)
+        except Exception as exc:  # a heartbeat must never fail because of its sample
+            log.warning("health sample not taken: %s", exc)
+            return None, None
+        return {k: v for k, v in values.items() if v is None or math.isfinite(v)}, mark
+
+    def _send(self, conn: Any, load: int, held: list[int], started_through: int | None,
+              sample: dict[str, Any] | None) -> Beat:
+        """``heartbeat_worker_v3`` with the sample; a sample the database refuses (a value out of
+        range) costs that sample, not the heartbeat: it is sent again without (v2)."""
+        if sample is not None:
+            try:
+                with translated(self.acknowledger.settings.database_url):
+                    return self.health_queries.heartbeat_worker_v3(conn, self.worker_id, load, held,
+                                                                   started_through, sample)
+            except ValidationError as exc:
+                log.warning("the database refused this worker's health sample (%s); heartbeat sent without it", exc)
+        return self.queries.heartbeat_worker_v2(conn, self.worker_id, load, held, started_through)
 
     def _sample(self, held: int) -> tuple[dict[str, Any], Mark]:
         """This interval's health sample and score (``held``: the jobs the worker holds).

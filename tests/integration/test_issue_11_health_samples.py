@@ -169,3 +169,40 @@ def test_a_worker_whose_handlers_slow_down_scores_itself_failing(settings: pgq.S
         assert row == (0.25,)
     finally:
         q.close()
+
+
+def test_a_sample_the_database_refuses_or_that_fails_costs_the_sample_not_the_heartbeat(
+    settings: pgq.Settings, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    q = make_queue(settings, ManualClock())
+    try:
+        worker = q.worker(queues=["default"], install_signal_handlers=False, run_maintenance=False)
+        q.enqueue("work", {"ms": 1})
+        assert worker.run_once() == 1
+        metrics = worker.counters.metrics
+        real = metrics.sample
+
+        def out_of_range(**kwargs: Any) -> Any:
+            values, mark = real(**kwargs)
+            return {**values, "error_rate": 2.0}, mark  # the CHECK refuses it
+
+        def broken(**kwargs: Any) -> Any:
+            raise RuntimeError("no /proc here")
+
+        for fake, said in ((out_of_range, "refused this worker's health sample"), (broken, "no /proc here")):
+            conn.execute("UPDATE pgq.workers SET last_heartbeat = now() - interval '1 minute' WHERE id = %s",
+                         (worker.id,))
+            monkeypatch.setattr(metrics, "sample", fake)
+            caplog.clear()
+            worker.heartbeat()
+            row = conn.execute("SELECT last_heartbeat > now() - interval '30 seconds' FROM pgq.workers"
+                               " WHERE id = %s", (worker.id,)).fetchone()
+            assert row == (True,), "the heartbeat itself must be recorded"
+            assert said in caplog.text
+        assert samples(conn, worker) == []
+        monkeypatch.setattr(metrics, "sample", real)
+        worker.heartbeat()
+        assert len(samples(conn, worker)) == 1  # and the next sample goes through
+    finally:
+        q.close()
