@@ -223,8 +223,13 @@ def _sql_fstrings(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def test_runtime_sql_interpolates_only_the_quoted_schema() -> None:
-    queries = Path(pgq.__file__).parent / "queries.py"
+# The modules that hold runtime statements (issue 11 added health/queries.py).
+STATEMENT_MODULES = ["queries.py", "health/queries.py"]
+
+
+@pytest.mark.parametrize("module", STATEMENT_MODULES)
+def test_runtime_sql_interpolates_only_the_quoted_schema(module: str) -> None:
+    queries = Path(pgq.__file__).parent / module
     interpolated = _sql_fstrings(queries)
     assert interpolated, "the check found no SQL at all: it is looking in the wrong place"
     assert [(line, expr) for line, expr in interpolated if expr not in SAFE_IN_SQL] == []
@@ -238,7 +243,7 @@ def test_runtime_sql_interpolates_only_the_quoted_schema() -> None:
 def test_no_other_runtime_module_builds_sql_from_strings() -> None:
     package = Path(pgq.__file__).parent
     # Admin tools build DDL from the validated, quoted schema name; runtime modules build no SQL.
-    admin = {"queries.py", "migrate.py", "schema.py"}
+    admin = {*STATEMENT_MODULES, "migrate.py", "schema.py"}
     # Subpackages included (worker/, redis/): a runtime module anywhere in pgq builds no SQL.
     offenders = {name: found for path in sorted(package.rglob("*.py"))
                  if (name := path.relative_to(package).as_posix()) not in admin and (found := _sql_fstrings(path))}
