@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0007
+-- alembic revision: 0008
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -30,6 +30,28 @@ CREATE TABLE pgq.alembic_version (
 );
 GRANT SELECT ON TABLE pgq.alembic_version TO pgq_producer;
 GRANT SELECT ON TABLE pgq.alembic_version TO pgq_worker;
+
+-- ==================== table alert_rules
+CREATE TABLE pgq.alert_rules (
+    rule text NOT NULL,
+    severity text NOT NULL,
+    threshold double precision NOT NULL,
+    window_seconds double precision DEFAULT 3600 NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    description text NOT NULL,
+    CONSTRAINT alert_rules_pkey PRIMARY KEY (rule),
+    CONSTRAINT alert_rules_severity CHECK (severity = ANY (ARRAY['warning'::text, 'critical'::text])),
+    CONSTRAINT alert_rules_threshold_finite CHECK (threshold > '-Infinity'::double precision AND threshold < 'Infinity'::double precision),
+    CONSTRAINT alert_rules_window_positive CHECK (window_seconds > 0::double precision)
+);
+COMMENT ON TABLE pgq.alert_rules IS 'Alert rules evaluated by the view health_alerts; a DBA tunes threshold, severity, window or enabled.';
+GRANT SELECT ON TABLE pgq.alert_rules TO pgq_producer;
+COMMENT ON COLUMN pgq.alert_rules.rule IS 'Rule name (the view knows how to measure each).';
+COMMENT ON COLUMN pgq.alert_rules.severity IS 'warning or critical (pgq health --check exits 1 or 2).';
+COMMENT ON COLUMN pgq.alert_rules.threshold IS 'The rule fires when its measured value is above this.';
+COMMENT ON COLUMN pgq.alert_rules.window_seconds IS 'How far back the rule looks (rules that measure a window).';
+COMMENT ON COLUMN pgq.alert_rules.enabled IS 'False: the view leaves the rule out.';
+COMMENT ON COLUMN pgq.alert_rules.description IS 'What the rule watches, for people.';
 
 -- ==================== table dead_letter_queue
 CREATE TABLE pgq.dead_letter_queue (
@@ -226,7 +248,24 @@ CREATE TABLE pgq.worker_health_logs (
     metric_value double precision NOT NULL,
     metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
     logged_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT worker_health_logs_pkey PRIMARY KEY (id)
+    interval_seconds real,
+    jobs_completed integer,
+    jobs_failed integer,
+    error_rate real,
+    latency_p50_ms real,
+    latency_p95_ms real,
+    claim_rtt_ms real,
+    ack_rtt_ms real,
+    ack_lag_ms real,
+    in_flight integer,
+    capacity integer,
+    stuck_handlers integer,
+    rss_bytes bigint,
+    cpu_percent real,
+    loop_lag_ms real,
+    health_score real,
+    CONSTRAINT worker_health_logs_pkey PRIMARY KEY (id),
+    CONSTRAINT worker_health_logs_sample_ranges CHECK (interval_seconds >= 0::double precision AND jobs_completed >= 0 AND jobs_failed >= 0 AND error_rate >= 0::double precision AND error_rate <= 1::double precision AND health_score >= 0::double precision AND health_score <= 1::double precision AND latency_p50_ms >= 0::double precision AND latency_p95_ms >= 0::double precision AND claim_rtt_ms >= 0::double precision AND ack_rtt_ms >= 0::double precision AND ack_lag_ms >= 0::double precision AND in_flight >= 0 AND capacity >= 0 AND stuck_handlers >= 0 AND rss_bytes >= 0 AND cpu_percent >= 0::double precision AND loop_lag_ms >= 0::double precision AND 'NaN'::real <> interval_seconds AND 'NaN'::real <> error_rate AND 'NaN'::real <> latency_p50_ms AND 'NaN'::real <> latency_p95_ms AND 'NaN'::real <> claim_rtt_ms AND 'NaN'::real <> ack_rtt_ms AND 'NaN'::real <> ack_lag_ms AND 'NaN'::real <> cpu_percent AND 'NaN'::real <> loop_lag_ms AND 'NaN'::real <> health_score)
 );
 COMMENT ON TABLE pgq.worker_health_logs IS 'Time series of worker metrics (jobs/s, error rate, latency, memory, load).';
 COMMENT ON COLUMN pgq.worker_health_logs.id IS 'Log row id.';
@@ -235,6 +274,22 @@ COMMENT ON COLUMN pgq.worker_health_logs.metric_type IS 'Metric name, e.g. jobs_
 COMMENT ON COLUMN pgq.worker_health_logs.metric_value IS 'Metric value.';
 COMMENT ON COLUMN pgq.worker_health_logs.metadata IS 'Extra context for the value.';
 COMMENT ON COLUMN pgq.worker_health_logs.logged_at IS 'When the value was recorded (database time).';
+COMMENT ON COLUMN pgq.worker_health_logs.interval_seconds IS 'Seconds since the worker''s previous sample (what the counts cover).';
+COMMENT ON COLUMN pgq.worker_health_logs.jobs_completed IS 'Completions the worker committed since its previous sample.';
+COMMENT ON COLUMN pgq.worker_health_logs.jobs_failed IS 'Failures (retried or dead) the worker committed since its previous sample.';
+COMMENT ON COLUMN pgq.worker_health_logs.error_rate IS 'jobs_failed / (jobs_completed + jobs_failed), 0 to 1; NULL when no job finished.';
+COMMENT ON COLUMN pgq.worker_health_logs.latency_p50_ms IS 'Median handler run time of the jobs that finished in the interval (ms).';
+COMMENT ON COLUMN pgq.worker_health_logs.latency_p95_ms IS '95th percentile handler run time of the jobs that finished in the interval (ms).';
+COMMENT ON COLUMN pgq.worker_health_logs.claim_rtt_ms IS 'Mean claim round trip in the interval (ms).';
+COMMENT ON COLUMN pgq.worker_health_logs.ack_rtt_ms IS 'Mean outcome write (complete_jobs / fail_job) round trip in the interval (ms).';
+COMMENT ON COLUMN pgq.worker_health_logs.ack_lag_ms IS 'Longest time an outcome waited from the handler''s return to its commit (ms).';
+COMMENT ON COLUMN pgq.worker_health_logs.in_flight IS 'Jobs the worker held (buffered, running, outcome not written) at the sample.';
+COMMENT ON COLUMN pgq.worker_health_logs.capacity IS 'The worker''s concurrency at the sample.';
+COMMENT ON COLUMN pgq.worker_health_logs.stuck_handlers IS 'Sync handlers running past their timeout at the sample.';
+COMMENT ON COLUMN pgq.worker_health_logs.rss_bytes IS 'Resident memory of the worker process at the sample (bytes).';
+COMMENT ON COLUMN pgq.worker_health_logs.cpu_percent IS 'CPU time of the worker process over the interval, in % of one core.';
+COMMENT ON COLUMN pgq.worker_health_logs.loop_lag_ms IS 'Longest delay of the async handlers'' event loop in the interval (ms); NULL without one.';
+COMMENT ON COLUMN pgq.worker_health_logs.health_score IS 'The worker''s health score at the sample, 0 (failing below 0.3) to 1 (docs/health.md).';
 CREATE INDEX worker_health_logs_logged_at_brin ON pgq.worker_health_logs USING brin (logged_at);
 CREATE INDEX worker_health_logs_worker_metric_idx ON pgq.worker_health_logs USING btree (worker_id, metric_type, logged_at DESC);
 
@@ -289,6 +344,115 @@ COMMENT ON CONSTRAINT workers_metadata_object ON pgq.workers IS 'metadata is a J
 COMMENT ON CONSTRAINT workers_queue_names ON pgq.workers IS 'Queues are queue names, as jobs.queue (no NULL, no empty name).';
 CREATE INDEX workers_live_heartbeat_idx ON pgq.workers USING btree (last_heartbeat) WHERE (status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum]));
 CREATE TRIGGER workers_set_updated_at BEFORE UPDATE ON pgq.workers FOR EACH ROW WHEN (NOT old.updated_at IS DISTINCT FROM new.updated_at) EXECUTE FUNCTION pgq.set_updated_at();
+
+-- ==================== view health_alerts
+CREATE VIEW pgq.health_alerts AS
+ WITH rules AS (
+         SELECT r_1.rule,
+            r_1.severity,
+            r_1.threshold,
+            r_1.window_seconds
+           FROM pgq.alert_rules r_1
+          WHERE r_1.enabled
+        ), samples AS (
+         SELECT worker_id,
+            logged_at,
+            jobs_completed,
+            jobs_failed,
+            latency_p50_ms
+           FROM pgq.worker_health_logs l
+          WHERE metric_type = 'heartbeat'::text AND logged_at > (now() - make_interval(secs => ( SELECT max(window_seconds) AS max
+                   FROM rules)))
+        ), measured(rule, subject, value, detail) AS (
+         SELECT 'dlq_size'::text AS "?column?",
+            '*'::text AS "?column?",
+            count(*)::double precision AS count,
+            count(*) || ' open dead letter(s)'::text AS "?column?"
+           FROM pgq.dead_letter_queue d
+          WHERE requeued_at IS NULL
+        UNION ALL
+         SELECT 'worker_failure_rate'::text,
+            '*'::text,
+            failing::double precision / seen::double precision,
+            ((failing || ' of '::text) || seen) || ' worker(s) failing or stale'::text
+           FROM ( SELECT count(*) FILTER (WHERE (status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum])) AND health_score < 0.3::double precision OR status = 'stale'::pgq.worker_status_enum) AS failing,
+                    count(*) AS seen
+                   FROM pgq.workers w,
+                    rules r_1
+                  WHERE r_1.rule = 'worker_failure_rate'::text AND ((status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum])) OR COALESCE(stopped_at, last_heartbeat) > (now() - make_interval(secs => r_1.window_seconds)))) f
+          WHERE seen > 0
+        UNION ALL
+         SELECT 'queue_saturation'::text,
+            queue,
+                CASE
+                    WHEN (EXISTS ( SELECT 1
+                       FROM pgq.jobs j
+                      WHERE queue = queue AND (status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status])) AND run_at <= now())) THEN (( SELECT count(*) AS count
+                       FROM pgq.jobs j
+                      WHERE queue = queue AND status = 'running'::pgq.job_status))::double precision / capacity::double precision
+                    ELSE 0::double precision
+                END AS "case",
+            ((('capacity '::text || capacity) || ' in '::text) || workers) || ' live worker(s)'::text
+           FROM ( SELECT queue,
+                    sum(capacity) AS capacity,
+                    count(*) AS workers
+                   FROM pgq.workers w,
+                    LATERAL unnest(queues) q(queue)
+                  WHERE status = 'active'::pgq.worker_status_enum
+                  GROUP BY queue) c
+        UNION ALL
+         SELECT 'pool_usage'::text,
+            '*'::text,
+            (( SELECT count(*) AS count
+                   FROM pg_stat_activity
+                  WHERE backend_type = 'client backend'::text))::double precision / current_setting('max_connections'::text)::double precision,
+            current_setting('max_connections'::text) || ' max_connections'::text
+        UNION ALL
+         SELECT 'retry_rate'::text,
+            '*'::text,
+            failed::double precision / attempts::double precision,
+            ((failed || ' of '::text) || attempts) || ' attempt(s) failed'::text
+           FROM ( SELECT sum(jobs_failed) AS failed,
+                    sum(jobs_completed) + sum(jobs_failed) AS attempts
+                   FROM samples s,
+                    rules r_1
+                  WHERE r_1.rule = 'retry_rate'::text AND logged_at > (now() - make_interval(secs => r_1.window_seconds))) t
+          WHERE attempts >= 20
+        UNION ALL
+         SELECT 'duration_vs_baseline'::text,
+            worker_id::text AS worker_id,
+            recent / baseline,
+            ((round(recent::numeric, 1) || ' ms now, baseline '::text) || round(baseline::numeric, 1)) || ' ms'::text
+           FROM ( SELECT worker_id,
+                    avg(latency_p50_ms) FILTER (WHERE logged_at > (now() - '00:05:00'::interval)) AS recent,
+                    percentile_cont(0.25::double precision) WITHIN GROUP (ORDER BY (latency_p50_ms::double precision)) AS baseline,
+                    count(latency_p50_ms) AS measured
+                   FROM samples s,
+                    rules r_1
+                  WHERE r_1.rule = 'duration_vs_baseline'::text AND logged_at > (now() - make_interval(secs => r_1.window_seconds))
+                  GROUP BY worker_id) b
+             JOIN pgq.workers w ON id = worker_id AND (status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum]))
+          WHERE measured >= 5 AND baseline > 0::double precision AND recent IS NOT NULL
+        UNION ALL
+         SELECT 'heartbeat_timeouts'::text,
+            '*'::text,
+            count(id)::double precision AS count,
+            count(id) || ' worker(s) marked stale'::text
+           FROM rules r_1
+             LEFT JOIN pgq.workers w ON status = 'stale'::pgq.worker_status_enum AND stopped_at > (now() - make_interval(secs => r_1.window_seconds))
+          WHERE r_1.rule = 'heartbeat_timeouts'::text
+        )
+ SELECT rule,
+    severity,
+    subject,
+    value,
+    threshold,
+    value > threshold AS firing,
+    detail
+   FROM rules r
+     JOIN measured m ON rule = rule;
+COMMENT ON VIEW pgq.health_alerts IS 'The enabled alert rules of alert_rules evaluated now: rule, severity, subject (''*'', a queue or a worker), value, threshold, firing (value > threshold), detail.';
+GRANT SELECT ON TABLE pgq.health_alerts TO pgq_producer;
 
 -- ==================== view job_history
 CREATE VIEW pgq.job_history AS
@@ -989,6 +1153,60 @@ $function$;
 COMMENT ON FUNCTION pgq.heartbeat_worker_v2(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_health_score real, p_now timestamp with time zone) IS 'Record a heartbeat and the started watermark; rescue owned jobs not listed in p_running_job_ids (ClaimLost, claimed > 10 s ago). Returns the status now (active or draining), the status before, the listed jobs no longer owned and the jobs rescued.';
 GRANT EXECUTE ON FUNCTION pgq.heartbeat_worker_v2(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_health_score real, p_now timestamp with time zone) TO pgq_worker;
 
+-- ==================== function heartbeat_worker_v3(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_sample jsonb, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.heartbeat_worker_v3(p_worker_id uuid, p_current_load integer DEFAULT 0, p_running_job_ids bigint[] DEFAULT '{}'::bigint[], p_started_through bigint DEFAULT NULL::bigint, p_sample jsonb DEFAULT NULL::jsonb, p_now timestamp with time zone DEFAULT now())
+ RETURNS TABLE(status pgq.worker_status_enum, previous_status pgq.worker_status_enum, lost_job_ids bigint[], rescued_job_ids bigint[])
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_keys constant text[] := ARRAY[
+        'interval_seconds', 'jobs_completed', 'jobs_failed', 'error_rate', 'latency_p50_ms', 'latency_p95_ms',
+        'claim_rtt_ms', 'ack_rtt_ms', 'ack_lag_ms', 'in_flight', 'capacity', 'stuck_handlers', 'rss_bytes',
+        'cpu_percent', 'loop_lag_ms', 'health_score'];
+    v_bad text;
+    v_score real;
+BEGIN
+    IF p_sample IS NOT NULL THEN
+        IF jsonb_typeof(p_sample) <> 'object' THEN
+            RAISE EXCEPTION 'heartbeat_worker_v3: p_sample must be a JSON object, got %', jsonb_typeof(p_sample)
+                USING ERRCODE = 'PQ004';
+        END IF;
+        SELECT string_agg(k, ', ' ORDER BY k) INTO v_bad
+        FROM jsonb_each(p_sample) AS e(k, v)
+        WHERE k <> ALL (v_keys) OR jsonb_typeof(v) NOT IN ('number', 'null');
+        IF v_bad IS NOT NULL THEN
+            RAISE EXCEPTION 'heartbeat_worker_v3: unknown sample keys or values that are not numbers: %', v_bad
+                USING ERRCODE = 'PQ004';
+        END IF;
+        v_score := (p_sample->>'health_score')::real;
+    END IF;
+
+    RETURN QUERY SELECT * FROM heartbeat_worker_v2(p_worker_id, p_current_load, p_running_job_ids,
+                                                   p_started_through, v_score, p_now);
+
+    IF p_sample IS NOT NULL THEN
+        INSERT INTO worker_health_logs (
+            worker_id, metric_type, metric_value, logged_at, interval_seconds, jobs_completed, jobs_failed,
+            error_rate, latency_p50_ms, latency_p95_ms, claim_rtt_ms, ack_rtt_ms, ack_lag_ms, in_flight, capacity,
+            stuck_handlers, rss_bytes, cpu_percent, loop_lag_ms, health_score)
+        SELECT p_worker_id, 'heartbeat', coalesce((p_sample->>'health_score')::float8, w.health_score), p_now,
+               (p_sample->>'interval_seconds')::real, (p_sample->>'jobs_completed')::integer,
+               (p_sample->>'jobs_failed')::integer, (p_sample->>'error_rate')::real,
+               (p_sample->>'latency_p50_ms')::real, (p_sample->>'latency_p95_ms')::real,
+               (p_sample->>'claim_rtt_ms')::real, (p_sample->>'ack_rtt_ms')::real,
+               (p_sample->>'ack_lag_ms')::real, (p_sample->>'in_flight')::integer,
+               (p_sample->>'capacity')::integer, (p_sample->>'stuck_handlers')::integer,
+               (p_sample->>'rss_bytes')::bigint, (p_sample->>'cpu_percent')::real,
+               (p_sample->>'loop_lag_ms')::real, v_score
+        FROM workers AS w WHERE w.id = p_worker_id;
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION pgq.heartbeat_worker_v3(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_sample jsonb, p_now timestamp with time zone) IS 'heartbeat_worker_v2 plus the worker''s health sample (a JSON object of worker_health_logs'' sample columns, or NULL) recorded as one worker_health_logs row in the same statement; health_score also goes to workers.health_score.';
+GRANT EXECUTE ON FUNCTION pgq.heartbeat_worker_v3(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_sample jsonb, p_now timestamp with time zone) TO pgq_worker;
+
 -- ==================== function lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
  RETURNS bigint[]
@@ -1209,6 +1427,34 @@ AS $function$
     WHERE q IS NOT NULL
 $function$;
 COMMENT ON FUNCTION pgq.notify_queues(p_queues text[]) IS 'Internal: one NOTIFY per distinct queue on <schema>_job_available (payload: the queue name).';
+
+-- ==================== function prune_health_logs(p_older_than interval, p_limit integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.prune_health_logs(p_older_than interval, p_limit integer DEFAULT 10000, p_now timestamp with time zone DEFAULT now())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    IF p_older_than IS NULL OR p_older_than < interval '0' OR p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'prune_health_logs: p_older_than must not be negative and p_limit must be positive'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    WITH old AS (
+        SELECT l.id FROM worker_health_logs AS l
+        WHERE l.logged_at < p_now - p_older_than
+        LIMIT p_limit
+    ), deleted AS (
+        DELETE FROM worker_health_logs AS l USING old AS o WHERE l.id = o.id RETURNING l.id
+    )
+    SELECT count(*) INTO v_count FROM deleted;
+    RETURN v_count;
+END
+$function$;
+COMMENT ON FUNCTION pgq.prune_health_logs(p_older_than interval, p_limit integer, p_now timestamp with time zone) IS 'Deletes up to p_limit worker_health_logs rows logged more than p_older_than ago; returns how many.';
+GRANT EXECUTE ON FUNCTION pgq.prune_health_logs(p_older_than interval, p_limit integer, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer DEFAULT 10000, p_now timestamp with time zone DEFAULT now())

@@ -1,6 +1,6 @@
 """Leader-only housekeeping: mark stale workers (rescuing their jobs), fail
 timed-out jobs, delete the rows of workers long gone, prune finished jobs past
-the retention period.
+the retention period, and worker health samples past theirs (``pgq.health.retention``).
 
 Any worker may call ``Maintenance.run_once()``; a transaction-scoped advisory
 lock per schema makes exactly one of them do the work at a time. The round is
@@ -25,6 +25,8 @@ from psycopg_pool import ConnectionPool
 
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated
+from pgq.health.queries import HealthQueries
+from pgq.health.retention import prune_samples
 from pgq.queries import Queries, Rescue
 from pgq.settings import Settings
 
@@ -60,6 +62,7 @@ class MaintenanceReport:
     reconciled: ReconcileReport | None = None
     prune: PruneReport = field(default_factory=PruneReport)
     workers_pruned: int = 0  # rows of workers gone for PGQ_WORKER_RETENTION_SECONDS, deleted
+    health_samples_pruned: int = 0  # worker_health_logs rows past PGQ_HEALTH_RETENTION_SECONDS, deleted
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -114,8 +117,11 @@ class Maintenance:
         report = self._round(conn)
         if not report.leader:
             return report
+        started = self.clock.monotonic()
         prune = self.prune(conn)
-        return dataclasses.replace(report, pruned=prune.jobs, prune=prune)
+        samples = prune_samples(conn, self.settings, HealthQueries(self.settings.schema), self.clock,
+                                started + self.prune_budget_seconds())
+        return dataclasses.replace(report, pruned=prune.jobs, prune=prune, health_samples_pruned=samples)
 
     def prune_budget_seconds(self) -> float:
         """How long one round may prune: ``prune_time_budget_seconds``, at most half a

@@ -20,6 +20,7 @@ from __future__ import annotations
 from sqlalchemy import (
     REAL,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Computed,
@@ -258,11 +259,55 @@ worker_health_logs = Table(
     Column("metric_value", Double, nullable=False),
     Column("metadata", JSONB, nullable=False, server_default=_EMPTY_OBJECT),
     Column("logged_at", _TZ, nullable=False, server_default=_NOW),
+    # Revision 0008 (issue 11): one heartbeat's health sample per row (metric_type 'heartbeat').
+    Column("interval_seconds", REAL, comment="Seconds since the worker's previous sample (what the counts cover)."),
+    Column("jobs_completed", Integer, comment='Completions the worker committed since its previous sample.'),
+    Column("jobs_failed", Integer, comment='Failures (retried or dead) the worker committed since its previous sample.'),
+    Column("error_rate", REAL, comment='jobs_failed / (jobs_completed + jobs_failed), 0 to 1; NULL when no job finished.'),
+    Column("latency_p50_ms", REAL, comment='Median handler run time of the jobs that finished in the interval (ms).'),
+    Column("latency_p95_ms", REAL, comment='95th percentile handler run time of the jobs that finished in the interval (ms).'),
+    Column("claim_rtt_ms", REAL, comment='Mean claim round trip in the interval (ms).'),
+    Column("ack_rtt_ms", REAL, comment='Mean outcome write (complete_jobs / fail_job) round trip in the interval (ms).'),
+    Column("ack_lag_ms", REAL, comment="Longest time an outcome waited from the handler's return to its commit (ms)."),
+    Column("in_flight", Integer, comment='Jobs the worker held (buffered, running, outcome not written) at the sample.'),
+    Column("capacity", Integer, comment="The worker's concurrency at the sample."),
+    Column("stuck_handlers", Integer, comment='Sync handlers running past their timeout at the sample.'),
+    Column("rss_bytes", BigInteger, comment='Resident memory of the worker process at the sample (bytes).'),
+    Column("cpu_percent", REAL, comment='CPU time of the worker process over the interval, in % of one core.'),
+    Column("loop_lag_ms", REAL, comment="Longest delay of the async handlers' event loop in the interval (ms); NULL without one."),
+    Column("health_score", REAL, comment="The worker's health score at the sample, 0 (failing below 0.3) to 1 (docs/health.md)."),
+    CheckConstraint(
+        "interval_seconds >= 0 AND jobs_completed >= 0 AND jobs_failed >= 0"
+        " AND error_rate BETWEEN 0 AND 1 AND health_score BETWEEN 0 AND 1"
+        " AND latency_p50_ms >= 0 AND latency_p95_ms >= 0 AND claim_rtt_ms >= 0 AND ack_rtt_ms >= 0"
+        " AND ack_lag_ms >= 0 AND in_flight >= 0 AND capacity >= 0 AND stuck_handlers >= 0"
+        " AND rss_bytes >= 0 AND cpu_percent >= 0 AND loop_lag_ms >= 0"
+        " AND 'NaN'::real NOT IN (interval_seconds, error_rate, latency_p50_ms, latency_p95_ms, claim_rtt_ms,"
+        " ack_rtt_ms, ack_lag_ms, cpu_percent, loop_lag_ms, health_score)",
+        name="worker_health_logs_sample_ranges"),
     comment="Time series of worker metrics (jobs/s, error rate, latency, memory, load).",
 )
 Index("worker_health_logs_worker_metric_idx", worker_health_logs.c.worker_id, worker_health_logs.c.metric_type,
       worker_health_logs.c.logged_at.desc())
 Index("worker_health_logs_logged_at_brin", worker_health_logs.c.logged_at, postgresql_using="brin")
+
+# Revision 0008 (issue 11): the alert rules the view health_alerts evaluates.
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("rule", Text, primary_key=True, comment="Rule name (the view knows how to measure each)."),
+    Column("severity", Text, nullable=False, comment="warning or critical (pgq health --check exits 1 or 2)."),
+    Column("threshold", Double, nullable=False, comment="The rule fires when its measured value is above this."),
+    Column("window_seconds", Double, nullable=False, server_default=text("3600"),
+           comment="How far back the rule looks (rules that measure a window)."),
+    Column("enabled", Boolean, nullable=False, server_default=text("true"),
+           comment="False: the view leaves the rule out."),
+    Column("description", Text, nullable=False, comment="What the rule watches, for people."),
+    CheckConstraint("severity IN ('warning', 'critical')", name="alert_rules_severity"),
+    CheckConstraint("window_seconds > 0", name="alert_rules_window_positive"),
+    CheckConstraint("threshold > '-Infinity' AND threshold < 'Infinity'", name="alert_rules_threshold_finite"),
+    comment="Alert rules evaluated by the view health_alerts; a DBA tunes threshold, severity, window or enabled.",
+)
 
 state_snapshots = Table(
     "state_snapshots",
@@ -278,12 +323,14 @@ state_snapshots = Table(
 )
 Index("state_snapshots_created_at_idx", state_snapshots.c.created_at.desc())
 
-TABLES = (jobs, workers, job_executions, dead_letter_queue, job_dependencies, worker_health_logs, state_snapshots)
+TABLES = (jobs, workers, job_executions, dead_letter_queue, job_dependencies, worker_health_logs, state_snapshots,
+          alert_rules)
 
 __all__ = [
     "NAMING_CONVENTION",
     "SCHEMA",
     "TABLES",
+    "alert_rules",
     "attempt_outcome",
     "dead_letter_queue",
     "job_dependencies",

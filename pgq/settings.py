@@ -161,6 +161,18 @@ class Settings:
     prune_time_budget_seconds: float = 5.0
     # Rows of workers stopped or stale for longer than this are deleted.
     worker_retention_seconds: float = 7 * 24 * 3600.0
+    # --- health (issue 11)
+    # Each heartbeat records a health sample of the worker (one row of
+    # worker_health_logs, in the heartbeat's own statement); measured cost in
+    # bench/RESULTS.md, small enough to be on by default.
+    health_sampling: bool = True
+    # Health samples older than this are pruned by the maintenance leader (a day:
+    # the analysis reads the last hour; the rest is for looking back at an incident).
+    health_retention_seconds: float = 24 * 3600.0
+    # The memory a worker process may use (bytes; 0 = no limit): past 80 % of it the
+    # health score drops, and a rising RSS is predicted to reach it. Set it to the
+    # container's or cgroup's memory limit.
+    health_rss_limit_bytes: int = 0
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
@@ -237,6 +249,18 @@ class Settings:
         keep = self.worker_retention_seconds
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep < math.inf:
             raise ConfigurationError(f"PGQ_WORKER_RETENTION_SECONDS must be a number of seconds >= 0, got {keep!r}")
+        self._check_health()
+
+    def _check_health(self) -> None:
+        # --- health (issue 11)
+        if not isinstance(self.health_sampling, bool):
+            raise ConfigurationError(f"PGQ_HEALTH_SAMPLING must be true or false, got {self.health_sampling!r}")
+        keep = self.health_retention_seconds
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep < math.inf:
+            raise ConfigurationError(f"PGQ_HEALTH_RETENTION_SECONDS must be a number of seconds >= 0, got {keep!r}")
+        limit = self.health_rss_limit_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigurationError(f"PGQ_HEALTH_RSS_LIMIT_BYTES must be a whole number >= 0, got {limit!r}")
 
     def __repr__(self) -> str:
         parts = []

@@ -17,7 +17,8 @@ import logging
 import click
 
 from pgq.cli import bench, dlq, migrate, status, worker, workers
-from pgq.cli.common import Context
+from pgq.cli.common import Context, handle_errors
+from pgq.health.cli import commands as health_commands
 
 __all__ = ["main"]
 
@@ -41,3 +42,7 @@ main.add_command(status.status)
 main.add_command(workers.workers)
 main.add_command(dlq.dlq)
 main.add_command(bench.bench)
+
+# Worker health (issue 11): `pgq health`, `pgq workers health` (pgq/health/cli.py).
+for _command, _group in zip(health_commands(handle_errors), (main, workers.workers), strict=True):
+    _group.add_command(_command)

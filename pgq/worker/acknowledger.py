@@ -64,6 +64,12 @@ class Acknowledger:
         self._before_write = before_write
         self._wake = wake
         self._force = force
+        # Health samples (issue 11): round trips and how long outcomes wait for their commit.
+        counters.metrics.enabled = settings.health_sampling
+        self._metrics = counters.metrics if settings.health_sampling else None
+        # When the oldest outcome not yet written was queued (only while sampling; None:
+        # none waits). One clock read per batch, not per outcome: the next write's lag.
+        self._waiting_since: float | None = None
         self._queue: queue_module.SimpleQueue[Ack] = queue_module.SimpleQueue()
         # Outcomes queued or being written: (job id, attempt) -> how many.
         self._pending: dict[tuple[int, int], int] = {}
@@ -79,6 +85,8 @@ class Acknowledger:
         with self._lock:
             key = (job.id, job.attempts)
             self._pending[key] = self._pending.get(key, 0) + 1
+            if self._metrics is not None and self._waiting_since is None:
+                self._waiting_since = self.clock.monotonic()
         self._queue.put((job, outcome))
 
     def pending_ids(self) -> list[int]:
@@ -195,6 +203,11 @@ class Acknowledger:
                     self._pending.pop(key, None)
             if not self._pending:
                 self._settled.notify_all()
+            # The ack lag: how long the oldest outcome waiting since the previous write
+            # waited (an outcome queued while this batch was written counts from then on).
+            since, self._waiting_since = self._waiting_since, None
+        if self._metrics is not None and since is not None:
+            self._metrics.outcome_waited(self.clock.monotonic() - since)
 
     def _write_completions(self, conn: Any, completions: list[tuple[Job, Completed]],
                            failures: list[tuple[Job, Failed]]) -> None:
@@ -217,10 +230,13 @@ class Acknowledger:
 
     def _complete(self, conn: Any, completions: list[tuple[Job, Completed]]) -> None:
         self.counters.ack_round_trips += 1
+        sent = self.clock.monotonic()
         done = self.queries.complete_jobs(
             conn, self.worker_id, [j.id for j, _ in completions], [j.attempts for j, _ in completions],
             [o.result_json for _, o in completions],
         )
+        if self._metrics is not None:
+            self._metrics.ack_round_trip(self.clock.monotonic() - sent)
         self.counters.completed += len(done)
         self.counters.stale_reports += len(completions) - len(done)
         for job, _ in completions:
@@ -247,5 +263,9 @@ class Acknowledger:
 
     def _fail(self, conn: Any, job: Job, o: Failed) -> bool:
         self.counters.ack_round_trips += 1
-        return self.queries.fail_job(conn, job.id, self.worker_id, job.attempts, o.error_type, o.message,
-                                     o.traceback, o.retry_delay, o.fatal, o.outcome)
+        sent = self.clock.monotonic()
+        ok = self.queries.fail_job(conn, job.id, self.worker_id, job.attempts, o.error_type, o.message,
+                                   o.traceback, o.retry_delay, o.fatal, o.outcome)
+        if self._metrics is not None:
+            self._metrics.ack_round_trip(self.clock.monotonic() - sent)
+        return ok

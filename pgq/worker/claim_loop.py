@@ -126,6 +126,7 @@ class ClaimLoop:
         drops the jobs buffered and not started (no longer this worker's) and
         registers again.
         """
+        sent = self.clock.monotonic()
         try:
             with translated(self.settings.database_url):
                 jobs = self.source.claim(n, thorough=thorough)
@@ -142,6 +143,8 @@ class ClaimLoop:
             return []
         with self._lock:
             self.counters.claimed += len(jobs)
+            if self.counters.metrics.enabled:
+                self.counters.metrics.claim_round_trip(self.clock.monotonic() - sent)
         return jobs
 
     def hand_over(self, jobs: list[Job]) -> None:

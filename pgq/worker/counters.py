@@ -1,11 +1,15 @@
 """What one worker did, as plain counters (logged at shutdown, read by tests and the bench).
 
 The worker's parts each add to their own fields; nothing here decides anything.
+``metrics`` carries the measurements of the heartbeat's health samples
+(``pgq.worker.metrics``), so every part that counts can also measure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from pgq.worker.metrics import WorkerMetrics
 
 
 @dataclass
@@ -22,6 +26,8 @@ class WorkerCounters:
     ack_round_trips: int = 0
     errors: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    # Health measurements for the heartbeat's samples (issue 11); switched by PGQ_HEALTH_SAMPLING.
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics, repr=False, compare=False)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the extra counter ``name``."""

@@ -7,26 +7,36 @@ watermark (``Positions``). ``heartbeat_worker_v2`` rescues a job the worker
 owns but does not list, so a job stays listed until its outcome is committed
 or given up. Jobs the database says the worker no longer owns (cancelled,
 rescued, timed out) have their handlers stopped; an answer ``draining`` starts
-the worker's drain. ``Background`` runs the heartbeat and, when this worker
-takes part, the maintenance round on their intervals.
+the worker's drain. With health sampling on (``PGQ_HEALTH_SAMPLING``), the
+heartbeat also carries the worker's health sample (``pgq.worker.metrics``) in
+the same statement (``heartbeat_worker_v3``). ``Background`` runs the
+heartbeat and, when this worker takes part, the maintenance round on their
+intervals.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pgq.db import translated
+from pgq.errors import ValidationError
+from pgq.health.queries import HealthQueries
+
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from pgq.clock import Clock
+    from pgq.queries import Heartbeat as Beat
     from pgq.queries import Queries
     from pgq.worker.acknowledger import Acknowledger
     from pgq.worker.claim import ClaimSource
     from pgq.worker.counters import WorkerCounters
+    from pgq.worker.metrics import Mark
     from pgq.worker.positions import Positions
     from pgq.worker.runner import Runner
 
@@ -55,6 +65,9 @@ class Heartbeat:
         self.positions = positions
         self.clock = clock
         self._drain = drain
+        # Health samples (issue 11): the measurements the worker's parts record.
+        self.metrics = acknowledger.counters.metrics
+        self.health_queries = HealthQueries(queries.schema)
 
     def _abandon(self, job_id: int) -> None:
         self.runner.abandon(job_id, "no longer owned (cancelled, rescued or timed out)")
@@ -81,8 +94,11 @@ class Heartbeat:
             held = self.held_ids()
             started_through = self.positions.watermark(final=final)
             sent_at = self.clock.monotonic()
+            sample, mark = self._sample_or_none(len(held))
             with self.pool().connection() as conn:
-                beat = self.queries.heartbeat_worker_v2(conn, self.worker_id, len(held), held, started_through)
+                beat = self._send(conn, len(held), held, started_through, sample)
+            if mark is not None:
+                self.metrics.committed(mark)
             self.positions.heartbeat_done(sent_at)
             # A lost job claimed again since the heartbeat was sent is this worker's again.
             self.positions.unless_claimed_again(claimed_since, beat.lost_job_ids, self._abandon)
@@ -95,6 +111,52 @@ class Heartbeat:
         if beat.status == "draining":
             self._drain("the heartbeat's answer")
         return list(beat.lost_job_ids)
+
+
+    def _sample_or_none(self, held: int) -> tuple[dict[str, Any] | None, Mark | None]:
+        """The sample to send, or none (sampling off, or measuring failed: the heartbeat
+        matters more than its sample, so a failure here is logged and the beat goes on)."""
+        if not self.metrics.enabled:
+            return None, None
+        try:
+            values, mark = self._sample(held)
+        except Exception as exc:  # a heartbeat must never fail because of its sample
+            log.warning("health sample not taken: %s", exc)
+            return None, None
+        return {k: v for k, v in values.items() if v is None or math.isfinite(v)}, mark
+
+    def _send(self, conn: Any, load: int, held: list[int], started_through: int | None,
+              sample: dict[str, Any] | None) -> Beat:
+        """``heartbeat_worker_v3`` with the sample; a sample the database refuses (a value out of
+        range) costs that sample, not the heartbeat: it is sent again without (v2)."""
+        if sample is not None:
+            try:
+                with translated(self.acknowledger.settings.database_url):
+                    return self.health_queries.heartbeat_worker_v3(conn, self.worker_id, load, held,
+                                                                   started_through, sample)
+            except ValidationError as exc:
+                log.warning("the database refused this worker's health sample (%s); heartbeat sent without it", exc)
+        return self.queries.heartbeat_worker_v2(conn, self.worker_id, load, held, started_through)
+
+    def _sample(self, held: int) -> tuple[dict[str, Any], Mark]:
+        """This interval's health sample and score (``held``: the jobs the worker holds).
+
+        The score's latency baseline is the worker's own recent history (see
+        ``pgq.health.score.latency_baseline``), taken before this sample joins it.
+        """
+        from pgq.health.score import latency_baseline, score_sample  # numpy: only when sampling
+
+        counters = self.acknowledger.counters
+        with self.runner.lock:
+            stuck = self.runner.stuck
+        values, mark = self.metrics.sample(now=self.clock.monotonic(), completed=counters.completed,
+                                           failed=counters.failed, in_flight=held, capacity=self.runner.concurrency,
+                                           stuck=stuck)
+        history = self.metrics.p50_history
+        baseline = float(latency_baseline(list(history))) if history else None
+        values["health_score"] = score_sample(values, baseline, self.acknowledger.settings.health_rss_limit_bytes)
+        history.append(values.get("latency_p50_ms", float("nan")))
+        return values, mark
 
 
 class Background:

@@ -123,6 +123,9 @@ class Runner:
         self.processes: ProcessPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        # Health samples (issue 11): handler run times, the event loop's lag; None when off.
+        metrics = acknowledger.counters.metrics
+        self._metrics = metrics if metrics.enabled else None
 
     # ------------------------------------------------------------ starting jobs
     def start(self) -> None:
@@ -148,11 +151,17 @@ class Runner:
             self.finish(slot, unknown_task(job))
         elif task.is_async:
             slot.started = True
-            future = asyncio.run_coroutine_threadsafe(
-                run_async(task.fn, slot.ctx, job.timeout_seconds), self._event_loop())
-            future.add_done_callback(lambda f: self.finish(slot, _outcome_of(f)))
+            loop = self._event_loop()
+            began = self.clock.monotonic()
+            future = asyncio.run_coroutine_threadsafe(run_async(task.fn, slot.ctx, job.timeout_seconds), loop)
+            future.add_done_callback(lambda f: self._async_done(slot, f, began))
         else:
             self._ready.put(slot)
+
+    def _async_done(self, slot: Slot, future: Any, began: float) -> None:
+        if self._metrics is not None:
+            self._metrics.job_finished(self.clock.monotonic() - began)
+        self.finish(slot, _outcome_of(future))
 
     def _run(self) -> None:
         """One of ``concurrency`` threads running sync handlers from the buffer."""
@@ -178,7 +187,11 @@ class Runner:
             if skip:
                 self.finish(slot, None)
                 continue
+            metrics = self._metrics
+            began = self.clock.monotonic() if metrics is not None else 0.0
             outcome = self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
+            if metrics is not None:
+                metrics.job_finished(self.clock.monotonic() - began)
             if not self.finish(slot, outcome):
                 return  # detached: another thread took this one's place
 
@@ -197,6 +210,8 @@ class Runner:
                 thread = threading.Thread(target=loop.run_forever, name="pgq-async", daemon=True)
                 thread.start()
                 self._loop, self._loop_thread = loop, thread
+                if self._metrics is not None:
+                    self._metrics.watch_loop(loop)
             return self._loop
 
     # ------------------------------------------------------------ finishing jobs

@@ -182,3 +182,14 @@ def test_peers_call_the_hook_for_each_peer_and_workload(db_url: str, monkeypatch
 
 def _peer_params() -> dict[str, Any]:
     return {"jobs": 200, "single": 10, "workers": 1, "concurrency": 4, "latency_jobs": 5, "gap_ms": 1.0}
+
+
+def test_health_scenario_compares_sampling_on_and_off_and_times_the_analysis(db_url: str) -> None:
+    [record] = bench(db_url, "health", "-n", "400", "--rounds", "1", "--fleet-workers", "40",
+                     "--fleet-samples", "12")
+    assert record["scenario"] == "health"
+    sampling = record["sampling"]
+    assert len(sampling["jobs_per_s_on"]) == len(sampling["jobs_per_s_off"]) == 1
+    assert sampling["lost_or_duplicated"] == 0 and sampling["median_ratio"] > 0
+    assert record["analysis"]["workers"] == 40 and record["analysis"]["best_ms"] > 0
+    assert record["read"]["rows"] == 40 * 12

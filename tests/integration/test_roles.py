@@ -139,6 +139,8 @@ EXPECTED_GRANTS = {
         ("table", "worker_status", "SELECT"),
         ("table", "job_history", "SELECT"),
         ("table", "job_status_estimates", "SELECT"),  # revision 0005, db/roles/003.sql
+        ("table", "health_alerts", "SELECT"),  # revision 0008, db/roles/006.sql
+        ("table", "alert_rules", "SELECT"),
         ("function", "enqueue_job", "EXECUTE"),
         ("function", "enqueue_jobs", "EXECUTE"),
         ("function", "cancel_job", "EXECUTE"),
@@ -159,7 +161,9 @@ EXPECTED_GRANTS = {
             # with the watermark, asking a worker to drain.
             "get_runnable_jobs_v2", "claim_jobs_v2", "heartbeat_worker_v2", "drain_worker",
             # Revision 0007, db/roles/005.sql: a worker records its stuck handlers.
-            "set_worker_stuck_handlers")),
+            "set_worker_stuck_handlers",
+            # Revision 0008, db/roles/006.sql: the heartbeat with a health sample, pruning samples.
+            "heartbeat_worker_v3", "prune_health_logs")),
     },
 }
 
@@ -443,6 +447,25 @@ def test_worker_records_its_stuck_handlers_and_the_producer_may_not(
                          (worker_id,)).fetchone() == (2,)
 
 
+def test_worker_sends_health_samples_and_prunes_them_and_the_producer_may_not(
+    logins: Logins, conn: psycopg.Connection[Any],
+) -> None:
+    worker_dsn, producer_dsn = logins.create(WORKER).dsn, logins.create(PRODUCER).dsn
+    worker_id = factories.insert_worker(conn)
+    with as_role(worker_dsn) as c:
+        beat = c.execute("SELECT status::text FROM pgq.heartbeat_worker_v3(%s, 0, '{}', 0, %s::jsonb)",
+                         (worker_id, '{"jobs_completed": 3, "health_score": 0.75}')).fetchone()
+        pruned = c.execute("SELECT pgq.prune_health_logs(interval '1 day')").fetchone()
+        with factories.raises_sqlstate("42501"):  # still no direct write to the table
+            c.execute("DELETE FROM pgq.worker_health_logs")
+    refused = denied(producer_dsn, [
+        ("SELECT * FROM pgq.heartbeat_worker_v3(%s)", (worker_id,)),
+        ("SELECT pgq.prune_health_logs(interval '0')", ()),
+    ])
+    assert (beat, pruned, refused) == (("active",), (0,), [])
+    assert conn.execute("SELECT jobs_completed, health_score FROM pgq.worker_health_logs").fetchall() == [(3, 0.75)]
+
+
 def test_worker_may_not_enqueue_cancel_repair_or_write_tables(logins: Logins, conn: psycopg.Connection[Any]) -> None:
     dsn = logins.create(WORKER).dsn
     queued = factories.insert_job(conn)
@@ -637,12 +660,14 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     said = [r.getMessage() for r in caplog.records if r.name == "pgq.migrate"]
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
-    # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers.
-    assert len(said) == 7 and all("CREATE ROLE" in m for m in said), said
+    # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
+    # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3.
+    assert len(said) == 9 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
+    assert all("006.sql" in m for m in said[7:9]), said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -656,6 +681,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/003.sql"))
         c.execute(read_sql("roles/004.sql"))
         c.execute(read_sql("roles/005.sql"))
+        c.execute(read_sql("roles/006.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -671,6 +697,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         with factories.raises_sqlstate("PQ002", match="not registered"):
             c.execute(sql.SQL("SELECT {}.set_worker_stuck_handlers(gen_random_uuid(), 1)").format(
                 sql.Identifier(schema)))
+        assert c.execute(sql.SQL("SELECT {}.prune_health_logs(interval '1 day')").format(
+            sql.Identifier(schema))).fetchone() == (0,)
     assert warnings == []  # nothing skipped the second time
 
 

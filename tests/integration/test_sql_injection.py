@@ -223,8 +223,13 @@ def _sql_fstrings(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+# The modules that hold runtime statements: pgq/queries/, and health/queries.py (issue 11).
+STATEMENT_MODULES = ["queries/*.py", "health/queries.py"]
+
+
 def test_runtime_sql_interpolates_only_the_quoted_schema() -> None:
-    modules = sorted((Path(pgq.__file__).parent / "queries").glob("*.py"))
+    package = Path(pgq.__file__).parent
+    modules = sorted(path for pattern in STATEMENT_MODULES for path in package.glob(pattern))
     interpolated = [(path.name, line, expr) for path in modules for line, expr in _sql_fstrings(path)]
     assert interpolated, "the check found no SQL at all: it is looking in the wrong place"
     assert [(name, line, expr) for name, line, expr in interpolated if expr not in SAFE_IN_SQL] == []
@@ -238,9 +243,9 @@ def test_runtime_sql_interpolates_only_the_quoted_schema() -> None:
 def test_no_other_runtime_module_builds_sql_from_strings() -> None:
     package = Path(pgq.__file__).parent
     # Admin tools build DDL from the validated, quoted schema name; runtime modules build no SQL.
-    admin = {"migrate.py", "schema.py"}
+    admin = {"health/queries.py", "migrate.py", "schema.py"}
     # Subpackages included (worker/, redis/): a runtime module anywhere in pgq builds no SQL
-    # (queries/ is where it lives, checked above).
+    # (queries/ and health/queries.py are where it lives, checked above).
     offenders = {name: found for path in sorted(package.rglob("*.py"))
                  if (name := path.relative_to(package).as_posix()) not in admin and not name.startswith("queries/")
                  and (found := _sql_fstrings(path))}
