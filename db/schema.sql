@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0007
+-- alembic revision: 0012
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -136,7 +136,9 @@ CREATE TABLE pgq.jobs (
     life integer DEFAULT 1 NOT NULL,
     claim_position bigint,
     free_rescues integer DEFAULT 0 NOT NULL,
+    effective_priority smallint,
     CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
+    CONSTRAINT jobs_effective_priority_range CHECK (effective_priority >= 1 AND effective_priority <= 5),
     CONSTRAINT jobs_max_attempts_positive CHECK (max_attempts >= 1),
     CONSTRAINT jobs_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
     CONSTRAINT jobs_payload_size CHECK (pg_column_size(payload) <= 8388608),
@@ -184,6 +186,7 @@ COMMENT ON COLUMN pgq.jobs.updated_at IS 'Last change of the row (kept by a trig
 COMMENT ON COLUMN pgq.jobs.life IS 'Life of the job: 1, plus 1 for each requeue from the dead letter queue (a new life starts with attempts 0).';
 COMMENT ON COLUMN pgq.jobs.claim_position IS 'Position of the current (or last) claim in its worker''s sequence (get_runnable_jobs_v2, claim_jobs_v2); NULL for a claim without one. Above workers.started_through: the handler has not started.';
 COMMENT ON COLUMN pgq.jobs.free_rescues IS 'Rescues that gave the job back without charging an attempt, its handler having not started; at most max_attempts, then rescues charge again.';
+COMMENT ON COLUMN pgq.jobs.effective_priority IS 'Priority lent by waiting descendants (priority inheritance, lend_priority): above priority when a waiting job of higher priority depends on this one; NULL = none lent. The claim does not read it yet.';
 COMMENT ON CONSTRAINT jobs_payload_size ON pgq.jobs IS 'Payloads are at most 8 MiB as stored jsonb: a backstop for producers that skip the client-side PGQ_MAX_PAYLOAD_BYTES check.';
 COMMENT ON CONSTRAINT jobs_retry_finite ON pgq.jobs IS 'Backoff numbers are finite (NaN and infinity are rejected).';
 COMMENT ON CONSTRAINT jobs_run_at_finite ON pgq.jobs IS 'A job with run_at ''infinity'' would never run.';
@@ -575,13 +578,14 @@ CREATE OR REPLACE FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
  SET enable_nestloop TO 'off'
 AS $function$
+DECLARE
+    v_done bigint[];
 BEGIN
     IF cardinality(p_job_ids) IS DISTINCT FROM cardinality(p_attempts)
        OR (p_results IS NOT NULL AND cardinality(p_results) <> cardinality(p_job_ids)) THEN
         RAISE EXCEPTION 'complete_jobs: p_job_ids, p_attempts and p_results must have the same length'
             USING ERRCODE = 'PQ004';
     END IF;
-    RETURN QUERY
     WITH input AS (
         SELECT * FROM unnest(p_job_ids, p_attempts, p_results) AS t(job_id, attempt, result)
     ), done AS (
@@ -604,10 +608,17 @@ BEGIN
         INSERT INTO job_executions (job_id, life, attempt, worker_id, started_at, finished_at, outcome)
         SELECT id, life, attempts, worker_id, started_at, p_now, 'completed' FROM done
     )
-    SELECT id FROM done;
+    SELECT array_agg(d.id) INTO v_done FROM done AS d;
+    IF v_done IS NULL THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM job_dependencies AS jd WHERE jd.parent_id = ANY (v_done)) THEN
+        PERFORM release_waiting_children(v_done, p_now);
+    END IF;
+    RETURN QUERY SELECT unnest(v_done);
 END
 $function$;
-COMMENT ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) IS 'Completes a batch of running jobs of one worker, fenced by (job id, worker, attempt); returns the ids completed (a missing id was a stale report).';
+COMMENT ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) IS 'Completes a batch of running jobs of one worker, fenced by (job id, worker, attempt); returns the ids completed (a missing id was a stale report); queues the waiting children whose parents have all completed.';
 GRANT EXECUTE ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function deregister_worker(p_worker_id uuid, p_now timestamp with time zone)
@@ -706,6 +717,42 @@ $function$;
 COMMENT ON FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone) IS 'Enqueues one job and returns its id (the live job''s id when its unique key is taken); a psql-friendly wrapper over enqueue_jobs.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone) TO pgq_producer;
 
+-- ==================== function enqueue_job_v2(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_depends_on bigint[], p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.enqueue_job_v2(p_task text, p_payload jsonb DEFAULT '{}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT NULL::integer, p_delay interval DEFAULT '00:00:00'::interval, p_max_attempts integer DEFAULT 3, p_timeout interval DEFAULT NULL::interval, p_unique_key text DEFAULT NULL::text, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_depends_on bigint[] DEFAULT NULL::bigint[], p_now timestamp with time zone DEFAULT now())
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_id bigint;
+    v_n integer := coalesce(cardinality(p_depends_on), 0);
+BEGIN
+    IF p_delay < interval '0' THEN
+        RAISE EXCEPTION 'enqueue_job_v2: p_delay must not be negative (got %)', p_delay
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(p_depends_on) AS u(id) WHERE u.id IS NULL) THEN
+        RAISE EXCEPTION 'enqueue_job_v2: p_depends_on must not contain NULL' USING ERRCODE = 'PQ006';
+    END IF;
+    SELECT e.job_id INTO v_id
+    FROM enqueue_jobs_v2(
+        ARRAY[p_task], ARRAY[p_payload], ARRAY[p_queue],
+        ARRAY[CASE WHEN v_n = 0 THEN coalesce(p_priority, 3) ELSE p_priority END],
+        ARRAY[coalesce(p_run_at, p_now + coalesce(p_delay, interval '0'))],
+        ARRAY[p_max_attempts],
+        ARRAY[extract(epoch FROM p_timeout)::double precision],
+        ARRAY[p_unique_key],
+        ARRAY[NULL::double precision], ARRAY[NULL::double precision],
+        ARRAY[NULL::double precision], ARRAY[NULL::double precision],
+        array_fill(1, ARRAY[v_n]), coalesce(p_depends_on, '{}'), array_fill(NULL::integer, ARRAY[v_n]),
+        p_now) AS e;
+    RETURN v_id;
+END
+$function$;
+COMMENT ON FUNCTION pgq.enqueue_job_v2(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_depends_on bigint[], p_now timestamp with time zone) IS 'Enqueues one job that runs after its parents (p_depends_on, existing job ids) completed; returns its id (or the id of the live job holding p_unique_key). A psql-friendly wrapper over enqueue_jobs_v2.';
+GRANT EXECUTE ON FUNCTION pgq.enqueue_job_v2(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_depends_on bigint[], p_now timestamp with time zone) TO pgq_producer;
+
 -- ==================== function enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[] DEFAULT NULL::text[], p_priorities integer[] DEFAULT NULL::integer[], p_run_at timestamp with time zone[] DEFAULT NULL::timestamp with time zone[], p_max_attempts integer[] DEFAULT NULL::integer[], p_timeout_seconds double precision[] DEFAULT NULL::double precision[], p_unique_keys text[] DEFAULT NULL::text[], p_retry_base double precision[] DEFAULT NULL::double precision[], p_retry_factor double precision[] DEFAULT NULL::double precision[], p_retry_max double precision[] DEFAULT NULL::double precision[], p_retry_jitter double precision[] DEFAULT NULL::double precision[], p_now timestamp with time zone DEFAULT now())
  RETURNS TABLE(ord integer, job_id bigint, created boolean)
@@ -787,6 +834,168 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) IS 'Enqueues a batch of jobs in one statement (element i of every array is job i); a unique key held by a live job returns that job''s id with created = false.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) TO pgq_producer;
+
+-- ==================== function enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_dep_child integer[], p_dep_parent_id bigint[], p_dep_parent_ord integer[], p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[] DEFAULT NULL::text[], p_priorities integer[] DEFAULT NULL::integer[], p_run_at timestamp with time zone[] DEFAULT NULL::timestamp with time zone[], p_max_attempts integer[] DEFAULT NULL::integer[], p_timeout_seconds double precision[] DEFAULT NULL::double precision[], p_unique_keys text[] DEFAULT NULL::text[], p_retry_base double precision[] DEFAULT NULL::double precision[], p_retry_factor double precision[] DEFAULT NULL::double precision[], p_retry_max double precision[] DEFAULT NULL::double precision[], p_retry_jitter double precision[] DEFAULT NULL::double precision[], p_dep_child integer[] DEFAULT NULL::integer[], p_dep_parent_id bigint[] DEFAULT NULL::bigint[], p_dep_parent_ord integer[] DEFAULT NULL::integer[], p_now timestamp with time zone DEFAULT now())
+ RETURNS TABLE(ord integer, job_id bigint, created boolean)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_n integer := coalesce(cardinality(p_tasks), 0);
+    v_e integer := coalesce(cardinality(p_dep_child), 0);
+    v_bad text;
+    v_ids bigint[];
+    v_missing integer[];
+    v_k integer;
+BEGIN
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    IF coalesce(cardinality(p_payloads), 0) <> v_n
+       OR cardinality(p_queues) <> v_n OR cardinality(p_priorities) <> v_n
+       OR cardinality(p_run_at) <> v_n OR cardinality(p_max_attempts) <> v_n
+       OR cardinality(p_timeout_seconds) <> v_n OR cardinality(p_unique_keys) <> v_n
+       OR cardinality(p_retry_base) <> v_n OR cardinality(p_retry_factor) <> v_n
+       OR cardinality(p_retry_max) <> v_n OR cardinality(p_retry_jitter) <> v_n THEN
+        RAISE EXCEPTION 'enqueue_jobs_v2: every job array must have % elements, one per job', v_n
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF cardinality(p_dep_parent_id) <> v_e OR cardinality(p_dep_parent_ord) <> v_e THEN
+        RAISE EXCEPTION 'enqueue_jobs_v2: p_dep_child, p_dep_parent_id and p_dep_parent_ord must have the same length'
+            USING ERRCODE = 'PQ004';
+    END IF;
+
+    -- The edges' shape: positions in range, parents before children, one parent each.
+    SELECT CASE
+             WHEN e.c IS NULL OR e.c < 1 OR e.c > v_n THEN format('edge %s: child position %s is not a job of this call (1..%s)', e.k, e.c, v_n)
+             WHEN (e.pid IS NULL) = (e.pord IS NULL) THEN format('edge %s: give exactly one of p_dep_parent_id and p_dep_parent_ord', e.k)
+             WHEN e.pord = e.c THEN format('job %s depends on itself', e.c)
+             WHEN e.pord < 1 OR e.pord > v_n THEN format('edge %s: parent position %s is not a job of this call (1..%s)', e.k, e.pord, v_n)
+             WHEN e.pord > e.c THEN format('job %s depends on job %s of the same call, which comes after it: list parents before their children (a cycle cannot be enqueued)', e.c, e.pord)
+             ELSE format('job %s depends on job %s of the same call, which has a unique_key: enqueue that job first and pass its id', e.c, e.pord)
+           END
+    INTO v_bad
+    FROM unnest(p_dep_child, p_dep_parent_id, p_dep_parent_ord) WITH ORDINALITY AS e(c, pid, pord, k)
+    WHERE e.c IS NULL OR e.c < 1 OR e.c > v_n OR (e.pid IS NULL) = (e.pord IS NULL)
+       OR e.pord < 1 OR e.pord >= e.c OR p_unique_keys[e.pord] IS NOT NULL
+    ORDER BY e.k
+    LIMIT 1;
+    IF v_bad IS NULL THEN
+        SELECT format('job %s has %s parents; at most 1000 are allowed', c, count(DISTINCT coalesce(pid, -pord)))
+        INTO v_bad
+        FROM unnest(p_dep_child, p_dep_parent_id, p_dep_parent_ord) AS e(c, pid, pord)
+        GROUP BY c HAVING count(DISTINCT coalesce(pid, -pord)) > 1000
+        ORDER BY c LIMIT 1;
+    END IF;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'enqueue_jobs_v2: %; nothing was enqueued', v_bad USING ERRCODE = 'PQ006';
+    END IF;
+
+    -- Lock the existing parents in id order (no deadlock between two enqueues),
+    -- then read them in the next statement: a fresh snapshot that includes every
+    -- completion committed before the locks were granted.
+    PERFORM 1 FROM jobs AS j
+    WHERE j.id IN (SELECT DISTINCT u.pid FROM unnest(p_dep_parent_id) AS u(pid) WHERE u.pid IS NOT NULL)
+    ORDER BY j.id
+    FOR NO KEY UPDATE;
+    SELECT format('parent job %s does not exist (or is not committed yet)', min(u.pid))
+    INTO v_bad
+    FROM unnest(p_dep_parent_id) AS u(pid)
+    WHERE u.pid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.id = u.pid)
+    HAVING count(*) > 0;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'enqueue_jobs_v2: %; nothing was enqueued', v_bad USING ERRCODE = 'PQ006';
+    END IF;
+
+    WITH RECURSIVE input AS MATERIALIZED (
+        SELECT t.*, nextval('jobs_id_seq'::regclass) AS new_id
+        FROM unnest(p_tasks, p_payloads, p_queues, p_priorities, p_run_at, p_max_attempts,
+                    p_timeout_seconds, p_unique_keys, p_retry_base, p_retry_factor,
+                    p_retry_max, p_retry_jitter)
+             WITH ORDINALITY AS t(task, payload, queue, priority, run_at, max_attempts,
+                                  timeout_seconds, unique_key, retry_base, retry_factor,
+                                  retry_max, retry_jitter, i)
+    ), edges AS MATERIALIZED (
+        SELECT DISTINCT e.c, e.pid, e.pord
+        FROM unnest(p_dep_child, p_dep_parent_id, p_dep_parent_ord) AS e(c, pid, pord)
+    ), outside AS MATERIALIZED (
+        -- The existing parents, as locked above.
+        SELECT e.c, j.id, j.status, j.priority FROM edges AS e JOIN jobs AS j ON j.id = e.pid
+    ), doomed(o, reason) AS (
+        SELECT x.c, format('cancelled: parent job %s is %s', x.id, x.status) FROM outside AS x
+        WHERE x.status IN ('dead', 'cancelled')
+        UNION
+        SELECT e.c, d.reason FROM doomed AS d JOIN edges AS e ON e.pord = d.o
+    ), inherited(o, p) AS (
+        -- Priorities flow down the call's edges into jobs without one of their own.
+        SELECT i.i, coalesce(i.priority, (SELECT max(x.priority) FROM outside AS x WHERE x.c = i.i))
+        FROM input AS i
+        UNION
+        SELECT e.c, h.p FROM inherited AS h
+        JOIN edges AS e ON e.pord = h.o
+        JOIN input AS i ON i.i = e.c
+        WHERE i.priority IS NULL AND h.p IS NOT NULL
+    ), plan AS (
+        SELECT i.i,
+               coalesce(i.priority, (SELECT max(h.p) FROM inherited AS h WHERE h.o = i.i), 3) AS priority,
+               (SELECT min(d.reason) FROM doomed AS d WHERE d.o = i.i) AS reason,
+               EXISTS (SELECT 1 FROM edges AS e WHERE e.c = i.i AND e.pord IS NOT NULL)
+               OR EXISTS (SELECT 1 FROM outside AS x WHERE x.c = i.i AND x.status <> 'completed') AS blocked
+        FROM input AS i
+    ), inserted AS (
+        INSERT INTO jobs (id, task, payload, queue, priority, status, run_at, max_attempts,
+                          timeout, unique_key, retry_base_seconds, retry_factor,
+                          retry_max_seconds, retry_jitter, last_error, finished_at,
+                          created_at, updated_at)
+        SELECT i.new_id, i.task, coalesce(i.payload, '{}'::jsonb), coalesce(i.queue, 'default'),
+               pl.priority,
+               CASE WHEN pl.reason IS NOT NULL THEN 'cancelled'
+                    WHEN pl.blocked THEN 'waiting' ELSE 'queued' END::job_status,
+               coalesce(i.run_at, p_now), coalesce(i.max_attempts, 3),
+               make_interval(secs => i.timeout_seconds), i.unique_key,
+               i.retry_base, i.retry_factor, i.retry_max, i.retry_jitter,
+               pl.reason, CASE WHEN pl.reason IS NOT NULL THEN p_now END, p_now, p_now
+        FROM input AS i JOIN plan AS pl ON pl.i = i.i
+        ORDER BY i.i
+        ON CONFLICT (unique_key)
+            WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'running', 'retrying')
+            DO NOTHING
+        RETURNING id
+    )
+    SELECT array_agg(inserted.id ORDER BY input.i)
+    INTO v_ids
+    FROM input LEFT JOIN inserted ON inserted.id = input.new_id;
+
+    -- Rows skipped by ON CONFLICT: the live job holding the key (see enqueue_jobs).
+    v_missing := ARRAY(SELECT s.k FROM generate_subscripts(v_ids, 1) AS s(k) WHERE v_ids[s.k] IS NULL);
+    FOREACH v_k IN ARRAY v_missing LOOP
+        v_ids[v_k] := (SELECT j.id FROM jobs AS j
+                       WHERE j.unique_key = p_unique_keys[v_k]
+                         AND j.status IN ('waiting', 'queued', 'running', 'retrying'));
+        IF v_ids[v_k] IS NULL THEN
+            RAISE EXCEPTION 'enqueue_jobs_v2: unique_key % changed hands during enqueue; retry the call', p_unique_keys[v_k]
+                USING ERRCODE = '40001';
+        END IF;
+    END LOOP;
+
+    IF v_e > 0 THEN
+        INSERT INTO job_dependencies (parent_id, child_id, created_at)
+        SELECT DISTINCT coalesce(e.pid, v_ids[e.pord]), v_ids[e.c], p_now
+        FROM unnest(p_dep_child, p_dep_parent_id, p_dep_parent_ord) AS e(c, pid, pord)
+        WHERE NOT (e.c = ANY (v_missing));
+        PERFORM lend_priority(ARRAY(
+            SELECT v_ids[s.k] FROM generate_series(1, v_n) AS s(k) WHERE NOT (s.k = ANY (v_missing))));
+    END IF;
+
+    RETURN QUERY
+        SELECT s.k, v_ids[s.k], NOT (s.k = ANY (v_missing))
+        FROM generate_series(1, v_n) AS s(k);
+END
+$function$;
+COMMENT ON FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_dep_child integer[], p_dep_parent_id bigint[], p_dep_parent_ord integer[], p_now timestamp with time zone) IS 'Enqueues a batch of jobs with parents (a job graph): waiting until every parent completed, cancelled when one is dead or cancelled; bad graphs raise PQ006 and write nothing. Returns (ord, job_id, created) in input order.';
+GRANT EXECUTE ON FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_dep_child integer[], p_dep_parent_id bigint[], p_dep_parent_ord integer[], p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text DEFAULT NULL::text, p_retry_delay double precision DEFAULT NULL::double precision, p_fatal boolean DEFAULT false, p_outcome pgq.attempt_outcome DEFAULT 'failed'::pgq.attempt_outcome, p_now timestamp with time zone DEFAULT now())
@@ -988,6 +1197,45 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.heartbeat_worker_v2(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_health_score real, p_now timestamp with time zone) IS 'Record a heartbeat and the started watermark; rescue owned jobs not listed in p_running_job_ids (ClaimLost, claimed > 10 s ago). Returns the status now (active or draining), the status before, the listed jobs no longer owned and the jobs rescued.';
 GRANT EXECUTE ON FUNCTION pgq.heartbeat_worker_v2(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_health_score real, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function lend_priority(p_job_ids bigint[])
+CREATE OR REPLACE FUNCTION pgq.lend_priority(p_job_ids bigint[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_raised integer;
+BEGIN
+    -- One statement: the rows to raise are locked in id order (the CTE with
+    -- ORDER BY ... FOR NO KEY UPDATE), then updated.
+    WITH RECURSIVE lend(id, p) AS (
+        SELECT d.parent_id, c.priority
+        FROM jobs AS c JOIN job_dependencies AS d ON d.child_id = c.id
+        WHERE c.id = ANY (p_job_ids) AND c.status = 'waiting'
+        UNION
+        -- Only a waiting job has unfinished parents: the walk climbs through those.
+        SELECT d.parent_id, l.p
+        FROM lend AS l
+        JOIN jobs AS a ON a.id = l.id AND a.status = 'waiting'
+        JOIN job_dependencies AS d ON d.child_id = l.id
+    ), best AS (
+        SELECT l.id, max(l.p) AS p FROM lend AS l GROUP BY l.id
+    ), locked AS (
+        SELECT j.id, b.p FROM jobs AS j JOIN best AS b ON b.id = j.id
+        WHERE j.status IN ('waiting', 'queued', 'running', 'retrying')
+          AND greatest(j.priority, coalesce(j.effective_priority, 0)) < b.p
+        ORDER BY j.id
+        FOR NO KEY UPDATE OF j
+    )
+    UPDATE jobs AS j SET effective_priority = l.p
+    FROM locked AS l
+    WHERE j.id = l.id AND greatest(j.priority, coalesce(j.effective_priority, 0)) < l.p;
+    GET DIAGNOSTICS v_raised = ROW_COUNT;
+    RETURN v_raised;
+END
+$function$;
+COMMENT ON FUNCTION pgq.lend_priority(p_job_ids bigint[]) IS 'Internal (enqueue_jobs_v2): raises the effective_priority of the unfinished ancestors of these waiting jobs to their priority (priority inheritance); returns the rows raised.';
 
 -- ==================== function lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
@@ -1424,6 +1672,39 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone) IS 'Gives back running jobs a worker claimed but never started (shutdown): queued again at once, the attempt not counted; fenced; returns the released ids.';
 GRANT EXECUTE ON FUNCTION pgq.release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function release_waiting_children(p_parent_ids bigint[], p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.release_waiting_children(p_parent_ids bigint[], p_now timestamp with time zone DEFAULT now())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_queues text[];
+BEGIN
+    PERFORM 1 FROM jobs AS c
+    WHERE c.id IN (SELECT d.child_id FROM job_dependencies AS d WHERE d.parent_id = ANY (p_parent_ids))
+      AND c.status = 'waiting'
+    ORDER BY c.id
+    FOR NO KEY UPDATE;
+    WITH released AS (
+        UPDATE jobs AS c
+        SET status = 'queued', run_at = greatest(c.run_at, p_now), updated_at = p_now
+        WHERE c.id IN (SELECT d.child_id FROM job_dependencies AS d WHERE d.parent_id = ANY (p_parent_ids))
+          AND c.status = 'waiting'
+          AND NOT EXISTS (SELECT 1 FROM job_dependencies AS d JOIN jobs AS p ON p.id = d.parent_id
+                          WHERE d.child_id = c.id AND p.status <> 'completed')
+        RETURNING c.queue
+    )
+    SELECT array_agg(r.queue) INTO v_queues FROM released AS r;
+    IF v_queues IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM notify_queues(v_queues);
+    RETURN cardinality(v_queues);
+END
+$function$;
+COMMENT ON FUNCTION pgq.release_waiting_children(p_parent_ids bigint[], p_now timestamp with time zone) IS 'Internal (complete_jobs): queues the waiting children of these just-completed jobs whose parents have all completed, and notifies their queues; returns how many.';
 
 -- ==================== function requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[] DEFAULT NULL::bigint[], p_queue text DEFAULT NULL::text, p_now timestamp with time zone DEFAULT now())

@@ -22,6 +22,8 @@ import psycopg
 from pgq.db import execute, quote_ident
 from pgq.errors import SchemaNotReady
 from pgq.job import JOB_COLUMNS, Job, JobSpec, job_from_row
+from pgq.scheduling.graph import has_parents
+from pgq.scheduling.graph_queries import GraphQueries
 from pgq.sqlfiles import head_revision
 
 # The payload comes as text and is parsed by ``job_from_row``: psycopg's jsonb
@@ -147,6 +149,7 @@ class Queries:
     def __init__(self, schema: str) -> None:
         self.schema = schema
         s = quote_ident(schema)
+        self.graph = GraphQueries(schema)
         # COPY statements by the column list _copy_lines chooses (constant names only).
         self._copy_jobs = {
             columns: f"COPY {s}.jobs ({columns}) FROM STDIN"
@@ -307,6 +310,9 @@ class Queries:
         the call got (see ``EnqueueAttempt``).
         """
         attempt = attempt or EnqueueAttempt()
+        if has_parents(specs):  # job graphs: enqueue_jobs_v2 (pgq/scheduling/graph_queries.py)
+            attempt.commit_sent = True
+            return self.graph.enqueue_with_parents(conn, specs)
         if any(s.unique_key is not None for s in specs):
             attempt.commit_sent = True
             return self._enqueue_by_function(conn, specs)

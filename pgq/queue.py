@@ -29,12 +29,14 @@ from pgq.job import (
     Job,
     JobSpec,
     JobStatus,
+    Ref,
     validate_isolation,
     validate_queue_name,
     validate_task_name,
 )
 from pgq.queries import PURGE_BATCH, DeadLetter, Queries, ensure_current
 from pgq.retry import Backoff
+from pgq.scheduling.graph import has_parents, order_graph, reject_refs
 from pgq.settings import Settings
 from pgq.stats import QueueStats, collect_stats
 
@@ -190,7 +192,7 @@ class Queue:
         client.push_quietly(
             (job_id, spec.queue, spec.priority)
             for spec, (job_id, created) in zip(specs, rows, strict=True)
-            if created and not spec.delay_seconds and (spec.run_at is None or spec.run_at <= now)
+            if created and not spec.depends_on and not spec.delay_seconds and (spec.run_at is None or spec.run_at <= now)
         )
 
     def __enter__(self) -> Queue:
@@ -274,8 +276,13 @@ class Queue:
         timeout: float | dt.timedelta | None = _UNSET,
         unique_key: str | None = None,
         retry: Backoff | None = _UNSET,
+        depends_on: Sequence[int | Ref] | None = None,
     ) -> JobSpec:
-        """Validate one job's arguments against its task's defaults (no I/O)."""
+        """Validate one job's arguments against its task's defaults (no I/O).
+
+        ``depends_on``: parents (job ids, or ``pgq.ref(i)`` within ``enqueue_many``);
+        without ``priority`` such a job takes the highest of its parents' priorities.
+        """
         name = task.name if isinstance(task, Task) else validate_task_name(task)
         registered = self.tasks.get(name)
         if registered is None and self.strict_tasks:
@@ -297,6 +304,8 @@ class Queue:
             unique_key=unique_key,
             backoff=retry if retry is not _UNSET else (registered.retry if registered else None),
             max_payload_bytes=self.settings.max_payload_bytes,
+            depends_on=depends_on,
+            inherit_priority=priority is None,
         )
 
     # ------------------------------------------------------------ producers
@@ -331,6 +340,7 @@ class Queue:
             raise ValidationError(f"on_duplicate must be 'return' or 'raise', got {on_duplicate!r}")
         _check_options(options)
         spec = self.job_spec(task, payload, **options)
+        reject_refs(spec)
         rows = self._send([spec], idempotent=spec.unique_key is not None and on_duplicate == "return",
                           connection=connection)
         ((job_id, created),) = rows
@@ -376,10 +386,20 @@ class Queue:
                 raise ValidationError(f"job {index}: expected a JobSpec or a dict, got {type(item).__name__}")
         if not specs:
             return []
+        if has_parents(specs):
+            return self._enqueue_graph(specs, connection)
         rows = self._send(specs, idempotent=all(s.unique_key is not None for s in specs), connection=connection)
         if connection is None:
             self._push(specs, rows)
         return [job_id for job_id, _created in rows]
+
+    def _enqueue_graph(self, specs: list[JobSpec], connection: Any) -> list[int]:
+        """``enqueue_many`` with parents: sent parents first (``scheduling.graph``); ids in input order."""
+        ordered, position = order_graph(specs)
+        rows = self._send(ordered, idempotent=all(s.unique_key is not None for s in specs), connection=connection)
+        if connection is None:
+            self._push(ordered, rows)  # the roots; released children reach Redis through the reconciler
+        return [rows[position[i]][0] for i in range(len(specs))]
 
     # ------------------------------------------------------------ inspection and control
     def get(self, job_id: int, *, connection: Any = None) -> Job:
@@ -540,7 +560,8 @@ def _is_seconds(value: object) -> bool:
 
 
 # Per-job options of enqueue / enqueue_many (the keyword arguments of Queue.job_spec).
-_JOB_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "retry"})
+_JOB_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "retry",
+                          "depends_on"})
 
 
 def _check_options(options: Mapping[str, Any]) -> None:

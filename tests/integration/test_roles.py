@@ -141,6 +141,9 @@ EXPECTED_GRANTS = {
         ("table", "job_status_estimates", "SELECT"),  # revision 0005, db/roles/003.sql
         ("function", "enqueue_job", "EXECUTE"),
         ("function", "enqueue_jobs", "EXECUTE"),
+        # Revision 0012: enqueue with parents (job graphs).
+        ("function", "enqueue_job_v2", "EXECUTE"),
+        ("function", "enqueue_jobs_v2", "EXECUTE"),
         ("function", "cancel_job", "EXECUTE"),
     },
     WORKER: {
@@ -637,12 +640,14 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     said = [r.getMessage() for r in caplog.records if r.name == "pgq.migrate"]
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
-    # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers.
-    assert len(said) == 7 and all("CREATE ROLE" in m for m in said), said
+    # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
+    # then 0012 for the producer's enqueue_jobs_v2 / enqueue_job_v2.
+    assert len(said) == 8 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
+    assert "006.sql" in said[7] and "enqueue_jobs_v2" in said[7], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -656,9 +661,14 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/003.sql"))
         c.execute(read_sql("roles/004.sql"))
         c.execute(read_sql("roles/005.sql"))
+        c.execute(read_sql("roles/006.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
+        assert job is not None
+        child = c.execute(sql.SQL("SELECT {}.enqueue_job_v2('t', p_depends_on => ARRAY[%s::bigint])").format(
+            sql.Identifier(schema)), [job[0]]).fetchone()
+        assert child is not None and child[0] > job[0]
         c.execute(sql.SQL("SELECT * FROM {}.job_status_estimates").format(sql.Identifier(schema)))
     assert job is not None
     worker = logins.create(f"{schema}_worker").dsn
