@@ -841,6 +841,7 @@ CREATE OR REPLACE FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 DECLARE
     v_n integer := coalesce(cardinality(p_tasks), 0);
@@ -930,20 +931,28 @@ BEGIN
         SELECT e.c, d.reason FROM doomed AS d JOIN edges AS e ON e.pord = d.o
     ), inherited(o, p) AS (
         -- Priorities flow down the call's edges into jobs without one of their own.
-        SELECT i.i, coalesce(i.priority, (SELECT max(x.priority) FROM outside AS x WHERE x.c = i.i))
+        -- UNION keeps one row per (job, priority): at most five per job.
+        SELECT i.i, coalesce(i.priority, x.p)
         FROM input AS i
+        LEFT JOIN (SELECT o.c, max(o.priority) AS p FROM outside AS o GROUP BY o.c) AS x ON x.c = i.i
         UNION
         SELECT e.c, h.p FROM inherited AS h
         JOIN edges AS e ON e.pord = h.o
         JOIN input AS i ON i.i = e.c
         WHERE i.priority IS NULL AND h.p IS NOT NULL
     ), plan AS (
+        -- Joins to grouped sets, not correlated subqueries: a CTE has no index, and
+        -- a subquery per job would scan it once per job (quadratic in the call).
         SELECT i.i,
-               coalesce(i.priority, (SELECT max(h.p) FROM inherited AS h WHERE h.o = i.i), 3) AS priority,
-               (SELECT min(d.reason) FROM doomed AS d WHERE d.o = i.i) AS reason,
-               EXISTS (SELECT 1 FROM edges AS e WHERE e.c = i.i AND e.pord IS NOT NULL)
-               OR EXISTS (SELECT 1 FROM outside AS x WHERE x.c = i.i AND x.status <> 'completed') AS blocked
+               coalesce(i.priority, h.p, 3) AS priority,
+               d.reason,
+               (w.c IS NOT NULL) AS blocked
         FROM input AS i
+        LEFT JOIN (SELECT h.o, max(h.p) AS p FROM inherited AS h GROUP BY h.o) AS h ON h.o = i.i
+        LEFT JOIN (SELECT d.o, min(d.reason) AS reason FROM doomed AS d GROUP BY d.o) AS d ON d.o = i.i
+        LEFT JOIN (SELECT DISTINCT e.c FROM edges AS e WHERE e.pord IS NOT NULL
+                   UNION
+                   SELECT x.c FROM outside AS x WHERE x.status <> 'completed') AS w ON w.c = i.i
     ), inserted AS (
         INSERT INTO jobs (id, task, payload, queue, priority, status, run_at, max_attempts,
                           timeout, unique_key, retry_base_seconds, retry_factor,
@@ -1203,6 +1212,7 @@ CREATE OR REPLACE FUNCTION pgq.lend_priority(p_job_ids bigint[])
  RETURNS integer
  LANGUAGE plpgsql
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 DECLARE
     v_raised integer;
@@ -1678,6 +1688,8 @@ CREATE OR REPLACE FUNCTION pgq.release_waiting_children(p_parent_ids bigint[], p
  RETURNS integer
  LANGUAGE plpgsql
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET enable_nestloop TO 'on'
+ SET jit TO 'off'
 AS $function$
 DECLARE
     v_queues text[];

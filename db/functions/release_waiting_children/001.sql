@@ -19,6 +19,12 @@ CREATE OR REPLACE FUNCTION release_waiting_children(
 ) RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
+-- complete_jobs, its caller, turns nested loops off for its own statement; the
+-- lookups here are index probes per parent and child, which need them.
+SET enable_nestloop = on
+-- The planner's estimates for the recursive CTEs are far too high (millions of
+-- rows for thousands), which would pay seconds of JIT compilation for milliseconds of work.
+SET jit = off
 AS $$
 DECLARE
     v_queues text[];
