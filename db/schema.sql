@@ -444,11 +444,51 @@ BEGIN
     END IF;
     UPDATE jobs SET status = 'cancelled', finished_at = p_now, updated_at = p_now
     WHERE id = p_job_id;
+    IF EXISTS (SELECT 1 FROM job_dependencies AS d WHERE d.parent_id = p_job_id) THEN
+        PERFORM cancel_waiting_descendants(p_job_id, p_now);
+    END IF;
     RETURN true;
 END
 $function$;
-COMMENT ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) IS 'Cancels a waiting, queued, retrying or running job (a running job''s worker is told); returns false if it was already cancelled.';
+COMMENT ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) IS 'Cancels a waiting, queued, retrying or running job (a running job''s worker is told) and its waiting descendants; returns false if it was already cancelled.';
 GRANT EXECUTE ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) TO pgq_producer;
+
+-- ==================== function cancel_waiting_descendants(p_job_id bigint, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.cancel_waiting_descendants(p_job_id bigint, p_now timestamp with time zone DEFAULT now())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_reason text;
+    v_ids bigint[];
+    v_count integer;
+BEGIN
+    SELECT format('cancelled: job %s, which it depends on, is %s', j.id, j.status) INTO v_reason
+    FROM jobs AS j WHERE j.id = p_job_id;
+    WITH RECURSIVE below(id) AS (
+        SELECT d.child_id FROM job_dependencies AS d
+        JOIN jobs AS c ON c.id = d.child_id AND c.status = 'waiting'
+        WHERE d.parent_id = p_job_id
+        UNION
+        SELECT d.child_id FROM below AS b
+        JOIN job_dependencies AS d ON d.parent_id = b.id
+        JOIN jobs AS c ON c.id = d.child_id AND c.status = 'waiting'
+    )
+    SELECT array_agg(b.id ORDER BY b.id) INTO v_ids FROM below AS b;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM 1 FROM jobs AS c WHERE c.id = ANY (v_ids) AND c.status = 'waiting' ORDER BY c.id FOR NO KEY UPDATE;
+    UPDATE jobs AS c
+    SET status = 'cancelled', finished_at = p_now, last_error = v_reason, updated_at = p_now
+    WHERE c.id = ANY (v_ids) AND c.status = 'waiting';
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$function$;
+COMMENT ON FUNCTION pgq.cancel_waiting_descendants(p_job_id bigint, p_now timestamp with time zone) IS 'Internal (record_failed_attempt, cancel_job): cancels the waiting descendants of a job that ended dead or cancelled, the reason in last_error; returns how many.';
 
 -- ==================== function check_worker_may_claim(p_caller text, p_worker_id uuid, p_status pgq.worker_status_enum)
 CREATE OR REPLACE FUNCTION pgq.check_worker_may_claim(p_caller text, p_worker_id uuid, p_status pgq.worker_status_enum)
@@ -1606,6 +1646,9 @@ BEGIN
                p_now
         FROM job_executions AS e
         WHERE e.job_id = p_job_id;
+        IF EXISTS (SELECT 1 FROM job_dependencies AS d WHERE d.parent_id = p_job_id) THEN
+            PERFORM cancel_waiting_descendants(p_job_id, p_now);
+        END IF;
         RETURN 'dead';
     END IF;
 
@@ -1623,7 +1666,7 @@ BEGIN
     RETURN 'retrying';
 END
 $function$;
-COMMENT ON FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone) IS 'Internal (fail_job, the rescues): records a failed attempt of a locked running job, then retries it or moves it to the dead letter queue; returns the new status.';
+COMMENT ON FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone) IS 'Internal (fail_job, the rescues): records a failed attempt of a locked running job, then retries it or moves it to the dead letter queue (cancelling its waiting descendants); returns the new status.';
 
 -- ==================== function register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer, p_metadata jsonb, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer DEFAULT 1, p_metadata jsonb DEFAULT '{}'::jsonb, p_now timestamp with time zone DEFAULT now())

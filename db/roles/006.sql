@@ -1,10 +1,11 @@
 -- Roles for revision 0012, job graphs (the model is db/roles/001.sql's; read it first).
 --
 --   enqueue_jobs_v2, enqueue_job_v2   enqueue with parents; granted to <schema>_producer
---   complete_jobs                     replaced (CREATE OR REPLACE resets SECURITY
+--   complete_jobs, cancel_job         replaced (CREATE OR REPLACE resets SECURITY
 --                                     DEFINER): definer again, grants unchanged
 --   release_waiting_children,         internal helpers, called by the definer functions
---   lend_priority                     above as the owner: closed to PUBLIC, granted to nobody
+--   lend_priority,                    above (and record_failed_attempt) as the owner:
+--   cancel_waiting_descendants        closed to PUBLIC, granted to nobody
 --
 -- The entry points are SECURITY DEFINER: they write jobs and job_dependencies,
 -- which the producer may not UPDATE (and may only INSERT the columns of a new job).
@@ -20,6 +21,7 @@ ALTER FUNCTION enqueue_jobs_v2(text[], jsonb[], text[], integer[], timestamptz[]
 ALTER FUNCTION enqueue_job_v2(text, jsonb, text, integer, interval, integer, interval, text, timestamptz,
                               bigint[], timestamptz) SECURITY DEFINER;
 ALTER FUNCTION complete_jobs(uuid, bigint[], integer[], jsonb[], timestamptz) SECURITY DEFINER;
+ALTER FUNCTION cancel_job(bigint, timestamptz) SECURITY DEFINER;
 REVOKE ALL ON FUNCTION enqueue_jobs_v2(text[], jsonb[], text[], integer[], timestamptz[], integer[],
                                        double precision[], text[], double precision[], double precision[],
                                        double precision[], double precision[], integer[], bigint[], integer[],
@@ -28,6 +30,7 @@ REVOKE ALL ON FUNCTION enqueue_job_v2(text, jsonb, text, integer, interval, inte
                                       bigint[], timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION release_waiting_children(bigint[], timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION lend_priority(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cancel_waiting_descendants(bigint, timestamptz) FROM PUBLIC;
 
 DO $roles$
 DECLARE

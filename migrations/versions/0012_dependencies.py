@@ -12,9 +12,13 @@ Issue 10, items 1-2 (SPEC §7). ``job_dependencies`` (revision 0001) gets its wr
   ``enqueue_jobs`` / ``enqueue_job``, which stay), the internal helpers
   ``release_waiting_children`` and ``lend_priority``, and ``complete_jobs``
   (``003.sql``: releases the waiting children of the jobs it completes).
+- Failure propagation: ``cancel_waiting_descendants`` (internal), called by
+  ``record_failed_attempt`` (``003.sql``, a job that ends dead) and ``cancel_job``
+  (``003.sql``): the waiting descendants are cancelled, the reason in last_error.
 - Roles: ``db/roles/006.sql``.
 
-The downgrade restores ``complete_jobs/002.sql`` (definer again), drops the new
+The downgrade restores ``complete_jobs/002.sql``, ``cancel_job/002.sql`` (definer
+again) and ``record_failed_attempt/002.sql``, drops the new
 functions and the column. Waiting jobs stay waiting (nothing releases them
 after a downgrade: requeue or cancel them first).
 """
@@ -45,6 +49,7 @@ DROP FUNCTION enqueue_jobs_v2(text[], jsonb[], text[], integer[], timestamptz[],
                               double precision[], integer[], bigint[], integer[], timestamptz);
 DROP FUNCTION release_waiting_children(bigint[], timestamptz);
 DROP FUNCTION lend_priority(bigint[]);
+DROP FUNCTION cancel_waiting_descendants(bigint, timestamptz);
 ALTER TABLE jobs DROP COLUMN effective_priority;
 """
 
@@ -57,6 +62,9 @@ def upgrade() -> None:
     run_sql_file("functions/enqueue_jobs_v2/001.sql")
     run_sql_file("functions/enqueue_job_v2/001.sql")
     run_sql_file("functions/complete_jobs/003.sql")
+    run_sql_file("functions/cancel_waiting_descendants/001.sql")
+    run_sql_file("functions/record_failed_attempt/003.sql")
+    run_sql_file("functions/cancel_job/003.sql")
     run_sql_file("roles/006.sql")
 
 
@@ -64,4 +72,7 @@ def downgrade() -> None:
     enter_schema()
     run_sql_file("functions/complete_jobs/002.sql")
     op.execute("ALTER FUNCTION complete_jobs(uuid, bigint[], integer[], jsonb[], timestamptz) SECURITY DEFINER")
+    run_sql_file("functions/record_failed_attempt/002.sql")
+    run_sql_file("functions/cancel_job/002.sql")
+    op.execute("ALTER FUNCTION cancel_job(bigint, timestamptz) SECURITY DEFINER")
     op.execute(DROPS)

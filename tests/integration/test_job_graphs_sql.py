@@ -268,3 +268,64 @@ def test_a_parent_completed_before_the_enqueue_commits_counts_as_completed(
     finisher.commit()
     thread.join(10)
     assert len(result) == 1 and job(conn, result[0])["status"] == "queued"
+
+
+# ---------------------------------------------------------------- failure propagation
+
+
+def _fail(conn: psycopg.Connection[Any], job_id: int, worker: uuid.UUID, *, fatal: bool, attempt: int = 1) -> str:
+    """fail_job, then the job's status (as this connection sees it)."""
+    row = conn.execute("SELECT pgq.fail_job(%s, %s, %s, 'Boom', 'it broke', NULL, NULL, %s)",
+                       (job_id, worker, attempt, fatal)).fetchone()
+    assert row == (True,)
+    return str(job(conn, job_id)["status"])
+
+
+def test_a_parent_that_ends_dead_cancels_its_waiting_descendants_with_the_reason(
+    conn: psycopg.Connection[Any],
+) -> None:
+    parent, worker = running(conn, max_attempts=2)
+    other = insert_job(conn)
+    child, grandchild, sibling = graph(conn, 3, [(1, parent, None), (2, None, 1), (2, other, None), (3, other, None)])
+    assert _fail(conn, parent, worker, fatal=False) == "retrying"  # attempts left: nothing happens below
+    assert [job(conn, i)["status"] for i in (child, grandchild)] == ["waiting", "waiting"]
+    conn.execute("UPDATE pgq.jobs SET status = 'running', attempts = 2, started_at = now() WHERE id = %s", (parent,))
+    assert _fail(conn, parent, worker, fatal=False, attempt=2) == "dead"
+    for descendant in (child, grandchild):
+        row = job(conn, descendant)
+        assert row["status"] == "cancelled" and row["finished_at"] is not None
+        assert row["last_error"] == f"cancelled: job {parent}, which it depends on, is dead"
+    assert job(conn, sibling)["status"] == "waiting"  # not below the dead job
+    assert factories.executions(conn, child) == []  # it never ran
+
+
+def test_cancelling_a_parent_cancels_its_waiting_descendants_and_not_finished_ones(
+    conn: psycopg.Connection[Any],
+) -> None:
+    parent = insert_job(conn)
+    child = enqueue(conn, depends_on=[parent])
+    done_child = enqueue(conn, depends_on=[parent])
+    conn.execute("UPDATE pgq.jobs SET status = 'completed', finished_at = now() WHERE id = %s", (done_child,))
+    grandchild = enqueue(conn, depends_on=[child])
+    assert conn.execute("SELECT pgq.cancel_job(%s)", (parent,)).fetchone() == (True,)
+    assert [job(conn, i)["status"] for i in (child, grandchild, done_child)] == ["cancelled", "cancelled", "completed"]
+    assert job(conn, grandchild)["last_error"] == f"cancelled: job {parent}, which it depends on, is cancelled"
+
+
+def test_a_child_is_released_or_cancelled_never_both_when_its_parents_complete_and_die_together(
+    conn: psycopg.Connection[Any], connect: Callable[..., psycopg.Connection[Any]],
+) -> None:
+    good, worker = running(conn)
+    bad = insert_job(conn, status="running", worker_id=worker, max_attempts=1)
+    child = enqueue(conn, depends_on=[good, bad])
+    finisher, failer = connect(autocommit=False), connect(autocommit=False)
+    assert complete(finisher, good, worker) == [good]  # open: holds the child
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: (result.append(_fail(failer, bad, worker, fatal=True)),
+                                              failer.commit()))
+    thread.start()
+    eventually(lambda: _blocked_on_a_lock(conn, failer.info.backend_pid), "the failure waits for the child")
+    finisher.commit()
+    thread.join(10)
+    assert result == ["dead"]
+    assert job(conn, child)["status"] == "cancelled"
