@@ -1831,6 +1831,57 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone) IS 'Puts dead jobs (the named ids, or every dead job of p_queue or of all queues) back in their queue for a new life with a full set of attempts; returns their ids.';
 
+-- ==================== function requeue_dead_jobs_v2(p_job_ids bigint[], p_queue text, p_with_dependents boolean, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.requeue_dead_jobs_v2(p_job_ids bigint[] DEFAULT NULL::bigint[], p_queue text DEFAULT NULL::text, p_with_dependents boolean DEFAULT false, p_now timestamp with time zone DEFAULT now())
+ RETURNS SETOF bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_requeued bigint[];
+    v_below bigint[];
+    v_again bigint[];
+    v_id bigint;
+BEGIN
+    SELECT coalesce(array_agg(r.id), '{}') INTO v_requeued FROM requeue_dead_jobs(p_job_ids, p_queue, p_now) AS r(id);
+    IF p_with_dependents AND cardinality(v_requeued) > 0 THEN
+        WITH RECURSIVE below(id) AS (
+            SELECT d.child_id FROM job_dependencies AS d
+            JOIN jobs AS c ON c.id = d.child_id AND c.status = 'cancelled' AND c.last_error LIKE 'cancelled: %'
+            WHERE d.parent_id = ANY (v_requeued)
+            UNION
+            SELECT d.child_id FROM below AS b
+            JOIN job_dependencies AS d ON d.parent_id = b.id
+            JOIN jobs AS c ON c.id = d.child_id AND c.status = 'cancelled' AND c.last_error LIKE 'cancelled: %'
+        )
+        SELECT array_agg(b.id ORDER BY b.id) INTO v_below FROM below AS b;
+        IF v_below IS NOT NULL THEN
+            PERFORM 1 FROM jobs AS c WHERE c.id = ANY (v_below) ORDER BY c.id FOR NO KEY UPDATE;
+            UPDATE jobs SET status = 'waiting', finished_at = NULL, last_error = NULL, updated_at = p_now
+            WHERE id = ANY (v_below) AND status = 'cancelled';
+            -- Restored jobs that still have a dead or cancelled parent cannot run.
+            SELECT array_agg(DISTINCT d.child_id) INTO v_again
+            FROM job_dependencies AS d JOIN jobs AS p ON p.id = d.parent_id
+            WHERE d.child_id = ANY (v_below) AND p.status IN ('dead', 'cancelled');
+            FOREACH v_id IN ARRAY coalesce(v_again, '{}') LOOP
+                UPDATE jobs AS c
+                SET status = 'cancelled', finished_at = p_now, updated_at = p_now,
+                    last_error = (SELECT format('cancelled: job %s, which it depends on, is %s', p.id, p.status)
+                                  FROM job_dependencies AS d JOIN jobs AS p ON p.id = d.parent_id
+                                  WHERE d.child_id = v_id AND p.status IN ('dead', 'cancelled')
+                                  ORDER BY p.id LIMIT 1)
+                WHERE c.id = v_id AND c.status = 'waiting';
+                PERFORM cancel_waiting_descendants(v_id, p_now);
+            END LOOP;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT unnest(v_requeued);
+END
+$function$;
+COMMENT ON FUNCTION pgq.requeue_dead_jobs_v2(p_job_ids bigint[], p_queue text, p_with_dependents boolean, p_now timestamp with time zone) IS 'requeue_dead_jobs, and with p_with_dependents the descendants cancelled because of these jobs back to waiting; returns the ids requeued.';
+
 -- ==================== function rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone)
  RETURNS pgq.job_status

@@ -1,6 +1,8 @@
 -- Roles for revision 0012, job graphs (the model is db/roles/001.sql's; read it first).
 --
 --   enqueue_jobs_v2, enqueue_job_v2   enqueue with parents; granted to <schema>_producer
+--   requeue_dead_jobs_v2              requeue with dependents: a repair, like requeue_dead_jobs
+--                                     it stays with the owner (definer, granted to nobody)
 --   complete_jobs, cancel_job         replaced (CREATE OR REPLACE resets SECURITY
 --                                     DEFINER): definer again, grants unchanged
 --   release_waiting_children,         internal helpers, called by the definer functions
@@ -28,6 +30,8 @@ REVOKE ALL ON FUNCTION enqueue_jobs_v2(text[], jsonb[], text[], integer[], times
                                        timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION enqueue_job_v2(text, jsonb, text, integer, interval, integer, interval, text, timestamptz,
                                       bigint[], timestamptz) FROM PUBLIC;
+ALTER FUNCTION requeue_dead_jobs_v2(bigint[], text, boolean, timestamptz) SECURITY DEFINER;
+REVOKE ALL ON FUNCTION requeue_dead_jobs_v2(bigint[], text, boolean, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION release_waiting_children(bigint[], timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION lend_priority(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cancel_waiting_descendants(bigint, timestamptz) FROM PUBLIC;

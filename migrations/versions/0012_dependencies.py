@@ -14,7 +14,8 @@ Issue 10, items 1-2 (SPEC §7). ``job_dependencies`` (revision 0001) gets its wr
   (``003.sql``: releases the waiting children of the jobs it completes).
 - Failure propagation: ``cancel_waiting_descendants`` (internal), called by
   ``record_failed_attempt`` (``003.sql``, a job that ends dead) and ``cancel_job``
-  (``003.sql``): the waiting descendants are cancelled, the reason in last_error.
+  (``003.sql``): the waiting descendants are cancelled, the reason in last_error;
+  ``requeue_dead_jobs_v2`` (``p_with_dependents``) brings them back to waiting.
 - Roles: ``db/roles/006.sql``.
 
 The downgrade restores ``complete_jobs/002.sql``, ``cancel_job/002.sql`` (definer
@@ -49,6 +50,7 @@ DROP FUNCTION enqueue_jobs_v2(text[], jsonb[], text[], integer[], timestamptz[],
                               double precision[], integer[], bigint[], integer[], timestamptz);
 DROP FUNCTION release_waiting_children(bigint[], timestamptz);
 DROP FUNCTION lend_priority(bigint[]);
+DROP FUNCTION requeue_dead_jobs_v2(bigint[], text, boolean, timestamptz);
 DROP FUNCTION cancel_waiting_descendants(bigint, timestamptz);
 ALTER TABLE jobs DROP COLUMN effective_priority;
 """
@@ -65,6 +67,7 @@ def upgrade() -> None:
     run_sql_file("functions/cancel_waiting_descendants/001.sql")
     run_sql_file("functions/record_failed_attempt/003.sql")
     run_sql_file("functions/cancel_job/003.sql")
+    run_sql_file("functions/requeue_dead_jobs_v2/001.sql")
     run_sql_file("roles/006.sql")
 
 

@@ -19,6 +19,7 @@ class GraphQueries:
 
     def __init__(self, schema: str) -> None:
         s = quote_ident(schema)
+        self._requeue = f"SELECT * FROM {s}.requeue_dead_jobs_v2(%s::bigint[], %s::text, true)"
         # Delays become run_at by the database clock (now() + delay), as in enqueue_jobs.
         self._enqueue = (
             f"SELECT ord, job_id, created FROM {s}.enqueue_jobs_v2("
@@ -28,6 +29,11 @@ class GraphQueries:
             " %s::int[], %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[],"
             " %s::int[], %s::bigint[], %s::int[])"
         )
+
+    def requeue_dead_with_dependents(self, conn: Any, job_ids: Sequence[int] | None, queue: str | None) -> list[int]:
+        """``requeue_dead_jobs_v2(..., p_with_dependents => true)``: the ids requeued."""
+        ids = None if job_ids is None else list(job_ids)
+        return [int(r[0]) for r in execute(conn, self._requeue, [ids, queue])]
 
     def enqueue_with_parents(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
         """Insert ``specs`` (parents before children) with their edges; ``(job_id, created)`` in order."""

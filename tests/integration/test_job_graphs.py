@@ -144,3 +144,26 @@ def _reconcile(q: pgq.Queue) -> None:
 
     assert q.redis is not None
     Reconciler(q.settings, q.pool, q.redis).run_once()
+
+
+def test_requeue_dead_with_dependents_from_python_and_the_cli(q: pgq.Queue, conn: psycopg.Connection[Any]) -> None:
+    from click.testing import CliRunner
+
+    from pgq.cli import main
+
+    parent = factories.insert_job(conn, status="running", max_attempts=1)
+    worker = factories.job(conn, parent)["worker_id"]
+    (child,) = q.enqueue_many([{"task": "t", "depends_on": [parent]}])
+    conn.execute("SELECT pgq.fail_job(%s, %s, 1, 'Boom', 'x')", (parent, worker))
+    assert statuses(q, [parent, child]) == ["dead", "cancelled"]
+    assert q.requeue_dead([parent], with_dependents=True) == [parent]
+    assert statuses(q, [parent, child]) == ["queued", "waiting"]
+    with pytest.raises(pgq.ValidationError):
+        q.requeue_dead([parent], with_dependents="yes")  # type: ignore[arg-type]
+    conn.execute("UPDATE pgq.jobs SET status = 'running', worker_id = %s, attempts = 1, started_at = now()"
+                 " WHERE id = %s", (worker, parent))
+    conn.execute("SELECT pgq.fail_job(%s, %s, 1, 'Boom', 'x')", (parent, worker))
+    result = CliRunner().invoke(main, ["--database-url", q.settings.require_database_url(), "dlq", "requeue",
+                                       str(parent), "--with-dependents"])
+    assert result.exit_code == 0, result.output
+    assert statuses(q, [parent, child]) == ["queued", "waiting"]

@@ -329,3 +329,35 @@ def test_a_child_is_released_or_cancelled_never_both_when_its_parents_complete_a
     thread.join(10)
     assert result == ["dead"]
     assert job(conn, child)["status"] == "cancelled"
+
+
+def test_requeue_with_dependents_brings_the_cancelled_descendants_back_to_waiting(
+    conn: psycopg.Connection[Any],
+) -> None:
+    parent, worker = running(conn, max_attempts=1)
+    other_dead = insert_job(conn, status="dead")
+    child, grandchild, stuck, stuck_child = graph(
+        conn, 4, [(1, parent, None), (2, None, 1), (3, parent, None), (4, None, 3)])
+    conn.execute("INSERT INTO pgq.job_dependencies (parent_id, child_id) VALUES (%s, %s)", (other_dead, stuck))
+    user_cancelled = enqueue(conn, depends_on=[parent])
+    conn.execute("SELECT pgq.cancel_job(%s)", (user_cancelled,))
+    assert _fail(conn, parent, worker, fatal=False) == "dead"
+    assert [job(conn, i)["status"] for i in (child, grandchild, stuck, stuck_child)] == ["cancelled"] * 4
+    assert [r[0] for r in conn.execute("SELECT * FROM pgq.requeue_dead_jobs_v2(%s, p_with_dependents => true)",
+                                       ([parent],))] == [parent]
+    assert job(conn, parent)["status"] == "queued"
+    for restored in (child, grandchild):
+        assert (job(conn, restored)["status"], job(conn, restored)["last_error"],
+                job(conn, restored)["finished_at"]) == ("waiting", None, None)
+    # Another parent is still dead: cancelled again, and its child with it.
+    assert job(conn, stuck)["status"] == "cancelled"
+    assert job(conn, stuck)["last_error"] == f"cancelled: job {other_dead}, which it depends on, is dead"
+    assert job(conn, stuck_child)["status"] == "cancelled"
+    assert job(conn, user_cancelled)["status"] == "cancelled"  # cancelled on purpose: stays
+    # Without the flag, nothing below moves.
+    child2 = enqueue(conn, depends_on=[parent])
+    conn.execute("UPDATE pgq.jobs SET status = 'running', worker_id = %s, attempts = 1, started_at = now()"
+                 " WHERE id = %s", (worker, parent))
+    assert _fail(conn, parent, worker, fatal=True) == "dead"
+    conn.execute("SELECT * FROM pgq.requeue_dead_jobs_v2(%s)", ([parent],))
+    assert job(conn, child2)["status"] == "cancelled"

@@ -202,8 +202,8 @@ def test_definer_functions_are_closed_to_public_and_pin_their_search_path(conn: 
         " WHERE n.nspname = 'pgq' AND p.prosecdef ORDER BY 1").fetchall()
     granted = {name for _kind, name, _p in EXPECTED_GRANTS[PRODUCER] | EXPECTED_GRANTS[WORKER] if _kind == "function"}
     # Exactly the entry points run as their owner: the granted ones, and the two
-    # repairs a DBA may grant to operators.
-    assert {r[0] for r in rows} == granted | {"requeue_dead_jobs", "purge_dead_jobs"}
+    # repairs a DBA may grant to operators (requeue_dead_jobs_v2: revision 0012).
+    assert {r[0] for r in rows} == granted | {"requeue_dead_jobs", "requeue_dead_jobs_v2", "purge_dead_jobs"}
     for name, config, public_execute in rows:
         # Temporary objects come last, so a caller's pg_temp.jobs cannot shadow the table.
         assert "search_path=pgq, pg_catalog, pg_temp" in config, name
@@ -214,7 +214,8 @@ def test_definer_functions_are_closed_to_public_and_pin_their_search_path(conn: 
         " WHERE n.nspname = 'pgq' AND p.proname = ANY (%s)"
         "   AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a"
         "               WHERE a.grantee = 0)",
-        (["record_failed_attempt", "notify_queues", "retry_delay", "requeue_dead_jobs", "purge_dead_jobs"],)).fetchall()
+        (["record_failed_attempt", "notify_queues", "retry_delay", "requeue_dead_jobs", "purge_dead_jobs",
+          "requeue_dead_jobs_v2", "release_waiting_children", "lend_priority", "cancel_waiting_descendants"],)).fetchall()
     assert helpers == []
 
 
