@@ -291,7 +291,8 @@ class Queries:
 
     # ------------------------------------------------------------ producers
     def enqueue_jobs(
-        self, conn: Any, specs: Sequence[JobSpec], attempt: EnqueueAttempt | None = None
+        self, conn: Any, specs: Sequence[JobSpec], attempt: EnqueueAttempt | None = None,
+        with_parents: bool | None = None,
     ) -> list[tuple[int, bool]]:
         """Insert ``specs``; return ``(job_id, created)`` in input order.
 
@@ -307,10 +308,11 @@ class Queries:
 
         Every path is one transaction; a delay is added to the database's
         transaction time, never to the client clock. ``attempt`` records how far
-        the call got (see ``EnqueueAttempt``).
+        the call got (see ``EnqueueAttempt``). ``with_parents``: whether some spec
+        has ``depends_on``, when the caller knows (None: look).
         """
         attempt = attempt or EnqueueAttempt()
-        if has_parents(specs):  # job graphs: enqueue_jobs_v2 (pgq/scheduling/graph_queries.py)
+        if has_parents(specs) if with_parents is None else with_parents:  # job graphs: enqueue_jobs_v2 (pgq/scheduling/graph_queries.py)
             attempt.commit_sent = True
             return self.graph.enqueue_with_parents(conn, specs)
         if any(s.unique_key is not None for s in specs):

@@ -147,14 +147,17 @@ class Queue:
             with live_connection(self.pool) as conn:
                 return fn(conn, *args)
 
-    def _send(self, specs: Sequence[JobSpec], *, idempotent: bool, connection: Any) -> list[tuple[int, bool]]:
+    def _send(self, specs: Sequence[JobSpec], *, idempotent: bool, connection: Any,
+              with_parents: bool) -> list[tuple[int, bool]]:
         """Insert ``specs``: on the caller's connection as is, else with ``delivery.deliver``'s retries."""
         if connection is not None:
-            rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, specs, connection=connection)
+            rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, specs, None, with_parents,
+                                                     connection=connection)
             return rows
         with translated(self.settings.database_url):
             pool = self.pool
-        return deliver(pool, self.queries, specs, idempotent=idempotent, url=self.settings.database_url)
+        return deliver(pool, self.queries, specs, idempotent=idempotent, url=self.settings.database_url,
+                       with_parents=with_parents)
 
     def close(self) -> None:
         """Close the pool (and the Redis client). The queue may be used again (it reopens)."""
@@ -342,7 +345,7 @@ class Queue:
         spec = self.job_spec(task, payload, **options)
         reject_refs(spec)
         rows = self._send([spec], idempotent=spec.unique_key is not None and on_duplicate == "return",
-                          connection=connection)
+                          connection=connection, with_parents=bool(spec.depends_on))
         ((job_id, created),) = rows
         if connection is None:
             # Transactional enqueues are mirrored by the reconciler once the caller commits.
@@ -388,7 +391,8 @@ class Queue:
             return []
         if has_parents(specs):
             return self._enqueue_graph(specs, connection)
-        rows = self._send(specs, idempotent=all(s.unique_key is not None for s in specs), connection=connection)
+        rows = self._send(specs, idempotent=all(s.unique_key is not None for s in specs), connection=connection,
+                          with_parents=False)
         if connection is None:
             self._push(specs, rows)
         return [job_id for job_id, _created in rows]
@@ -396,7 +400,8 @@ class Queue:
     def _enqueue_graph(self, specs: list[JobSpec], connection: Any) -> list[int]:
         """``enqueue_many`` with parents: sent parents first (``scheduling.graph``); ids in input order."""
         ordered, position = order_graph(specs)
-        rows = self._send(ordered, idempotent=all(s.unique_key is not None for s in specs), connection=connection)
+        rows = self._send(ordered, idempotent=all(s.unique_key is not None for s in specs), connection=connection,
+                          with_parents=True)
         if connection is None:
             self._push(ordered, rows)  # the roots; released children reach Redis through the reconciler
         return [rows[position[i]][0] for i in range(len(specs))]
