@@ -293,6 +293,33 @@ COMMENT ON CONSTRAINT workers_queue_names ON pgq.workers IS 'Queues are queue na
 CREATE INDEX workers_live_heartbeat_idx ON pgq.workers USING btree (last_heartbeat) WHERE (status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum]));
 CREATE TRIGGER workers_set_updated_at BEFORE UPDATE ON pgq.workers FOR EACH ROW WHEN (NOT old.updated_at IS DISTINCT FROM new.updated_at) EXECUTE FUNCTION pgq.set_updated_at();
 
+-- ==================== view job_blockers
+CREATE VIEW pgq.job_blockers AS
+ SELECT id AS job_id,
+    queue,
+    task,
+    status,
+        CASE
+            WHEN status = 'waiting'::pgq.job_status THEN 'waiting on parent'::text
+            WHEN run_at > now() AND status = 'retrying'::pgq.job_status THEN 'retrying backoff'::text
+            WHEN run_at > now() THEN 'not yet due'::text
+            ELSE 'runnable'::text
+        END AS reason,
+    run_at,
+    priority,
+    COALESCE(effective_priority, priority) AS effective_priority,
+    waiting_on,
+    parent_statuses
+   FROM pgq.jobs j
+     LEFT JOIN LATERAL ( SELECT array_agg(parent_id ORDER BY parent_id) AS waiting_on,
+            array_agg(status::text ORDER BY parent_id) AS parent_statuses
+           FROM pgq.job_dependencies d
+             JOIN pgq.jobs pj ON id = parent_id
+          WHERE child_id = id AND status <> 'completed'::pgq.job_status) p ON status = 'waiting'::pgq.job_status
+  WHERE status = ANY (ARRAY['waiting'::pgq.job_status, 'queued'::pgq.job_status, 'retrying'::pgq.job_status]);
+COMMENT ON VIEW pgq.job_blockers IS 'Why each waiting, queued or retrying job is not running: waiting on parent (waiting_on: their ids), not yet due, retrying backoff, or runnable.';
+GRANT SELECT ON TABLE pgq.job_blockers TO pgq_producer;
+
 -- ==================== view job_history
 CREATE VIEW pgq.job_history AS
  SELECT id AS job_id,

@@ -8,6 +8,7 @@
 --   release_waiting_children,         internal helpers, called by the definer functions
 --   lend_priority,                    above (and record_failed_attempt) as the owner:
 --   cancel_waiting_descendants        closed to PUBLIC, granted to nobody
+--   job_blockers (view)               SELECT granted to <schema>_producer, as the other views
 --
 -- The entry points are SECURITY DEFINER: they write jobs and job_dependencies,
 -- which the producer may not UPDATE (and may only INSERT the columns of a new job).
@@ -41,7 +42,7 @@ DECLARE
     v_producer constant text := current_schema() || '_producer';
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_producer) THEN
-        RAISE WARNING 'pgq roles: role % does not exist; its grants on enqueue_jobs_v2 and enqueue_job_v2 are skipped. '
+        RAISE WARNING 'pgq roles: role % does not exist; its grants on enqueue_jobs_v2, enqueue_job_v2 and job_blockers are skipped. '
                       'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 006.sql again',
                       v_producer, v_producer;
         RETURN;
@@ -52,5 +53,6 @@ BEGIN
                    v_producer);
     EXECUTE format('GRANT EXECUTE ON FUNCTION enqueue_job_v2(text, jsonb, text, integer, interval, integer, '
                    'interval, text, timestamptz, bigint[], timestamptz) TO %I', v_producer);
+    EXECUTE format('GRANT SELECT ON job_blockers TO %I', v_producer);
 END
 $roles$;

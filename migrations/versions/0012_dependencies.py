@@ -16,6 +16,7 @@ Issue 10, items 1-2 (SPEC §7). ``job_dependencies`` (revision 0001) gets its wr
   ``record_failed_attempt`` (``003.sql``, a job that ends dead) and ``cancel_job``
   (``003.sql``): the waiting descendants are cancelled, the reason in last_error;
   ``requeue_dead_jobs_v2`` (``p_with_dependents``) brings them back to waiting.
+- View ``job_blockers``: why a job is not running, and the parents it waits on.
 - Roles: ``db/roles/006.sql``.
 
 The downgrade restores ``complete_jobs/002.sql``, ``cancel_job/002.sql`` (definer
@@ -43,6 +44,7 @@ COMMENT ON COLUMN jobs.effective_priority IS
 """
 
 DROPS = """
+DROP VIEW job_blockers;
 DROP FUNCTION enqueue_job_v2(text, jsonb, text, integer, interval, integer, interval, text, timestamptz,
                              bigint[], timestamptz);
 DROP FUNCTION enqueue_jobs_v2(text[], jsonb[], text[], integer[], timestamptz[], integer[], double precision[],
@@ -68,6 +70,7 @@ def upgrade() -> None:
     run_sql_file("functions/record_failed_attempt/003.sql")
     run_sql_file("functions/cancel_job/003.sql")
     run_sql_file("functions/requeue_dead_jobs_v2/001.sql")
+    run_sql_file("views/job_blockers/001.sql")
     run_sql_file("roles/006.sql")
 
 

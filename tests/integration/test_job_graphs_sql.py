@@ -361,3 +361,29 @@ def test_requeue_with_dependents_brings_the_cancelled_descendants_back_to_waitin
     assert _fail(conn, parent, worker, fatal=True) == "dead"
     conn.execute("SELECT * FROM pgq.requeue_dead_jobs_v2(%s)", ([parent],))
     assert job(conn, child2)["status"] == "cancelled"
+
+
+# ---------------------------------------------------------------- job_blockers
+
+
+def test_job_blockers_says_why_each_job_is_not_running(conn: psycopg.Connection[Any], now: Any) -> None:
+    import datetime as dt
+
+    running_parent, _worker = running(conn)
+    done = insert_job(conn, status="completed")
+    queued_parent = insert_job(conn)
+    child = enqueue(conn, depends_on=[running_parent, done, queued_parent])
+    later = insert_job(conn, run_at=now + dt.timedelta(hours=1))
+    backoff = insert_job(conn, status="retrying", run_at=now + dt.timedelta(hours=1))
+    due_retry = insert_job(conn, status="retrying", run_at=now - dt.timedelta(seconds=1))
+    rows = {r[0]: r[1:] for r in conn.execute(
+        "SELECT job_id, status::text, reason, waiting_on, parent_statuses FROM pgq.job_blockers")}
+    assert rows[child] == ("waiting", "waiting on parent", sorted([running_parent, queued_parent]),
+                           [s for _, s in sorted([(running_parent, "running"), (queued_parent, "queued")])])
+    assert rows[later] == ("queued", "not yet due", None, None)
+    assert rows[backoff] == ("retrying", "retrying backoff", None, None)
+    assert rows[due_retry] == ("retrying", "runnable", None, None)
+    assert rows[queued_parent] == ("queued", "runnable", None, None)
+    assert running_parent not in rows and done not in rows  # running or finished: not blocked
+    one = conn.execute("SELECT reason FROM pgq.job_blockers WHERE job_id = %s", (child,)).fetchall()
+    assert one == [("waiting on parent",)]

@@ -144,6 +144,7 @@ EXPECTED_GRANTS = {
         # Revision 0012: enqueue with parents (job graphs).
         ("function", "enqueue_job_v2", "EXECUTE"),
         ("function", "enqueue_jobs_v2", "EXECUTE"),
+        ("table", "job_blockers", "SELECT"),
         ("function", "cancel_job", "EXECUTE"),
     },
     WORKER: {
