@@ -17,7 +17,7 @@ Issue 10, items 1-2 (SPEC §7). ``job_dependencies`` (revision 0001) gets its wr
   (``003.sql``): the waiting descendants are cancelled, the reason in last_error;
   ``requeue_dead_jobs_v2`` (``p_with_dependents``) brings them back to waiting.
 - View ``job_blockers``: why a job is not running, and the parents it waits on.
-- Roles: ``db/roles/006.sql``.
+- Roles: ``db/roles/007.sql``.
 
 The downgrade restores ``complete_jobs/002.sql``, ``cancel_job/002.sql`` (definer
 again) and ``record_failed_attempt/002.sql``, drops the new
@@ -30,7 +30,7 @@ from alembic import op
 from pgq.migrate import enter_schema, run_sql_file
 
 revision = "0012"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -71,7 +71,7 @@ def upgrade() -> None:
     run_sql_file("functions/cancel_job/003.sql")
     run_sql_file("functions/requeue_dead_jobs_v2/001.sql")
     run_sql_file("views/job_blockers/001.sql")
-    run_sql_file("roles/006.sql")
+    run_sql_file("roles/007.sql")
 
 
 def downgrade() -> None:

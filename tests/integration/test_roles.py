@@ -649,7 +649,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
-    assert "006.sql" in said[7] and "enqueue_jobs_v2" in said[7], said
+    assert "007.sql" in said[7] and "enqueue_jobs_v2" in said[7], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -663,7 +663,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/003.sql"))
         c.execute(read_sql("roles/004.sql"))
         c.execute(read_sql("roles/005.sql"))
-        c.execute(read_sql("roles/006.sql"))
+        c.execute(read_sql("roles/007.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
