@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0008
+-- alembic revision: 0012
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -158,7 +158,9 @@ CREATE TABLE pgq.jobs (
     life integer DEFAULT 1 NOT NULL,
     claim_position bigint,
     free_rescues integer DEFAULT 0 NOT NULL,
+    effective_priority smallint,
     CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
+    CONSTRAINT jobs_effective_priority_range CHECK (effective_priority >= 1 AND effective_priority <= 5),
     CONSTRAINT jobs_max_attempts_positive CHECK (max_attempts >= 1),
     CONSTRAINT jobs_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
     CONSTRAINT jobs_payload_size CHECK (pg_column_size(payload) <= 8388608),
@@ -206,6 +208,7 @@ COMMENT ON COLUMN pgq.jobs.updated_at IS 'Last change of the row (kept by a trig
 COMMENT ON COLUMN pgq.jobs.life IS 'Life of the job: 1, plus 1 for each requeue from the dead letter queue (a new life starts with attempts 0).';
 COMMENT ON COLUMN pgq.jobs.claim_position IS 'Position of the current (or last) claim in its worker''s sequence (get_runnable_jobs_v2, claim_jobs_v2); NULL for a claim without one. Above workers.started_through: the handler has not started.';
 COMMENT ON COLUMN pgq.jobs.free_rescues IS 'Rescues that gave the job back without charging an attempt, its handler having not started; at most max_attempts, then rescues charge again.';
+COMMENT ON COLUMN pgq.jobs.effective_priority IS 'Priority lent by waiting descendants (priority inheritance, lend_priority): above priority when a waiting job of higher priority depends on this one; NULL = none lent. The claim does not read it yet.';
 COMMENT ON CONSTRAINT jobs_payload_size ON pgq.jobs IS 'Payloads are at most 8 MiB as stored jsonb: a backstop for producers that skip the client-side PGQ_MAX_PAYLOAD_BYTES check.';
 COMMENT ON CONSTRAINT jobs_retry_finite ON pgq.jobs IS 'Backoff numbers are finite (NaN and infinity are rejected).';
 COMMENT ON CONSTRAINT jobs_run_at_finite ON pgq.jobs IS 'A job with run_at ''infinity'' would never run.';
@@ -454,6 +457,33 @@ CREATE VIEW pgq.health_alerts AS
 COMMENT ON VIEW pgq.health_alerts IS 'The enabled alert rules of alert_rules evaluated now: rule, severity, subject (''*'', a queue or a worker), value, threshold, firing (value > threshold), detail.';
 GRANT SELECT ON TABLE pgq.health_alerts TO pgq_producer;
 
+-- ==================== view job_blockers
+CREATE VIEW pgq.job_blockers AS
+ SELECT id AS job_id,
+    queue,
+    task,
+    status,
+        CASE
+            WHEN status = 'waiting'::pgq.job_status THEN 'waiting on parent'::text
+            WHEN run_at > now() AND status = 'retrying'::pgq.job_status THEN 'retrying backoff'::text
+            WHEN run_at > now() THEN 'not yet due'::text
+            ELSE 'runnable'::text
+        END AS reason,
+    run_at,
+    priority,
+    COALESCE(effective_priority, priority) AS effective_priority,
+    waiting_on,
+    parent_statuses
+   FROM pgq.jobs j
+     LEFT JOIN LATERAL ( SELECT array_agg(parent_id ORDER BY parent_id) AS waiting_on,
+            array_agg(status::text ORDER BY parent_id) AS parent_statuses
+           FROM pgq.job_dependencies d
+             JOIN pgq.jobs pj ON id = parent_id
+          WHERE child_id = id AND status <> 'completed'::pgq.job_status) p ON status = 'waiting'::pgq.job_status
+  WHERE status = ANY (ARRAY['waiting'::pgq.job_status, 'queued'::pgq.job_status, 'retrying'::pgq.job_status]);
+COMMENT ON VIEW pgq.job_blockers IS 'Why each waiting, queued or retrying job is not running: waiting on parent (waiting_on: their ids), not yet due, retrying backoff, or runnable.';
+GRANT SELECT ON TABLE pgq.job_blockers TO pgq_producer;
+
 -- ==================== view job_history
 CREATE VIEW pgq.job_history AS
  SELECT id AS job_id,
@@ -605,11 +635,51 @@ BEGIN
     END IF;
     UPDATE jobs SET status = 'cancelled', finished_at = p_now, updated_at = p_now
     WHERE id = p_job_id;
+    IF EXISTS (SELECT 1 FROM job_dependencies AS d WHERE d.parent_id = p_job_id) THEN
+        PERFORM cancel_waiting_descendants(p_job_id, p_now);
+    END IF;
     RETURN true;
 END
 $function$;
-COMMENT ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) IS 'Cancels a waiting, queued, retrying or running job (a running job''s worker is told); returns false if it was already cancelled.';
+COMMENT ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) IS 'Cancels a waiting, queued, retrying or running job (a running job''s worker is told) and its waiting descendants; returns false if it was already cancelled.';
 GRANT EXECUTE ON FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone) TO pgq_producer;
+
+-- ==================== function cancel_waiting_descendants(p_job_id bigint, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.cancel_waiting_descendants(p_job_id bigint, p_now timestamp with time zone DEFAULT now())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_reason text;
+    v_ids bigint[];
+    v_count integer;
+BEGIN
+    SELECT format('cancelled: job %s, which it depends on, is %s', j.id, j.status) INTO v_reason
+    FROM jobs AS j WHERE j.id = p_job_id;
+    WITH RECURSIVE below(id) AS (
+        SELECT d.child_id FROM job_dependencies AS d
+        JOIN jobs AS c ON c.id = d.child_id AND c.status = 'waiting'
+        WHERE d.parent_id = p_job_id
+        UNION
+        SELECT d.child_id FROM below AS b
+        JOIN job_dependencies AS d ON d.parent_id = b.id
+        JOIN jobs AS c ON c.id = d.child_id AND c.status = 'waiting'
+    )
+    SELECT array_agg(b.id ORDER BY b.id) INTO v_ids FROM below AS b;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM 1 FROM jobs AS c WHERE c.id = ANY (v_ids) AND c.status = 'waiting' ORDER BY c.id FOR NO KEY UPDATE;
+    UPDATE jobs AS c
+    SET status = 'cancelled', finished_at = p_now, last_error = v_reason, updated_at = p_now
+    WHERE c.id = ANY (v_ids) AND c.status = 'waiting';
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$function$;
+COMMENT ON FUNCTION pgq.cancel_waiting_descendants(p_job_id bigint, p_now timestamp with time zone) IS 'Internal (record_failed_attempt, cancel_job): cancels the waiting descendants of a job that ended dead or cancelled, the reason in last_error; returns how many.';
 
 -- ==================== function check_worker_may_claim(p_caller text, p_worker_id uuid, p_status pgq.worker_status_enum)
 CREATE OR REPLACE FUNCTION pgq.check_worker_may_claim(p_caller text, p_worker_id uuid, p_status pgq.worker_status_enum)
@@ -739,13 +809,14 @@ CREATE OR REPLACE FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
  SET enable_nestloop TO 'off'
 AS $function$
+DECLARE
+    v_done bigint[];
 BEGIN
     IF cardinality(p_job_ids) IS DISTINCT FROM cardinality(p_attempts)
        OR (p_results IS NOT NULL AND cardinality(p_results) <> cardinality(p_job_ids)) THEN
         RAISE EXCEPTION 'complete_jobs: p_job_ids, p_attempts and p_results must have the same length'
             USING ERRCODE = 'PQ004';
     END IF;
-    RETURN QUERY
     WITH input AS (
         SELECT * FROM unnest(p_job_ids, p_attempts, p_results) AS t(job_id, attempt, result)
     ), done AS (
@@ -768,10 +839,17 @@ BEGIN
         INSERT INTO job_executions (job_id, life, attempt, worker_id, started_at, finished_at, outcome)
         SELECT id, life, attempts, worker_id, started_at, p_now, 'completed' FROM done
     )
-    SELECT id FROM done;
+    SELECT array_agg(d.id) INTO v_done FROM done AS d;
+    IF v_done IS NULL THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM job_dependencies AS jd WHERE jd.parent_id = ANY (v_done)) THEN
+        PERFORM release_waiting_children(v_done, p_now);
+    END IF;
+    RETURN QUERY SELECT unnest(v_done);
 END
 $function$;
-COMMENT ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) IS 'Completes a batch of running jobs of one worker, fenced by (job id, worker, attempt); returns the ids completed (a missing id was a stale report).';
+COMMENT ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) IS 'Completes a batch of running jobs of one worker, fenced by (job id, worker, attempt); returns the ids completed (a missing id was a stale report); queues the waiting children whose parents have all completed.';
 GRANT EXECUTE ON FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function deregister_worker(p_worker_id uuid, p_now timestamp with time zone)
@@ -870,6 +948,42 @@ $function$;
 COMMENT ON FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone) IS 'Enqueues one job and returns its id (the live job''s id when its unique key is taken); a psql-friendly wrapper over enqueue_jobs.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone) TO pgq_producer;
 
+-- ==================== function enqueue_job_v2(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_depends_on bigint[], p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.enqueue_job_v2(p_task text, p_payload jsonb DEFAULT '{}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT NULL::integer, p_delay interval DEFAULT '00:00:00'::interval, p_max_attempts integer DEFAULT 3, p_timeout interval DEFAULT NULL::interval, p_unique_key text DEFAULT NULL::text, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_depends_on bigint[] DEFAULT NULL::bigint[], p_now timestamp with time zone DEFAULT now())
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_id bigint;
+    v_n integer := coalesce(cardinality(p_depends_on), 0);
+BEGIN
+    IF p_delay < interval '0' THEN
+        RAISE EXCEPTION 'enqueue_job_v2: p_delay must not be negative (got %)', p_delay
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(p_depends_on) AS u(id) WHERE u.id IS NULL) THEN
+        RAISE EXCEPTION 'enqueue_job_v2: p_depends_on must not contain NULL' USING ERRCODE = 'PQ006';
+    END IF;
+    SELECT e.job_id INTO v_id
+    FROM enqueue_jobs_v2(
+        ARRAY[p_task], ARRAY[p_payload], ARRAY[p_queue],
+        ARRAY[CASE WHEN v_n = 0 THEN coalesce(p_priority, 3) ELSE p_priority END],
+        ARRAY[coalesce(p_run_at, p_now + coalesce(p_delay, interval '0'))],
+        ARRAY[p_max_attempts],
+        ARRAY[extract(epoch FROM p_timeout)::double precision],
+        ARRAY[p_unique_key],
+        ARRAY[NULL::double precision], ARRAY[NULL::double precision],
+        ARRAY[NULL::double precision], ARRAY[NULL::double precision],
+        array_fill(1, ARRAY[v_n]), coalesce(p_depends_on, '{}'), array_fill(NULL::integer, ARRAY[v_n]),
+        p_now) AS e;
+    RETURN v_id;
+END
+$function$;
+COMMENT ON FUNCTION pgq.enqueue_job_v2(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_depends_on bigint[], p_now timestamp with time zone) IS 'Enqueues one job that runs after its parents (p_depends_on, existing job ids) completed; returns its id (or the id of the live job holding p_unique_key). A psql-friendly wrapper over enqueue_jobs_v2.';
+GRANT EXECUTE ON FUNCTION pgq.enqueue_job_v2(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_depends_on bigint[], p_now timestamp with time zone) TO pgq_producer;
+
 -- ==================== function enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[] DEFAULT NULL::text[], p_priorities integer[] DEFAULT NULL::integer[], p_run_at timestamp with time zone[] DEFAULT NULL::timestamp with time zone[], p_max_attempts integer[] DEFAULT NULL::integer[], p_timeout_seconds double precision[] DEFAULT NULL::double precision[], p_unique_keys text[] DEFAULT NULL::text[], p_retry_base double precision[] DEFAULT NULL::double precision[], p_retry_factor double precision[] DEFAULT NULL::double precision[], p_retry_max double precision[] DEFAULT NULL::double precision[], p_retry_jitter double precision[] DEFAULT NULL::double precision[], p_now timestamp with time zone DEFAULT now())
  RETURNS TABLE(ord integer, job_id bigint, created boolean)
@@ -951,6 +1065,177 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) IS 'Enqueues a batch of jobs in one statement (element i of every array is job i); a unique key held by a live job returns that job''s id with created = false.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) TO pgq_producer;
+
+-- ==================== function enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_dep_child integer[], p_dep_parent_id bigint[], p_dep_parent_ord integer[], p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[] DEFAULT NULL::text[], p_priorities integer[] DEFAULT NULL::integer[], p_run_at timestamp with time zone[] DEFAULT NULL::timestamp with time zone[], p_max_attempts integer[] DEFAULT NULL::integer[], p_timeout_seconds double precision[] DEFAULT NULL::double precision[], p_unique_keys text[] DEFAULT NULL::text[], p_retry_base double precision[] DEFAULT NULL::double precision[], p_retry_factor double precision[] DEFAULT NULL::double precision[], p_retry_max double precision[] DEFAULT NULL::double precision[], p_retry_jitter double precision[] DEFAULT NULL::double precision[], p_dep_child integer[] DEFAULT NULL::integer[], p_dep_parent_id bigint[] DEFAULT NULL::bigint[], p_dep_parent_ord integer[] DEFAULT NULL::integer[], p_now timestamp with time zone DEFAULT now())
+ RETURNS TABLE(ord integer, job_id bigint, created boolean)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_n integer := coalesce(cardinality(p_tasks), 0);
+    v_e integer := coalesce(cardinality(p_dep_child), 0);
+    v_bad text;
+    v_ids bigint[];
+    v_missing integer[];
+    v_k integer;
+BEGIN
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    IF coalesce(cardinality(p_payloads), 0) <> v_n
+       OR cardinality(p_queues) <> v_n OR cardinality(p_priorities) <> v_n
+       OR cardinality(p_run_at) <> v_n OR cardinality(p_max_attempts) <> v_n
+       OR cardinality(p_timeout_seconds) <> v_n OR cardinality(p_unique_keys) <> v_n
+       OR cardinality(p_retry_base) <> v_n OR cardinality(p_retry_factor) <> v_n
+       OR cardinality(p_retry_max) <> v_n OR cardinality(p_retry_jitter) <> v_n THEN
+        RAISE EXCEPTION 'enqueue_jobs_v2: every job array must have % elements, one per job', v_n
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF cardinality(p_dep_parent_id) <> v_e OR cardinality(p_dep_parent_ord) <> v_e THEN
+        RAISE EXCEPTION 'enqueue_jobs_v2: p_dep_child, p_dep_parent_id and p_dep_parent_ord must have the same length'
+            USING ERRCODE = 'PQ004';
+    END IF;
+
+    -- The edges' shape: positions in range, parents before children, one parent each.
+    SELECT CASE
+             WHEN e.c IS NULL OR e.c < 1 OR e.c > v_n THEN format('edge %s: child position %s is not a job of this call (1..%s)', e.k, e.c, v_n)
+             WHEN (e.pid IS NULL) = (e.pord IS NULL) THEN format('edge %s: give exactly one of p_dep_parent_id and p_dep_parent_ord', e.k)
+             WHEN e.pord = e.c THEN format('job %s depends on itself', e.c)
+             WHEN e.pord < 1 OR e.pord > v_n THEN format('edge %s: parent position %s is not a job of this call (1..%s)', e.k, e.pord, v_n)
+             WHEN e.pord > e.c THEN format('job %s depends on job %s of the same call, which comes after it: list parents before their children (a cycle cannot be enqueued)', e.c, e.pord)
+             ELSE format('job %s depends on job %s of the same call, which has a unique_key: enqueue that job first and pass its id', e.c, e.pord)
+           END
+    INTO v_bad
+    FROM unnest(p_dep_child, p_dep_parent_id, p_dep_parent_ord) WITH ORDINALITY AS e(c, pid, pord, k)
+    WHERE e.c IS NULL OR e.c < 1 OR e.c > v_n OR (e.pid IS NULL) = (e.pord IS NULL)
+       OR e.pord < 1 OR e.pord >= e.c OR p_unique_keys[e.pord] IS NOT NULL
+    ORDER BY e.k
+    LIMIT 1;
+    IF v_bad IS NULL THEN
+        SELECT format('job %s has %s parents; at most 1000 are allowed', c, count(DISTINCT coalesce(pid, -pord)))
+        INTO v_bad
+        FROM unnest(p_dep_child, p_dep_parent_id, p_dep_parent_ord) AS e(c, pid, pord)
+        GROUP BY c HAVING count(DISTINCT coalesce(pid, -pord)) > 1000
+        ORDER BY c LIMIT 1;
+    END IF;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'enqueue_jobs_v2: %; nothing was enqueued', v_bad USING ERRCODE = 'PQ006';
+    END IF;
+
+    -- Lock the existing parents in id order (no deadlock between two enqueues),
+    -- then read them in the next statement: a fresh snapshot that includes every
+    -- completion committed before the locks were granted.
+    PERFORM 1 FROM jobs AS j
+    WHERE j.id IN (SELECT DISTINCT u.pid FROM unnest(p_dep_parent_id) AS u(pid) WHERE u.pid IS NOT NULL)
+    ORDER BY j.id
+    FOR NO KEY UPDATE;
+    SELECT format('parent job %s does not exist (or is not committed yet)', min(u.pid))
+    INTO v_bad
+    FROM unnest(p_dep_parent_id) AS u(pid)
+    WHERE u.pid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.id = u.pid)
+    HAVING count(*) > 0;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'enqueue_jobs_v2: %; nothing was enqueued', v_bad USING ERRCODE = 'PQ006';
+    END IF;
+
+    WITH RECURSIVE input AS MATERIALIZED (
+        SELECT t.*, nextval('jobs_id_seq'::regclass) AS new_id
+        FROM unnest(p_tasks, p_payloads, p_queues, p_priorities, p_run_at, p_max_attempts,
+                    p_timeout_seconds, p_unique_keys, p_retry_base, p_retry_factor,
+                    p_retry_max, p_retry_jitter)
+             WITH ORDINALITY AS t(task, payload, queue, priority, run_at, max_attempts,
+                                  timeout_seconds, unique_key, retry_base, retry_factor,
+                                  retry_max, retry_jitter, i)
+    ), edges AS MATERIALIZED (
+        SELECT DISTINCT e.c, e.pid, e.pord
+        FROM unnest(p_dep_child, p_dep_parent_id, p_dep_parent_ord) AS e(c, pid, pord)
+    ), outside AS MATERIALIZED (
+        -- The existing parents, as locked above.
+        SELECT e.c, j.id, j.status, j.priority FROM edges AS e JOIN jobs AS j ON j.id = e.pid
+    ), doomed(o, reason) AS (
+        SELECT x.c, format('cancelled: parent job %s is %s', x.id, x.status) FROM outside AS x
+        WHERE x.status IN ('dead', 'cancelled')
+        UNION
+        SELECT e.c, d.reason FROM doomed AS d JOIN edges AS e ON e.pord = d.o
+    ), inherited(o, p) AS (
+        -- Priorities flow down the call's edges into jobs without one of their own.
+        -- UNION keeps one row per (job, priority): at most five per job.
+        SELECT i.i, coalesce(i.priority, x.p)
+        FROM input AS i
+        LEFT JOIN (SELECT o.c, max(o.priority) AS p FROM outside AS o GROUP BY o.c) AS x ON x.c = i.i
+        UNION
+        SELECT e.c, h.p FROM inherited AS h
+        JOIN edges AS e ON e.pord = h.o
+        JOIN input AS i ON i.i = e.c
+        WHERE i.priority IS NULL AND h.p IS NOT NULL
+    ), plan AS (
+        -- Joins to grouped sets, not correlated subqueries: a CTE has no index, and
+        -- a subquery per job would scan it once per job (quadratic in the call).
+        SELECT i.i,
+               coalesce(i.priority, h.p, 3) AS priority,
+               d.reason,
+               (w.c IS NOT NULL) AS blocked
+        FROM input AS i
+        LEFT JOIN (SELECT h.o, max(h.p) AS p FROM inherited AS h GROUP BY h.o) AS h ON h.o = i.i
+        LEFT JOIN (SELECT d.o, min(d.reason) AS reason FROM doomed AS d GROUP BY d.o) AS d ON d.o = i.i
+        LEFT JOIN (SELECT DISTINCT e.c FROM edges AS e WHERE e.pord IS NOT NULL
+                   UNION
+                   SELECT x.c FROM outside AS x WHERE x.status <> 'completed') AS w ON w.c = i.i
+    ), inserted AS (
+        INSERT INTO jobs (id, task, payload, queue, priority, status, run_at, max_attempts,
+                          timeout, unique_key, retry_base_seconds, retry_factor,
+                          retry_max_seconds, retry_jitter, last_error, finished_at,
+                          created_at, updated_at)
+        SELECT i.new_id, i.task, coalesce(i.payload, '{}'::jsonb), coalesce(i.queue, 'default'),
+               pl.priority,
+               CASE WHEN pl.reason IS NOT NULL THEN 'cancelled'
+                    WHEN pl.blocked THEN 'waiting' ELSE 'queued' END::job_status,
+               coalesce(i.run_at, p_now), coalesce(i.max_attempts, 3),
+               make_interval(secs => i.timeout_seconds), i.unique_key,
+               i.retry_base, i.retry_factor, i.retry_max, i.retry_jitter,
+               pl.reason, CASE WHEN pl.reason IS NOT NULL THEN p_now END, p_now, p_now
+        FROM input AS i JOIN plan AS pl ON pl.i = i.i
+        ORDER BY i.i
+        ON CONFLICT (unique_key)
+            WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'running', 'retrying')
+            DO NOTHING
+        RETURNING id
+    )
+    SELECT array_agg(inserted.id ORDER BY input.i)
+    INTO v_ids
+    FROM input LEFT JOIN inserted ON inserted.id = input.new_id;
+
+    -- Rows skipped by ON CONFLICT: the live job holding the key (see enqueue_jobs).
+    v_missing := ARRAY(SELECT s.k FROM generate_subscripts(v_ids, 1) AS s(k) WHERE v_ids[s.k] IS NULL);
+    FOREACH v_k IN ARRAY v_missing LOOP
+        v_ids[v_k] := (SELECT j.id FROM jobs AS j
+                       WHERE j.unique_key = p_unique_keys[v_k]
+                         AND j.status IN ('waiting', 'queued', 'running', 'retrying'));
+        IF v_ids[v_k] IS NULL THEN
+            RAISE EXCEPTION 'enqueue_jobs_v2: unique_key % changed hands during enqueue; retry the call', p_unique_keys[v_k]
+                USING ERRCODE = '40001';
+        END IF;
+    END LOOP;
+
+    IF v_e > 0 THEN
+        INSERT INTO job_dependencies (parent_id, child_id, created_at)
+        SELECT DISTINCT coalesce(e.pid, v_ids[e.pord]), v_ids[e.c], p_now
+        FROM unnest(p_dep_child, p_dep_parent_id, p_dep_parent_ord) AS e(c, pid, pord)
+        WHERE NOT (e.c = ANY (v_missing));
+        PERFORM lend_priority(ARRAY(
+            SELECT v_ids[s.k] FROM generate_series(1, v_n) AS s(k) WHERE NOT (s.k = ANY (v_missing))));
+    END IF;
+
+    RETURN QUERY
+        SELECT s.k, v_ids[s.k], NOT (s.k = ANY (v_missing))
+        FROM generate_series(1, v_n) AS s(k);
+END
+$function$;
+COMMENT ON FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_dep_child integer[], p_dep_parent_id bigint[], p_dep_parent_ord integer[], p_now timestamp with time zone) IS 'Enqueues a batch of jobs with parents (a job graph): waiting until every parent completed, cancelled when one is dead or cancelled; bad graphs raise PQ006 and write nothing. Returns (ord, job_id, created) in input order.';
+GRANT EXECUTE ON FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_dep_child integer[], p_dep_parent_id bigint[], p_dep_parent_ord integer[], p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text DEFAULT NULL::text, p_retry_delay double precision DEFAULT NULL::double precision, p_fatal boolean DEFAULT false, p_outcome pgq.attempt_outcome DEFAULT 'failed'::pgq.attempt_outcome, p_now timestamp with time zone DEFAULT now())
@@ -1206,6 +1491,46 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.heartbeat_worker_v3(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_sample jsonb, p_now timestamp with time zone) IS 'heartbeat_worker_v2 plus the worker''s health sample (a JSON object of worker_health_logs'' sample columns, or NULL) recorded as one worker_health_logs row in the same statement; health_score also goes to workers.health_score.';
 GRANT EXECUTE ON FUNCTION pgq.heartbeat_worker_v3(p_worker_id uuid, p_current_load integer, p_running_job_ids bigint[], p_started_through bigint, p_sample jsonb, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function lend_priority(p_job_ids bigint[])
+CREATE OR REPLACE FUNCTION pgq.lend_priority(p_job_ids bigint[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_raised integer;
+BEGIN
+    -- One statement: the rows to raise are locked in id order (the CTE with
+    -- ORDER BY ... FOR NO KEY UPDATE), then updated.
+    WITH RECURSIVE lend(id, p) AS (
+        SELECT d.parent_id, c.priority
+        FROM jobs AS c JOIN job_dependencies AS d ON d.child_id = c.id
+        WHERE c.id = ANY (p_job_ids) AND c.status = 'waiting'
+        UNION
+        -- Only a waiting job has unfinished parents: the walk climbs through those.
+        SELECT d.parent_id, l.p
+        FROM lend AS l
+        JOIN jobs AS a ON a.id = l.id AND a.status = 'waiting'
+        JOIN job_dependencies AS d ON d.child_id = l.id
+    ), best AS (
+        SELECT l.id, max(l.p) AS p FROM lend AS l GROUP BY l.id
+    ), locked AS (
+        SELECT j.id, b.p FROM jobs AS j JOIN best AS b ON b.id = j.id
+        WHERE j.status IN ('waiting', 'queued', 'running', 'retrying')
+          AND greatest(j.priority, coalesce(j.effective_priority, 0)) < b.p
+        ORDER BY j.id
+        FOR NO KEY UPDATE OF j
+    )
+    UPDATE jobs AS j SET effective_priority = l.p
+    FROM locked AS l
+    WHERE j.id = l.id AND greatest(j.priority, coalesce(j.effective_priority, 0)) < l.p;
+    GET DIAGNOSTICS v_raised = ROW_COUNT;
+    RETURN v_raised;
+END
+$function$;
+COMMENT ON FUNCTION pgq.lend_priority(p_job_ids bigint[]) IS 'Internal (enqueue_jobs_v2): raises the effective_priority of the unfinished ancestors of these waiting jobs to their priority (priority inheritance); returns the rows raised.';
 
 -- ==================== function lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
@@ -1594,6 +1919,9 @@ BEGIN
                p_now
         FROM job_executions AS e
         WHERE e.job_id = p_job_id;
+        IF EXISTS (SELECT 1 FROM job_dependencies AS d WHERE d.parent_id = p_job_id) THEN
+            PERFORM cancel_waiting_descendants(p_job_id, p_now);
+        END IF;
         RETURN 'dead';
     END IF;
 
@@ -1611,7 +1939,7 @@ BEGIN
     RETURN 'retrying';
 END
 $function$;
-COMMENT ON FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone) IS 'Internal (fail_job, the rescues): records a failed attempt of a locked running job, then retries it or moves it to the dead letter queue; returns the new status.';
+COMMENT ON FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone) IS 'Internal (fail_job, the rescues): records a failed attempt of a locked running job, then retries it or moves it to the dead letter queue (cancelling its waiting descendants); returns the new status.';
 
 -- ==================== function register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer, p_metadata jsonb, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer DEFAULT 1, p_metadata jsonb DEFAULT '{}'::jsonb, p_now timestamp with time zone DEFAULT now())
@@ -1670,6 +1998,41 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone) IS 'Gives back running jobs a worker claimed but never started (shutdown): queued again at once, the attempt not counted; fenced; returns the released ids.';
 GRANT EXECUTE ON FUNCTION pgq.release_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function release_waiting_children(p_parent_ids bigint[], p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.release_waiting_children(p_parent_ids bigint[], p_now timestamp with time zone DEFAULT now())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET enable_nestloop TO 'on'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_queues text[];
+BEGIN
+    PERFORM 1 FROM jobs AS c
+    WHERE c.id IN (SELECT d.child_id FROM job_dependencies AS d WHERE d.parent_id = ANY (p_parent_ids))
+      AND c.status = 'waiting'
+    ORDER BY c.id
+    FOR NO KEY UPDATE;
+    WITH released AS (
+        UPDATE jobs AS c
+        SET status = 'queued', run_at = greatest(c.run_at, p_now), updated_at = p_now
+        WHERE c.id IN (SELECT d.child_id FROM job_dependencies AS d WHERE d.parent_id = ANY (p_parent_ids))
+          AND c.status = 'waiting'
+          AND NOT EXISTS (SELECT 1 FROM job_dependencies AS d JOIN jobs AS p ON p.id = d.parent_id
+                          WHERE d.child_id = c.id AND p.status <> 'completed')
+        RETURNING c.queue
+    )
+    SELECT array_agg(r.queue) INTO v_queues FROM released AS r;
+    IF v_queues IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM notify_queues(v_queues);
+    RETURN cardinality(v_queues);
+END
+$function$;
+COMMENT ON FUNCTION pgq.release_waiting_children(p_parent_ids bigint[], p_now timestamp with time zone) IS 'Internal (complete_jobs): queues the waiting children of these just-completed jobs whose parents have all completed, and notifies their queues; returns how many.';
 
 -- ==================== function requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[] DEFAULT NULL::bigint[], p_queue text DEFAULT NULL::text, p_now timestamp with time zone DEFAULT now())
@@ -1740,6 +2103,57 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone) IS 'Puts dead jobs (the named ids, or every dead job of p_queue or of all queues) back in their queue for a new life with a full set of attempts; returns their ids.';
+
+-- ==================== function requeue_dead_jobs_v2(p_job_ids bigint[], p_queue text, p_with_dependents boolean, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.requeue_dead_jobs_v2(p_job_ids bigint[] DEFAULT NULL::bigint[], p_queue text DEFAULT NULL::text, p_with_dependents boolean DEFAULT false, p_now timestamp with time zone DEFAULT now())
+ RETURNS SETOF bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_requeued bigint[];
+    v_below bigint[];
+    v_again bigint[];
+    v_id bigint;
+BEGIN
+    SELECT coalesce(array_agg(r.id), '{}') INTO v_requeued FROM requeue_dead_jobs(p_job_ids, p_queue, p_now) AS r(id);
+    IF p_with_dependents AND cardinality(v_requeued) > 0 THEN
+        WITH RECURSIVE below(id) AS (
+            SELECT d.child_id FROM job_dependencies AS d
+            JOIN jobs AS c ON c.id = d.child_id AND c.status = 'cancelled' AND c.last_error LIKE 'cancelled: %'
+            WHERE d.parent_id = ANY (v_requeued)
+            UNION
+            SELECT d.child_id FROM below AS b
+            JOIN job_dependencies AS d ON d.parent_id = b.id
+            JOIN jobs AS c ON c.id = d.child_id AND c.status = 'cancelled' AND c.last_error LIKE 'cancelled: %'
+        )
+        SELECT array_agg(b.id ORDER BY b.id) INTO v_below FROM below AS b;
+        IF v_below IS NOT NULL THEN
+            PERFORM 1 FROM jobs AS c WHERE c.id = ANY (v_below) ORDER BY c.id FOR NO KEY UPDATE;
+            UPDATE jobs SET status = 'waiting', finished_at = NULL, last_error = NULL, updated_at = p_now
+            WHERE id = ANY (v_below) AND status = 'cancelled';
+            -- Restored jobs that still have a dead or cancelled parent cannot run.
+            SELECT array_agg(DISTINCT d.child_id) INTO v_again
+            FROM job_dependencies AS d JOIN jobs AS p ON p.id = d.parent_id
+            WHERE d.child_id = ANY (v_below) AND p.status IN ('dead', 'cancelled');
+            FOREACH v_id IN ARRAY coalesce(v_again, '{}') LOOP
+                UPDATE jobs AS c
+                SET status = 'cancelled', finished_at = p_now, updated_at = p_now,
+                    last_error = (SELECT format('cancelled: job %s, which it depends on, is %s', p.id, p.status)
+                                  FROM job_dependencies AS d JOIN jobs AS p ON p.id = d.parent_id
+                                  WHERE d.child_id = v_id AND p.status IN ('dead', 'cancelled')
+                                  ORDER BY p.id LIMIT 1)
+                WHERE c.id = v_id AND c.status = 'waiting';
+                PERFORM cancel_waiting_descendants(v_id, p_now);
+            END LOOP;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT unnest(v_requeued);
+END
+$function$;
+COMMENT ON FUNCTION pgq.requeue_dead_jobs_v2(p_job_ids bigint[], p_queue text, p_with_dependents boolean, p_now timestamp with time zone) IS 'requeue_dead_jobs, and with p_with_dependents the descendants cancelled because of these jobs back to waiting; returns the ids requeued.';
 
 -- ==================== function rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone)

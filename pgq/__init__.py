@@ -19,6 +19,7 @@ from pgq.errors import (
     DuplicateJob,
     EnqueueOutcomeUnknown,
     Fatal,
+    InvalidGraph,
     InvalidTransition,
     JobFailed,
     JobNotFound,
@@ -34,7 +35,7 @@ from pgq.errors import (
     WorkerDraining,
 )
 from pgq.executor import JobContext, current_job
-from pgq.job import Job, JobSpec, JobStatus
+from pgq.job import Job, JobSpec, JobStatus, Ref, ref
 from pgq.maintenance import Maintenance, MaintenanceReport
 from pgq.queries import DeadLetter
 from pgq.queue import Queue, Task, connect
@@ -56,6 +57,7 @@ __all__ = [
     "DuplicateJob",
     "EnqueueOutcomeUnknown",
     "Fatal",
+    "InvalidGraph",
     "InvalidTransition",
     "Job",
     "JobContext",
@@ -69,6 +71,7 @@ __all__ = [
     "Queue",
     "QueueStats",
     "RedisUnavailable",
+    "Ref",
     "Retry",
     "SchemaNotReady",
     "Settings",
@@ -83,4 +86,5 @@ __all__ = [
     "__version__",
     "connect",
     "current_job",
+    "ref",
 ]

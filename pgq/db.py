@@ -37,6 +37,7 @@ from pgq.errors import (
     DatabaseUnavailable,
     DuplicateJob,
     InvalidTransition,
+    InvalidGraph,
     JobNotFound,
     PgqError,
     StatementTimeout,
@@ -53,6 +54,7 @@ _PGQ_CODES: dict[str, type[PgqError]] = {
     "PQ002": InvalidTransition,
     "PQ004": ValidationError,
     "PQ005": WorkerDraining,
+    "PQ006": InvalidGraph,
 }
 # Standard SQLSTATEs that mean "bad input", not "database broken".
 _INPUT_CODES = {

@@ -46,12 +46,14 @@ def deliver(
     url: str | None,
     clock: Clock | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    with_parents: bool | None = None,
 ) -> list[tuple[int, bool]]:
     """Enqueue ``specs`` on a pooled connection; return ``(job_id, created)`` in order.
 
     Args:
         idempotent: sending the jobs twice cannot create two (every job has a
             unique key and a duplicate resolves to the live job's id).
+        with_parents: some spec has ``depends_on`` (None: ``queries`` looks).
     Raises:
         EnqueueOutcomeUnknown: the connection broke after the commit may have
             reached the database, and the database could not say.
@@ -63,7 +65,7 @@ def deliver(
         conn: psycopg.Connection[Any] | None = None
         try:
             with live_connection(pool) as conn:
-                return queries.enqueue_jobs(conn, specs, attempt)
+                return queries.enqueue_jobs(conn, specs, attempt, with_parents)
         except PgqError:
             raise
         except (psycopg.Error, PoolTimeout) as exc:

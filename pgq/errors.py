@@ -9,6 +9,7 @@
         EnqueueOutcomeUnknown     the connection broke after an enqueue's commit may have reached the database
       ValidationError             bad argument to a public call (also a ValueError)
         UnknownTask               a job names a task nobody registered
+        InvalidGraph              depends_on: a missing parent, a cycle, a self-dependency, too many parents
       DuplicateJob                unique-key conflict on enqueue
       JobNotFound
       InvalidTransition           job not in the status (or owner) the call expected
@@ -104,6 +105,15 @@ class ValidationError(PgqError, ValueError):
 
 class UnknownTask(ValidationError):
     """A job names a task that is not registered."""
+
+
+class InvalidGraph(ValidationError):
+    """A job graph cannot be enqueued (SQLSTATE ``PQ006``); nothing was written.
+
+    A parent that does not exist (or is not committed yet), a cycle among the
+    jobs of one ``enqueue_many`` call, a job depending on itself, more than
+    ``MAX_PARENTS`` parents, or a ``pgq.ref()`` outside the call it refers to.
+    """
 
 
 class DuplicateJob(PgqError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from pgq.errors import MAX_DELAY_SECONDS, ValidationError
+from pgq.errors import MAX_DELAY_SECONDS, InvalidGraph, ValidationError
 from pgq.retry import Backoff
 from pgq.settings import QUEUE_NAME
 
@@ -146,6 +146,51 @@ def validate_isolation(fn: Callable[..., Any], isolation: object) -> None:
                               "a child process cannot import by name; move it to a module")
 
 
+# The most parents one job may have (enqueue_jobs_v2 enforces the same bound).
+MAX_PARENTS = 1000
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to another job of the same ``enqueue_many`` call, by its position (0-based).
+
+    Made with ``pgq.ref(index)``; see ``Queue.enqueue_many``.
+    """
+
+    index: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise InvalidGraph(f"pgq.ref() takes a job's position in the call (0 or more), got {self.index!r}")
+
+
+def ref(index: int) -> Ref:
+    """Refer to the job at ``index`` of the same ``enqueue_many`` call, as a parent in ``depends_on``."""
+    return Ref(index)
+
+
+def validate_depends_on(depends_on: Any) -> tuple[int | Ref, ...]:
+    """Check a ``depends_on`` list: job ids (positive ints) and ``pgq.ref()``s, at most ``MAX_PARENTS``.
+
+    Duplicates are dropped (an edge is a set member). Raises ``InvalidGraph``.
+    """
+    if depends_on is None:
+        return ()
+    if isinstance(depends_on, (str, bytes, dict)) or not isinstance(depends_on, (list, tuple, set, frozenset)):
+        raise InvalidGraph(f"depends_on must be a list of job ids or pgq.ref()s, got {type(depends_on).__name__}")
+    parents: dict[int | Ref, None] = {}
+    for parent in depends_on:
+        if isinstance(parent, Ref):
+            parents[parent] = None
+        elif isinstance(parent, bool) or not isinstance(parent, int) or not 1 <= parent <= 2**63 - 1:
+            raise InvalidGraph(f"depends_on holds job ids (whole numbers from 1) or pgq.ref()s, got {parent!r}")
+        else:
+            parents[parent] = None
+    if len(parents) > MAX_PARENTS:
+        raise InvalidGraph(f"a job may have at most {MAX_PARENTS} parents, got {len(parents)}")
+    return tuple(parents)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One job to enqueue, validated. Build it with ``JobSpec.build``."""
@@ -160,6 +205,10 @@ class JobSpec:
     timeout_seconds: float | None
     unique_key: str | None
     backoff: Backoff | None
+    #: Parents: job ids, or ``Ref``s to jobs of the same ``enqueue_many`` call.
+    depends_on: tuple[int | Ref, ...] = ()
+    #: No priority was given: the job takes the highest of its parents' (``priority`` is then unused).
+    inherit_priority: bool = False
 
     @classmethod
     def build(
@@ -176,6 +225,8 @@ class JobSpec:
         unique_key: str | None = None,
         backoff: Backoff | None = None,
         max_payload_bytes: int | None = None,
+        depends_on: Any = None,
+        inherit_priority: bool = False,
     ) -> JobSpec:
         """Validate every argument; raise ``ValidationError`` naming the first bad one."""
         validate_task_name(task)
@@ -222,8 +273,9 @@ class JobSpec:
                 raise ValidationError("unique_key is not valid UTF-8 text") from None
         if backoff is not None and not isinstance(backoff, Backoff):
             raise ValidationError(f"retry must be a pgq.Backoff, got {type(backoff).__name__}")
+        parents = validate_depends_on(depends_on)
         return cls(task, payload_json, queue, priority, delay_seconds, run_at, max_attempts,
-                   timeout_seconds, unique_key, backoff)
+                   timeout_seconds, unique_key, backoff, parents, inherit_priority and bool(parents))
 
 
 @dataclass(frozen=True)

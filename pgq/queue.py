@@ -28,6 +28,7 @@ from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, validate_isolation, validate
 from pgq.queries import Queries, ensure_current
 from pgq.queue_control import QueueControl
 from pgq.retry import Backoff
+from pgq.scheduling.graph import has_parents, order_graph, reject_refs
 from pgq.settings import Settings
 
 if TYPE_CHECKING:
@@ -137,14 +138,17 @@ class Queue(QueueControl):
             with live_connection(self.pool) as conn:
                 return fn(conn, *args)
 
-    def _send(self, specs: Sequence[JobSpec], *, idempotent: bool, connection: Any) -> list[tuple[int, bool]]:
+    def _send(self, specs: Sequence[JobSpec], *, idempotent: bool, connection: Any,
+              with_parents: bool) -> list[tuple[int, bool]]:
         """Insert ``specs``: on the caller's connection as is, else with ``delivery.deliver``'s retries."""
         if connection is not None:
-            rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, specs, connection=connection)
+            rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, specs, None, with_parents,
+                                                     connection=connection)
             return rows
         with translated(self.settings.database_url):
             pool = self.pool
-        return deliver(pool, self.queries, specs, idempotent=idempotent, url=self.settings.database_url)
+        return deliver(pool, self.queries, specs, idempotent=idempotent, url=self.settings.database_url,
+                       with_parents=with_parents)
 
     def close(self) -> None:
         """Close the pool (and the Redis client). The queue may be used again (it reopens)."""
@@ -182,7 +186,7 @@ class Queue(QueueControl):
         client.push_quietly(
             (job_id, spec.queue, spec.priority)
             for spec, (job_id, created) in zip(specs, rows, strict=True)
-            if created and not spec.delay_seconds and (spec.run_at is None or spec.run_at <= now)
+            if created and not spec.depends_on and not spec.delay_seconds and (spec.run_at is None or spec.run_at <= now)
         )
 
     def __enter__(self) -> Queue:
@@ -266,8 +270,13 @@ class Queue(QueueControl):
         timeout: float | dt.timedelta | None = _UNSET,
         unique_key: str | None = None,
         retry: Backoff | None = _UNSET,
+        depends_on: Sequence[int | Ref] | None = None,
     ) -> JobSpec:
-        """Validate one job's arguments against its task's defaults (no I/O)."""
+        """Validate one job's arguments against its task's defaults (no I/O).
+
+        ``depends_on``: parents (job ids, or ``pgq.ref(i)`` within ``enqueue_many``);
+        without ``priority`` such a job takes the highest of its parents' priorities.
+        """
         name = task.name if isinstance(task, Task) else validate_task_name(task)
         registered = self.tasks.get(name)
         if registered is None and self.strict_tasks:
@@ -289,6 +298,8 @@ class Queue(QueueControl):
             unique_key=unique_key,
             backoff=retry if retry is not _UNSET else (registered.retry if registered else None),
             max_payload_bytes=self.settings.max_payload_bytes,
+            depends_on=depends_on,
+            inherit_priority=priority is None,
         )
 
     # ------------------------------------------------------------ producers
@@ -323,8 +334,9 @@ class Queue(QueueControl):
             raise ValidationError(f"on_duplicate must be 'return' or 'raise', got {on_duplicate!r}")
         _check_options(options)
         spec = self.job_spec(task, payload, **options)
+        reject_refs(spec)
         rows = self._send([spec], idempotent=spec.unique_key is not None and on_duplicate == "return",
-                          connection=connection)
+                          connection=connection, with_parents=bool(spec.depends_on))
         ((job_id, created),) = rows
         if connection is None:
             # Transactional enqueues are mirrored by the reconciler once the caller commits.
@@ -368,10 +380,22 @@ class Queue(QueueControl):
                 raise ValidationError(f"job {index}: expected a JobSpec or a dict, got {type(item).__name__}")
         if not specs:
             return []
-        rows = self._send(specs, idempotent=all(s.unique_key is not None for s in specs), connection=connection)
+        if has_parents(specs):
+            return self._enqueue_graph(specs, connection)
+        rows = self._send(specs, idempotent=all(s.unique_key is not None for s in specs), connection=connection,
+                          with_parents=False)
         if connection is None:
             self._push(specs, rows)
         return [job_id for job_id, _created in rows]
+
+    def _enqueue_graph(self, specs: list[JobSpec], connection: Any) -> list[int]:
+        """``enqueue_many`` with parents: sent parents first (``scheduling.graph``); ids in input order."""
+        ordered, position = order_graph(specs)
+        rows = self._send(ordered, idempotent=all(s.unique_key is not None for s in specs), connection=connection,
+                          with_parents=True)
+        if connection is None:
+            self._push(ordered, rows)  # the roots; released children reach Redis through the reconciler
+        return [rows[position[i]][0] for i in range(len(specs))]
 
     # ------------------------------------------------------------ inspection and control
     # get, cancel, dead_letters, requeue_dead, purge_dead, stats, wait, drain_worker:
@@ -404,7 +428,8 @@ class Queue(QueueControl):
 
 
 # Per-job options of enqueue / enqueue_many (the keyword arguments of Queue.job_spec).
-_JOB_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "retry"})
+_JOB_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "retry",
+                          "depends_on"})
 
 
 def _check_options(options: Mapping[str, Any]) -> None:

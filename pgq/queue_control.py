@@ -66,17 +66,22 @@ class QueueControl:
             raise ValidationError(f"limit must be a whole number from 1 to {2**31 - 1}, got {limit!r}")
         return list(self._run(self.queries.dead_letters, queue, limit))
 
-    def requeue_dead(self, job_ids: Sequence[int] | None = None, *, queue: str | None = None) -> list[int]:
+    def requeue_dead(self, job_ids: Sequence[int] | None = None, *, queue: str | None = None,
+                     with_dependents: bool = False) -> list[int]:
         """Requeue dead jobs (transition dead -> queued, attempts reset); return their ids.
 
         ``job_ids=None`` requeues every dead job (of ``queue`` if given). A named id that
-        is unknown or not dead raises and nothing is requeued.
+        is unknown or not dead raises and nothing is requeued. ``with_dependents``: the
+        waiting descendants cancelled because of these jobs go back to waiting.
         """
+        if not isinstance(with_dependents, bool):
+            raise ValidationError(f"with_dependents must be True or False, got {with_dependents!r}")
         if job_ids is not None:
             job_ids = _check_ids(job_ids)
         if queue is not None:
             validate_queue_name(queue)
-        requeued: list[int] = self._run(self.queries.requeue_dead_jobs, job_ids, queue)
+        requeue = self.queries.graph.requeue_dead_with_dependents if with_dependents else self.queries.requeue_dead_jobs
+        requeued: list[int] = self._run(requeue, job_ids, queue)
         client = self.redis
         if requeued and client is not None:
             from pgq.queries import MirrorQueries

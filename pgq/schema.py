@@ -109,10 +109,13 @@ jobs = Table(
     # that gave the attempt back (the handler had not started).
     Column("claim_position", BigInteger),
     Column("free_rescues", Integer, nullable=False, server_default=text("0")),
+    # Revision 0012: the priority lent by waiting descendants (NULL: none).
+    Column("effective_priority", SmallInteger),
     CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="jobs_queue_name"),
     CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="jobs_task_name"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="jobs_payload_object"),
     CheckConstraint("priority BETWEEN 1 AND 5", name="jobs_priority_range"),
+    CheckConstraint("effective_priority BETWEEN 1 AND 5", name="jobs_effective_priority_range"),
     CheckConstraint("attempts >= 0 AND attempts <= max_attempts", name="jobs_attempts_range"),
     CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_positive"),
     CheckConstraint("timeout > interval '0'", name="jobs_timeout_positive"),

@@ -36,14 +36,18 @@ def dlq_list(obj: Context, queue_name: str | None, limit: int, as_json: bool) ->
 @click.argument("job_ids", nargs=-1, type=click.IntRange(1))
 @click.option("--all", "everything", is_flag=True, help="Requeue every dead job (of --queue).")
 @click.option("--queue", "queue_name", help="With --all: only this queue.")
+@click.option("--with-dependents", is_flag=True,
+              help="Also bring back to waiting the descendants cancelled because of these jobs.")
 @click.pass_obj
 @handle_errors
-def dlq_requeue(obj: Context, job_ids: tuple[int, ...], everything: bool, queue_name: str | None) -> None:
+def dlq_requeue(obj: Context, job_ids: tuple[int, ...], everything: bool, queue_name: str | None,
+                with_dependents: bool) -> None:
     """Put dead jobs back in their queue with their attempts reset."""
     if bool(job_ids) == everything:
         raise click.UsageError("give job ids, or --all (not both)")
     with obj.queue() as queue:
-        ids = queue.requeue_dead(None if everything else list(job_ids), queue=queue_name)
+        ids = queue.requeue_dead(None if everything else list(job_ids), queue=queue_name,
+                                 with_dependents=with_dependents)
     click.echo(f"requeued {len(ids)} job(s)" + (f": {', '.join(map(str, ids[:20]))}" if ids else ""))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from pgq.db import execute, quote_ident
+from pgq.queries.graph import GraphQueries
 from pgq.job import JobSpec
 from pgq.queries.base import QueriesBase
 
@@ -97,6 +98,7 @@ class EnqueueQueries(QueriesBase):
     def __init__(self, schema: str) -> None:
         super().__init__(schema)
         s = quote_ident(schema)
+        self.graph = GraphQueries(schema)  # jobs with parents (revision 0012)
         # COPY statements by the column list _copy_lines chooses (constant names only).
         self._copy_jobs = {
             columns: f"COPY {s}.jobs ({columns}) FROM STDIN"
@@ -152,7 +154,8 @@ class EnqueueQueries(QueriesBase):
         )
 
     def enqueue_jobs(
-        self, conn: Any, specs: Sequence[JobSpec], attempt: EnqueueAttempt | None = None
+        self, conn: Any, specs: Sequence[JobSpec], attempt: EnqueueAttempt | None = None,
+        with_parents: bool | None = None,
     ) -> list[tuple[int, bool]]:
         """Insert ``specs``; return ``(job_id, created)`` in input order.
 
@@ -168,9 +171,13 @@ class EnqueueQueries(QueriesBase):
 
         Every path is one transaction; a delay is added to the database's
         transaction time, never to the client clock. ``attempt`` records how far
-        the call got (see ``EnqueueAttempt``).
+        the call got (see ``EnqueueAttempt``). ``with_parents``: whether some spec
+        has ``depends_on``, when the caller knows (None: look).
         """
         attempt = attempt or EnqueueAttempt()
+        if any(s.depends_on for s in specs) if with_parents is None else with_parents:
+            attempt.commit_sent = True  # job graphs: enqueue_jobs_v2 (pgq/queries/graph.py)
+            return self.graph.enqueue_with_parents(conn, specs)
         if any(s.unique_key is not None for s in specs):
             attempt.commit_sent = True
             return self._enqueue_by_function(conn, specs)

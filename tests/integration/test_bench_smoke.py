@@ -89,6 +89,15 @@ def test_throughput(db_url: str) -> None:
     assert r["timeline"][-1][1] == 200  # the sampled counter saw every job
 
 
+def test_graph(db_url: str) -> None:
+    (r,) = bench(db_url, "graph", "-n", "200", "-w", "1", "-c", "4")
+    assert r["settings"]["jobs"] == 200 and r["settings"]["block"] == 100
+    for phase in ("graph", "independent"):
+        check_burn_down(r["phases"][phase], 200)
+    assert r["graph_vs_independent"] == pytest.approx(r["graph_jobs_per_s"] / r["independent_jobs_per_s"], rel=0.01)
+    assert r["graph_enqueue_seconds"] > 0
+
+
 def test_steady(db_url: str) -> None:
     (r,) = bench(db_url, "steady", "--rate", "200", "--duration", "1", "-w", "1", "-c", "4", "--sleep-ms", "1")
     assert r["jobs"] == 200 and r["completed"] == 200 and r["lost_or_duplicated"] == 0

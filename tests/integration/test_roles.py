@@ -143,6 +143,10 @@ EXPECTED_GRANTS = {
         ("table", "alert_rules", "SELECT"),
         ("function", "enqueue_job", "EXECUTE"),
         ("function", "enqueue_jobs", "EXECUTE"),
+        # Revision 0012: enqueue with parents (job graphs).
+        ("function", "enqueue_job_v2", "EXECUTE"),
+        ("function", "enqueue_jobs_v2", "EXECUTE"),
+        ("table", "job_blockers", "SELECT"),
         ("function", "cancel_job", "EXECUTE"),
     },
     WORKER: {
@@ -203,8 +207,8 @@ def test_definer_functions_are_closed_to_public_and_pin_their_search_path(conn: 
         " WHERE n.nspname = 'pgq' AND p.prosecdef ORDER BY 1").fetchall()
     granted = {name for _kind, name, _p in EXPECTED_GRANTS[PRODUCER] | EXPECTED_GRANTS[WORKER] if _kind == "function"}
     # Exactly the entry points run as their owner: the granted ones, and the two
-    # repairs a DBA may grant to operators.
-    assert {r[0] for r in rows} == granted | {"requeue_dead_jobs", "purge_dead_jobs"}
+    # repairs a DBA may grant to operators (requeue_dead_jobs_v2: revision 0012).
+    assert {r[0] for r in rows} == granted | {"requeue_dead_jobs", "requeue_dead_jobs_v2", "purge_dead_jobs"}
     for name, config, public_execute in rows:
         # Temporary objects come last, so a caller's pg_temp.jobs cannot shadow the table.
         assert "search_path=pgq, pg_catalog, pg_temp" in config, name
@@ -215,7 +219,8 @@ def test_definer_functions_are_closed_to_public_and_pin_their_search_path(conn: 
         " WHERE n.nspname = 'pgq' AND p.proname = ANY (%s)"
         "   AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a"
         "               WHERE a.grantee = 0)",
-        (["record_failed_attempt", "notify_queues", "retry_delay", "requeue_dead_jobs", "purge_dead_jobs"],)).fetchall()
+        (["record_failed_attempt", "notify_queues", "retry_delay", "requeue_dead_jobs", "purge_dead_jobs",
+          "requeue_dead_jobs_v2", "release_waiting_children", "lend_priority", "cancel_waiting_descendants"],)).fetchall()
     assert helpers == []
 
 
@@ -661,13 +666,15 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
     # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
-    # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3.
-    assert len(said) == 9 and all("CREATE ROLE" in m for m in said), said
+    # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3,
+    # then 0012 for the producer's enqueue_jobs_v2 / enqueue_job_v2.
+    assert len(said) == 10 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
     assert all("006.sql" in m for m in said[7:9]), said
+    assert "007.sql" in said[9] and "enqueue_jobs_v2" in said[9], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -682,9 +689,14 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/004.sql"))
         c.execute(read_sql("roles/005.sql"))
         c.execute(read_sql("roles/006.sql"))
+        c.execute(read_sql("roles/007.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
+        assert job is not None
+        child = c.execute(sql.SQL("SELECT {}.enqueue_job_v2('t', p_depends_on => ARRAY[%s::bigint])").format(
+            sql.Identifier(schema)), [job[0]]).fetchone()
+        assert child is not None and child[0] > job[0]
         c.execute(sql.SQL("SELECT * FROM {}.job_status_estimates").format(sql.Identifier(schema)))
     assert job is not None
     worker = logins.create(f"{schema}_worker").dsn
