@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from pgq.db import live_connection, make_pool, translated
 from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, UnknownTask, ValidationError
-from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, validate_isolation, validate_task_name
+from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, Ref, validate_isolation, validate_task_name
 from pgq.queries import Queries, ensure_current
 from pgq.queue_control import QueueControl
 from pgq.retry import Backoff

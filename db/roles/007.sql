@@ -16,7 +16,7 @@
 -- Runs with search_path set to the pgq schema. Idempotent: when the producer
 -- role does not exist, it warns and skips the grants; once a DBA created the
 -- roles, the schema's owner runs db/roles/001.sql to 005.sql and this file again:
---   psql -v ON_ERROR_STOP=1 -c 'SET search_path TO pgq, pg_catalog, pg_temp' -f db/roles/006.sql
+--   psql -v ON_ERROR_STOP=1 -c 'SET search_path TO pgq, pg_catalog, pg_temp' -f db/roles/007.sql
 
 ALTER FUNCTION enqueue_jobs_v2(text[], jsonb[], text[], integer[], timestamptz[], integer[], double precision[],
                                text[], double precision[], double precision[], double precision[],
@@ -43,7 +43,7 @@ DECLARE
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_producer) THEN
         RAISE WARNING 'pgq roles: role % does not exist; its grants on enqueue_jobs_v2, enqueue_job_v2 and job_blockers are skipped. '
-                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 006.sql again',
+                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 007.sql again',
                       v_producer, v_producer;
         RETURN;
     END IF;
