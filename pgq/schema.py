@@ -109,7 +109,7 @@ jobs = Table(
     # that gave the attempt back (the handler had not started).
     Column("claim_position", BigInteger),
     Column("free_rescues", Integer, nullable=False, server_default=text("0")),
-    # Revision 0012: the priority lent by waiting descendants (NULL: none).
+    # Revision 0009: the priority lent by waiting descendants (NULL: none).
     Column("effective_priority", SmallInteger),
     CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="jobs_queue_name"),
     CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="jobs_task_name"),

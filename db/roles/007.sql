@@ -1,4 +1,4 @@
--- Roles for revision 0012, job graphs (the model is db/roles/001.sql's; read it first).
+-- Roles for revision 0009, job graphs (the model is db/roles/001.sql's; read it first).
 --
 --   enqueue_jobs_v2, enqueue_job_v2   enqueue with parents; granted to <schema>_producer
 --   requeue_dead_jobs_v2              requeue with dependents: a repair, like requeue_dead_jobs

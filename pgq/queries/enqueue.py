@@ -98,7 +98,7 @@ class EnqueueQueries(QueriesBase):
     def __init__(self, schema: str) -> None:
         super().__init__(schema)
         s = quote_ident(schema)
-        self.graph = GraphQueries(schema)  # jobs with parents (revision 0012)
+        self.graph = GraphQueries(schema)  # jobs with parents (revision 0009)
         # COPY statements by the column list _copy_lines chooses (constant names only).
         self._copy_jobs = {
             columns: f"COPY {s}.jobs ({columns}) FROM STDIN"

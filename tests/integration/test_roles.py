@@ -143,7 +143,7 @@ EXPECTED_GRANTS = {
         ("table", "alert_rules", "SELECT"),
         ("function", "enqueue_job", "EXECUTE"),
         ("function", "enqueue_jobs", "EXECUTE"),
-        # Revision 0012: enqueue with parents (job graphs).
+        # Revision 0009: enqueue with parents (job graphs).
         ("function", "enqueue_job_v2", "EXECUTE"),
         ("function", "enqueue_jobs_v2", "EXECUTE"),
         ("table", "job_blockers", "SELECT"),
@@ -207,7 +207,7 @@ def test_definer_functions_are_closed_to_public_and_pin_their_search_path(conn: 
         " WHERE n.nspname = 'pgq' AND p.prosecdef ORDER BY 1").fetchall()
     granted = {name for _kind, name, _p in EXPECTED_GRANTS[PRODUCER] | EXPECTED_GRANTS[WORKER] if _kind == "function"}
     # Exactly the entry points run as their owner: the granted ones, and the two
-    # repairs a DBA may grant to operators (requeue_dead_jobs_v2: revision 0012).
+    # repairs a DBA may grant to operators (requeue_dead_jobs_v2: revision 0009).
     assert {r[0] for r in rows} == granted | {"requeue_dead_jobs", "requeue_dead_jobs_v2", "purge_dead_jobs"}
     for name, config, public_execute in rows:
         # Temporary objects come last, so a caller's pg_temp.jobs cannot shadow the table.
@@ -667,7 +667,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
     # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
     # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3,
-    # then 0012 for the producer's enqueue_jobs_v2 / enqueue_job_v2.
+    # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2.
     assert len(said) == 10 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said

@@ -1,6 +1,6 @@
 """Job graphs: enqueue with parents, release in the completing transaction, priority inheritance.
 
-Revision ID: 0012
+Revision ID: 0009
 Revises: 0007
 Create Date: 2026-12-02
 
@@ -29,7 +29,7 @@ from alembic import op
 
 from pgq.migrate import enter_schema, run_sql_file
 
-revision = "0012"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
