@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0007
+-- alembic revision: 0011
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -197,6 +197,30 @@ CREATE INDEX jobs_waiting_idx ON pgq.jobs USING btree (queue) WHERE (status = 'w
 CREATE TRIGGER jobs_notify_job_available AFTER INSERT ON pgq.jobs REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION pgq.notify_job_available();
 CREATE TRIGGER jobs_set_updated_at BEFORE UPDATE ON pgq.jobs FOR EACH ROW WHEN (NOT old.updated_at IS DISTINCT FROM new.updated_at) EXECUTE FUNCTION pgq.set_updated_at();
 
+-- ==================== table queue_pauses
+CREATE TABLE pgq.queue_pauses (
+    queue text NOT NULL,
+    paused_at timestamp with time zone NOT NULL,
+    paused_by text NOT NULL,
+    paused_by_application text NOT NULL,
+    resumed_at timestamp with time zone,
+    resumed_by text,
+    resumed_by_application text,
+    CONSTRAINT queue_pauses_pkey PRIMARY KEY (queue),
+    CONSTRAINT queue_pauses_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(queue) <= 100),
+    CONSTRAINT queue_pauses_resumed_after_paused CHECK (resumed_at IS NULL OR resumed_at >= paused_at)
+);
+COMMENT ON TABLE pgq.queue_pauses IS 'Queue pauses (pause_queue, resume_queue): a queue is paused while its row has no resumed_at. The claim functions take no job of a paused queue. Write it through the functions.';
+GRANT SELECT ON TABLE pgq.queue_pauses TO pgq_producer;
+GRANT SELECT ON TABLE pgq.queue_pauses TO pgq_worker;
+COMMENT ON COLUMN pgq.queue_pauses.queue IS 'The paused (or once paused) queue; a name jobs.queue could hold.';
+COMMENT ON COLUMN pgq.queue_pauses.paused_at IS 'When the current (or last) pause began (the pausing transaction''s time).';
+COMMENT ON COLUMN pgq.queue_pauses.paused_by IS 'session_user of the session that paused the queue.';
+COMMENT ON COLUMN pgq.queue_pauses.paused_by_application IS 'application_name of the session that paused the queue.';
+COMMENT ON COLUMN pgq.queue_pauses.resumed_at IS 'When the queue was resumed; NULL while it is paused. The Redis reconciler offers the queue''s jobs again after it.';
+COMMENT ON COLUMN pgq.queue_pauses.resumed_by IS 'session_user of the session that resumed the queue.';
+COMMENT ON COLUMN pgq.queue_pauses.resumed_by_application IS 'application_name of the session that resumed the queue.';
+
 -- ==================== table state_snapshots
 CREATE TABLE pgq.state_snapshots (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
@@ -341,6 +365,21 @@ CREATE VIEW pgq.job_status_estimates AS
   WHERE oid = 'pgq.jobs'::regclass::oid;
 COMMENT ON VIEW pgq.job_status_estimates IS 'Estimated jobs per status from the table statistics (as of the last ANALYZE): the cheap count of finished jobs, which queue_stats leaves out.';
 GRANT SELECT ON TABLE pgq.job_status_estimates TO pgq_producer;
+
+-- ==================== view paused_queues
+CREATE VIEW pgq.paused_queues AS
+ SELECT queue,
+    paused_at,
+    paused_by,
+    paused_by_application,
+    ( SELECT count(*) AS count
+           FROM pgq.jobs j
+          WHERE queue = queue AND (status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status]))) AS waiting_jobs
+   FROM pgq.queue_pauses p
+  WHERE resumed_at IS NULL;
+COMMENT ON VIEW pgq.paused_queues IS 'Queues paused now: since when, by whom (session user, application_name), and how many of their jobs wait (queued or retrying).';
+GRANT SELECT ON TABLE pgq.paused_queues TO pgq_producer;
+GRANT SELECT ON TABLE pgq.paused_queues TO pgq_worker;
 
 -- ==================== view queue_stats
 CREATE VIEW pgq.queue_stats AS
@@ -996,7 +1035,7 @@ CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs in
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_queues constant text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
+    v_queues text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
     v_ids bigint[] := '{}';
     v_candidates tid[];
     v_bound_priority smallint;
@@ -1012,6 +1051,14 @@ BEGIN
     IF coalesce(cardinality(p_queues), 0) = 0 THEN
         RAISE EXCEPTION 'get_runnable_jobs: p_queues must name at least one queue'
             USING ERRCODE = 'PQ004';
+    END IF;
+    IF EXISTS (SELECT 1 FROM queue_pauses WHERE resumed_at IS NULL) THEN
+        v_queues := ARRAY(
+            SELECT q FROM unnest(v_queues) AS q
+            WHERE NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q AND p.resumed_at IS NULL));
+        IF cardinality(v_queues) = 0 THEN
+            RETURN '{}';
+        END IF;
     END IF;
     IF cardinality(v_queues) = 1 THEN
         -- One queue: the claim index yields rows in claim order. LIMIT sits
@@ -1095,7 +1142,7 @@ BEGIN
     RETURN v_ids;
 END
 $function$;
-COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs, get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
+COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs, get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues that are not paused, in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
 
 -- ==================== function lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
@@ -1108,16 +1155,26 @@ BEGIN
         RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
             USING ERRCODE = 'PQ004';
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM queue_pauses WHERE resumed_at IS NULL) THEN
+        RETURN ARRAY(
+            SELECT id FROM jobs
+            WHERE id = ANY (p_job_ids)
+              AND status IN ('queued', 'retrying')
+              AND run_at <= p_now
+            ORDER BY priority DESC, run_at, id
+            FOR UPDATE SKIP LOCKED);
+    END IF;
     RETURN ARRAY(
-        SELECT id FROM jobs
-        WHERE id = ANY (p_job_ids)
-          AND status IN ('queued', 'retrying')
-          AND run_at <= p_now
-        ORDER BY priority DESC, run_at, id
-        FOR UPDATE SKIP LOCKED);
+        SELECT j.id FROM jobs AS j
+        WHERE j.id = ANY (p_job_ids)
+          AND j.status IN ('queued', 'retrying')
+          AND j.run_at <= p_now
+          AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = j.queue AND p.resumed_at IS NULL)
+        ORDER BY j.priority DESC, j.run_at, j.id
+        FOR UPDATE OF j SKIP LOCKED);
 END
 $function$;
-COMMENT ON FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone) IS 'Internal (claim_jobs, claim_jobs_v2): lock the named jobs that are runnable (SKIP LOCKED); their ids in claim order.';
+COMMENT ON FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone) IS 'Internal (claim_jobs, claim_jobs_v2): lock the named jobs that are runnable and not in a paused queue (SKIP LOCKED); their ids in claim order.';
 
 -- ==================== function mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone DEFAULT now())
@@ -1209,6 +1266,39 @@ AS $function$
     WHERE q IS NOT NULL
 $function$;
 COMMENT ON FUNCTION pgq.notify_queues(p_queues text[]) IS 'Internal: one NOTIFY per distinct queue on <schema>_job_available (payload: the queue name).';
+
+-- ==================== function pause_queue(p_queue text, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone DEFAULT now())
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_paused boolean;
+BEGIN
+    IF p_queue IS NULL OR p_now IS NULL THEN
+        RAISE EXCEPTION 'pause_queue: p_queue and p_now must not be NULL'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    -- A row stays after a resume (resumed_at set): the reconciler of the Redis
+    -- accelerator reads resumed_at. A new pause takes the row over.
+    INSERT INTO queue_pauses AS p (queue, paused_at, paused_by, paused_by_application)
+    VALUES (p_queue, p_now, session_user, coalesce(current_setting('application_name', true), ''))
+    ON CONFLICT (queue) DO UPDATE
+        SET paused_at = excluded.paused_at,
+            paused_by = excluded.paused_by,
+            paused_by_application = excluded.paused_by_application,
+            resumed_at = NULL,
+            resumed_by = NULL,
+            resumed_by_application = NULL
+        WHERE p.resumed_at IS NOT NULL
+    RETURNING true INTO v_paused;
+    RETURN coalesce(v_paused, false);
+END
+$function$;
+COMMENT ON FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone) IS 'Pause a queue: claims that start after the commit take none of its jobs; enqueue still works. True when it paused it, false when already paused.';
+GRANT EXECUTE ON FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer DEFAULT 10000, p_now timestamp with time zone DEFAULT now())
@@ -1521,6 +1611,29 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone) IS 'Internal (rescues): give a running job back without charging the attempt when its handler never started (at most max_attempts times per job), else record the failed attempt.';
 
+-- ==================== function resume_queue(p_queue text, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone DEFAULT now())
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_queue IS NULL OR p_now IS NULL THEN
+        RAISE EXCEPTION 'resume_queue: p_queue and p_now must not be NULL'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    UPDATE queue_pauses
+    SET resumed_at = p_now,
+        resumed_by = session_user,
+        resumed_by_application = coalesce(current_setting('application_name', true), '')
+    WHERE queue = p_queue AND resumed_at IS NULL;
+    RETURN FOUND;
+END
+$function$;
+COMMENT ON FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone) IS 'Resume a paused queue: claims that start after the commit take its jobs again. True when it resumed it, false when it was not paused.';
+GRANT EXECUTE ON FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone) TO pgq_producer;
+
 -- ==================== function retry_delay(p_attempt integer, p_base_seconds double precision, p_factor double precision, p_max_seconds double precision)
 CREATE OR REPLACE FUNCTION pgq.retry_delay(p_attempt integer, p_base_seconds double precision DEFAULT NULL::double precision, p_factor double precision DEFAULT NULL::double precision, p_max_seconds double precision DEFAULT NULL::double precision)
  RETURNS double precision
@@ -1580,11 +1693,12 @@ BEGIN
         LIMIT p_limit
     ) AS c
     WHERE q.name IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q.name AND p.resumed_at IS NULL)
     ORDER BY c.run_at, c.id
     LIMIT p_limit;
 END
 $function$;
-COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
+COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs of queues that are not paused after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
 GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO pgq_worker;
 
 -- ==================== function set_updated_at()

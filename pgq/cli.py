@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import click
 
+from pgq.cli_scheduling import commands as scheduling_commands, paused_rows, paused_table
 from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, TooManyStuckHandlers, ValidationError
 from pgq.queue import Queue
 from pgq.settings import Settings
@@ -330,14 +331,18 @@ def status(obj: Context, as_json: bool) -> None:
 
             with queue.pool.connection() as conn:
                 health = redis_health(queue.settings, conn)
+        paused = paused_rows(queue)
     if as_json:
         data = stats.to_dict()
+        data["paused_queues"] = [p.to_dict() for p in paused]
         if health is not None:
             data["redis_mirror"] = health.to_dict()
         click.echo(_json(data))
         return
     rows = [(r.queue, r.status, r.priority, r.jobs, r.due, _age(r.oldest_due_age_seconds)) for r in stats.depth]
     click.echo(_table(["queue", "status", "priority", "jobs", "due", "oldest due"], rows) if rows else "no jobs")
+    if paused:
+        click.echo("\n" + paused_table(paused, _table))
     live = [w for w in stats.workers if w.status in ("active", "draining")]
     stuck = sum(w.stuck_handlers for w in live)
     click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running"
@@ -528,6 +533,11 @@ def bench(ctx: click.Context, /, as_json: bool, plot_path: str | None, **params:
     if ctx.invoked_subcommand is None:
         load_bench().execute([("quick", params)], ctx.obj.settings(require_db=False).database_url,
                              as_json=as_json, plot_path=plot_path)
+
+
+# Scheduling (issue 10): pgq queue pause|resume|paused, pgq schedules.
+for _command in scheduling_commands(handle_errors, _table):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ from pgq.job import (
 )
 from pgq.queries import PURGE_BATCH, DeadLetter, Queries, ensure_current
 from pgq.retry import Backoff
+from pgq.scheduling import pause
 from pgq.settings import Settings
 from pgq.stats import QueueStats, collect_stats
 
@@ -520,6 +521,18 @@ class Queue:
         if not isinstance(worker_id, uuid.UUID):
             raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
         return bool(self._run(self.queries.drain_worker, worker_id))
+
+    def pause_queue(self, queue: str) -> bool:
+        """Pause a queue (claims take none of its jobs; enqueue works); see ``pgq.scheduling.pause``."""
+        return bool(self._run(pause.pause_queue, self.settings.schema, validate_queue_name(queue)))
+
+    def resume_queue(self, queue: str) -> bool:
+        """Resume a paused queue; see ``pgq.scheduling.pause``."""
+        return bool(self._run(pause.resume_queue, self.settings.schema, validate_queue_name(queue)))
+
+    def paused_queues(self) -> list[pause.PausedQueue]:
+        """The queues paused now (``pgq.paused_queues``): since when, by whom, jobs waiting."""
+        return list(self._run(pause.paused_queues, self.settings.schema))
 
 
 def _check_id(job_id: object) -> int:

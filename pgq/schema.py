@@ -278,7 +278,26 @@ state_snapshots = Table(
 )
 Index("state_snapshots_created_at_idx", state_snapshots.c.created_at.desc())
 
-TABLES = (jobs, workers, job_executions, dead_letter_queue, job_dependencies, worker_health_logs, state_snapshots)
+# Revision 0011: queue pauses (pgq.scheduling.pause); a queue is paused while resumed_at is NULL.
+queue_pauses = Table(
+    "queue_pauses",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("paused_at", _TZ, nullable=False),
+    Column("paused_by", Text, nullable=False),
+    Column("paused_by_application", Text, nullable=False),
+    Column("resumed_at", _TZ),
+    Column("resumed_by", Text),
+    Column("resumed_by_application", Text),
+    CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100",
+                    name="queue_pauses_queue_name"),
+    CheckConstraint("resumed_at IS NULL OR resumed_at >= paused_at", name="queue_pauses_resumed_after_paused"),
+    comment="Queue pauses (pause_queue, resume_queue): a queue is paused while its row has no resumed_at. "
+            "The claim functions take no job of a paused queue. Write it through the functions.",
+)
+
+TABLES = (jobs, workers, job_executions, dead_letter_queue, job_dependencies, worker_health_logs, state_snapshots,
+          queue_pauses)
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -291,6 +310,7 @@ __all__ = [
     "job_status",
     "jobs",
     "metadata",
+    "queue_pauses",
     "schema_translate_map",
     "state_snapshots",
     "worker_health_logs",
