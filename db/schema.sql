@@ -221,6 +221,61 @@ COMMENT ON COLUMN pgq.queue_pauses.resumed_at IS 'When the queue was resumed; NU
 COMMENT ON COLUMN pgq.queue_pauses.resumed_by IS 'session_user of the session that resumed the queue.';
 COMMENT ON COLUMN pgq.queue_pauses.resumed_by_application IS 'application_name of the session that resumed the queue.';
 
+-- ==================== table schedules
+CREATE TABLE pgq.schedules (
+    name text NOT NULL,
+    cron text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    task text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    queue text DEFAULT 'default'::text NOT NULL,
+    priority smallint DEFAULT 3 NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    catch_up text DEFAULT 'once'::text NOT NULL,
+    catch_up_limit integer DEFAULT 100 NOT NULL,
+    misfire_grace_seconds double precision DEFAULT 60 NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    next_tick timestamp with time zone,
+    last_tick timestamp with time zone,
+    last_job_id bigint,
+    ticked_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_catch_up CHECK (catch_up = ANY (ARRAY['skip'::text, 'once'::text, 'all'::text])),
+    CONSTRAINT schedules_catch_up_limit_range CHECK (catch_up_limit >= 1 AND catch_up_limit <= 10000),
+    CONSTRAINT schedules_cron_length CHECK (length(cron) >= 1 AND length(cron) <= 200),
+    CONSTRAINT schedules_max_attempts_positive CHECK (max_attempts >= 1),
+    CONSTRAINT schedules_misfire_grace_range CHECK (misfire_grace_seconds >= 0::double precision AND misfire_grace_seconds < 'Infinity'::double precision),
+    CONSTRAINT schedules_name CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(name) <= 100),
+    CONSTRAINT schedules_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
+    CONSTRAINT schedules_pkey PRIMARY KEY (name),
+    CONSTRAINT schedules_priority_range CHECK (priority >= 1 AND priority <= 5),
+    CONSTRAINT schedules_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(queue) <= 100),
+    CONSTRAINT schedules_task_name CHECK (task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$'::text AND length(task) <= 200)
+);
+COMMENT ON TABLE pgq.schedules IS 'Periodic (cron) schedules: the maintenance leader enqueues one job per tick (enqueue_schedule_ticks). Applications register them (register_schedule); DBAs may edit them (set next_tick to NULL after changing cron).';
+GRANT SELECT ON TABLE pgq.schedules TO pgq_producer;
+GRANT SELECT ON TABLE pgq.schedules TO pgq_worker;
+COMMENT ON COLUMN pgq.schedules.name IS 'The schedule''s name (unique; by default the task''s name).';
+COMMENT ON COLUMN pgq.schedules.cron IS 'A five-field cron expression (minute hour day-of-month month day-of-week), read by croniter.';
+COMMENT ON COLUMN pgq.schedules.timezone IS 'IANA time zone the expression is read in (e.g. Europe/Paris; DST as croniter does).';
+COMMENT ON COLUMN pgq.schedules.task IS 'Task of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.payload IS 'Payload (a JSON object) of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.queue IS 'Queue of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.priority IS 'Priority (1-5) of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.max_attempts IS 'max_attempts of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.catch_up IS 'Ticks missed while no leader ran (downtime): skip (none; the latest runs only if at most misfire_grace_seconds late), once (one job for the latest), all (one job each, at most catch_up_limit, the latest ones).';
+COMMENT ON COLUMN pgq.schedules.catch_up_limit IS 'With catch_up = all: most ticks enqueued at once after downtime (the latest ones).';
+COMMENT ON COLUMN pgq.schedules.misfire_grace_seconds IS 'With catch_up = skip: how late a tick may be enqueued before it counts as missed.';
+COMMENT ON COLUMN pgq.schedules.enabled IS 'false: no tick is enqueued (a DBA may pause a schedule); registering it again enables it.';
+COMMENT ON COLUMN pgq.schedules.next_tick IS 'The next tick to enqueue (UTC). NULL: the maintenance leader computes the first tick after now, catching nothing up.';
+COMMENT ON COLUMN pgq.schedules.last_tick IS 'The latest tick enqueued or skipped; a tick at or before it is never enqueued again.';
+COMMENT ON COLUMN pgq.schedules.last_job_id IS 'The job enqueued for the latest tick (it may have been pruned since).';
+COMMENT ON COLUMN pgq.schedules.ticked_at IS 'When the leader last moved the schedule on (database time).';
+COMMENT ON COLUMN pgq.schedules.created_at IS 'When the schedule was first registered.';
+COMMENT ON COLUMN pgq.schedules.updated_at IS 'When its definition last changed (register_schedule).';
+CREATE INDEX schedules_next_tick_idx ON pgq.schedules USING btree (next_tick) WHERE enabled;
+
 -- ==================== table state_snapshots
 CREATE TABLE pgq.state_snapshots (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
@@ -826,6 +881,68 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) IS 'Enqueues a batch of jobs in one statement (element i of every array is job i); a unique key held by a live job returns that job''s id with created = false.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_jobs(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_now timestamp with time zone) TO pgq_producer;
+
+-- ==================== function enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone DEFAULT now())
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_s schedules%ROWTYPE;
+    v_ticks timestamptz[];
+    v_n integer;
+    v_ids bigint[];
+BEGIN
+    IF p_name IS NULL OR p_due_tick IS NULL OR p_latest_tick IS NULL OR p_ticks IS NULL OR p_next_tick IS NULL
+       OR p_now IS NULL THEN
+        RAISE EXCEPTION 'enqueue_schedule_ticks: no argument may be NULL' USING ERRCODE = 'PQ004';
+    END IF;
+    IF p_ticks <> ARRAY(SELECT DISTINCT t FROM unnest(p_ticks) AS t ORDER BY t)
+       OR p_latest_tick < p_due_tick OR p_latest_tick > p_now
+       OR EXISTS (SELECT 1 FROM unnest(p_ticks) AS t WHERE t > p_latest_tick OR t < p_due_tick)
+       OR p_next_tick <= p_now THEN
+        RAISE EXCEPTION 'enqueue_schedule_ticks: ticks must ascend from p_due_tick to p_latest_tick, at most '
+                        'p_now (%), and p_next_tick (%) come after p_now', p_now, p_next_tick
+            USING ERRCODE = 'PQ004';
+    END IF;
+    SELECT * INTO v_s FROM schedules WHERE name = p_name FOR UPDATE;
+    IF NOT FOUND OR NOT v_s.enabled OR v_s.next_tick IS DISTINCT FROM p_due_tick THEN
+        RETURN NULL;
+    END IF;
+    v_ticks := ARRAY(SELECT t FROM unnest(p_ticks) AS t
+                     WHERE v_s.last_tick IS NULL OR t > v_s.last_tick ORDER BY t);
+    v_n := cardinality(v_ticks);
+    IF v_n > 0 THEN
+        v_ids := ARRAY(
+            SELECT e.job_id FROM enqueue_jobs(
+                array_fill(v_s.task, ARRAY[v_n]),
+                array_fill(v_s.payload, ARRAY[v_n]),
+                array_fill(v_s.queue, ARRAY[v_n]),
+                array_fill(v_s.priority::integer, ARRAY[v_n]),
+                array_fill(p_now, ARRAY[v_n]),
+                array_fill(v_s.max_attempts, ARRAY[v_n]),
+                array_fill(NULL::double precision, ARRAY[v_n]),
+                ARRAY(SELECT 'pgq.cron:' || v_s.name || '@'
+                             || to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                      FROM unnest(v_ticks) WITH ORDINALITY AS u(t, i) ORDER BY i),
+                array_fill(NULL::double precision, ARRAY[v_n]), array_fill(NULL::double precision, ARRAY[v_n]),
+                array_fill(NULL::double precision, ARRAY[v_n]), array_fill(NULL::double precision, ARRAY[v_n]),
+                p_now) AS e
+            ORDER BY e.ord);
+    END IF;
+    UPDATE schedules
+    SET last_tick = greatest(last_tick, p_latest_tick),
+        next_tick = p_next_tick,
+        last_job_id = coalesce(v_ids[v_n], last_job_id),
+        ticked_at = p_now
+    WHERE name = p_name;
+    RETURN coalesce(v_ids, '{}');
+END
+$function$;
+COMMENT ON FUNCTION pgq.enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone) IS 'Maintenance leader: enqueue the ticks of a periodic schedule and move its last_tick/next_tick on, in one transaction, only if next_tick is still p_due_tick; the job ids, or NULL when another leader did it.';
+GRANT EXECUTE ON FUNCTION pgq.enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text DEFAULT NULL::text, p_retry_delay double precision DEFAULT NULL::double precision, p_fatal boolean DEFAULT false, p_outcome pgq.attempt_outcome DEFAULT 'failed'::pgq.attempt_outcome, p_now timestamp with time zone DEFAULT now())
@@ -1457,6 +1574,46 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone) IS 'Internal (fail_job, the rescues): records a failed attempt of a locked running job, then retries it or moves it to the dead letter queue; returns the new status.';
 
+-- ==================== function register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb, p_queue text, p_priority integer, p_max_attempts integer, p_catch_up text, p_catch_up_limit integer, p_misfire_grace_seconds double precision, p_next_tick timestamp with time zone, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb DEFAULT '{}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 3, p_max_attempts integer DEFAULT 3, p_catch_up text DEFAULT 'once'::text, p_catch_up_limit integer DEFAULT 100, p_misfire_grace_seconds double precision DEFAULT 60, p_next_tick timestamp with time zone DEFAULT NULL::timestamp with time zone, p_now timestamp with time zone DEFAULT now())
+ RETURNS text
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_outcome text;
+BEGIN
+    IF p_timezone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_timezone) THEN
+        RAISE EXCEPTION 'register_schedule: unknown time zone %', p_timezone
+            USING ERRCODE = 'PQ004', HINT = 'Use an IANA name such as UTC or Europe/Paris.';
+    END IF;
+    INSERT INTO schedules AS s (name, cron, timezone, task, payload, queue, priority, max_attempts,
+                                catch_up, catch_up_limit, misfire_grace_seconds, next_tick,
+                                created_at, updated_at)
+    VALUES (p_name, p_cron, p_timezone, p_task, p_payload, p_queue, p_priority, p_max_attempts,
+            p_catch_up, p_catch_up_limit, p_misfire_grace_seconds, p_next_tick, p_now, p_now)
+    ON CONFLICT (name) DO UPDATE
+        SET cron = excluded.cron, timezone = excluded.timezone, task = excluded.task,
+            payload = excluded.payload, queue = excluded.queue, priority = excluded.priority,
+            max_attempts = excluded.max_attempts, catch_up = excluded.catch_up,
+            catch_up_limit = excluded.catch_up_limit, misfire_grace_seconds = excluded.misfire_grace_seconds,
+            next_tick = excluded.next_tick, enabled = true, updated_at = excluded.updated_at
+        WHERE (s.cron, s.timezone, s.task, s.payload, s.queue, s.priority, s.max_attempts,
+               s.catch_up, s.catch_up_limit, s.misfire_grace_seconds, s.enabled)
+              IS DISTINCT FROM
+              (excluded.cron, excluded.timezone, excluded.task, excluded.payload, excluded.queue,
+               excluded.priority, excluded.max_attempts, excluded.catch_up, excluded.catch_up_limit,
+               excluded.misfire_grace_seconds, true)
+    RETURNING CASE WHEN s.xmax = 0 THEN 'created' ELSE 'updated' END
+    INTO v_outcome;
+    RETURN coalesce(v_outcome, 'unchanged');
+END
+$function$;
+COMMENT ON FUNCTION pgq.register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb, p_queue text, p_priority integer, p_max_attempts integer, p_catch_up text, p_catch_up_limit integer, p_misfire_grace_seconds double precision, p_next_tick timestamp with time zone, p_now timestamp with time zone) IS 'Create or update a periodic schedule (idempotent: the same definition changes nothing and keeps its ticks); returns created, updated or unchanged.';
+GRANT EXECUTE ON FUNCTION pgq.register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb, p_queue text, p_priority integer, p_max_attempts integer, p_catch_up text, p_catch_up_limit integer, p_misfire_grace_seconds double precision, p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_producer;
+GRANT EXECUTE ON FUNCTION pgq.register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb, p_queue text, p_priority integer, p_max_attempts integer, p_catch_up text, p_catch_up_limit integer, p_misfire_grace_seconds double precision, p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_worker;
+
 -- ==================== function register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer, p_metadata jsonb, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer DEFAULT 1, p_metadata jsonb DEFAULT '{}'::jsonb, p_now timestamp with time zone DEFAULT now())
  RETURNS void
@@ -1700,6 +1857,25 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs of queues that are not paused after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
 GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO pgq_worker;
+
+-- ==================== function set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone DEFAULT now())
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_name IS NULL OR p_next_tick IS NULL OR p_now IS NULL OR p_next_tick <= p_now THEN
+        RAISE EXCEPTION 'set_schedule_next_tick: p_next_tick (%) must come after p_now (%)', p_next_tick, p_now
+            USING ERRCODE = 'PQ004';
+    END IF;
+    UPDATE schedules SET next_tick = p_next_tick WHERE name = p_name AND next_tick IS NULL;
+    RETURN FOUND;
+END
+$function$;
+COMMENT ON FUNCTION pgq.set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone) IS 'Maintenance leader: set the next tick of a schedule whose next_tick is NULL (first tick after p_now); false when it was set meanwhile.';
+GRANT EXECUTE ON FUNCTION pgq.set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function set_updated_at()
 CREATE OR REPLACE FUNCTION pgq.set_updated_at()

@@ -59,7 +59,29 @@ def commands(handle_errors: Wrap, table: Table) -> list[click.Command]:
             return
         click.echo(paused_table(rows, table) if rows else "no queue is paused")
 
-    return [queue_group]
+    @click.command("schedules")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.pass_obj
+    @handle_errors
+    def schedules(obj: Any, as_json: bool) -> None:
+        """Periodic schedules: expression, time zone, task, catch-up policy, next and last tick."""
+        with obj.queue() as queue:
+            rows = queue.schedules()
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+            return
+        if not rows:
+            click.echo("no schedules")
+            return
+        click.echo(table(["schedule", "cron", "timezone", "task", "queue", "catch up", "next tick", "last tick"],
+                         [(r.name, r.cron, r.timezone, r.task, r.queue, r.catch_up,
+                           _when(r.next_tick) if r.enabled else "disabled", _when(r.last_tick)) for r in rows]))
+
+    return [queue_group, schedules]
+
+
+def _when(value: Any) -> str:
+    return "-" if value is None else str(value.isoformat(timespec="seconds"))
 
 
 def paused_rows(queue: Any) -> list[pause.PausedQueue]:

@@ -1,6 +1,7 @@
 """Leader-only housekeeping: mark stale workers (rescuing their jobs), fail
 timed-out jobs, delete the rows of workers long gone, prune finished jobs past
-the retention period.
+the retention period, enqueue the due ticks of periodic schedules
+(``pgq.scheduling.cron.CronService``).
 
 Any worker may call ``Maintenance.run_once()``; a transaction-scoped advisory
 lock per schema makes exactly one of them do the work at a time. The round is
@@ -26,6 +27,7 @@ from psycopg_pool import ConnectionPool
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated
 from pgq.queries import Queries, Rescue
+from pgq.scheduling.cron import CronReport, CronService
 from pgq.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class MaintenanceReport:
     reconciled: ReconcileReport | None = None
     prune: PruneReport = field(default_factory=PruneReport)
     workers_pruned: int = 0  # rows of workers gone for PGQ_WORKER_RETENTION_SECONDS, deleted
+    cron: CronReport | None = None  # the periodic schedules' ticks enqueued after the round (leader only)
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -77,6 +80,7 @@ class Maintenance:
         self.pool = pool
         self.queries = queries or Queries(settings.schema)
         self.clock = clock or SystemClock()
+        self.cron = CronService(settings.schema)
         # Redis mode: the reconciler (on the ``redis`` client, or a client of its own).
         self.reconciler: Reconciler | None = None
         if settings.redis_url is not None:
@@ -115,7 +119,9 @@ class Maintenance:
         if not report.leader:
             return report
         prune = self.prune(conn)
-        return dataclasses.replace(report, pruned=prune.jobs, prune=prune)
+        # Each due schedule ticks in a transaction of its own that takes the leader lock again.
+        cron = self.cron.run_once(conn)
+        return dataclasses.replace(report, pruned=prune.jobs, prune=prune, cron=cron)
 
     def prune_budget_seconds(self) -> float:
         """How long one round may prune: ``prune_time_budget_seconds``, at most half a

@@ -35,7 +35,7 @@ from pgq.job import (
 )
 from pgq.queries import PURGE_BATCH, DeadLetter, Queries, ensure_current
 from pgq.retry import Backoff
-from pgq.scheduling import pause
+from pgq.scheduling import cron, pause
 from pgq.settings import Settings
 from pgq.stats import QueueStats, collect_stats
 
@@ -114,6 +114,8 @@ class Queue:
         self._pool: ConnectionPool[Any] | None = None
         self._pool_lock = threading.Lock()
         self._redis: RedisClient | None = None
+        # @periodic schedules, stored by each worker at start (pgq.scheduling.cron).
+        self.periodic_schedules: dict[str, cron.Schedule] = {}
 
     def __repr__(self) -> str:
         return f"<pgq.Queue {self.settings!r}>"
@@ -529,6 +531,29 @@ class Queue:
     def resume_queue(self, queue: str) -> bool:
         """Resume a paused queue; see ``pgq.scheduling.pause``."""
         return bool(self._run(pause.resume_queue, self.settings.schema, validate_queue_name(queue)))
+
+    def periodic(self, cron_expression: str, *, timezone: str = "UTC", name: str | None = None,
+                 payload: Mapping[str, Any] | None = None, catch_up: cron.CatchUp = "once", catch_up_limit: int = 100,
+                 misfire_grace_seconds: float = 60.0, **task_options: Any) -> Callable[[F], Task]:
+        """Register a task that the maintenance leader enqueues at every tick (see ``pgq.scheduling.cron``)."""
+        return cron.periodic(self, cron_expression, timezone=timezone, name=name, payload=payload, catch_up=catch_up,
+                             catch_up_limit=catch_up_limit, misfire_grace_seconds=misfire_grace_seconds,
+                             **task_options)
+
+    def schedule(self, cron_expression: str, task: str, payload: Mapping[str, Any] | None = None, *,
+                 name: str | None = None, timezone: str = "UTC", queue: str | None = None,
+                 priority: int = DEFAULT_PRIORITY, max_attempts: int | None = None, catch_up: cron.CatchUp = "once",
+                 catch_up_limit: int = 100, misfire_grace_seconds: float = 60.0) -> str:
+        """Store a periodic schedule now (idempotent): 'created', 'updated' or 'unchanged'; see ``cron.Schedule``."""
+        return str(self._run(cron.register, self.settings.schema, cron.Schedule.build(
+            cron_expression, task, payload, name=name, timezone=timezone,
+            queue=self.settings.default_queue if queue is None else queue, priority=priority,
+            max_attempts=self.settings.max_attempts if max_attempts is None else max_attempts, catch_up=catch_up,
+            catch_up_limit=catch_up_limit, misfire_grace_seconds=misfire_grace_seconds)))
+
+    def schedules(self) -> list[cron.ScheduleInfo]:
+        """Every stored schedule, with its next and last tick (``pgq schedules``)."""
+        return list(self._run(cron.list_schedules, self.settings.schema))
 
     def paused_queues(self) -> list[pause.PausedQueue]:
         """The queues paused now (``pgq.paused_queues``): since when, by whom, jobs waiting."""

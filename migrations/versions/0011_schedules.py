@@ -1,4 +1,4 @@
-"""Scheduling: pause and resume a queue.
+"""Scheduling: pause and resume a queue; periodic (cron) schedules.
 
 Revision ID: 0011
 Revises: 0007
@@ -15,7 +15,10 @@ working; ``resume_queue`` undoes it.
   ``lock_runnable_jobs/002.sql``, ``lock_runnable_jobs_by_id/002.sql``, and the
   reconciler's window scan ``runnable_jobs_after/002.sql``.
 - View ``paused_queues``.
-- Roles: ``db/roles/006.sql``.
+- Table ``schedules``: periodic (cron) schedules, registered by applications
+  (``register_schedule``), ticked by the maintenance leader
+  (``enqueue_schedule_ticks``, ``set_schedule_next_tick``); DBAs read and edit it.
+- Roles: ``db/roles/006.sql`` (pausing), ``db/roles/007.sql`` (schedules).
 
 The downgrade restores the previous files (definer again where they were), then drops
 the view, the functions and the table.
@@ -54,6 +57,63 @@ COMMENT ON COLUMN queue_pauses.resumed_at IS
     'When the queue was resumed; NULL while it is paused. The Redis reconciler offers the queue''s jobs again after it.';
 COMMENT ON COLUMN queue_pauses.resumed_by IS 'session_user of the session that resumed the queue.';
 COMMENT ON COLUMN queue_pauses.resumed_by_application IS 'application_name of the session that resumed the queue.';
+
+CREATE TABLE schedules (
+    name text PRIMARY KEY,
+    cron text NOT NULL,
+    timezone text NOT NULL DEFAULT 'UTC',
+    task text NOT NULL,
+    payload jsonb NOT NULL DEFAULT '{}'::jsonb,
+    queue text NOT NULL DEFAULT 'default',
+    priority smallint NOT NULL DEFAULT 3,
+    max_attempts integer NOT NULL DEFAULT 3,
+    catch_up text NOT NULL DEFAULT 'once',
+    catch_up_limit integer NOT NULL DEFAULT 100,
+    misfire_grace_seconds double precision NOT NULL DEFAULT 60,
+    enabled boolean NOT NULL DEFAULT true,
+    next_tick timestamptz,
+    last_tick timestamptz,
+    last_job_id bigint,
+    ticked_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT schedules_name CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(name) <= 100),
+    CONSTRAINT schedules_cron_length CHECK (length(cron) BETWEEN 1 AND 200),
+    CONSTRAINT schedules_task_name CHECK (task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200),
+    CONSTRAINT schedules_payload_object CHECK (jsonb_typeof(payload) = 'object'),
+    CONSTRAINT schedules_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100),
+    CONSTRAINT schedules_priority_range CHECK (priority BETWEEN 1 AND 5),
+    CONSTRAINT schedules_max_attempts_positive CHECK (max_attempts >= 1),
+    CONSTRAINT schedules_catch_up CHECK (catch_up IN ('skip', 'once', 'all')),
+    CONSTRAINT schedules_catch_up_limit_range CHECK (catch_up_limit BETWEEN 1 AND 10000),
+    CONSTRAINT schedules_misfire_grace_range CHECK (misfire_grace_seconds >= 0
+                                                    AND misfire_grace_seconds < 'Infinity'::double precision)
+);
+CREATE INDEX schedules_next_tick_idx ON schedules (next_tick) WHERE enabled;
+COMMENT ON TABLE schedules IS
+    'Periodic (cron) schedules: the maintenance leader enqueues one job per tick (enqueue_schedule_ticks). '
+    'Applications register them (register_schedule); DBAs may edit them (set next_tick to NULL after changing cron).';
+COMMENT ON COLUMN schedules.name IS 'The schedule''s name (unique; by default the task''s name).';
+COMMENT ON COLUMN schedules.cron IS 'A five-field cron expression (minute hour day-of-month month day-of-week), read by croniter.';
+COMMENT ON COLUMN schedules.timezone IS 'IANA time zone the expression is read in (e.g. Europe/Paris; DST as croniter does).';
+COMMENT ON COLUMN schedules.task IS 'Task of the jobs enqueued at each tick.';
+COMMENT ON COLUMN schedules.payload IS 'Payload (a JSON object) of the jobs enqueued at each tick.';
+COMMENT ON COLUMN schedules.queue IS 'Queue of the jobs enqueued at each tick.';
+COMMENT ON COLUMN schedules.priority IS 'Priority (1-5) of the jobs enqueued at each tick.';
+COMMENT ON COLUMN schedules.max_attempts IS 'max_attempts of the jobs enqueued at each tick.';
+COMMENT ON COLUMN schedules.catch_up IS
+    'Ticks missed while no leader ran (downtime): skip (none; the latest runs only if at most misfire_grace_seconds late), '
+    'once (one job for the latest), all (one job each, at most catch_up_limit, the latest ones).';
+COMMENT ON COLUMN schedules.catch_up_limit IS 'With catch_up = all: most ticks enqueued at once after downtime (the latest ones).';
+COMMENT ON COLUMN schedules.misfire_grace_seconds IS 'With catch_up = skip: how late a tick may be enqueued before it counts as missed.';
+COMMENT ON COLUMN schedules.enabled IS 'false: no tick is enqueued (a DBA may pause a schedule); registering it again enables it.';
+COMMENT ON COLUMN schedules.next_tick IS
+    'The next tick to enqueue (UTC). NULL: the maintenance leader computes the first tick after now, catching nothing up.';
+COMMENT ON COLUMN schedules.last_tick IS 'The latest tick enqueued or skipped; a tick at or before it is never enqueued again.';
+COMMENT ON COLUMN schedules.last_job_id IS 'The job enqueued for the latest tick (it may have been pruned since).';
+COMMENT ON COLUMN schedules.ticked_at IS 'When the leader last moved the schedule on (database time).';
+COMMENT ON COLUMN schedules.created_at IS 'When the schedule was first registered.';
+COMMENT ON COLUMN schedules.updated_at IS 'When its definition last changed (register_schedule).';
 """
 
 FILES = [
@@ -63,6 +123,9 @@ FILES = [
     "functions/lock_runnable_jobs_by_id/002.sql",
     "functions/runnable_jobs_after/002.sql",
     "views/paused_queues/001.sql",
+    "functions/register_schedule/001.sql",
+    "functions/enqueue_schedule_ticks/001.sql",
+    "functions/set_schedule_next_tick/001.sql",
 ]
 
 PREVIOUS = [
@@ -78,6 +141,11 @@ COMMENT ON FUNCTION runnable_jobs_after(timestamptz, bigint, timestamptz, intege
 """
 
 DROPS = """
+DROP FUNCTION set_schedule_next_tick(text, timestamptz, timestamptz);
+DROP FUNCTION enqueue_schedule_ticks(text, timestamptz, timestamptz, timestamptz[], timestamptz, timestamptz);
+DROP FUNCTION register_schedule(text, text, text, text, jsonb, text, integer, integer, text, integer,
+                                double precision, timestamptz, timestamptz);
+DROP TABLE schedules;
 DROP VIEW paused_queues;
 DROP FUNCTION resume_queue(text, timestamptz);
 DROP FUNCTION pause_queue(text, timestamptz);
@@ -91,6 +159,7 @@ def upgrade() -> None:
     for name in FILES:
         run_sql_file(name)
     run_sql_file("roles/006.sql")
+    run_sql_file("roles/007.sql")
 
 
 def downgrade() -> None:
