@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pgq.db import translated
 from pgq.errors import RedisUnavailable
-from pgq.queries import MirrorQueries
-from pgq.scheduling.pause import PauseQueries
+from pgq.queries import MirrorQueries, PauseQueries
 from pgq.redis.keys import ABANDONED_MS, HEAD_CHECK, MAX_LOOKBACK_SECONDS, PAGE
 
 if TYPE_CHECKING:

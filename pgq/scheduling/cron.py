@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 from croniter import croniter
 
-from pgq.db import execute, quote_ident
+from pgq.queries import Queries, ScheduleQueries
 from pgq.errors import ValidationError
 from pgq.job import JobSpec, validate_task_name
 from pgq.settings import QUEUE_NAME
@@ -164,53 +164,6 @@ class CronReport:
     errors: list[str] = field(default_factory=list)  # schedules whose expression croniter refused
 
 
-class ScheduleQueries:
-    """The statements of periodic schedules, for one schema (bound parameters, schema quoted once)."""
-
-    def __init__(self, schema: str) -> None:
-        s = quote_ident(schema)
-        self.schema = schema
-        self._now = "SELECT now()"
-        self._register = (f"SELECT {s}.register_schedule(%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s,"
-                          " %s::timestamptz, %s::timestamptz)")
-        self._due = ("SELECT name, cron, timezone, catch_up, catch_up_limit, misfire_grace_seconds, next_tick"
-                     f" FROM {s}.schedules WHERE enabled AND (next_tick IS NULL OR next_tick <= %s::timestamptz)"
-                     " ORDER BY next_tick NULLS FIRST, name LIMIT %s")
-        self._tick = (f"SELECT {s}.enqueue_schedule_ticks(%s, %s::timestamptz, %s::timestamptz,"
-                      " %s::timestamptz[], %s::timestamptz, %s::timestamptz)")
-        self._set_next = f"SELECT {s}.set_schedule_next_tick(%s, %s::timestamptz, %s::timestamptz)"
-        self._leader = "SELECT pg_try_advisory_xact_lock(hashtext(%s))"
-        self._list = ("SELECT name, cron, timezone, task, queue, catch_up, enabled, next_tick, last_tick, last_job_id"
-                      f" FROM {s}.schedules ORDER BY name")
-
-    def now(self, conn: Any) -> dt.datetime:
-        value: dt.datetime = execute(conn, self._now)[0][0]
-        return value
-
-    def register(self, conn: Any, s: Schedule, next_at: dt.datetime, now: dt.datetime) -> str:
-        params = [s.name, s.cron, s.timezone, s.task, json.dumps(dict(s.payload)), s.queue, s.priority,
-                  s.max_attempts, s.catch_up, s.catch_up_limit, s.misfire_grace_seconds, next_at, now]
-        return str(execute(conn, self._register, params)[0][0])
-
-    def due(self, conn: Any, now: dt.datetime) -> list[tuple[Any, ...]]:
-        return execute(conn, self._due, [now, ROUND_LIMIT])
-
-    def try_lead(self, conn: Any) -> bool:
-        """The maintenance leader's lock (``Queries.try_lead``'s key) for this transaction, if free."""
-        return bool(execute(conn, self._leader, [f"pgq-maintenance:{self.schema}"])[0][0])
-
-    def enqueue_ticks(self, conn: Any, name: str, due: dt.datetime, latest: dt.datetime,
-                      ticks: list[dt.datetime], after: dt.datetime, now: dt.datetime) -> list[int] | None:
-        value = execute(conn, self._tick, [name, due, latest, ticks, after, now])[0][0]
-        return None if value is None else [int(i) for i in value]
-
-    def set_next(self, conn: Any, name: str, after: dt.datetime, now: dt.datetime) -> bool:
-        return bool(execute(conn, self._set_next, [name, after, now])[0][0])
-
-    def list(self, conn: Any) -> list[ScheduleInfo]:
-        return [ScheduleInfo(*r) for r in execute(conn, self._list)]
-
-
 def register(conn: Any, schema: str, schedule: Schedule) -> str:
     """Store ``schedule`` (``pgq.register_schedule``): 'created', 'updated' or 'unchanged'.
 
@@ -220,12 +173,15 @@ def register(conn: Any, schema: str, schedule: Schedule) -> str:
     """
     queries = ScheduleQueries(schema)
     now = queries.now(conn)
-    return queries.register(conn, schedule, next_tick(schedule.cron, schedule.timezone, now), now)
+    s = schedule
+    return queries.register(conn, [s.name, s.cron, s.timezone, s.task, json.dumps(dict(s.payload)), s.queue,
+                                   s.priority, s.max_attempts, s.catch_up, s.catch_up_limit, s.misfire_grace_seconds,
+                                   next_tick(s.cron, s.timezone, now), now])
 
 
 def list_schedules(conn: Any, schema: str) -> list[ScheduleInfo]:
     """Every stored schedule by name, with its next and last tick."""
-    return ScheduleQueries(schema).list(conn)
+    return [ScheduleInfo(*r) for r in ScheduleQueries(schema).list(conn)]
 
 
 class _Task(Protocol):
@@ -294,12 +250,13 @@ class CronService:
 
     def __init__(self, schema: str) -> None:
         self.queries = ScheduleQueries(schema)
+        self.leader = Queries(schema)
 
     def run_once(self, conn: Any, now: dt.datetime | None = None) -> CronReport:
         """One round on ``conn`` (a psycopg connection, autocommit). ``now`` pins the time (tests)."""
         now = self.queries.now(conn) if now is None else now
         report = CronReport()
-        for name, cron, timezone, catch_up, limit, grace, due in self.queries.due(conn, now):
+        for name, cron, timezone, catch_up, limit, grace, due in self.queries.due(conn, now, ROUND_LIMIT):
             try:
                 if due is None:
                     after = next_tick(cron, timezone, now)
@@ -313,7 +270,7 @@ class CronService:
                 report.errors.append(name)
                 continue
             with conn.transaction():
-                if not self.queries.try_lead(conn):
+                if not self.leader.try_lead(conn):
                     return CronReport(leader=False, enqueued=report.enqueued, errors=report.errors)
                 if due is None:
                     self.queries.set_next(conn, name, after, now)
