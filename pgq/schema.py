@@ -279,7 +279,7 @@ state_snapshots = Table(
 )
 Index("state_snapshots_created_at_idx", state_snapshots.c.created_at.desc())
 
-# Revision 0011: queue pauses (pgq.scheduling.pause); a queue is paused while resumed_at is NULL.
+# Revision 0010: queue pauses (pgq.scheduling.pause); a queue is paused while resumed_at is NULL.
 queue_pauses = Table(
     "queue_pauses",
     metadata,
@@ -297,7 +297,7 @@ queue_pauses = Table(
             "The claim functions take no job of a paused queue. Write it through the functions.",
 )
 
-# Revision 0011: periodic (cron) schedules (pgq.scheduling.cron).
+# Revision 0010: periodic (cron) schedules (pgq.scheduling.cron).
 schedules = Table(
     "schedules",
     metadata,

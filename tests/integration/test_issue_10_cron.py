@@ -1,4 +1,4 @@
-"""Issue 10, periodic (cron) jobs (revision 0011).
+"""Issue 10, periodic (cron) jobs (revision 0010).
 
 Schedules are stored in ``pgq.schedules`` (``register_schedule``, idempotent);
 the maintenance leader enqueues each tick with ``enqueue_schedule_ticks``: the

@@ -1,4 +1,4 @@
-"""Issue 10, pause and resume a queue (revision 0011).
+"""Issue 10, pause and resume a queue (revision 0010).
 
 A paused queue's jobs are left out of every claim function
 (``get_runnable_jobs(_v2)``, ``claim_jobs(_v2)``: the shared

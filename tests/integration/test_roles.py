@@ -142,12 +142,12 @@ EXPECTED_GRANTS = {
         ("function", "enqueue_job", "EXECUTE"),
         ("function", "enqueue_jobs", "EXECUTE"),
         ("function", "cancel_job", "EXECUTE"),
-        # Revision 0011, db/roles/006.sql: pause and resume a queue, see the pauses.
+        # Revision 0010, db/roles/008.sql: pause and resume a queue, see the pauses.
         ("function", "pause_queue", "EXECUTE"),
         ("function", "resume_queue", "EXECUTE"),
         ("table", "queue_pauses", "SELECT"),
         ("table", "paused_queues", "SELECT"),
-        # Revision 0011, db/roles/007.sql: applications register periodic schedules.
+        # Revision 0010, db/roles/009.sql: applications register periodic schedules.
         ("function", "register_schedule", "EXECUTE"),
         ("table", "schedules", "SELECT"),
     },
@@ -168,10 +168,10 @@ EXPECTED_GRANTS = {
             "get_runnable_jobs_v2", "claim_jobs_v2", "heartbeat_worker_v2", "drain_worker",
             # Revision 0007, db/roles/005.sql: a worker records its stuck handlers.
             "set_worker_stuck_handlers")),
-        # Revision 0011, db/roles/006.sql: the reconciler reads queue_pauses.resumed_at.
+        # Revision 0010, db/roles/008.sql: the reconciler reads queue_pauses.resumed_at.
         ("table", "queue_pauses", "SELECT"),
         ("table", "paused_queues", "SELECT"),
-        # Revision 0011, db/roles/007.sql: workers register their app's schedules, the leader ticks them.
+        # Revision 0010, db/roles/009.sql: workers register their app's schedules, the leader ticks them.
         ("function", "register_schedule", "EXECUTE"),
         ("function", "enqueue_schedule_ticks", "EXECUTE"),
         ("function", "set_schedule_next_tick", "EXECUTE"),
@@ -654,14 +654,14 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
     # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers, then
-    # 0011 for each role (pausing: the producer's functions, both roles' queue_pauses; then the schedules).
+    # 0010 for each role (pausing: the producer's functions, both roles' queue_pauses; then the schedules).
     assert len(said) == 11 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
-    assert all("006.sql" in m for m in said[7:9]), said
-    assert all("007.sql" in m for m in said[9:11]), said
+    assert all("008.sql" in m for m in said[7:9]), said
+    assert all("009.sql" in m for m in said[9:11]), said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -675,8 +675,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/003.sql"))
         c.execute(read_sql("roles/004.sql"))
         c.execute(read_sql("roles/005.sql"))
-        c.execute(read_sql("roles/006.sql"))
-        c.execute(read_sql("roles/007.sql"))
+        c.execute(read_sql("roles/008.sql"))
+        c.execute(read_sql("roles/009.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()

@@ -11,7 +11,7 @@
 -- commits later does not stop this call (it is a claim "in flight"). When no
 -- queue is paused this costs one probe of the (tiny) queue_pauses table.
 -- Raises PQ004 when p_max_jobs < 1 or p_queues names no queue.
--- Revision 002 (0011): paused queues are left out.
+-- Revision 002 (0010): paused queues are left out.
 CREATE OR REPLACE FUNCTION lock_runnable_jobs(
     p_queues text[],
     p_max_jobs integer,

@@ -8,7 +8,7 @@
 -- Redis accelerator may still hold their ids. Pauses are read when the call
 -- starts. When no queue is paused the statement is the one of revision 001.
 -- Raises PQ004 when p_job_ids is NULL.
--- Revision 002 (0011): jobs of paused queues are left out.
+-- Revision 002 (0010): jobs of paused queues are left out.
 CREATE OR REPLACE FUNCTION lock_runnable_jobs_by_id(
     p_job_ids bigint[],
     p_now timestamptz

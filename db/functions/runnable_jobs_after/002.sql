@@ -11,7 +11,7 @@
 -- The queues are found by a loose index scan (one probe per queue).
 -- Paused queues (queue_pauses) are left out: the mirror does not offer their
 -- jobs; the reconciler offers them again after resume_queue (resumed_at).
--- Revision 002 (0011): paused queues are left out.
+-- Revision 002 (0010): paused queues are left out.
 -- Example: SELECT * FROM pgq.runnable_jobs_after(now() - interval '1 minute', 0);
 CREATE OR REPLACE FUNCTION runnable_jobs_after(
     p_after_run_at timestamptz,

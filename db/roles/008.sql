@@ -1,4 +1,4 @@
--- Roles for revision 0011 (the model is db/roles/001.sql's; read it first).
+-- Roles for revision 0010 (the model is db/roles/001.sql's; read it first).
 --
 --   pause_queue, resume_queue   an operator stops and restarts the claiming of
 --                               a queue's jobs (`pgq queue pause|resume`)
@@ -16,7 +16,7 @@
 -- Runs with search_path set to the pgq schema. Idempotent: when a role does
 -- not exist, it warns and skips its grants; once a DBA created the roles, the
 -- schema's owner runs db/roles/001.sql to 005.sql and this file again:
---   psql -v ON_ERROR_STOP=1 -c 'SET search_path TO pgq, pg_catalog, pg_temp' -f db/roles/006.sql
+--   psql -v ON_ERROR_STOP=1 -c 'SET search_path TO pgq, pg_catalog, pg_temp' -f db/roles/008.sql
 
 ALTER FUNCTION pause_queue(text, timestamptz) SECURITY DEFINER;
 ALTER FUNCTION resume_queue(text, timestamptz) SECURITY DEFINER;
@@ -34,14 +34,14 @@ BEGIN
         EXECUTE format('GRANT SELECT ON queue_pauses, paused_queues TO %I', v_producer);
     ELSE
         RAISE WARNING 'pgq roles: role % does not exist; its grants on pause_queue and resume_queue are skipped. '
-                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 006.sql again',
+                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 008.sql again',
                       v_producer, v_producer;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_worker) THEN
         EXECUTE format('GRANT SELECT ON queue_pauses, paused_queues TO %I', v_worker);
     ELSE
         RAISE WARNING 'pgq roles: role % does not exist; its grant on queue_pauses is skipped. '
-                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 006.sql again',
+                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 008.sql again',
                       v_worker, v_worker;
     END IF;
 END

@@ -1,4 +1,4 @@
--- Roles for the periodic schedules of revision 0011 (the model is db/roles/001.sql's).
+-- Roles for the periodic schedules of revision 0010 (the model is db/roles/001.sql's).
 --
 --   register_schedule        an application registers its schedules (every
 --                            worker process does at start; producers may too)
@@ -13,7 +13,7 @@
 --
 -- Runs with search_path set to the pgq schema. Idempotent: when a role does
 -- not exist, it warns and skips its grants; once a DBA created the roles, the
--- schema's owner runs db/roles/001.sql to 006.sql and this file again.
+-- schema's owner runs db/roles/001.sql to 008.sql and this file again.
 
 ALTER FUNCTION register_schedule(text, text, text, text, jsonb, text, integer, integer, text, integer,
                                  double precision, timestamptz, timestamptz) SECURITY DEFINER;
@@ -37,7 +37,7 @@ BEGIN
         EXECUTE format('GRANT SELECT ON schedules TO %I', v_producer);
     ELSE
         RAISE WARNING 'pgq roles: role % does not exist; its grants on schedules are skipped. '
-                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 007.sql again',
+                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 009.sql again',
                       v_producer, v_producer;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_worker) THEN
@@ -47,7 +47,7 @@ BEGIN
         EXECUTE format('GRANT SELECT ON schedules TO %I', v_worker);
     ELSE
         RAISE WARNING 'pgq roles: role % does not exist; its grants on schedules are skipped. '
-                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 007.sql again',
+                      'Ask a DBA to run CREATE ROLE % NOLOGIN, then db/roles/001.sql to 009.sql again',
                       v_worker, v_worker;
     END IF;
 END

@@ -1,6 +1,6 @@
 """Scheduling: pause and resume a queue; periodic (cron) schedules.
 
-Revision ID: 0011
+Revision ID: 0010
 Revises: 0007
 Create Date: 2026-12-02
 
@@ -18,7 +18,7 @@ working; ``resume_queue`` undoes it.
 - Table ``schedules``: periodic (cron) schedules, registered by applications
   (``register_schedule``), ticked by the maintenance leader
   (``enqueue_schedule_ticks``, ``set_schedule_next_tick``); DBAs read and edit it.
-- Roles: ``db/roles/006.sql`` (pausing), ``db/roles/007.sql`` (schedules).
+- Roles: ``db/roles/008.sql`` (pausing), ``db/roles/009.sql`` (schedules).
 
 The downgrade restores the previous files (definer again where they were), then drops
 the view, the functions and the table.
@@ -28,8 +28,8 @@ from alembic import op
 
 from pgq.migrate import enter_schema, run_sql_file
 
-revision = "0011"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
@@ -158,8 +158,8 @@ def upgrade() -> None:
     op.execute(TABLES)
     for name in FILES:
         run_sql_file(name)
-    run_sql_file("roles/006.sql")
-    run_sql_file("roles/007.sql")
+    run_sql_file("roles/008.sql")
+    run_sql_file("roles/009.sql")
 
 
 def downgrade() -> None:
