@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0009
+-- alembic revision: 0010
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -221,6 +221,85 @@ CREATE UNIQUE INDEX jobs_unique_key_idx ON pgq.jobs USING btree (unique_key) WHE
 CREATE INDEX jobs_waiting_idx ON pgq.jobs USING btree (queue) WHERE (status = 'waiting'::pgq.job_status);
 CREATE TRIGGER jobs_notify_job_available AFTER INSERT ON pgq.jobs REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION pgq.notify_job_available();
 CREATE TRIGGER jobs_set_updated_at BEFORE UPDATE ON pgq.jobs FOR EACH ROW WHEN (NOT old.updated_at IS DISTINCT FROM new.updated_at) EXECUTE FUNCTION pgq.set_updated_at();
+
+-- ==================== table queue_pauses
+CREATE TABLE pgq.queue_pauses (
+    queue text NOT NULL,
+    paused_at timestamp with time zone NOT NULL,
+    paused_by text NOT NULL,
+    paused_by_application text NOT NULL,
+    resumed_at timestamp with time zone,
+    resumed_by text,
+    resumed_by_application text,
+    CONSTRAINT queue_pauses_pkey PRIMARY KEY (queue),
+    CONSTRAINT queue_pauses_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(queue) <= 100),
+    CONSTRAINT queue_pauses_resumed_after_paused CHECK (resumed_at IS NULL OR resumed_at >= paused_at)
+);
+COMMENT ON TABLE pgq.queue_pauses IS 'Queue pauses (pause_queue, resume_queue): a queue is paused while its row has no resumed_at. The claim functions take no job of a paused queue. Write it through the functions.';
+GRANT SELECT ON TABLE pgq.queue_pauses TO pgq_producer;
+GRANT SELECT ON TABLE pgq.queue_pauses TO pgq_worker;
+COMMENT ON COLUMN pgq.queue_pauses.queue IS 'The paused (or once paused) queue; a name jobs.queue could hold.';
+COMMENT ON COLUMN pgq.queue_pauses.paused_at IS 'When the current (or last) pause began (the pausing transaction''s time).';
+COMMENT ON COLUMN pgq.queue_pauses.paused_by IS 'session_user of the session that paused the queue.';
+COMMENT ON COLUMN pgq.queue_pauses.paused_by_application IS 'application_name of the session that paused the queue.';
+COMMENT ON COLUMN pgq.queue_pauses.resumed_at IS 'When the queue was resumed; NULL while it is paused. The Redis reconciler offers the queue''s jobs again after it.';
+COMMENT ON COLUMN pgq.queue_pauses.resumed_by IS 'session_user of the session that resumed the queue.';
+COMMENT ON COLUMN pgq.queue_pauses.resumed_by_application IS 'application_name of the session that resumed the queue.';
+
+-- ==================== table schedules
+CREATE TABLE pgq.schedules (
+    name text NOT NULL,
+    cron text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    task text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    queue text DEFAULT 'default'::text NOT NULL,
+    priority smallint DEFAULT 3 NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    catch_up text DEFAULT 'once'::text NOT NULL,
+    catch_up_limit integer DEFAULT 100 NOT NULL,
+    misfire_grace_seconds double precision DEFAULT 60 NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    next_tick timestamp with time zone,
+    last_tick timestamp with time zone,
+    last_job_id bigint,
+    ticked_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_catch_up CHECK (catch_up = ANY (ARRAY['skip'::text, 'once'::text, 'all'::text])),
+    CONSTRAINT schedules_catch_up_limit_range CHECK (catch_up_limit >= 1 AND catch_up_limit <= 10000),
+    CONSTRAINT schedules_cron_length CHECK (length(cron) >= 1 AND length(cron) <= 200),
+    CONSTRAINT schedules_max_attempts_positive CHECK (max_attempts >= 1),
+    CONSTRAINT schedules_misfire_grace_range CHECK (misfire_grace_seconds >= 0::double precision AND misfire_grace_seconds < 'Infinity'::double precision),
+    CONSTRAINT schedules_name CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(name) <= 100),
+    CONSTRAINT schedules_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
+    CONSTRAINT schedules_pkey PRIMARY KEY (name),
+    CONSTRAINT schedules_priority_range CHECK (priority >= 1 AND priority <= 5),
+    CONSTRAINT schedules_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(queue) <= 100),
+    CONSTRAINT schedules_task_name CHECK (task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$'::text AND length(task) <= 200)
+);
+COMMENT ON TABLE pgq.schedules IS 'Periodic (cron) schedules: the maintenance leader enqueues one job per tick (enqueue_schedule_ticks). Applications register them (register_schedule); DBAs may edit them (set next_tick to NULL after changing cron).';
+GRANT SELECT ON TABLE pgq.schedules TO pgq_producer;
+GRANT SELECT ON TABLE pgq.schedules TO pgq_worker;
+COMMENT ON COLUMN pgq.schedules.name IS 'The schedule''s name (unique; by default the task''s name).';
+COMMENT ON COLUMN pgq.schedules.cron IS 'A five-field cron expression (minute hour day-of-month month day-of-week), read by croniter.';
+COMMENT ON COLUMN pgq.schedules.timezone IS 'IANA time zone the expression is read in (e.g. Europe/Paris; DST as croniter does).';
+COMMENT ON COLUMN pgq.schedules.task IS 'Task of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.payload IS 'Payload (a JSON object) of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.queue IS 'Queue of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.priority IS 'Priority (1-5) of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.max_attempts IS 'max_attempts of the jobs enqueued at each tick.';
+COMMENT ON COLUMN pgq.schedules.catch_up IS 'Ticks missed while no leader ran (downtime): skip (none; the latest runs only if at most misfire_grace_seconds late), once (one job for the latest), all (one job each, at most catch_up_limit, the latest ones).';
+COMMENT ON COLUMN pgq.schedules.catch_up_limit IS 'With catch_up = all: most ticks enqueued at once after downtime (the latest ones).';
+COMMENT ON COLUMN pgq.schedules.misfire_grace_seconds IS 'With catch_up = skip: how late a tick may be enqueued before it counts as missed.';
+COMMENT ON COLUMN pgq.schedules.enabled IS 'false: no tick is enqueued (a DBA may pause a schedule); registering it again enables it.';
+COMMENT ON COLUMN pgq.schedules.next_tick IS 'The next tick to enqueue (UTC). NULL: the maintenance leader computes the first tick after now, catching nothing up.';
+COMMENT ON COLUMN pgq.schedules.last_tick IS 'The latest tick enqueued or skipped; a tick at or before it is never enqueued again.';
+COMMENT ON COLUMN pgq.schedules.last_job_id IS 'The job enqueued for the latest tick (it may have been pruned since).';
+COMMENT ON COLUMN pgq.schedules.ticked_at IS 'When the leader last moved the schedule on (database time).';
+COMMENT ON COLUMN pgq.schedules.created_at IS 'When the schedule was first registered.';
+COMMENT ON COLUMN pgq.schedules.updated_at IS 'When its definition last changed (register_schedule).';
+CREATE INDEX schedules_next_tick_idx ON pgq.schedules USING btree (next_tick) WHERE enabled;
 
 -- ==================== table state_snapshots
 CREATE TABLE pgq.state_snapshots (
@@ -535,6 +614,21 @@ CREATE VIEW pgq.job_status_estimates AS
   WHERE oid = 'pgq.jobs'::regclass::oid;
 COMMENT ON VIEW pgq.job_status_estimates IS 'Estimated jobs per status from the table statistics (as of the last ANALYZE): the cheap count of finished jobs, which queue_stats leaves out.';
 GRANT SELECT ON TABLE pgq.job_status_estimates TO pgq_producer;
+
+-- ==================== view paused_queues
+CREATE VIEW pgq.paused_queues AS
+ SELECT queue,
+    paused_at,
+    paused_by,
+    paused_by_application,
+    ( SELECT count(*) AS count
+           FROM pgq.jobs j
+          WHERE queue = queue AND (status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status]))) AS waiting_jobs
+   FROM pgq.queue_pauses p
+  WHERE resumed_at IS NULL;
+COMMENT ON VIEW pgq.paused_queues IS 'Queues paused now: since when, by whom (session user, application_name), and how many of their jobs wait (queued or retrying).';
+GRANT SELECT ON TABLE pgq.paused_queues TO pgq_producer;
+GRANT SELECT ON TABLE pgq.paused_queues TO pgq_worker;
 
 -- ==================== view queue_stats
 CREATE VIEW pgq.queue_stats AS
@@ -1237,6 +1331,68 @@ $function$;
 COMMENT ON FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_dep_child integer[], p_dep_parent_id bigint[], p_dep_parent_ord integer[], p_now timestamp with time zone) IS 'Enqueues a batch of jobs with parents (a job graph): waiting until every parent completed, cancelled when one is dead or cancelled; bad graphs raise PQ006 and write nothing. Returns (ord, job_id, created) in input order.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_jobs_v2(p_tasks text[], p_payloads jsonb[], p_queues text[], p_priorities integer[], p_run_at timestamp with time zone[], p_max_attempts integer[], p_timeout_seconds double precision[], p_unique_keys text[], p_retry_base double precision[], p_retry_factor double precision[], p_retry_max double precision[], p_retry_jitter double precision[], p_dep_child integer[], p_dep_parent_id bigint[], p_dep_parent_ord integer[], p_now timestamp with time zone) TO pgq_producer;
 
+-- ==================== function enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone DEFAULT now())
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_s schedules%ROWTYPE;
+    v_ticks timestamptz[];
+    v_n integer;
+    v_ids bigint[];
+BEGIN
+    IF p_name IS NULL OR p_due_tick IS NULL OR p_latest_tick IS NULL OR p_ticks IS NULL OR p_next_tick IS NULL
+       OR p_now IS NULL THEN
+        RAISE EXCEPTION 'enqueue_schedule_ticks: no argument may be NULL' USING ERRCODE = 'PQ004';
+    END IF;
+    IF p_ticks <> ARRAY(SELECT DISTINCT t FROM unnest(p_ticks) AS t ORDER BY t)
+       OR p_latest_tick < p_due_tick OR p_latest_tick > p_now
+       OR EXISTS (SELECT 1 FROM unnest(p_ticks) AS t WHERE t > p_latest_tick OR t < p_due_tick)
+       OR p_next_tick <= p_now THEN
+        RAISE EXCEPTION 'enqueue_schedule_ticks: ticks must ascend from p_due_tick to p_latest_tick, at most '
+                        'p_now (%), and p_next_tick (%) come after p_now', p_now, p_next_tick
+            USING ERRCODE = 'PQ004';
+    END IF;
+    SELECT * INTO v_s FROM schedules WHERE name = p_name FOR UPDATE;
+    IF NOT FOUND OR NOT v_s.enabled OR v_s.next_tick IS DISTINCT FROM p_due_tick THEN
+        RETURN NULL;
+    END IF;
+    v_ticks := ARRAY(SELECT t FROM unnest(p_ticks) AS t
+                     WHERE v_s.last_tick IS NULL OR t > v_s.last_tick ORDER BY t);
+    v_n := cardinality(v_ticks);
+    IF v_n > 0 THEN
+        v_ids := ARRAY(
+            SELECT e.job_id FROM enqueue_jobs(
+                array_fill(v_s.task, ARRAY[v_n]),
+                array_fill(v_s.payload, ARRAY[v_n]),
+                array_fill(v_s.queue, ARRAY[v_n]),
+                array_fill(v_s.priority::integer, ARRAY[v_n]),
+                array_fill(p_now, ARRAY[v_n]),
+                array_fill(v_s.max_attempts, ARRAY[v_n]),
+                array_fill(NULL::double precision, ARRAY[v_n]),
+                ARRAY(SELECT 'pgq.cron:' || v_s.name || '@'
+                             || to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                      FROM unnest(v_ticks) WITH ORDINALITY AS u(t, i) ORDER BY i),
+                array_fill(NULL::double precision, ARRAY[v_n]), array_fill(NULL::double precision, ARRAY[v_n]),
+                array_fill(NULL::double precision, ARRAY[v_n]), array_fill(NULL::double precision, ARRAY[v_n]),
+                p_now) AS e
+            ORDER BY e.ord);
+    END IF;
+    UPDATE schedules
+    SET last_tick = greatest(last_tick, p_latest_tick),
+        next_tick = p_next_tick,
+        last_job_id = coalesce(v_ids[v_n], last_job_id),
+        ticked_at = p_now
+    WHERE name = p_name;
+    RETURN coalesce(v_ids, '{}');
+END
+$function$;
+COMMENT ON FUNCTION pgq.enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone) IS 'Maintenance leader: enqueue the ticks of a periodic schedule and move its last_tick/next_tick on, in one transaction, only if next_tick is still p_due_tick; the job ids, or NULL when another leader did it.';
+GRANT EXECUTE ON FUNCTION pgq.enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_worker;
+
 -- ==================== function fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text DEFAULT NULL::text, p_retry_delay double precision DEFAULT NULL::double precision, p_fatal boolean DEFAULT false, p_outcome pgq.attempt_outcome DEFAULT 'failed'::pgq.attempt_outcome, p_now timestamp with time zone DEFAULT now())
  RETURNS boolean
@@ -1539,7 +1695,7 @@ CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs in
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_queues constant text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
+    v_queues text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
     v_ids bigint[] := '{}';
     v_candidates tid[];
     v_bound_priority smallint;
@@ -1555,6 +1711,14 @@ BEGIN
     IF coalesce(cardinality(p_queues), 0) = 0 THEN
         RAISE EXCEPTION 'get_runnable_jobs: p_queues must name at least one queue'
             USING ERRCODE = 'PQ004';
+    END IF;
+    IF EXISTS (SELECT 1 FROM queue_pauses WHERE resumed_at IS NULL) THEN
+        v_queues := ARRAY(
+            SELECT q FROM unnest(v_queues) AS q
+            WHERE NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q AND p.resumed_at IS NULL));
+        IF cardinality(v_queues) = 0 THEN
+            RETURN '{}';
+        END IF;
     END IF;
     IF cardinality(v_queues) = 1 THEN
         -- One queue: the claim index yields rows in claim order. LIMIT sits
@@ -1638,7 +1802,7 @@ BEGIN
     RETURN v_ids;
 END
 $function$;
-COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs, get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
+COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs, get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues that are not paused, in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
 
 -- ==================== function lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
@@ -1651,16 +1815,26 @@ BEGIN
         RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
             USING ERRCODE = 'PQ004';
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM queue_pauses WHERE resumed_at IS NULL) THEN
+        RETURN ARRAY(
+            SELECT id FROM jobs
+            WHERE id = ANY (p_job_ids)
+              AND status IN ('queued', 'retrying')
+              AND run_at <= p_now
+            ORDER BY priority DESC, run_at, id
+            FOR UPDATE SKIP LOCKED);
+    END IF;
     RETURN ARRAY(
-        SELECT id FROM jobs
-        WHERE id = ANY (p_job_ids)
-          AND status IN ('queued', 'retrying')
-          AND run_at <= p_now
-        ORDER BY priority DESC, run_at, id
-        FOR UPDATE SKIP LOCKED);
+        SELECT j.id FROM jobs AS j
+        WHERE j.id = ANY (p_job_ids)
+          AND j.status IN ('queued', 'retrying')
+          AND j.run_at <= p_now
+          AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = j.queue AND p.resumed_at IS NULL)
+        ORDER BY j.priority DESC, j.run_at, j.id
+        FOR UPDATE OF j SKIP LOCKED);
 END
 $function$;
-COMMENT ON FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone) IS 'Internal (claim_jobs, claim_jobs_v2): lock the named jobs that are runnable (SKIP LOCKED); their ids in claim order.';
+COMMENT ON FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone) IS 'Internal (claim_jobs, claim_jobs_v2): lock the named jobs that are runnable and not in a paused queue (SKIP LOCKED); their ids in claim order.';
 
 -- ==================== function mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone DEFAULT now())
@@ -1752,6 +1926,39 @@ AS $function$
     WHERE q IS NOT NULL
 $function$;
 COMMENT ON FUNCTION pgq.notify_queues(p_queues text[]) IS 'Internal: one NOTIFY per distinct queue on <schema>_job_available (payload: the queue name).';
+
+-- ==================== function pause_queue(p_queue text, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone DEFAULT now())
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_paused boolean;
+BEGIN
+    IF p_queue IS NULL OR p_now IS NULL THEN
+        RAISE EXCEPTION 'pause_queue: p_queue and p_now must not be NULL'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    -- A row stays after a resume (resumed_at set): the reconciler of the Redis
+    -- accelerator reads resumed_at. A new pause takes the row over.
+    INSERT INTO queue_pauses AS p (queue, paused_at, paused_by, paused_by_application)
+    VALUES (p_queue, p_now, session_user, coalesce(current_setting('application_name', true), ''))
+    ON CONFLICT (queue) DO UPDATE
+        SET paused_at = excluded.paused_at,
+            paused_by = excluded.paused_by,
+            paused_by_application = excluded.paused_by_application,
+            resumed_at = NULL,
+            resumed_by = NULL,
+            resumed_by_application = NULL
+        WHERE p.resumed_at IS NOT NULL
+    RETURNING true INTO v_paused;
+    RETURN coalesce(v_paused, false);
+END
+$function$;
+COMMENT ON FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone) IS 'Pause a queue: claims that start after the commit take none of its jobs; enqueue still works. True when it paused it, false when already paused.';
+GRANT EXECUTE ON FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function prune_health_logs(p_older_than interval, p_limit integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.prune_health_logs(p_older_than interval, p_limit integer DEFAULT 10000, p_now timestamp with time zone DEFAULT now())
@@ -1940,6 +2147,46 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone) IS 'Internal (fail_job, the rescues): records a failed attempt of a locked running job, then retries it or moves it to the dead letter queue (cancelling its waiting descendants); returns the new status.';
+
+-- ==================== function register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb, p_queue text, p_priority integer, p_max_attempts integer, p_catch_up text, p_catch_up_limit integer, p_misfire_grace_seconds double precision, p_next_tick timestamp with time zone, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb DEFAULT '{}'::jsonb, p_queue text DEFAULT 'default'::text, p_priority integer DEFAULT 3, p_max_attempts integer DEFAULT 3, p_catch_up text DEFAULT 'once'::text, p_catch_up_limit integer DEFAULT 100, p_misfire_grace_seconds double precision DEFAULT 60, p_next_tick timestamp with time zone DEFAULT NULL::timestamp with time zone, p_now timestamp with time zone DEFAULT now())
+ RETURNS text
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_outcome text;
+BEGIN
+    IF p_timezone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_timezone) THEN
+        RAISE EXCEPTION 'register_schedule: unknown time zone %', p_timezone
+            USING ERRCODE = 'PQ004', HINT = 'Use an IANA name such as UTC or Europe/Paris.';
+    END IF;
+    INSERT INTO schedules AS s (name, cron, timezone, task, payload, queue, priority, max_attempts,
+                                catch_up, catch_up_limit, misfire_grace_seconds, next_tick,
+                                created_at, updated_at)
+    VALUES (p_name, p_cron, p_timezone, p_task, p_payload, p_queue, p_priority, p_max_attempts,
+            p_catch_up, p_catch_up_limit, p_misfire_grace_seconds, p_next_tick, p_now, p_now)
+    ON CONFLICT (name) DO UPDATE
+        SET cron = excluded.cron, timezone = excluded.timezone, task = excluded.task,
+            payload = excluded.payload, queue = excluded.queue, priority = excluded.priority,
+            max_attempts = excluded.max_attempts, catch_up = excluded.catch_up,
+            catch_up_limit = excluded.catch_up_limit, misfire_grace_seconds = excluded.misfire_grace_seconds,
+            next_tick = excluded.next_tick, enabled = true, updated_at = excluded.updated_at
+        WHERE (s.cron, s.timezone, s.task, s.payload, s.queue, s.priority, s.max_attempts,
+               s.catch_up, s.catch_up_limit, s.misfire_grace_seconds, s.enabled)
+              IS DISTINCT FROM
+              (excluded.cron, excluded.timezone, excluded.task, excluded.payload, excluded.queue,
+               excluded.priority, excluded.max_attempts, excluded.catch_up, excluded.catch_up_limit,
+               excluded.misfire_grace_seconds, true)
+    RETURNING CASE WHEN s.xmax = 0 THEN 'created' ELSE 'updated' END
+    INTO v_outcome;
+    RETURN coalesce(v_outcome, 'unchanged');
+END
+$function$;
+COMMENT ON FUNCTION pgq.register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb, p_queue text, p_priority integer, p_max_attempts integer, p_catch_up text, p_catch_up_limit integer, p_misfire_grace_seconds double precision, p_next_tick timestamp with time zone, p_now timestamp with time zone) IS 'Create or update a periodic schedule (idempotent: the same definition changes nothing and keeps its ticks); returns created, updated or unchanged.';
+GRANT EXECUTE ON FUNCTION pgq.register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb, p_queue text, p_priority integer, p_max_attempts integer, p_catch_up text, p_catch_up_limit integer, p_misfire_grace_seconds double precision, p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_producer;
+GRANT EXECUTE ON FUNCTION pgq.register_schedule(p_name text, p_cron text, p_timezone text, p_task text, p_payload jsonb, p_queue text, p_priority integer, p_max_attempts integer, p_catch_up text, p_catch_up_limit integer, p_misfire_grace_seconds double precision, p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer, p_metadata jsonb, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.register_worker(p_worker_id uuid, p_hostname text, p_pid integer, p_queues text[], p_capacity integer DEFAULT 1, p_metadata jsonb DEFAULT '{}'::jsonb, p_now timestamp with time zone DEFAULT now())
@@ -2181,6 +2428,29 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone) IS 'Internal (rescues): give a running job back without charging the attempt when its handler never started (at most max_attempts times per job), else record the failed attempt.';
 
+-- ==================== function resume_queue(p_queue text, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone DEFAULT now())
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_queue IS NULL OR p_now IS NULL THEN
+        RAISE EXCEPTION 'resume_queue: p_queue and p_now must not be NULL'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    UPDATE queue_pauses
+    SET resumed_at = p_now,
+        resumed_by = session_user,
+        resumed_by_application = coalesce(current_setting('application_name', true), '')
+    WHERE queue = p_queue AND resumed_at IS NULL;
+    RETURN FOUND;
+END
+$function$;
+COMMENT ON FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone) IS 'Resume a paused queue: claims that start after the commit take its jobs again. True when it resumed it, false when it was not paused.';
+GRANT EXECUTE ON FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone) TO pgq_producer;
+
 -- ==================== function retry_delay(p_attempt integer, p_base_seconds double precision, p_factor double precision, p_max_seconds double precision)
 CREATE OR REPLACE FUNCTION pgq.retry_delay(p_attempt integer, p_base_seconds double precision DEFAULT NULL::double precision, p_factor double precision DEFAULT NULL::double precision, p_max_seconds double precision DEFAULT NULL::double precision)
  RETURNS double precision
@@ -2240,12 +2510,32 @@ BEGIN
         LIMIT p_limit
     ) AS c
     WHERE q.name IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q.name AND p.resumed_at IS NULL)
     ORDER BY c.run_at, c.id
     LIMIT p_limit;
 END
 $function$;
-COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
+COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs of queues that are not paused after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
 GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO pgq_worker;
+
+-- ==================== function set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone DEFAULT now())
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_name IS NULL OR p_next_tick IS NULL OR p_now IS NULL OR p_next_tick <= p_now THEN
+        RAISE EXCEPTION 'set_schedule_next_tick: p_next_tick (%) must come after p_now (%)', p_next_tick, p_now
+            USING ERRCODE = 'PQ004';
+    END IF;
+    UPDATE schedules SET next_tick = p_next_tick WHERE name = p_name AND next_tick IS NULL;
+    RETURN FOUND;
+END
+$function$;
+COMMENT ON FUNCTION pgq.set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone) IS 'Maintenance leader: set the next tick of a schedule whose next_tick is NULL (first tick after p_now); false when it was set meanwhile.';
+GRANT EXECUTE ON FUNCTION pgq.set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function set_updated_at()
 CREATE OR REPLACE FUNCTION pgq.set_updated_at()

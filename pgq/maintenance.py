@@ -1,6 +1,7 @@
 """Leader-only housekeeping: mark stale workers (rescuing their jobs), fail
 timed-out jobs, delete the rows of workers long gone, prune finished jobs past
-the retention period, and worker health samples past theirs (``pgq.health.retention``).
+the retention period, and worker health samples past theirs (``pgq.health.retention``);
+enqueue the due ticks of periodic schedules (``pgq.scheduling.cron.CronService``).
 
 Any worker may call ``Maintenance.run_once()``; a transaction-scoped advisory
 lock per schema makes exactly one of them do the work at a time. The round is
@@ -28,6 +29,7 @@ from pgq.db import translated
 from pgq.health.queries import HealthQueries
 from pgq.health.retention import prune_samples
 from pgq.queries import Queries, Rescue
+from pgq.scheduling.cron import CronReport, CronService
 from pgq.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ class MaintenanceReport:
     prune: PruneReport = field(default_factory=PruneReport)
     workers_pruned: int = 0  # rows of workers gone for PGQ_WORKER_RETENTION_SECONDS, deleted
     health_samples_pruned: int = 0  # worker_health_logs rows past PGQ_HEALTH_RETENTION_SECONDS, deleted
+    cron: CronReport | None = None  # the periodic schedules' ticks enqueued after the round (leader only)
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -80,6 +83,7 @@ class Maintenance:
         self.pool = pool
         self.queries = queries or Queries(settings.schema)
         self.clock = clock or SystemClock()
+        self.cron = CronService(settings.schema)
         # Redis mode: the reconciler (on the ``redis`` client, or a client of its own).
         self.reconciler: Reconciler | None = None
         if settings.redis_url is not None:
@@ -121,7 +125,9 @@ class Maintenance:
         prune = self.prune(conn)
         samples = prune_samples(conn, self.settings, HealthQueries(self.settings.schema), self.clock,
                                 started + self.prune_budget_seconds())
-        return dataclasses.replace(report, pruned=prune.jobs, prune=prune, health_samples_pruned=samples)
+        # Each due schedule ticks in a transaction of its own that takes the leader lock again.
+        cron = self.cron.run_once(conn)
+        return dataclasses.replace(report, pruned=prune.jobs, prune=prune, health_samples_pruned=samples, cron=cron)
 
     def prune_budget_seconds(self) -> float:
         """How long one round may prune: ``prune_time_budget_seconds``, at most half a

@@ -24,11 +24,12 @@ from psycopg_pool import ConnectionPool
 from pgq.db import live_connection, make_pool, translated
 from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, UnknownTask, ValidationError
-from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, Ref, validate_isolation, validate_task_name
+from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, Ref, validate_isolation, validate_queue_name, validate_task_name
 from pgq.queries import Queries, ensure_current
 from pgq.queue_control import QueueControl
 from pgq.retry import Backoff
 from pgq.scheduling.graph import has_parents, order_graph, reject_refs
+from pgq.scheduling import cron, pause
 from pgq.settings import Settings
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ class Queue(QueueControl):
         self._pool: ConnectionPool[Any] | None = None
         self._pool_lock = threading.Lock()
         self._redis: RedisClient | None = None
+        # @periodic schedules, stored by each worker at start (pgq.scheduling.cron).
+        self.periodic_schedules: dict[str, cron.Schedule] = {}
 
     def __repr__(self) -> str:
         return f"<pgq.Queue {self.settings!r}>"
@@ -425,6 +428,41 @@ class Queue(QueueControl):
         from pgq.worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)
+
+    def pause_queue(self, queue: str) -> bool:
+        """Pause a queue (claims take none of its jobs; enqueue works); see ``pgq.scheduling.pause``."""
+        return bool(self._run(pause.pause_queue, self.settings.schema, validate_queue_name(queue)))
+
+    def resume_queue(self, queue: str) -> bool:
+        """Resume a paused queue; see ``pgq.scheduling.pause``."""
+        return bool(self._run(pause.resume_queue, self.settings.schema, validate_queue_name(queue)))
+
+    def periodic(self, cron_expression: str, *, timezone: str = "UTC", name: str | None = None,
+                 payload: Mapping[str, Any] | None = None, catch_up: cron.CatchUp = "once", catch_up_limit: int = 100,
+                 misfire_grace_seconds: float = 60.0, **task_options: Any) -> Callable[[F], Task]:
+        """Register a task that the maintenance leader enqueues at every tick (see ``pgq.scheduling.cron``)."""
+        return cron.periodic(self, cron_expression, timezone=timezone, name=name, payload=payload, catch_up=catch_up,
+                             catch_up_limit=catch_up_limit, misfire_grace_seconds=misfire_grace_seconds,
+                             **task_options)
+
+    def schedule(self, cron_expression: str, task: str, payload: Mapping[str, Any] | None = None, *,
+                 name: str | None = None, timezone: str = "UTC", queue: str | None = None,
+                 priority: int = DEFAULT_PRIORITY, max_attempts: int | None = None, catch_up: cron.CatchUp = "once",
+                 catch_up_limit: int = 100, misfire_grace_seconds: float = 60.0) -> str:
+        """Store a periodic schedule now (idempotent): 'created', 'updated' or 'unchanged'; see ``cron.Schedule``."""
+        return str(self._run(cron.register, self.settings.schema, cron.Schedule.build(
+            cron_expression, task, payload, name=name, timezone=timezone,
+            queue=self.settings.default_queue if queue is None else queue, priority=priority,
+            max_attempts=self.settings.max_attempts if max_attempts is None else max_attempts, catch_up=catch_up,
+            catch_up_limit=catch_up_limit, misfire_grace_seconds=misfire_grace_seconds)))
+
+    def schedules(self) -> list[cron.ScheduleInfo]:
+        """Every stored schedule, with its next and last tick (``pgq schedules``)."""
+        return list(self._run(cron.list_schedules, self.settings.schema))
+
+    def paused_queues(self) -> list[pause.PausedQueue]:
+        """The queues paused now (``pgq.paused_queues``): since when, by whom, jobs waiting."""
+        return list(self._run(pause.paused_queues, self.settings.schema))
 
 
 # Per-job options of enqueue / enqueue_many (the keyword arguments of Queue.job_spec).

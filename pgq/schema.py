@@ -326,8 +326,65 @@ state_snapshots = Table(
 )
 Index("state_snapshots_created_at_idx", state_snapshots.c.created_at.desc())
 
+# Revision 0010: queue pauses (pgq.scheduling.pause); a queue is paused while resumed_at is NULL.
+queue_pauses = Table(
+    "queue_pauses",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("paused_at", _TZ, nullable=False),
+    Column("paused_by", Text, nullable=False),
+    Column("paused_by_application", Text, nullable=False),
+    Column("resumed_at", _TZ),
+    Column("resumed_by", Text),
+    Column("resumed_by_application", Text),
+    CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100",
+                    name="queue_pauses_queue_name"),
+    CheckConstraint("resumed_at IS NULL OR resumed_at >= paused_at", name="queue_pauses_resumed_after_paused"),
+    comment="Queue pauses (pause_queue, resume_queue): a queue is paused while its row has no resumed_at. "
+            "The claim functions take no job of a paused queue. Write it through the functions.",
+)
+
+# Revision 0010: periodic (cron) schedules (pgq.scheduling.cron).
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False),
+    Column("timezone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("task", Text, nullable=False),
+    Column("payload", JSONB, nullable=False, server_default=_EMPTY_OBJECT),
+    Column("queue", Text, nullable=False, server_default=text("'default'")),
+    Column("priority", SmallInteger, nullable=False, server_default=text("3")),
+    Column("max_attempts", Integer, nullable=False, server_default=text("3")),
+    Column("catch_up", Text, nullable=False, server_default=text("'once'")),
+    Column("catch_up_limit", Integer, nullable=False, server_default=text("100")),
+    Column("misfire_grace_seconds", Double, nullable=False, server_default=text("60")),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("next_tick", _TZ),
+    Column("last_tick", _TZ),
+    Column("last_job_id", BigInteger),
+    Column("ticked_at", _TZ),
+    Column("created_at", _TZ, nullable=False, server_default=_NOW),
+    Column("updated_at", _TZ, nullable=False, server_default=_NOW),
+    CheckConstraint("name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(name) <= 100", name="schedules_name"),
+    CheckConstraint("length(cron) BETWEEN 1 AND 200", name="schedules_cron_length"),
+    CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="schedules_task_name"),
+    CheckConstraint("jsonb_typeof(payload) = 'object'", name="schedules_payload_object"),
+    CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="schedules_queue_name"),
+    CheckConstraint("priority BETWEEN 1 AND 5", name="schedules_priority_range"),
+    CheckConstraint("max_attempts >= 1", name="schedules_max_attempts_positive"),
+    CheckConstraint("catch_up IN ('skip', 'once', 'all')", name="schedules_catch_up"),
+    CheckConstraint("catch_up_limit BETWEEN 1 AND 10000", name="schedules_catch_up_limit_range"),
+    CheckConstraint("misfire_grace_seconds >= 0 AND misfire_grace_seconds < 'Infinity'::double precision",
+                    name="schedules_misfire_grace_range"),
+    comment="Periodic (cron) schedules: the maintenance leader enqueues one job per tick (enqueue_schedule_ticks). "
+            "Applications register them (register_schedule); DBAs may edit them (set next_tick to NULL after "
+            "changing cron).",
+)
+Index("schedules_next_tick_idx", schedules.c.next_tick, postgresql_where=text("enabled"))
+
 TABLES = (jobs, workers, job_executions, dead_letter_queue, job_dependencies, worker_health_logs, state_snapshots,
-          alert_rules)
+          alert_rules, queue_pauses, schedules)
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -341,6 +398,8 @@ __all__ = [
     "job_status",
     "jobs",
     "metadata",
+    "queue_pauses",
+    "schedules",
     "schema_translate_map",
     "state_snapshots",
     "worker_health_logs",

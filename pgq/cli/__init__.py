@@ -17,7 +17,8 @@ import logging
 import click
 
 from pgq.cli import bench, dlq, migrate, status, worker, workers
-from pgq.cli.common import Context, handle_errors
+from pgq.cli.common import Context, format_table, handle_errors
+from pgq.cli.scheduling import commands as scheduling_commands
 from pgq.health.cli import commands as health_commands
 
 __all__ = ["main"]
@@ -46,3 +47,7 @@ main.add_command(bench.bench)
 # Worker health (issue 11): `pgq health`, `pgq workers health` (pgq/health/cli.py).
 for _command, _group in zip(health_commands(handle_errors), (main, workers.workers), strict=True):
     _group.add_command(_command)
+
+# Scheduling (issue 10): pgq queue pause|resume|paused, pgq schedules (pgq/cli/scheduling.py).
+for _command in scheduling_commands(handle_errors, format_table):
+    main.add_command(_command)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from pgq.cli.common import Context, format_age, format_json, format_table, handle_errors
+from pgq.cli.scheduling import paused_rows, paused_table
 
 
 @click.command()
@@ -28,14 +29,18 @@ def status(obj: Context, as_json: bool) -> None:
 
             with queue.pool.connection() as conn:
                 health = redis_health(queue.settings, conn)
+        paused = paused_rows(queue)
     if as_json:
         data = stats.to_dict()
+        data["paused_queues"] = [p.to_dict() for p in paused]
         if health is not None:
             data["redis_mirror"] = health.to_dict()
         click.echo(format_json(data))
         return
     rows = [(r.queue, r.status, r.priority, r.jobs, r.due, format_age(r.oldest_due_age_seconds)) for r in stats.depth]
     click.echo(format_table(["queue", "status", "priority", "jobs", "due", "oldest due"], rows) if rows else "no jobs")
+    if paused:
+        click.echo("\n" + paused_table(paused, format_table))
     live = [w for w in stats.workers if w.status in ("active", "draining")]
     stuck = sum(w.stuck_handlers for w in live)
     click.echo(f"\nworkers: {len(live)} live ({sum(w.running_jobs for w in live)} jobs running"

@@ -23,6 +23,7 @@ from pgq.queries.control import PURGE_BATCH, ControlQueries, DeadLetter
 from pgq.queries.enqueue import EnqueueAttempt, EnqueueQueries
 from pgq.queries.maintenance import MaintenanceQueries, Rescue
 from pgq.queries.mirror import MirrorQueries
+from pgq.queries.scheduling import PauseQueries, ScheduleQueries
 from pgq.queries.worker import Heartbeat, WorkerQueries
 from pgq.sqlfiles import head_revision
 
@@ -32,8 +33,10 @@ __all__ = [
     "EnqueueAttempt",
     "Heartbeat",
     "MirrorQueries",
+    "PauseQueries",
     "Queries",
     "Rescue",
+    "ScheduleQueries",
     "ensure_current",
 ]
 

@@ -37,13 +37,17 @@ class MirrorQueries:
         self._runnable = (
             f"SELECT id, queue, priority FROM {s}.jobs"
             " WHERE id = ANY (%s::bigint[]) AND status IN ('queued', 'retrying') AND run_at <= now()"
+            # Paused queues' jobs are not offered (pgq.scheduling.pause; the claim refuses them).
+            f" AND NOT EXISTS (SELECT 1 FROM {s}.queue_pauses AS p WHERE p.queue = jobs.queue AND p.resumed_at IS NULL)"
         )
         self._live_workers = (
             f"SELECT id FROM {s}.workers WHERE id = ANY (%s::uuid[]) AND status IN ('active', 'draining')"
         )
         self._runnable_count = (
             f"SELECT queue, count(*) FROM {s}.jobs"
-            " WHERE status IN ('queued', 'retrying') AND run_at <= now() GROUP BY queue"
+            " WHERE status IN ('queued', 'retrying') AND run_at <= now()"
+            f" AND NOT EXISTS (SELECT 1 FROM {s}.queue_pauses AS p WHERE p.queue = jobs.queue AND p.resumed_at IS NULL)"
+            " GROUP BY queue"
         )
 
     def claim_jobs(self, conn: Any, job_ids: Sequence[int], worker_id: UUID) -> list[Job]:
@@ -84,7 +88,7 @@ class MirrorQueries:
         return [(int(r[0]), str(r[1]), int(r[2]), r[3]) for r in rows]
 
     def runnable_entries(self, conn: Any, job_ids: Sequence[int]) -> list[tuple[int, str, int]]:
-        """``(id, queue, priority)`` of those ids that are runnable and due now."""
+        """``(id, queue, priority)`` of those ids that are runnable and due now, in queues not paused."""
         return [(int(r[0]), str(r[1]), int(r[2])) for r in execute(conn, self._runnable, [list(job_ids)])]
 
     def live_workers(self, conn: Any, worker_ids: Sequence[UUID]) -> set[UUID]:
@@ -92,5 +96,5 @@ class MirrorQueries:
         return {r[0] for r in execute(conn, self._live_workers, [list(worker_ids)])}
 
     def runnable_counts(self, conn: Any) -> dict[str, int]:
-        """Runnable, due jobs per queue (for ``pgq status``: this scans the runnable set)."""
+        """Runnable, due jobs per queue, paused queues left out (for ``pgq status``: this scans the runnable set)."""
         return {str(r[0]): int(r[1]) for r in execute(conn, self._runnable_count)}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pgq.db import translated
 from pgq.errors import RedisUnavailable
-from pgq.queries import MirrorQueries
+from pgq.queries import MirrorQueries, PauseQueries
 from pgq.redis.keys import ABANDONED_MS, HEAD_CHECK, MAX_LOOKBACK_SECONDS, PAGE
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class Reconciler:
         self.pool = pool
         self.client = client
         self.queries = MirrorQueries(settings.schema)
+        self.pauses = PauseQueries(settings.schema)
         self.is_leader = False
         self._owner: str | None = None
 
@@ -108,6 +109,10 @@ class Reconciler:
         horizon = max(horizon, now - dt.timedelta(seconds=MAX_LOOKBACK_SECONDS))
         full = full or (not quick and age(state.get("full_at"), now) >= self.settings.redis_full_sweep_interval_seconds)
         since = dt.datetime.fromisoformat(state["horizon"])
+        # A queue resumed since the last pass: its jobs left the mirror while it was
+        # paused (not offered, removed as stale, dropped by claims), and their run_at
+        # is older than the window: offer everything again (resume is rare).
+        full = full or self.pauses.resumed_since(conn, since)
         offered, added = self._offer_window(conn, "-infinity" if full else since)
         reclaimed: list[str] = []
         abandoned = removed = 0

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from pgq.queries import Queries
+    from pgq.scheduling.cron import Schedule
     from pgq.redis.client import RedisClient
 
 
@@ -41,6 +42,9 @@ class WorkerQueue(Protocol):
 
     @property
     def redis(self) -> RedisClient | None: ...
+
+    @property
+    def periodic_schedules(self) -> Mapping[str, Schedule]: ...
 
 
 def _is_queue(obj: object) -> bool:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from pgq.scheduling.cron import register_periodic
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
 from pgq.errors import TooManyStuckHandlers
@@ -284,6 +285,7 @@ class Worker:
         with translated(self.settings.database_url), self.queue.pool.connection() as conn:
             self.queries.register_worker(conn, self.id, socket.gethostname(), os.getpid(), self.queues,
                                          self.concurrency, metadata)
+            register_periodic(conn, self.settings.schema, self.queue.periodic_schedules)  # idempotent
         self._registered = True
         self._source.registered()
         log.info("worker %s registered (queues %s, concurrency %d)", self.id, self.queues, self.concurrency)

@@ -41,7 +41,7 @@ def test_migrate_creates_a_new_schema_and_check_reports_it(runner: CliRunner, co
     assert result.exit_code == 0, result.output
     assert f"empty -> {head_revision()}" in result.output
     assert _count(conn, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'pgq_cli'"
-                        " AND table_type = 'BASE TABLE'") == 9  # eight tables (0008: alert_rules) + alembic_version
+                        " AND table_type = 'BASE TABLE'") == 11  # ten tables (0008: alert_rules; 0010: queue_pauses, schedules) + alembic_version
 
     after = runner.invoke(main, ["--schema", "pgq_cli", "migrate", "--check"])
     assert after.exit_code == 0

@@ -148,6 +148,14 @@ EXPECTED_GRANTS = {
         ("function", "enqueue_jobs_v2", "EXECUTE"),
         ("table", "job_blockers", "SELECT"),
         ("function", "cancel_job", "EXECUTE"),
+        # Revision 0010, db/roles/008.sql: pause and resume a queue, see the pauses.
+        ("function", "pause_queue", "EXECUTE"),
+        ("function", "resume_queue", "EXECUTE"),
+        ("table", "queue_pauses", "SELECT"),
+        ("table", "paused_queues", "SELECT"),
+        # Revision 0010, db/roles/009.sql: applications register periodic schedules.
+        ("function", "register_schedule", "EXECUTE"),
+        ("table", "schedules", "SELECT"),
     },
     WORKER: {
         ("schema", "pgq", "USAGE"),
@@ -168,6 +176,14 @@ EXPECTED_GRANTS = {
             "set_worker_stuck_handlers",
             # Revision 0008, db/roles/006.sql: the heartbeat with a health sample, pruning samples.
             "heartbeat_worker_v3", "prune_health_logs")),
+        # Revision 0010, db/roles/008.sql: the reconciler reads queue_pauses.resumed_at.
+        ("table", "queue_pauses", "SELECT"),
+        ("table", "paused_queues", "SELECT"),
+        # Revision 0010, db/roles/009.sql: workers register their app's schedules, the leader ticks them.
+        ("function", "register_schedule", "EXECUTE"),
+        ("function", "enqueue_schedule_ticks", "EXECUTE"),
+        ("function", "set_schedule_next_tick", "EXECUTE"),
+        ("table", "schedules", "SELECT"),
     },
 }
 
@@ -667,14 +683,17 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
     # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
     # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3,
-    # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2.
-    assert len(said) == 10 and all("CREATE ROLE" in m for m in said), said
+    # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2, then 0010 for each
+    # role (pausing: the producer's functions, both roles' queue_pauses; then the schedules).
+    assert len(said) == 14 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
     assert all("006.sql" in m for m in said[7:9]), said
     assert "007.sql" in said[9] and "enqueue_jobs_v2" in said[9], said
+    assert all("008.sql" in m for m in said[10:12]), said
+    assert all("009.sql" in m for m in said[12:14]), said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -690,6 +709,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/005.sql"))
         c.execute(read_sql("roles/006.sql"))
         c.execute(read_sql("roles/007.sql"))
+        c.execute(read_sql("roles/008.sql"))
+        c.execute(read_sql("roles/009.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -698,6 +719,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
             sql.Identifier(schema)), [job[0]]).fetchone()
         assert child is not None and child[0] > job[0]
         c.execute(sql.SQL("SELECT * FROM {}.job_status_estimates").format(sql.Identifier(schema)))
+        assert c.execute(sql.SQL("SELECT {}.pause_queue('q')").format(sql.Identifier(schema))).fetchone() == (True,)
     assert job is not None
     worker = logins.create(f"{schema}_worker").dsn
     with as_role(worker) as c:

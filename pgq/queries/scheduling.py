@@ -1,0 +1,79 @@
+"""Statements of pausing queues and periodic schedules (issue 10; ``pgq.scheduling``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from pgq.db import execute, quote_ident
+
+
+class PauseQueries:
+    """The statements of pausing queues (``pgq.scheduling.pause``), for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote_ident(schema)
+        self._pause = f"SELECT {s}.pause_queue(%s::text)"
+        self._resume = f"SELECT {s}.resume_queue(%s::text)"
+        self._paused = (
+            "SELECT queue, paused_at, paused_by, paused_by_application, waiting_jobs"
+            f" FROM {s}.paused_queues ORDER BY queue"
+        )
+        self._resumed_since = f"SELECT EXISTS (SELECT 1 FROM {s}.queue_pauses WHERE resumed_at >= %s::timestamptz)"
+
+    def pause(self, conn: Any, queue: str) -> bool:
+        return bool(execute(conn, self._pause, [queue])[0][0])
+
+    def resume(self, conn: Any, queue: str) -> bool:
+        return bool(execute(conn, self._resume, [queue])[0][0])
+
+    def paused(self, conn: Any) -> list[tuple[Any, ...]]:
+        """(queue, paused_at, paused_by, paused_by_application, waiting_jobs) of each paused queue."""
+        return execute(conn, self._paused)
+
+    def resumed_since(self, conn: Any, since: dt.datetime) -> bool:
+        """Whether a queue was resumed at or after ``since`` (the Redis reconciler's last horizon)."""
+        return bool(execute(conn, self._resumed_since, [since])[0][0])
+
+
+class ScheduleQueries:
+    """The statements of periodic schedules (``pgq.scheduling.cron``), for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote_ident(schema)
+        self._now = "SELECT now()"
+        self._register = (f"SELECT {s}.register_schedule(%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s,"
+                          " %s::timestamptz, %s::timestamptz)")
+        self._due = ("SELECT name, cron, timezone, catch_up, catch_up_limit, misfire_grace_seconds, next_tick"
+                     f" FROM {s}.schedules WHERE enabled AND (next_tick IS NULL OR next_tick <= %s::timestamptz)"
+                     " ORDER BY next_tick NULLS FIRST, name LIMIT %s")
+        self._tick = (f"SELECT {s}.enqueue_schedule_ticks(%s, %s::timestamptz, %s::timestamptz,"
+                      " %s::timestamptz[], %s::timestamptz, %s::timestamptz)")
+        self._set_next = f"SELECT {s}.set_schedule_next_tick(%s, %s::timestamptz, %s::timestamptz)"
+        self._list = ("SELECT name, cron, timezone, task, queue, catch_up, enabled, next_tick, last_tick, last_job_id"
+                      f" FROM {s}.schedules ORDER BY name")
+
+    def now(self, conn: Any) -> dt.datetime:
+        value: dt.datetime = execute(conn, self._now)[0][0]
+        return value
+
+    def register(self, conn: Any, params: Sequence[Any]) -> str:
+        """``register_schedule`` with its 13 arguments in order; 'created', 'updated' or 'unchanged'."""
+        return str(execute(conn, self._register, params)[0][0])
+
+    def due(self, conn: Any, now: dt.datetime, limit: int) -> list[tuple[Any, ...]]:
+        """(name, cron, timezone, catch_up, catch_up_limit, misfire_grace_seconds, next_tick) of enabled
+        schedules due at ``now`` or without a next tick."""
+        return execute(conn, self._due, [now, limit])
+
+    def enqueue_ticks(self, conn: Any, name: str, due: dt.datetime, latest: dt.datetime,
+                      ticks: list[dt.datetime], after: dt.datetime, now: dt.datetime) -> list[int] | None:
+        value = execute(conn, self._tick, [name, due, latest, ticks, after, now])[0][0]
+        return None if value is None else [int(i) for i in value]
+
+    def set_next(self, conn: Any, name: str, after: dt.datetime, now: dt.datetime) -> bool:
+        return bool(execute(conn, self._set_next, [name, after, now])[0][0])
+
+    def list(self, conn: Any) -> list[tuple[Any, ...]]:
+        return execute(conn, self._list)
