@@ -28,6 +28,7 @@ import click
 from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, TooManyStuckHandlers, ValidationError
 from pgq.queue import Queue
 from pgq.settings import Settings
+from pgq.snapshots.cli import snapshot
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -528,6 +529,10 @@ def bench(ctx: click.Context, /, as_json: bool, plot_path: str | None, **params:
     if ctx.invoked_subcommand is None:
         load_bench().execute([("quick", params)], ctx.obj.settings(require_db=False).database_url,
                              as_json=as_json, plot_path=plot_path)
+
+
+# ---------------------------------------------------------------- snapshot (pgq/snapshots/cli.py)
+main.add_command(snapshot)
 
 
 if __name__ == "__main__":  # pragma: no cover

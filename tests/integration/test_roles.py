@@ -148,6 +148,9 @@ EXPECTED_GRANTS = {
         ("table", "jobs", "SELECT"),
         ("table", "workers", "SELECT"),
         ("table", "alembic_version", "SELECT"),
+        # Revision 0009, db/roles/006.sql: the maintenance leader takes AUTO snapshots.
+        ("table", "job_dependencies", "SELECT"),
+        ("table", "state_snapshots", "SELECT"),
         *(("function", name, "EXECUTE") for name in (
             "get_runnable_jobs", "complete_jobs", "fail_job", "release_jobs", "register_worker", "heartbeat_worker",
             "deregister_worker", "mark_stale_workers", "fail_timed_out_jobs", "prune_jobs",
@@ -159,7 +162,9 @@ EXPECTED_GRANTS = {
             # with the watermark, asking a worker to drain.
             "get_runnable_jobs_v2", "claim_jobs_v2", "heartbeat_worker_v2", "drain_worker",
             # Revision 0007, db/roles/005.sql: a worker records its stuck handlers.
-            "set_worker_stuck_handlers")),
+            "set_worker_stuck_handlers",
+            # Revision 0009, db/roles/006.sql: AUTO snapshots and their retention.
+            "save_snapshot", "prune_snapshots")),
     },
 }
 
@@ -637,12 +642,14 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     said = [r.getMessage() for r in caplog.records if r.name == "pgq.migrate"]
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
-    # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers.
-    assert len(said) == 7 and all("CREATE ROLE" in m for m in said), said
+    # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
+    # then 0009 for its snapshot functions.
+    assert len(said) == 8 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
+    assert "006.sql" in said[7], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -656,6 +663,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/003.sql"))
         c.execute(read_sql("roles/004.sql"))
         c.execute(read_sql("roles/005.sql"))
+        c.execute(read_sql("roles/006.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -671,6 +679,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         with factories.raises_sqlstate("PQ002", match="not registered"):
             c.execute(sql.SQL("SELECT {}.set_worker_stuck_handlers(gen_random_uuid(), 1)").format(
                 sql.Identifier(schema)))
+        assert c.execute(sql.SQL("SELECT {}.prune_snapshots(interval '1 day')").format(
+            sql.Identifier(schema))).fetchone() == (0,)
     assert warnings == []  # nothing skipped the second time
 
 
