@@ -9,6 +9,9 @@ one short transaction; pruning follows it in batches of
 until nothing is left to prune or ``prune_time_budget_seconds`` is spent (what
 is left waits for the next round, and the report says so). The claim path is
 not touched here.
+With AUTO snapshots configured (``PGQ_SNAPSHOT_INTERVAL_SECONDS`` or
+``PGQ_SNAPSHOT_AFTER_CHANGES``), the leader then takes one when due and applies
+snapshot retention (``pgq.snapshots.auto``).
 With Redis configured, the leader also reconciles the Redis mirror after its
 round (``reconcile_mirror``; the reconciler itself lives in ``pgq.redis.reconciler``),
 so that rescued jobs reach Redis at once.
@@ -25,8 +28,10 @@ from psycopg_pool import ConnectionPool
 
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated
+from pgq.errors import PgqError
 from pgq.queries import Queries, Rescue
 from pgq.settings import Settings
+from pgq.snapshots.auto import AutoReport, AutoSnapshots
 
 if TYPE_CHECKING:
     from pgq.redis.client import RedisClient
@@ -60,6 +65,7 @@ class MaintenanceReport:
     reconciled: ReconcileReport | None = None
     prune: PruneReport = field(default_factory=PruneReport)
     workers_pruned: int = 0  # rows of workers gone for PGQ_WORKER_RETENTION_SECONDS, deleted
+    snapshots: AutoReport = field(default_factory=AutoReport)  # AUTO snapshots (issue 12)
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -77,6 +83,7 @@ class Maintenance:
         self.pool = pool
         self.queries = queries or Queries(settings.schema)
         self.clock = clock or SystemClock()
+        self.auto_snapshots = AutoSnapshots(settings)
         # Redis mode: the reconciler (on the ``redis`` client, or a client of its own).
         self.reconciler: Reconciler | None = None
         if settings.redis_url is not None:
@@ -115,7 +122,18 @@ class Maintenance:
         if not report.leader:
             return report
         prune = self.prune(conn)
-        return dataclasses.replace(report, pruned=prune.jobs, prune=prune)
+        return dataclasses.replace(report, pruned=prune.jobs, prune=prune, snapshots=self.take_snapshots(conn))
+
+    def take_snapshots(self, conn: Any) -> AutoReport:
+        """The leader's AUTO snapshot pass; a failure is logged and left for the next round."""
+        if not self.auto_snapshots.enabled:
+            return AutoReport()
+        try:
+            with translated(self.settings.database_url):
+                return self.auto_snapshots.run_once(conn)
+        except PgqError as exc:
+            log.warning("maintenance: AUTO snapshot failed, trying again next round: %s", exc)
+            return AutoReport()
 
     def prune_budget_seconds(self) -> float:
         """How long one round may prune: ``prune_time_budget_seconds``, at most half a

@@ -161,6 +161,16 @@ class Settings:
     prune_time_budget_seconds: float = 5.0
     # Rows of workers stopped or stale for longer than this are deleted.
     worker_retention_seconds: float = 7 * 24 * 3600.0
+    # --- AUTO snapshots (issue 12), taken by the maintenance leader; both triggers 0 = off.
+    # Take one when the latest snapshot is older than this.
+    snapshot_interval_seconds: float = 0.0
+    # Take one when the jobs table saw this many row changes (inserts, updates, deletes,
+    # from pg_stat_user_tables: approximate) since the latest snapshot.
+    snapshot_after_changes: int = 0
+    # An AUTO snapshot is INCREMENTAL, or FULL when its chain would exceed this many members.
+    snapshot_full_every: int = 10
+    # Snapshot chains whose newest member is older than this are deleted (the newest FULL's stays).
+    snapshot_retention_seconds: float = 7 * 24 * 3600.0
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
@@ -219,6 +229,7 @@ class Settings:
                 f"and {self.heartbeat_interval_seconds}"
             )
         self._check_retention()
+        self._check_snapshots()
         if self.stale_after_seconds < 2 * self.heartbeat_interval_seconds:
             raise ConfigurationError(
                 "PGQ_STALE_AFTER_SECONDS must be at least twice PGQ_HEARTBEAT_INTERVAL_SECONDS "
@@ -237,6 +248,19 @@ class Settings:
         keep = self.worker_retention_seconds
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep < math.inf:
             raise ConfigurationError(f"PGQ_WORKER_RETENTION_SECONDS must be a number of seconds >= 0, got {keep!r}")
+
+    def _check_snapshots(self) -> None:
+        # --- AUTO snapshots (issue 12)
+        for name in ("snapshot_interval_seconds", "snapshot_retention_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigurationError(f"{_env_name(name)} must be a number of seconds >= 0, got {value!r}")
+        changes = self.snapshot_after_changes
+        if isinstance(changes, bool) or not isinstance(changes, int) or changes < 0:
+            raise ConfigurationError(f"PGQ_SNAPSHOT_AFTER_CHANGES must be a whole number >= 0 (0 = off), got {changes!r}")
+        every = self.snapshot_full_every
+        if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= 1000:
+            raise ConfigurationError(f"PGQ_SNAPSHOT_FULL_EVERY must be a whole number from 1 to 1000, got {every!r}")
 
     def __repr__(self) -> str:
         parts = []

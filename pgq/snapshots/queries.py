@@ -31,6 +31,8 @@ class SnapshotQueries:
         # REPEATABLE READ transaction starts: see capture.create).
         self.lock = "SELECT pg_advisory_lock(hashtext(%s))"
         self.unlock = "SELECT pg_advisory_unlock(hashtext(%s))"
+        # AUTO: skip when another session is taking one; also the time the decision uses.
+        self.try_lock = "SELECT pg_try_advisory_lock(hashtext(%s)), coalesce(%s, now())"
         self.repeatable_read = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
         # COPY text depends on these: pin them so a body reads back the same anywhere.
         self.text_settings = ("SELECT set_config('timezone', 'UTC', true), set_config('datestyle', 'ISO, YMD', true),"

@@ -692,3 +692,23 @@ def test_role_names_longer_than_63_bytes_are_refused(conn: psycopg.Connection[An
     with factories.raises_sqlstate("PQ004", match="longer than 63 bytes"):
         conn.execute(read_sql("roles/001.sql"))
     assert not role_exists(conn, (long_schema + "_producer")[:63])
+
+
+# ---------------------------------------------------------------- AUTO snapshots (revision 0009)
+
+
+def test_the_worker_role_takes_auto_snapshots_and_applies_retention(
+    conn: psycopg.Connection[Any], logins: Logins
+) -> None:
+    from pgq.snapshots.auto import AutoSnapshots
+
+    factories.insert_job(conn)
+    worker = logins.create(WORKER).dsn
+    settings = pgq.Settings(database_url=worker, snapshot_interval_seconds=60)
+    with as_role(worker) as c:
+        report = AutoSnapshots(settings).run_once(c)
+        refused = denied(worker, [("DELETE FROM pgq.state_snapshots", ()),
+                                  ("UPDATE pgq.state_snapshots SET origin = 'manual'", ())])
+    assert report.taken is not None and report.taken.kind == "FULL"
+    assert conn.execute("SELECT origin FROM pgq.state_snapshots").fetchall() == [("auto",)]
+    assert refused == []
