@@ -123,6 +123,7 @@ def _run(conn: Conn, q: SnapshotQueries, info: SnapshotInfo, state: State, repor
     for name in SECTIONS:
         with conn.cursor().copy(r.copy_in[name]) as copy:
             _write(copy, state.sections[name].values())
+    conn.execute(r.analyze)
     conn.execute(r.plan, {"policy": report.policy})
     report.plan = [(int(i), str(a), c, str(s)) for i, a, c, s in conn.execute(r.plan_rows).fetchall()]
     buckets = {"insert": report.inserted, "overwrite": report.overwritten, "same": report.same,
