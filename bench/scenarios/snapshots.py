@@ -29,7 +29,7 @@ PARAMS = [
     options.jobs(10000, "Jobs still to run when the snapshots are taken."),
     options.number("--repeat", 20, "FULL snapshots taken to time creation."),
 ]
-ALL: list[dict[str, Any]] = [{"jobs": 10000}, {"jobs": 100000, "repeat": 5}]
+ALL: list[dict[str, Any]] = []  # run by name: `pgq bench snapshots -n 10000`, `-n 100000 --repeat 5`
 
 _FILL = f"""
 INSERT INTO {SCHEMA}.jobs (task, queue, priority, payload, unique_key)
