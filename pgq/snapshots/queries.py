@@ -115,8 +115,8 @@ class RestoreStatements:
         # are left; an attempt that counts is recorded as an 'interrupted' execution.
         self.unstarted = """
             CREATE TEMP TABLE pgq_restore_unstarted ON COMMIT DROP AS
-            SELECT r.id, (r.claim_position IS NOT NULL AND r.claim_position > w.started_through
-                          AND r.free_rescues < r.max_attempts) AS unstarted
+            SELECT r.id, coalesce(r.claim_position > w.started_through AND r.free_rescues < r.max_attempts,
+                                  false) AS unstarted  -- no claim position, or no worker row: it counts
             FROM pgq_restore_jobs AS r JOIN pgq_restore_plan AS p ON p.id = r.id
             LEFT JOIN pgq_restore_workers AS w ON w.id = r.worker_id
             WHERE r.status = 'running' AND p.action IN ('insert', 'overwrite')"""

@@ -132,7 +132,7 @@ def _run(conn: Conn, q: SnapshotQueries, info: SnapshotInfo, state: State, repor
         buckets[action].append(job_id)
     conn.execute(r.unstarted)
     params = {"now": restore_now, "taken_at": info.created_at, "snapshot": str(info.id)}
-    report.requeued_running = conn.execute(r.interrupted_executions, params).rowcount
+    conn.execute(r.interrupted_executions, params)
     report.requeued_running = conn.execute(r.requeue_running, params).rowcount
     conn.execute(r.close_dead_letters, params)
     conn.execute(r.overwrite)

@@ -8,6 +8,7 @@ keys), and read back with plain SQL, never with the code under test.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,6 +205,20 @@ def test_a_job_running_at_snapshot_time_comes_back_queued_with_its_attempt_count
     assert report.requeued_running == 2
 
 
+def test_a_running_job_whose_worker_row_is_gone_still_has_its_attempt_recorded(db_url, other_db_url, conn, connect):
+    worker = factories.insert_worker(conn)
+    job = factories.insert_job(conn, status="running", worker_id=worker, attempts=1)
+    conn.execute("UPDATE pgq.jobs SET claim_position = 7 WHERE id = %s", (job,))
+    conn.execute("DELETE FROM pgq.workers WHERE id = %s", (worker,))  # pruned, say
+    info = snapshots.create(_settings(db_url))
+
+    snapshots.restore(_settings(other_db_url), info.id, source=_settings(db_url))
+
+    other = connect(url=other_db_url)
+    assert (factories.job(other, job)["status"], factories.job(other, job)["attempts"]) == ("queued", 1)
+    assert [(e["attempt"], e["outcome"]) for e in factories.executions(other, job)] == [(1, "interrupted")]
+
+
 def test_a_running_job_whose_handler_had_not_started_gets_its_attempt_back(db_url, other_db_url, conn, connect):
     worker = factories.insert_worker(conn)
     job = factories.insert_job(conn, status="running", worker_id=worker, attempts=1)
@@ -326,3 +341,32 @@ def test_list_and_show_and_prune_keep_whole_chains(db_url, conn):
     assert [i.id for i in snapshots.list_snapshots(_settings(db_url))] == [new_full.id]
     # The newest FULL's chain stays however old it is.
     assert snapshots.prune(_settings(db_url), 0, now=new_full.created_at + dt.timedelta(days=100)) == 0
+
+
+def test_the_snapshot_commands_take_list_show_diff_export_import_and_restore(db_url, other_db_url, conn, tmp_path):
+    from click.testing import CliRunner
+
+    from pgq.cli import main
+
+    job = factories.insert_job(conn)
+    runner = CliRunner()
+    here, there = ["--database-url", db_url, "snapshot"], ["--database-url", other_db_url, "snapshot"]
+
+    created = runner.invoke(main, [*here, "create", "--json"])
+    snapshot_id = json.loads(created.output)["id"]
+    conn.execute("DELETE FROM pgq.jobs WHERE id = %s", (job,))
+    listed = runner.invoke(main, [*here, "list"])
+    shown = runner.invoke(main, [*here, "show", snapshot_id])
+    diffed = runner.invoke(main, [*here, "diff", snapshot_id])
+    dry = runner.invoke(main, [*here, "restore", snapshot_id, "--dry-run"])
+    exported = runner.invoke(main, [*here, "export", snapshot_id, str(tmp_path / "s.pgqs")])
+    imported = runner.invoke(main, [*there, "import", str(tmp_path / "s.pgqs")])
+    restored = runner.invoke(main, [*there, "restore", snapshot_id, "--yes"])
+
+    assert created.exit_code == 0 and snapshot_id in listed.output and "FULL" in listed.output
+    assert json.loads(shown.output)["metadata"]["jobs"] == 1
+    assert diffed.output.splitlines() == [f"- job {job}"]
+    assert dry.exit_code == 0 and f"+ job {job}: insert (here absent, snapshot queued)" in dry.output
+    assert factories.statuses(conn, [job]) == {}  # the dry run changed nothing
+    assert exported.exit_code == 0 and imported.exit_code == 0 and restored.exit_code == 0, restored.output
+    assert "restored snapshot" in restored.output and "inserted 1" in restored.output
