@@ -370,3 +370,28 @@ def test_the_snapshot_commands_take_list_show_diff_export_import_and_restore(db_
     assert factories.statuses(conn, [job]) == {}  # the dry run changed nothing
     assert exported.exit_code == 0 and imported.exit_code == 0 and restored.exit_code == 0, restored.output
     assert "restored snapshot" in restored.output and "inserted 1" in restored.output
+
+
+def test_a_claim_that_commits_while_a_restore_waits_for_its_lock_is_seen_by_the_plan(db_url, conn, connect):
+    import threading
+
+    job = factories.insert_job(conn)
+    info = snapshots.create(_settings(db_url))
+    worker = factories.insert_worker(conn)
+    claimer = connect(autocommit=False)
+    # A claim in flight: the job is running for the worker, not yet committed.
+    claimer.execute("UPDATE pgq.jobs SET status = 'running', worker_id = %s, started_at = now(), attempts = 1"
+                    " WHERE id = %s", (worker, job))
+    reports: list[Any] = []
+    restorer = threading.Thread(target=lambda: reports.append(
+        snapshots.restore(_settings(db_url), info.id, policy="overwrite")))
+    restorer.start()
+    factories.eventually(lambda: conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'pgq.jobs'::regclass").fetchone()[0],
+        "the restore to wait for the jobs table")
+    claimer.commit()
+    restorer.join(timeout=60)
+
+    (report,) = reports
+    assert report.kept_running == [job] and report.overwritten == []
+    assert (factories.job(conn, job)["status"], factories.job(conn, job)["worker_id"]) == ("running", worker)
