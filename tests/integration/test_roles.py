@@ -148,7 +148,7 @@ EXPECTED_GRANTS = {
         ("table", "jobs", "SELECT"),
         ("table", "workers", "SELECT"),
         ("table", "alembic_version", "SELECT"),
-        # Revision 0009, db/roles/006.sql: the maintenance leader takes AUTO snapshots.
+        # Revision 0011, db/roles/010.sql: the maintenance leader takes AUTO snapshots.
         ("table", "job_dependencies", "SELECT"),
         ("table", "state_snapshots", "SELECT"),
         *(("function", name, "EXECUTE") for name in (
@@ -163,7 +163,7 @@ EXPECTED_GRANTS = {
             "get_runnable_jobs_v2", "claim_jobs_v2", "heartbeat_worker_v2", "drain_worker",
             # Revision 0007, db/roles/005.sql: a worker records its stuck handlers.
             "set_worker_stuck_handlers",
-            # Revision 0009, db/roles/006.sql: AUTO snapshots and their retention.
+            # Revision 0011, db/roles/010.sql: AUTO snapshots and their retention.
             "save_snapshot", "prune_snapshots")),
     },
 }
@@ -643,13 +643,13 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # Revision 0003 for each role, 0004 for the worker role's Redis functions, then 0005
     # for the worker's prune_workers and the producer's job_status_estimates, then 0006
     # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
-    # then 0009 for its snapshot functions.
+    # then 0011 for its snapshot functions.
     assert len(said) == 8 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
     assert "005.sql" in said[6], said
-    assert "006.sql" in said[7], said
+    assert "010.sql" in said[7], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -663,7 +663,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/003.sql"))
         c.execute(read_sql("roles/004.sql"))
         c.execute(read_sql("roles/005.sql"))
-        c.execute(read_sql("roles/006.sql"))
+        c.execute(read_sql("roles/010.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -694,7 +694,7 @@ def test_role_names_longer_than_63_bytes_are_refused(conn: psycopg.Connection[An
     assert not role_exists(conn, (long_schema + "_producer")[:63])
 
 
-# ---------------------------------------------------------------- AUTO snapshots (revision 0009)
+# ---------------------------------------------------------------- AUTO snapshots (revision 0011)
 
 
 def test_the_worker_role_takes_auto_snapshots_and_applies_retention(

@@ -63,14 +63,14 @@ def _file(state: State) -> bytes:
     body = encode_full({name: list(state.sections[name].values()) for name in SECTIONS})
     compressed, sha = compress(body)
     info = SnapshotInfo(uuid.uuid4(), "FULL", "manual", dt.datetime(2026, 12, 2, tzinfo=dt.UTC), None, None, 1,
-                        "0009", "10:10:", sha, len(compressed), {"jobs": len(state.sections["jobs"])})
+                        "0011", "10:10:", sha, len(compressed), {"jobs": len(state.sections["jobs"])})
     return b"".join(file_bytes(info, "pgq", compressed))
 
 
 def test_a_file_reads_back_with_its_header() -> None:
     state = State({"jobs": {b"1": b"1\tx"}, "edges": {}, "workers": {}})
     info, body = read_file(_file(state), "f")
-    assert (info.kind, info.origin, info.schema_revision, info.metadata) == ("FULL", "import", "0009", {"jobs": 1})
+    assert (info.kind, info.origin, info.schema_revision, info.metadata) == ("FULL", "import", "0011", {"jobs": 1})
     assert full_state(decode_sections(body)).sections == state.sections
 
 

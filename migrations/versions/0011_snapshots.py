@@ -1,6 +1,6 @@
 """State snapshots: state_snapshots holds compressed FULL / INCREMENTAL snapshots.
 
-Revision ID: 0009
+Revision ID: 0011
 Revises: 0007
 Create Date: 2026-12-02
 
@@ -19,7 +19,7 @@ columns of their own:
 - ``format_version``, ``schema_revision``, ``db_snapshot`` (pg_current_snapshot()
   of the capture) say what the body is and where it came from.
 - Functions ``save_snapshot`` and ``prune_snapshots`` (db/functions/), and
-  ``db/roles/006.sql`` (the worker role runs AUTO snapshots and retention).
+  ``db/roles/010.sql`` (the worker role runs AUTO snapshots and retention).
 
 The downgrade deletes every snapshot (their body cannot be put back into the old
 jsonb column) and restores the table's previous shape.
@@ -29,8 +29,8 @@ from alembic import op
 
 from pgq.migrate import enter_schema, run_sql_file
 
-revision = "0009"
-down_revision = "0007"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
@@ -110,7 +110,7 @@ def upgrade() -> None:
     op.execute(TABLE)
     run_sql_file("functions/save_snapshot/001.sql")
     run_sql_file("functions/prune_snapshots/001.sql")
-    run_sql_file("roles/006.sql")
+    run_sql_file("roles/010.sql")
 
 
 def downgrade() -> None:

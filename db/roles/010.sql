@@ -1,4 +1,4 @@
--- Roles for revision 0009 (the model is db/roles/001.sql's; read it first).
+-- Roles for revision 0011 (the model is db/roles/001.sql's; read it first).
 --
 --   save_snapshot     store a snapshot (the maintenance leader's AUTO snapshots)
 --   prune_snapshots   snapshot retention (the maintenance leader)
@@ -14,7 +14,7 @@
 -- Runs with search_path set to the pgq schema. Idempotent: when the worker role
 -- does not exist, it warns and skips the grants; once a DBA created the roles,
 -- the schema's owner runs db/roles/001.sql to 005.sql and this file again:
---   psql -v ON_ERROR_STOP=1 -c 'SET search_path TO pgq, pg_catalog, pg_temp' -f db/roles/006.sql
+--   psql -v ON_ERROR_STOP=1 -c 'SET search_path TO pgq, pg_catalog, pg_temp' -f db/roles/010.sql
 
 ALTER FUNCTION save_snapshot(uuid, text, text, uuid, uuid, integer, text, text, bytea, text, jsonb,
                              timestamptz) SECURITY DEFINER;
@@ -30,7 +30,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_worker) THEN
         RAISE WARNING 'pgq roles: role % does not exist; its grants on save_snapshot, prune_snapshots, '
                       'job_dependencies and state_snapshots are skipped. Ask a DBA to run CREATE ROLE % NOLOGIN, '
-                      'then db/roles/001.sql to 006.sql again', v_worker, v_worker;
+                      'then db/roles/001.sql to 010.sql again', v_worker, v_worker;
         RETURN;
     END IF;
     EXECUTE format('GRANT EXECUTE ON FUNCTION save_snapshot(uuid, text, text, uuid, uuid, integer, text, '
