@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0010
+-- alembic revision: 0011
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -94,6 +94,7 @@ CREATE TABLE pgq.job_dependencies (
     CONSTRAINT job_dependencies_pkey PRIMARY KEY (parent_id, child_id)
 );
 COMMENT ON TABLE pgq.job_dependencies IS 'Edges of the job graph: the child runs after the parent completed.';
+GRANT SELECT ON TABLE pgq.job_dependencies TO pgq_worker;
 COMMENT ON COLUMN pgq.job_dependencies.parent_id IS 'Job that must complete first.';
 COMMENT ON COLUMN pgq.job_dependencies.child_id IS 'Job that waits for the parent.';
 COMMENT ON COLUMN pgq.job_dependencies.created_at IS 'When the edge was added.';
@@ -305,22 +306,41 @@ CREATE INDEX schedules_next_tick_idx ON pgq.schedules USING btree (next_tick) WH
 CREATE TABLE pgq.state_snapshots (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     snapshot_type text NOT NULL,
+    origin text DEFAULT 'manual'::text NOT NULL,
     base_snapshot_id uuid,
-    state_data jsonb NOT NULL,
-    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    full_snapshot_id uuid,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT state_snapshots_base_snapshot_id_fkey FOREIGN KEY (base_snapshot_id) REFERENCES pgq.state_snapshots(id) ON DELETE SET NULL,
+    format_version integer NOT NULL,
+    schema_revision text NOT NULL,
+    db_snapshot text NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    body bytea NOT NULL,
+    body_sha256 text NOT NULL,
+    CONSTRAINT state_snapshots_base_snapshot_id_fkey FOREIGN KEY (base_snapshot_id) REFERENCES pgq.state_snapshots(id) ON DELETE CASCADE,
+    CONSTRAINT state_snapshots_chain CHECK (snapshot_type = 'FULL'::text AND base_snapshot_id IS NULL AND full_snapshot_id IS NULL OR snapshot_type = 'INCREMENTAL'::text AND base_snapshot_id IS NOT NULL AND full_snapshot_id IS NOT NULL),
+    CONSTRAINT state_snapshots_format_version_positive CHECK (format_version >= 1),
+    CONSTRAINT state_snapshots_full_snapshot_id_fkey FOREIGN KEY (full_snapshot_id) REFERENCES pgq.state_snapshots(id) ON DELETE CASCADE,
+    CONSTRAINT state_snapshots_origin CHECK (origin = ANY (ARRAY['manual'::text, 'auto'::text, 'import'::text])),
     CONSTRAINT state_snapshots_pkey PRIMARY KEY (id),
-    CONSTRAINT state_snapshots_type CHECK (snapshot_type = ANY (ARRAY['FULL'::text, 'INCREMENTAL'::text, 'AUTO'::text]))
+    CONSTRAINT state_snapshots_type CHECK (snapshot_type = ANY (ARRAY['FULL'::text, 'INCREMENTAL'::text]))
 );
-COMMENT ON TABLE pgq.state_snapshots IS 'FULL, INCREMENTAL and AUTO snapshots of queue state, for restore.';
+COMMENT ON TABLE pgq.state_snapshots IS 'FULL and INCREMENTAL snapshots of queue state (non-terminal jobs, dependency edges, workers), for restore.';
+GRANT SELECT ON TABLE pgq.state_snapshots TO pgq_worker;
 COMMENT ON COLUMN pgq.state_snapshots.id IS 'Snapshot id.';
-COMMENT ON COLUMN pgq.state_snapshots.snapshot_type IS 'FULL, INCREMENTAL or AUTO.';
-COMMENT ON COLUMN pgq.state_snapshots.base_snapshot_id IS 'For INCREMENTAL: the snapshot it follows.';
-COMMENT ON COLUMN pgq.state_snapshots.state_data IS 'The captured state (jobs, dependencies, workers).';
-COMMENT ON COLUMN pgq.state_snapshots.metadata IS 'Counts and settings at capture time.';
-COMMENT ON COLUMN pgq.state_snapshots.created_at IS 'When the snapshot was taken (database time).';
+COMMENT ON COLUMN pgq.state_snapshots.snapshot_type IS 'FULL (the whole state) or INCREMENTAL (what changed since base_snapshot_id, deletions included).';
+COMMENT ON COLUMN pgq.state_snapshots.origin IS 'manual (pgq snapshot create), auto (the maintenance leader) or import (a file).';
+COMMENT ON COLUMN pgq.state_snapshots.base_snapshot_id IS 'For INCREMENTAL: the snapshot it follows (its parent).';
+COMMENT ON COLUMN pgq.state_snapshots.full_snapshot_id IS 'For INCREMENTAL: the FULL snapshot its chain starts from.';
+COMMENT ON COLUMN pgq.state_snapshots.created_at IS 'When the snapshot was taken (database time of its transaction).';
+COMMENT ON COLUMN pgq.state_snapshots.format_version IS 'Version of the body''s format (pgq.snapshots.FORMAT_VERSION).';
+COMMENT ON COLUMN pgq.state_snapshots.schema_revision IS 'Alembic revision of the schema the snapshot was taken from.';
+COMMENT ON COLUMN pgq.state_snapshots.db_snapshot IS 'pg_current_snapshot() of the capture, as text: which transactions it saw.';
+COMMENT ON COLUMN pgq.state_snapshots.metadata IS 'Counts (jobs, jobs per status, edges, workers), sizes, chain position and the change counter at capture.';
+COMMENT ON COLUMN pgq.state_snapshots.body IS 'zlib-compressed sections of COPY text rows (docs/snapshots.md).';
+COMMENT ON COLUMN pgq.state_snapshots.body_sha256 IS 'SHA-256 of the uncompressed body, hex.';
+CREATE INDEX state_snapshots_base_snapshot_idx ON pgq.state_snapshots USING btree (base_snapshot_id);
 CREATE INDEX state_snapshots_created_at_idx ON pgq.state_snapshots USING btree (created_at DESC);
+CREATE INDEX state_snapshots_full_snapshot_idx ON pgq.state_snapshots USING btree (full_snapshot_id);
 
 -- ==================== table worker_health_logs
 CREATE TABLE pgq.worker_health_logs (
@@ -2018,6 +2038,34 @@ $function$;
 COMMENT ON FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone) IS 'Deletes up to p_limit completed or cancelled jobs finished more than p_older_than ago (oldest first), with their history; returns how many. Call again while it returns p_limit.';
 GRANT EXECUTE ON FUNCTION pgq.prune_jobs(p_older_than interval, p_limit integer, p_now timestamp with time zone) TO pgq_worker;
 
+-- ==================== function prune_snapshots(p_keep interval, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.prune_snapshots(p_keep interval, p_now timestamp with time zone DEFAULT now())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_doomed uuid[];
+    v_count integer;
+BEGIN
+    SELECT coalesce(array_agg(f.id), '{}') INTO v_doomed
+    FROM state_snapshots AS f
+    WHERE f.snapshot_type = 'FULL'
+      AND f.created_at < p_now - p_keep
+      AND f.id <> (SELECT n.id FROM state_snapshots AS n WHERE n.snapshot_type = 'FULL'
+                   ORDER BY n.created_at DESC, n.id DESC LIMIT 1)
+      AND NOT EXISTS (SELECT 1 FROM state_snapshots AS i
+                      WHERE i.full_snapshot_id = f.id AND i.created_at >= p_now - p_keep);
+    SELECT count(*) INTO v_count FROM state_snapshots
+    WHERE id = ANY (v_doomed) OR full_snapshot_id = ANY (v_doomed);
+    DELETE FROM state_snapshots WHERE id = ANY (v_doomed);
+    RETURN v_count;
+END
+$function$;
+COMMENT ON FUNCTION pgq.prune_snapshots(p_keep interval, p_now timestamp with time zone) IS 'Retention: delete snapshot chains (a FULL and its INCREMENTALs) whose newest member is older than p_keep; the newest FULL chain is always kept. Returns snapshots deleted.';
+GRANT EXECUTE ON FUNCTION pgq.prune_snapshots(p_keep interval, p_now timestamp with time zone) TO pgq_worker;
+
 -- ==================== function prune_workers(p_older_than interval, p_limit integer, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.prune_workers(p_older_than interval, p_limit integer DEFAULT 1000, p_now timestamp with time zone DEFAULT now())
  RETURNS integer
@@ -2517,6 +2565,21 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs of queues that are not paused after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
 GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO pgq_worker;
+
+-- ==================== function save_snapshot(p_id uuid, p_type text, p_origin text, p_base_snapshot_id uuid, p_full_snapshot_id uuid, p_format_version integer, p_schema_revision text, p_db_snapshot text, p_body bytea, p_body_sha256 text, p_metadata jsonb, p_created_at timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.save_snapshot(p_id uuid, p_type text, p_origin text, p_base_snapshot_id uuid, p_full_snapshot_id uuid, p_format_version integer, p_schema_revision text, p_db_snapshot text, p_body bytea, p_body_sha256 text, p_metadata jsonb, p_created_at timestamp with time zone)
+ RETURNS void
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+    INSERT INTO state_snapshots (id, snapshot_type, origin, base_snapshot_id, full_snapshot_id, format_version,
+                                 schema_revision, db_snapshot, body, body_sha256, metadata, created_at)
+    VALUES (p_id, p_type, p_origin, p_base_snapshot_id, p_full_snapshot_id, p_format_version,
+            p_schema_revision, p_db_snapshot, p_body, p_body_sha256, p_metadata, p_created_at);
+$function$;
+COMMENT ON FUNCTION pgq.save_snapshot(p_id uuid, p_type text, p_origin text, p_base_snapshot_id uuid, p_full_snapshot_id uuid, p_format_version integer, p_schema_revision text, p_db_snapshot text, p_body bytea, p_body_sha256 text, p_metadata jsonb, p_created_at timestamp with time zone) IS 'Store one snapshot taken by pgq.snapshots (FULL or INCREMENTAL) in state_snapshots.';
+GRANT EXECUTE ON FUNCTION pgq.save_snapshot(p_id uuid, p_type text, p_origin text, p_base_snapshot_id uuid, p_full_snapshot_id uuid, p_format_version integer, p_schema_revision text, p_db_snapshot text, p_body bytea, p_body_sha256 text, p_metadata jsonb, p_created_at timestamp with time zone) TO pgq_worker;
 
 -- ==================== function set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone DEFAULT now())

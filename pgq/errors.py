@@ -20,6 +20,11 @@
       BackendUnavailable          an optional backend is configured but unreachable
         RedisUnavailable
         ContextStoreUnavailable
+      SnapshotError               a snapshot cannot be taken, read or restored (pgq.snapshots)
+        SnapshotNotFound          no snapshot has this id
+        SnapshotCorrupt           a snapshot's body or file fails its checks (truncated, checksum, not a snapshot)
+        SnapshotIncompatible      another format version, or a schema at another revision
+        NoSnapshotBefore          a point in time before the first FULL snapshot
 
 Handler outcome signals (``Retry``, ``Fatal``) are instructions, not failures,
 so they do not inherit from ``PgqError``.
@@ -209,3 +214,23 @@ class Fatal(Exception):  # noqa: N818 - a signal, not an error
         self.reason = reason
         self.details = details
         super().__init__(reason)
+
+
+class SnapshotError(PgqError):
+    """A snapshot cannot be taken, read or restored; nothing was changed."""
+
+
+class SnapshotNotFound(SnapshotError):
+    """No snapshot has this id (in this database's schema)."""
+
+
+class SnapshotCorrupt(SnapshotError):
+    """A snapshot's body or file fails its checks: not a snapshot, truncated, or a checksum mismatch."""
+
+
+class SnapshotIncompatible(SnapshotError):
+    """The snapshot's format version or schema revision does not match what this pgq or database has."""
+
+
+class NoSnapshotBefore(SnapshotError):
+    """A point in time before the first FULL snapshot: there is nothing to restore from."""

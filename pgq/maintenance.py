@@ -10,6 +10,9 @@ one short transaction; pruning follows it in batches of
 until nothing is left to prune or ``prune_time_budget_seconds`` is spent (what
 is left waits for the next round, and the report says so). The claim path is
 not touched here.
+With AUTO snapshots configured (``PGQ_SNAPSHOT_INTERVAL_SECONDS`` or
+``PGQ_SNAPSHOT_AFTER_CHANGES``), the leader then takes one when due and applies
+snapshot retention (``pgq.snapshots.auto``).
 With Redis configured, the leader also reconciles the Redis mirror after its
 round (``reconcile_mirror``; the reconciler itself lives in ``pgq.redis.reconciler``),
 so that rescued jobs reach Redis at once.
@@ -28,9 +31,11 @@ from pgq.clock import Clock, SystemClock
 from pgq.db import translated
 from pgq.health.queries import HealthQueries
 from pgq.health.retention import prune_samples
+from pgq.errors import PgqError
 from pgq.queries import Queries, Rescue
 from pgq.scheduling.cron import CronReport, CronService
 from pgq.settings import Settings
+from pgq.snapshots.auto import AutoReport, AutoSnapshots
 
 if TYPE_CHECKING:
     from pgq.redis.client import RedisClient
@@ -66,6 +71,7 @@ class MaintenanceReport:
     workers_pruned: int = 0  # rows of workers gone for PGQ_WORKER_RETENTION_SECONDS, deleted
     health_samples_pruned: int = 0  # worker_health_logs rows past PGQ_HEALTH_RETENTION_SECONDS, deleted
     cron: CronReport | None = None  # the periodic schedules' ticks enqueued after the round (leader only)
+    snapshots: AutoReport = field(default_factory=AutoReport)  # AUTO snapshots (issue 12)
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -84,6 +90,7 @@ class Maintenance:
         self.queries = queries or Queries(settings.schema)
         self.clock = clock or SystemClock()
         self.cron = CronService(settings.schema)
+        self.auto_snapshots = AutoSnapshots(settings)
         # Redis mode: the reconciler (on the ``redis`` client, or a client of its own).
         self.reconciler: Reconciler | None = None
         if settings.redis_url is not None:
@@ -127,7 +134,19 @@ class Maintenance:
                                 started + self.prune_budget_seconds())
         # Each due schedule ticks in a transaction of its own that takes the leader lock again.
         cron = self.cron.run_once(conn)
-        return dataclasses.replace(report, pruned=prune.jobs, prune=prune, health_samples_pruned=samples, cron=cron)
+        return dataclasses.replace(report, pruned=prune.jobs, prune=prune, health_samples_pruned=samples, cron=cron,
+                                   snapshots=self.take_snapshots(conn))
+
+    def take_snapshots(self, conn: Any) -> AutoReport:
+        """The leader's AUTO snapshot pass; a failure is logged and left for the next round."""
+        if not self.auto_snapshots.enabled:
+            return AutoReport()
+        try:
+            with translated(self.settings.database_url):
+                return self.auto_snapshots.run_once(conn)
+        except PgqError as exc:
+            log.warning("maintenance: AUTO snapshot failed, trying again next round: %s", exc)
+            return AutoReport()
 
     def prune_budget_seconds(self) -> float:
         """How long one round may prune: ``prune_time_budget_seconds``, at most half a

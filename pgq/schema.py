@@ -30,6 +30,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -317,14 +318,28 @@ state_snapshots = Table(
     metadata,
     Column("id", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
     Column("snapshot_type", Text, nullable=False),
-    Column("base_snapshot_id", Uuid, ForeignKey("state_snapshots.id", ondelete="SET NULL")),
-    Column("state_data", JSONB, nullable=False),
-    Column("metadata", JSONB, nullable=False, server_default=_EMPTY_OBJECT),
+    Column("origin", Text, nullable=False, server_default=text("'manual'::text")),
+    Column("base_snapshot_id", Uuid, ForeignKey("state_snapshots.id", ondelete="CASCADE")),
+    Column("full_snapshot_id", Uuid, ForeignKey("state_snapshots.id", ondelete="CASCADE")),
     Column("created_at", _TZ, nullable=False, server_default=_NOW),
-    CheckConstraint("snapshot_type IN ('FULL', 'INCREMENTAL', 'AUTO')", name="state_snapshots_type"),
-    comment="FULL, INCREMENTAL and AUTO snapshots of queue state, for restore.",
+    Column("format_version", Integer, nullable=False),
+    Column("schema_revision", Text, nullable=False),
+    Column("db_snapshot", Text, nullable=False),
+    Column("metadata", JSONB, nullable=False, server_default=_EMPTY_OBJECT),
+    Column("body", LargeBinary, nullable=False),
+    Column("body_sha256", Text, nullable=False),
+    CheckConstraint("snapshot_type IN ('FULL', 'INCREMENTAL')", name="state_snapshots_type"),
+    CheckConstraint("origin IN ('manual', 'auto', 'import')", name="state_snapshots_origin"),
+    CheckConstraint(
+        "(snapshot_type = 'FULL' AND base_snapshot_id IS NULL AND full_snapshot_id IS NULL)"
+        " OR (snapshot_type = 'INCREMENTAL' AND base_snapshot_id IS NOT NULL AND full_snapshot_id IS NOT NULL)",
+        name="state_snapshots_chain"),
+    CheckConstraint("format_version >= 1", name="state_snapshots_format_version_positive"),
+    comment="FULL and INCREMENTAL snapshots of queue state (non-terminal jobs, dependency edges, workers), for restore.",
 )
 Index("state_snapshots_created_at_idx", state_snapshots.c.created_at.desc())
+Index("state_snapshots_full_snapshot_idx", state_snapshots.c.full_snapshot_id)
+Index("state_snapshots_base_snapshot_idx", state_snapshots.c.base_snapshot_id)
 
 # Revision 0010: queue pauses (pgq.scheduling.pause); a queue is paused while resumed_at is NULL.
 queue_pauses = Table(

@@ -174,6 +174,17 @@ class Settings:
     # container's or cgroup's memory limit.
     health_rss_limit_bytes: int = 0
 
+    # --- AUTO snapshots (issue 12), taken by the maintenance leader; both triggers 0 = off.
+    # Take one when the latest snapshot is older than this.
+    snapshot_interval_seconds: float = 0.0
+    # Take one when the jobs table saw this many row changes (inserts, updates, deletes,
+    # from pg_stat_user_tables: approximate) since the latest snapshot.
+    snapshot_after_changes: int = 0
+    # An AUTO snapshot is INCREMENTAL, or FULL when its chain would exceed this many members.
+    snapshot_full_every: int = 10
+    # Snapshot chains whose newest member is older than this are deleted (the newest FULL's stays).
+    snapshot_retention_seconds: float = 7 * 24 * 3600.0
+
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
         for name in ("database_url", "redis_url", "qdrant_url", "listen_database_url"):
@@ -231,6 +242,7 @@ class Settings:
                 f"and {self.heartbeat_interval_seconds}"
             )
         self._check_retention()
+        self._check_snapshots()
         if self.stale_after_seconds < 2 * self.heartbeat_interval_seconds:
             raise ConfigurationError(
                 "PGQ_STALE_AFTER_SECONDS must be at least twice PGQ_HEARTBEAT_INTERVAL_SECONDS "
@@ -261,6 +273,19 @@ class Settings:
         limit = self.health_rss_limit_bytes
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ConfigurationError(f"PGQ_HEALTH_RSS_LIMIT_BYTES must be a whole number >= 0, got {limit!r}")
+
+    def _check_snapshots(self) -> None:
+        # --- AUTO snapshots (issue 12)
+        for name in ("snapshot_interval_seconds", "snapshot_retention_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigurationError(f"{_env_name(name)} must be a number of seconds >= 0, got {value!r}")
+        changes = self.snapshot_after_changes
+        if isinstance(changes, bool) or not isinstance(changes, int) or changes < 0:
+            raise ConfigurationError(f"PGQ_SNAPSHOT_AFTER_CHANGES must be a whole number >= 0 (0 = off), got {changes!r}")
+        every = self.snapshot_full_every
+        if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= 1000:
+            raise ConfigurationError(f"PGQ_SNAPSHOT_FULL_EVERY must be a whole number from 1 to 1000, got {every!r}")
 
     def __repr__(self) -> str:
         parts = []

@@ -20,6 +20,7 @@ from pgq.cli import bench, dlq, migrate, status, worker, workers
 from pgq.cli.common import Context, format_table, handle_errors
 from pgq.cli.scheduling import commands as scheduling_commands
 from pgq.health.cli import commands as health_commands
+from pgq.snapshots.cli import snapshot
 
 __all__ = ["main"]
 
@@ -51,3 +52,6 @@ for _command, _group in zip(health_commands(handle_errors), (main, workers.worke
 # Scheduling (issue 10): pgq queue pause|resume|paused, pgq schedules (pgq/cli/scheduling.py).
 for _command in scheduling_commands(handle_errors, format_table):
     main.add_command(_command)
+
+# State snapshots (issue 12): pgq snapshot ... (pgq/snapshots/cli.py).
+main.add_command(snapshot)

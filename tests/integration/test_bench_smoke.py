@@ -132,6 +132,13 @@ def test_depth(db_url: str) -> None:
     assert r["large_vs_small"] > 0
 
 
+def test_snapshots_scenario_times_creation_and_restores_every_job(db_url: str) -> None:
+    (r,) = bench(db_url, "snapshots", "-n", "300", "--repeat", "2")
+    assert r["scenario"] == "snapshots" and r["full_create_ms"]["n"] == 2
+    assert r["restored_jobs"] == 300 and r["restore_jobs_per_s"] > 0
+    assert 0 < r["bytes_per_job"] < r["bytes_per_job_uncompressed"]
+
+
 def test_bench_without_scenario_runs_the_quick_bench(db_url: str) -> None:
     (r,) = bench(db_url, "-n", "200", "--latency-jobs", "5", "-w", "1", "-c", "4")
     assert r["scenario"] == "quick"

@@ -162,6 +162,9 @@ EXPECTED_GRANTS = {
         ("table", "jobs", "SELECT"),
         ("table", "workers", "SELECT"),
         ("table", "alembic_version", "SELECT"),
+        # Revision 0011, db/roles/010.sql: the maintenance leader takes AUTO snapshots.
+        ("table", "job_dependencies", "SELECT"),
+        ("table", "state_snapshots", "SELECT"),
         *(("function", name, "EXECUTE") for name in (
             "get_runnable_jobs", "complete_jobs", "fail_job", "release_jobs", "register_worker", "heartbeat_worker",
             "deregister_worker", "mark_stale_workers", "fail_timed_out_jobs", "prune_jobs",
@@ -175,7 +178,9 @@ EXPECTED_GRANTS = {
             # Revision 0007, db/roles/005.sql: a worker records its stuck handlers.
             "set_worker_stuck_handlers",
             # Revision 0008, db/roles/006.sql: the heartbeat with a health sample, pruning samples.
-            "heartbeat_worker_v3", "prune_health_logs")),
+            "heartbeat_worker_v3", "prune_health_logs",
+            # Revision 0011, db/roles/010.sql: AUTO snapshots and their retention.
+            "save_snapshot", "prune_snapshots")),
         # Revision 0010, db/roles/008.sql: the reconciler reads queue_pauses.resumed_at.
         ("table", "queue_pauses", "SELECT"),
         ("table", "paused_queues", "SELECT"),
@@ -684,8 +689,9 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # for the worker's claim-path functions, then 0007 for its set_worker_stuck_handlers,
     # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3,
     # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2, then 0010 for each
-    # role (pausing: the producer's functions, both roles' queue_pauses; then the schedules).
-    assert len(said) == 14 and all("CREATE ROLE" in m for m in said), said
+    # role (pausing: the producer's functions, both roles' queue_pauses; then the schedules),
+    # then 0011 for the worker's snapshot functions.
+    assert len(said) == 15 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
@@ -694,6 +700,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     assert "007.sql" in said[9] and "enqueue_jobs_v2" in said[9], said
     assert all("008.sql" in m for m in said[10:12]), said
     assert all("009.sql" in m for m in said[12:14]), said
+    assert "010.sql" in said[14], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -711,6 +718,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/007.sql"))
         c.execute(read_sql("roles/008.sql"))
         c.execute(read_sql("roles/009.sql"))
+        c.execute(read_sql("roles/010.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -731,6 +739,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         with factories.raises_sqlstate("PQ002", match="not registered"):
             c.execute(sql.SQL("SELECT {}.set_worker_stuck_handlers(gen_random_uuid(), 1)").format(
                 sql.Identifier(schema)))
+        assert c.execute(sql.SQL("SELECT {}.prune_snapshots(interval '1 day')").format(
+            sql.Identifier(schema))).fetchone() == (0,)
         assert c.execute(sql.SQL("SELECT {}.prune_health_logs(interval '1 day')").format(
             sql.Identifier(schema))).fetchone() == (0,)
     assert warnings == []  # nothing skipped the second time
@@ -744,3 +754,23 @@ def test_role_names_longer_than_63_bytes_are_refused(conn: psycopg.Connection[An
     with factories.raises_sqlstate("PQ004", match="longer than 63 bytes"):
         conn.execute(read_sql("roles/001.sql"))
     assert not role_exists(conn, (long_schema + "_producer")[:63])
+
+
+# ---------------------------------------------------------------- AUTO snapshots (revision 0011)
+
+
+def test_the_worker_role_takes_auto_snapshots_and_applies_retention(
+    conn: psycopg.Connection[Any], logins: Logins
+) -> None:
+    from pgq.snapshots.auto import AutoSnapshots
+
+    factories.insert_job(conn)
+    worker = logins.create(WORKER).dsn
+    settings = pgq.Settings(database_url=worker, snapshot_interval_seconds=60)
+    with as_role(worker) as c:
+        report = AutoSnapshots(settings).run_once(c)
+        refused = denied(worker, [("DELETE FROM pgq.state_snapshots", ()),
+                                  ("UPDATE pgq.state_snapshots SET origin = 'manual'", ())])
+    assert report.taken is not None and report.taken.kind == "FULL"
+    assert conn.execute("SELECT origin FROM pgq.state_snapshots").fetchall() == [("auto",)]
+    assert refused == []

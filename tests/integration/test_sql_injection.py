@@ -240,12 +240,30 @@ def test_runtime_sql_interpolates_only_the_quoted_schema() -> None:
     assert assignments and set(assignments) == {"quote_ident(schema)"}
 
 
+# snapshots/queries.py (issue 12): the quoted schema, and column lists and status lists
+# built from the constant names in pgq/snapshots/format.py.
+SNAPSHOT_SAFE_IN_SQL = {"s", "_LIVE", "INFO_COLUMNS", "assignments", "worker_values", "_cols(JOB_COLUMNS)",
+                        "_cols(EDGE_COLUMNS)", "_cols(WORKER_COLUMNS)", "_cols(JOB_COLUMNS, 'r.')",
+                        "_cols(EDGE_COLUMNS, 'd.')", "_cols(EDGE_COLUMNS, 'e.')"}
+
+
+def test_snapshot_statements_interpolate_only_the_quoted_schema_and_constant_names() -> None:
+    queries = Path(pgq.__file__).parent / "snapshots" / "queries.py"
+    interpolated = _sql_fstrings(queries)
+    assert interpolated, "the check found no SQL at all: it is looking in the wrong place"
+    assert [(line, expr) for line, expr in interpolated if expr not in SNAPSHOT_SAFE_IN_SQL] == []
+    tree = ast.parse(queries.read_text(encoding="utf-8"))
+    assignments = [ast.unparse(node.value) for node in ast.walk(tree)
+                   if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "s" for t in node.targets)]
+    assert set(assignments) == {"quote_ident(schema)"}
+
+
 def test_no_other_runtime_module_builds_sql_from_strings() -> None:
     package = Path(pgq.__file__).parent
     # Admin tools build DDL from the validated, quoted schema name; runtime modules build no SQL.
-    admin = {"health/queries.py", "migrate.py", "schema.py"}
+    admin = {"health/queries.py", "snapshots/queries.py", "migrate.py", "schema.py"}
     # Subpackages included (worker/, redis/): a runtime module anywhere in pgq builds no SQL
-    # (queries/ and health/queries.py are where it lives, checked above).
+    # (queries/, health/queries.py and snapshots/queries.py are where it lives, checked above).
     offenders = {name: found for path in sorted(package.rglob("*.py"))
                  if (name := path.relative_to(package).as_posix()) not in admin and not name.startswith("queries/")
                  and (found := _sql_fstrings(path))}

@@ -303,3 +303,31 @@ def test_retention_settings_come_from_the_environment() -> None:
 def test_bad_retention_settings_name_their_variable(field: str, value: object, variable: str) -> None:
     with pytest.raises(ConfigurationError, match=variable):
         Settings(**{field: value})
+
+
+# --- AUTO snapshots (issue 12)
+def test_snapshot_settings_come_from_the_environment_and_default_to_off() -> None:
+    settings = Settings.from_env({"PGQ_SNAPSHOT_INTERVAL_SECONDS": "300", "PGQ_SNAPSHOT_AFTER_CHANGES": "10000",
+                                  "PGQ_SNAPSHOT_FULL_EVERY": "24", "PGQ_SNAPSHOT_RETENTION_SECONDS": "86400"})
+    assert (settings.snapshot_interval_seconds, settings.snapshot_after_changes, settings.snapshot_full_every,
+            settings.snapshot_retention_seconds) == (300.0, 10000, 24, 86400.0)
+    default = Settings()
+    assert (default.snapshot_interval_seconds, default.snapshot_after_changes, default.snapshot_full_every,
+            default.snapshot_retention_seconds) == (0.0, 0, 10, 7 * 24 * 3600.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "variable"),
+    [
+        ("snapshot_interval_seconds", -1, "PGQ_SNAPSHOT_INTERVAL_SECONDS"),
+        ("snapshot_interval_seconds", float("inf"), "PGQ_SNAPSHOT_INTERVAL_SECONDS"),
+        ("snapshot_after_changes", -5, "PGQ_SNAPSHOT_AFTER_CHANGES"),
+        ("snapshot_after_changes", 2.5, "PGQ_SNAPSHOT_AFTER_CHANGES"),
+        ("snapshot_full_every", 0, "PGQ_SNAPSHOT_FULL_EVERY"),
+        ("snapshot_full_every", True, "PGQ_SNAPSHOT_FULL_EVERY"),
+        ("snapshot_retention_seconds", float("nan"), "PGQ_SNAPSHOT_RETENTION_SECONDS"),
+    ],
+)
+def test_bad_snapshot_settings_name_their_variable(field: str, value: object, variable: str) -> None:
+    with pytest.raises(ConfigurationError, match=variable):
+        Settings(**{field: value})

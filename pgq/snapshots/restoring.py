@@ -1,0 +1,142 @@
+"""Restoring a snapshot's state into a database, with a conflict policy, in one transaction.
+
+The snapshot's rows are COPied into temporary tables, a plan gives each job
+one action (insert, overwrite, same, keep, keep_running, blocked), and the plan
+is applied with set-based statements. A dry run computes the same plan and
+rolls back. The rules (docs/snapshots.md): a job running in the target is never
+touched; a unique key never gets a second live job; jobs running at snapshot
+time come back queued with their attempt accounted for; worker rows come back
+as stopped history; the jobs table is locked against writes for the duration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pgq.errors import SnapshotIncompatible, ValidationError
+from pgq.snapshots.capture import Conn, check_revision
+from pgq.snapshots.format import SECTIONS, SnapshotInfo, State
+from pgq.snapshots.queries import SnapshotQueries
+
+POLICIES = ("skip", "overwrite", "newest")
+_COPY_BLOCK = 1 << 20  # bytes per COPY write
+
+
+@dataclass
+class RestoreReport:
+    """What a restore did (or, for a dry run, would do), job ids per action."""
+
+    snapshot_id: uuid.UUID
+    policy: str
+    dry_run: bool
+    inserted: list[int] = field(default_factory=list)
+    overwritten: list[int] = field(default_factory=list)
+    same: list[int] = field(default_factory=list)  # identical here already
+    kept: list[int] = field(default_factory=list)  # the policy kept this database's row
+    kept_running: list[int] = field(default_factory=list)  # running here: its worker's, never overwritten
+    blocked: list[int] = field(default_factory=list)  # another live job here holds its unique key
+    requeued_running: int = 0  # of the inserted/overwritten: running at snapshot time, back as queued
+    edges_added: int = 0
+    workers_added: int = 0
+    # (job id, action, status here or None, status in the snapshot)
+    plan: list[tuple[int, str, str | None, str]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {"inserted": len(self.inserted), "overwritten": len(self.overwritten), "same": len(self.same),
+                "kept": len(self.kept), "kept_running": len(self.kept_running), "blocked": len(self.blocked),
+                "requeued_running": self.requeued_running, "edges_added": self.edges_added,
+                "workers_added": self.workers_added}
+
+    def lines(self, limit: int = 50) -> list[str]:
+        """The plan as text, one line per job that changes or conflicts (``limit`` per action)."""
+        symbols = {"insert": "+", "overwrite": "~", "keep": "=", "keep_running": "!", "blocked": "x"}
+        out: list[str] = []
+        shown: dict[str, int] = {}
+        for job_id, action, here, there in self.plan:
+            if action == "same":
+                continue
+            shown[action] = shown.get(action, 0) + 1
+            if shown[action] > limit:
+                continue
+            here_text = "absent" if here is None else here
+            out.append(f"{symbols[action]} job {job_id}: {action} (here {here_text}, snapshot {there})")
+        out.extend(f"  ... and {n - limit} more {action}" for action, n in shown.items() if n > limit)
+        return out
+
+
+def _write(copy: Any, lines: Iterable[bytes]) -> None:
+    block: list[bytes] = []
+    size = 0
+    for line in lines:
+        block.append(line)
+        size += len(line) + 1
+        if size >= _COPY_BLOCK:
+            copy.write(b"\n".join(block) + b"\n")
+            block, size = [], 0
+    if block:
+        copy.write(b"\n".join(block) + b"\n")
+
+
+def restore_state(conn: Conn, schema: str, info: SnapshotInfo, state: State, *, policy: str = "skip",
+            dry_run: bool = False, now: dt.datetime | None = None) -> RestoreReport:
+    """Restore ``state`` (taken as ``info``) into the database of ``conn``: one transaction.
+
+    Raises:
+        ValidationError: an unknown policy.
+        SchemaNotReady / SnapshotIncompatible: the target is not at this pgq's revision, or
+            the snapshot was taken from a schema at another revision.
+    """
+    if policy not in POLICIES:
+        raise ValidationError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    q = SnapshotQueries(schema)
+    revision = check_revision(conn, q)
+    if info.schema_revision != revision:
+        raise SnapshotIncompatible(f"snapshot {info.id} was taken from a schema at revision {info.schema_revision}; "
+                                   f"schema {schema!r} here is at {revision}: restore it into a database at "
+                                   f"{info.schema_revision}, then migrate that one")
+    report = RestoreReport(info.id, policy, dry_run)
+    with conn.transaction():
+        _run(conn, q, info, state, report, now)
+        if dry_run:
+            raise psycopg.Rollback()  # leaves the block quietly, rolled back
+    return report
+
+
+def _run(conn: Conn, q: SnapshotQueries, info: SnapshotInfo, state: State, report: RestoreReport,
+         now: dt.datetime | None) -> None:
+    r = q.restore
+    conn.execute(q.text_settings)
+    if not report.dry_run:
+        # Claims, enqueues and rescues wait until the restore commits: the plan stays true.
+        conn.execute(r.lock_jobs)
+    row = conn.execute("SELECT coalesce(%s, now())", [now]).fetchone()
+    assert row is not None
+    restore_now = row[0]
+    for statement in r.temp:
+        conn.execute(statement)
+    for name in SECTIONS:
+        with conn.cursor().copy(r.copy_in[name]) as copy:
+            _write(copy, state.sections[name].values())
+    conn.execute(r.analyze)
+    conn.execute(r.plan, {"policy": report.policy})
+    report.plan = [(int(i), str(a), c, str(s)) for i, a, c, s in conn.execute(r.plan_rows).fetchall()]
+    buckets = {"insert": report.inserted, "overwrite": report.overwritten, "same": report.same,
+               "keep": report.kept, "keep_running": report.kept_running, "blocked": report.blocked}
+    for job_id, action, _, _ in report.plan:
+        buckets[action].append(job_id)
+    conn.execute(r.unstarted)
+    params = {"now": restore_now, "taken_at": info.created_at, "snapshot": str(info.id)}
+    conn.execute(r.interrupted_executions, params)
+    report.requeued_running = conn.execute(r.requeue_running, params).rowcount
+    conn.execute(r.close_dead_letters, params)
+    conn.execute(r.overwrite)
+    conn.execute(r.insert)
+    report.edges_added = conn.execute(r.edges).rowcount
+    report.workers_added = conn.execute(r.workers, params).rowcount
+    conn.execute(r.sequence)
