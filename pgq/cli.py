@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import click
 
+from pgq.memory import cli as memory_commands
 from pgq.errors import ConfigurationError, DatabaseUnavailable, PgqError, TooManyStuckHandlers, ValidationError
 from pgq.queue import Queue
 from pgq.settings import Settings
@@ -422,7 +423,7 @@ def _worker_id(queue: Queue, text: str) -> uuid.UUID:
 # ---------------------------------------------------------------- dlq
 @main.group()
 def dlq() -> None:
-    """Inspect, requeue and purge the dead letter queue."""
+    """Inspect, cluster, requeue and purge the dead letter queue."""
 
 
 @dlq.command("list")
@@ -449,14 +450,21 @@ def dlq_list(obj: Context, queue_name: str | None, limit: int, as_json: bool) ->
 @click.argument("job_ids", nargs=-1, type=click.IntRange(1))
 @click.option("--all", "everything", is_flag=True, help="Requeue every dead job (of --queue).")
 @click.option("--queue", "queue_name", help="With --all: only this queue.")
+@click.option("--cluster", type=click.IntRange(1), help="Every dead job of this cluster (`pgq dlq clusters`).")
 @click.pass_obj
 @handle_errors
-def dlq_requeue(obj: Context, job_ids: tuple[int, ...], everything: bool, queue_name: str | None) -> None:
+def dlq_requeue(obj: Context, job_ids: tuple[int, ...], everything: bool, queue_name: str | None,
+                cluster: int | None) -> None:
     """Put dead jobs back in their queue with their attempts reset."""
-    if bool(job_ids) == everything:
-        raise click.UsageError("give job ids, or --all (not both)")
+    if bool(job_ids) + everything + (cluster is not None) != 1:
+        raise click.UsageError("give job ids, or --all (not both), or --cluster ID alone")
     with obj.queue() as queue:
-        ids = queue.requeue_dead(None if everything else list(job_ids), queue=queue_name)
+        if cluster is not None:
+            from pgq.memory.clusters import requeue_cluster
+
+            ids = requeue_cluster(queue, cluster, queue_name=queue_name)
+        else:
+            ids = queue.requeue_dead(None if everything else list(job_ids), queue=queue_name)
     click.echo(f"requeued {len(ids)} job(s)" + (f": {', '.join(map(str, ids[:20]))}" if ids else ""))
 
 
@@ -530,5 +538,10 @@ def bench(ctx: click.Context, /, as_json: bool, plot_path: str | None, **params:
                              as_json=as_json, plot_path=plot_path)
 
 
+# ---------------------------------------------------------------- execution memory (issue 12)
+memory_commands.add_commands(main, dlq, handle_errors)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
+

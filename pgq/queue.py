@@ -39,6 +39,7 @@ from pgq.settings import Settings
 from pgq.stats import QueueStats, collect_stats
 
 if TYPE_CHECKING:
+    from pgq.memory.search import Similar
     from pgq.redis.client import RedisClient
     from pgq.worker import Worker
 
@@ -400,6 +401,13 @@ class Queue:
         """
         _check_id(job_id)
         return bool(self._run(self.queries.cancel_job, job_id, connection=connection))
+
+    def similar(self, job_id: int, k: int = 5) -> list[Similar]:
+        """Past executions most like ``job_id``'s failure, and how they ended (``pgq.memory.search.Memory.similar``)."""
+        from pgq.memory.search import Memory
+
+        with Memory(self) as memory:
+            return memory.similar(job_id, k)
 
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Open dead-letter entries (oldest first), optionally of one queue."""

@@ -33,7 +33,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(?:[a-z0-9-]+\.)+(?:com|net|org|io|internal|local|lan|cloud|svc|cluster|amazonaws|example)"
                 r"(?::\d+)?\b", re.I), " <host> "),
     (re.compile(r"\b[a-z]+[-_]?\d[\w-]*\b", re.I), " <id> "),
-    (re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?(?:ms|s|kb|mb|gb|%)?", re.I), " <num> "),
+    # Codes that name the failure are kept: HTTP and SMTP statuses, errno.
+    (re.compile(r"\b([1-5]\d\d)(?= (?:Client|Server) Error|,\s*b['\"])"), r" status_\1 "),
+    (re.compile(r"\b(errno|error)\s+(\d{1,4})\b", re.I), r" \1_\2 "),
+    (re.compile(r"(?<![\w])[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?(?:ms|s|kb|mb|gb|%)?", re.I), " <num> "),
 )
 _SPACES = re.compile(r"\s+")
 _SEPARATORS = re.compile(r"[/\\]")

