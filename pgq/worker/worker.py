@@ -31,6 +31,7 @@ from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
 from pgq.errors import TooManyStuckHandlers
 from pgq.maintenance import Maintenance
+from pgq.memory.writer import open_writer
 from pgq.notify import Listener
 from pgq.worker.acknowledger import Acknowledger
 from pgq.worker.claim import ClaimSource, PostgresClaimSource
@@ -118,9 +119,12 @@ class Worker:
         self.started = False
         self._positions = Positions(self._job_state, self.clock)
         self._source = self._claim_source()
+        #: The execution memory's writer (``pgq.memory``), None unless ``Settings.memory_enabled``.
+        self.memory = open_writer(self.settings, self.id)
         self._acknowledger = Acknowledger(
             self.settings, self._pool, self.queries, self.id, self.counters, self.clock,
-            before_write=self._source.finished, wake=self._wake.set, force=self._force)
+            before_write=self._source.finished, wake=self._wake.set, force=self._force,
+            observe=self.memory.observe if self.memory is not None else None)
         self._runner = Runner(queue.tasks, concurrency, self._acknowledger, self._source, self.clock,
                               self._wake, self._stopping, max_stuck=max_stuck_handlers,
                               on_too_many_stuck=self._too_many_stuck)
@@ -398,6 +402,8 @@ class Worker:
         for thread in self._background:
             thread.join(timeout=10)
         self._acknowledger.flush_all()
+        if self.memory is not None:
+            self.memory.close()
         if self._listener is not None:
             self._listener.stop()
         if self._registered:

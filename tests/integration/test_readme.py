@@ -151,6 +151,7 @@ API: dict[str, set[str] | None] = {
     "dead_letters": _params(Queue.dead_letters)[0],
     "requeue_dead": _params(Queue.requeue_dead)[0],
     "purge_dead": _params(Queue.purge_dead)[0],
+    "similar": _params(Queue.similar)[0],
     "worker": _params(Queue.worker)[0] | WORKER_ARGS,
     "run": _params(pgq.Worker.run)[0],
     "run_once": _params(pgq.Worker.run_once)[0],

@@ -1,0 +1,92 @@
+"""What the execution memory costs a worker: a burn-down where 10 % of jobs fail.
+
+``python -m bench.memory_cost [--admin-url URL] [--jobs 20000] [--rounds 3]``
+migrates a template database once, then for each round and each mode (memory
+off, memory on in local mode) clones it, enqueues ``--jobs`` no-op jobs of
+which every tenth raises (``max_attempts=1``: it fails once and is dead), and
+times ``Worker.run(burst=True)`` from start to return (the writer's close
+included), and the processing alone (database time from the first start to
+the last outcome). Modes alternate so that drift hits both. Prints one JSON record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import psycopg
+
+import pgq
+from pgq.migrate import upgrade
+
+TEMPLATE = "pgq_memory_cost_template"
+
+
+def _url(admin: str, name: str) -> str:
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+def _recreate(admin: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return _url(admin, name)
+
+
+def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None) -> dict[str, Any]:
+    settings = pgq.Settings(database_url=url, memory=memory_path is not None, memory_path=memory_path)
+    with pgq.connect(settings=settings) as q:
+        @q.task(name="work", max_attempts=1)
+        def work(n: int) -> int:
+            if n % 10 == 0:
+                raise ConnectionResetError(f"peer 10.0.{n % 250}.{n % 7} reset the connection (request {n})")
+            return n
+
+        for start in range(0, jobs, 5000):
+            q.enqueue_many([q.job_spec("work", {"n": n}) for n in range(start, min(jobs, start + 5000))])
+        worker = q.worker(concurrency=concurrency, install_signal_handlers=False, run_maintenance=False)
+        t = time.perf_counter()
+        worker.run(burst=True)
+        seconds = time.perf_counter() - t
+        counters = worker.memory.counters.__dict__ if worker.memory is not None else None
+        with q.pool.connection() as conn:
+            # Database time from the first start to the last outcome: the burn-down without
+            # the worker's shutdown (which gives the writer up to 5 s to finish).
+            row = conn.execute("SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 FROM pgq.jobs").fetchone()
+        processing = float(row[0]) if row and row[0] is not None else float("nan")
+    return {"seconds": round(seconds, 3), "processing_seconds": round(processing, 3),
+            "jobs_per_second": round(jobs / processing, 1), "writer": counters}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    upgrade(pgq.Settings(database_url=_recreate(args.admin_url, TEMPLATE)))
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for _ in range(args.rounds):
+        for mode in ("off", "on"):
+            url = _recreate(args.admin_url, "pgq_memory_cost_run", TEMPLATE)
+            with tempfile.TemporaryDirectory() as path:
+                runs[mode].append(burn_down(url, args.jobs, args.concurrency, path if mode == "on" else None))
+    medians = {mode: statistics.median(r["seconds"] for r in rs) for mode, rs in runs.items()}
+    processing = {mode: statistics.median(r["processing_seconds"] for r in rs) for mode, rs in runs.items()}
+    print(json.dumps({"jobs": args.jobs, "failing": "10 %", "concurrency": args.concurrency, "runs": runs,
+                      "median_seconds": medians, "median_processing_seconds": processing,
+                      "overhead_percent": round(100 * (medians["on"] / medians["off"] - 1), 1),
+                      "processing_overhead_percent": round(100 * (processing["on"] / processing["off"] - 1), 1)},
+                     indent=2))
+    with psycopg.connect(args.admin_url, autocommit=True) as conn:
+        for name in ("pgq_memory_cost_run", TEMPLATE):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The Qdrant store of execution contexts: local (embedded) or a server.
+
+``ContextStore.open(settings, dimension)`` opens qdrant-client's local mode in
+``Settings.memory_location()`` (no server; one process at a time), or the server
+at ``PGQ_QDRANT_URL``, and makes sure the collection exists with the
+embedder's vector size. Points are keyed by (job, attempt, finish time), so
+writing a context twice keeps one point. What goes in is the writer's
+business, what comes out the search's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pgq.errors import ConfigurationError, ContextStoreMismatch, ContextStoreUnavailable
+from pgq.memory.context import ExecutionContext
+from pgq.settings import redact_url
+
+if TYPE_CHECKING:
+    from pgq.settings import Settings
+
+log = logging.getLogger("pgq.memory")
+
+# Point ids are UUIDs derived from the context (Qdrant accepts ints or UUIDs).
+_NAMESPACE = uuid.UUID("6f1f0c1e-2b1d-4c55-9a35-7c1b6a5f0d12")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One stored context near a query, with its cosine similarity (1 = same)."""
+
+    score: float
+    context: ExecutionContext
+
+
+def point_id(context: ExecutionContext) -> str:
+    """The point id of a context: the same attempt written twice is one point."""
+    return str(uuid.uuid5(_NAMESPACE, f"{context.job_id}:{context.attempt}:{context.finished_at:.6f}"))
+
+
+def _check_free(path: str, where: str) -> None:
+    """Raise ``ContextStoreUnavailable`` if another client holds the local store.
+
+    qdrant-client finds that out too, but leaks the lock file's handle when it does.
+    """
+    lock_path = os.path.join(path, ".lock")
+    if not os.path.exists(lock_path):
+        return
+    import portalocker
+
+    with open(lock_path, "rb+") as handle:
+        try:
+            portalocker.lock(handle, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
+        except portalocker.exceptions.LockException as exc:
+            raise ContextStoreUnavailable(
+                f"the execution memory's {where} is held by another process (a running worker?): a local store "
+                "serves one process at a time; set PGQ_QDRANT_URL to share one between workers and the CLI") from exc
+        portalocker.unlock(handle)
+
+
+def _write_ahead(client: Any, collection: str) -> None:
+    """Switch local mode's SQLite file to WAL with synchronous=NORMAL.
+
+    Local mode commits every point on its own; with SQLite's defaults each
+    commit waits for an fsync (5.6 ms a point here, and the fsyncs compete
+    with Postgres's on the same disk). WAL + NORMAL cannot corrupt the file
+    and costs 0.8 ms a point; a power cut may lose the last contexts, which
+    the memory can afford (Postgres keeps every attempt). This reaches into
+    qdrant-client's internals: if they moved, the defaults stay.
+    """
+    try:
+        connection = client._client.collections[collection].storage.storage
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+    except Exception as exc:  # another qdrant-client layout: keep its defaults
+        log.debug("execution memory: local store left with SQLite's defaults (%s)", exc)
+
+
+def _models() -> Any:
+    try:
+        from qdrant_client import models
+    except ImportError as exc:
+        raise ConfigurationError("the execution memory needs qdrant-client: pip install 'pgq[memory]'") from exc
+    return models
+
+
+class ContextStore:
+    """One Qdrant collection of execution contexts.
+
+    Raises (every method):
+        ContextStoreUnavailable: Qdrant could not be reached or failed; the cause is ``__cause__``.
+    """
+
+    def __init__(self, client: Any, collection: str, dimension: int, where: str) -> None:
+        self.client = client
+        self.collection = collection
+        self.dimension = dimension
+        self.where = where
+
+    @classmethod
+    def open(cls, settings: Settings, dimension: int) -> ContextStore:
+        """Connect (or open the local directory) and ensure the collection.
+
+        Raises:
+            ContextStoreUnavailable: the server does not answer, or the local
+                directory is held by another process.
+            ContextStoreMismatch: the collection exists with another vector size.
+        """
+        models = _models()
+        from qdrant_client import QdrantClient
+
+        url = settings.qdrant_url
+        path = settings.memory_location()
+        where = f"Qdrant at {redact_url(url)}" if url else f"local store {path}"
+        if not url:
+            _check_free(path, where)
+        try:
+            client = QdrantClient(url=url, timeout=5, check_compatibility=False) if url else QdrantClient(path=path)
+        except Exception as exc:  # portalocker / OS errors: the directory is taken or unusable
+            raise ContextStoreUnavailable(
+                f"cannot open the execution memory's {where}: {exc} (a local store serves one process; "
+                "set PGQ_QDRANT_URL to share one between workers and the CLI)") from exc
+        store = cls(client, settings.memory_collection, dimension, where)
+        try:
+            store._ensure_collection(models)
+        except BaseException:
+            store.close()
+            raise
+        if not url:
+            _write_ahead(client, settings.memory_collection)
+        return store
+
+    def _ensure_collection(self, models: Any) -> None:
+        exists = self._call("check the collection", self.client.collection_exists, self.collection)
+        if not exists:
+            self._call("create the collection", self.client.create_collection, self.collection,
+                       vectors_config=models.VectorParams(size=self.dimension, distance=models.Distance.COSINE))
+            self._call("index finished_at", self._index, models)
+            return
+        info = self._call("read the collection", self.client.get_collection, self.collection)
+        vectors = info.config.params.vectors
+        size = getattr(vectors, "size", None)
+        distance = getattr(vectors, "distance", None)
+        if size != self.dimension or distance != models.Distance.COSINE:
+            raise ContextStoreMismatch(
+                f"collection {self.collection!r} in the {self.where} holds vectors of size {size} "
+                f"({distance}), the embedder writes {self.dimension} (Cosine): set PGQ_MEMORY_COLLECTION "
+                "to another name, or delete the collection")
+
+    def _index(self, models: Any) -> None:
+        # Local mode ignores payload indexes (and warns): only a server needs one.
+        if not self.where.startswith("local"):
+            self.client.create_payload_index(self.collection, "finished_at", models.PayloadSchemaType.FLOAT)
+            self.client.create_payload_index(self.collection, "job_id", models.PayloadSchemaType.INTEGER)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ContextStoreMismatch, ConfigurationError):
+            raise
+        except Exception as exc:
+            raise ContextStoreUnavailable(f"execution memory: could not {what} in the {self.where}: {exc}") from exc
+
+    def upsert(self, contexts: Sequence[ExecutionContext], vectors: np.ndarray[Any, Any]) -> None:
+        """Write ``contexts`` with their vectors (one request)."""
+        if not contexts:
+            return
+        if vectors.shape != (len(contexts), self.dimension):
+            raise ContextStoreMismatch(f"vectors of shape {vectors.shape} for {len(contexts)} contexts of size {self.dimension}")
+        models = _models()
+        points = [models.PointStruct(id=point_id(c), vector=v.tolist(), payload=c.to_payload())
+                  for c, v in zip(contexts, vectors, strict=True)]
+        self._call("write contexts", self.client.upsert, self.collection, points=points, wait=True)
+
+    def search(self, vector: np.ndarray[Any, Any], k: int, *, exclude_job: int | None = None,
+               outcomes: Sequence[str] | None = None) -> list[Hit]:
+        """The ``k`` stored contexts nearest ``vector`` (best first)."""
+        models = _models()
+        must_not = [models.FieldCondition(key="job_id", match=models.MatchValue(value=exclude_job))] if exclude_job else []
+        must = [models.FieldCondition(key="outcome", match=models.MatchAny(any=list(outcomes)))] if outcomes else []
+        query_filter = models.Filter(must=must, must_not=must_not) if (must or must_not) else None
+        result = self._call("search", self.client.query_points, self.collection, query=vector.tolist(), limit=k,
+                            query_filter=query_filter, with_payload=True)
+        return [Hit(float(p.score), ExecutionContext.from_payload(p.payload)) for p in result.points]
+
+    def contexts_of(self, job_id: int) -> list[ExecutionContext]:
+        """Every stored context of one job, oldest attempt first."""
+        models = _models()
+        flt = models.Filter(must=[models.FieldCondition(key="job_id", match=models.MatchValue(value=job_id))])
+        points, _ = self._call("read a job's contexts", self.client.scroll, self.collection, scroll_filter=flt,
+                               limit=1000, with_payload=True)
+        found = [ExecutionContext.from_payload(p.payload) for p in points]
+        return sorted(found, key=lambda c: (c.finished_at, c.attempt))
+
+    def delete_older_than(self, cutoff: float) -> None:
+        """Delete contexts that finished before ``cutoff`` (seconds since the epoch)."""
+        models = _models()
+        flt = models.Filter(must=[models.FieldCondition(key="finished_at", range=models.Range(lt=cutoff))])
+        self._call("delete old contexts", self.client.delete, self.collection,
+                   points_selector=models.FilterSelector(filter=flt), wait=True)
+
+    def count(self) -> int:
+        """How many contexts are stored."""
+        return int(self._call("count", self.client.count, self.collection, exact=True).count)
+
+    def close(self) -> None:
+        """Close the client (a local store's directory is free again)."""
+        try:
+            self.client.close()
+        except Exception:  # closing a broken client: nothing left to release
+            pass
