@@ -48,13 +48,27 @@ def _policy(env: Env, **rules: Any) -> None:
         q.close()
 
 
-def _burn(env: Env, tmp: Path, crew: Workers, jobs: int, label: str, **rules: Any) -> dict[str, Any]:
+def _burn(env: Env, tmp: Path, crew: Workers, jobs: int, label: str, *, sample: bool = False,
+          **rules: Any) -> dict[str, Any]:
+    """A burn-down of ``jobs`` fresh jobs under ``rules``; with ``sample``, the running
+    counts seen every 5 ms during it (``running_seen``)."""
     reset_schema(env)
     first, last = preload(env, jobs)
     if rules:
         _policy(env, **rules)
-    metrics, _ = burn_down(env, tmp, crew, first, last, label=label, cost=False)
-    return {k: v for k, v in metrics.items() if k != "timeline"}
+    sampler = RunningSampler(env)
+    if sample:
+        sampler.thread.start()
+    try:
+        metrics, _ = burn_down(env, tmp, crew, first, last, label=label, cost=False)
+    finally:
+        if sample:
+            sampler.stop.set()
+            sampler.thread.join(10)
+    out = {k: v for k, v in metrics.items() if k != "timeline"}
+    if sample:
+        out["running_seen"] = sampler.seen
+    return out
 
 
 class RunningSampler:
@@ -74,13 +88,6 @@ class RunningSampler:
                 self.seen.append(int(row[0]) if row else 0)
                 self.stop.wait(0.005)
 
-    def __enter__(self) -> RunningSampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
 
 
 def _fairness(env: Env, tmp: Path, crew: Workers, *, fair: bool) -> dict[str, Any]:
@@ -130,8 +137,9 @@ def run(env: Env, tmp: Path, *, jobs: int, workers: int, concurrency: int, batch
     plain = _burn(env, tmp, crew, jobs, f"plain queue, {workers} x {concurrency}")
     ruled = _burn(env, tmp, crew, jobs, "policy that never binds", max_running=1_000_000)
     rate = _burn(env, tmp, crew, RATE * RATE_SECONDS, f"rate limit {RATE}/s", rate_limit=RATE, rate_period=1.0)
-    with RunningSampler(env) as sampler:
-        limited = _burn(env, tmp, crew, jobs // 4, f"max_running {MAX_RUNNING}", max_running=MAX_RUNNING)
+    limited = _burn(env, tmp, crew, jobs // 4, f"max_running {MAX_RUNNING}", sample=True,
+                    max_running=MAX_RUNNING)
+    seen = limited.pop("running_seen")
     off = _fairness(env, tmp, crew, fair=False)
     on = _fairness(env, tmp, crew, fair=True)
     metrics: dict[str, Any] = {
@@ -142,8 +150,8 @@ def run(env: Env, tmp: Path, *, jobs: int, workers: int, concurrency: int, batch
         "rate_measured_per_s": rate["process_jobs_per_s"],
         "rate_accuracy": ratio(rate["process_jobs_per_s"], RATE),
         "max_running": MAX_RUNNING,
-        "max_running_peak_seen": max(sampler.seen, default=0),
-        "max_running_mean_seen": round(float(np.mean(sampler.seen)), 2) if sampler.seen else None,
+        "max_running_peak_seen": max(seen, default=0),
+        "max_running_mean_seen": round(float(np.mean(seen)), 2) if seen else None,
         "max_running_jobs_per_s": limited["process_jobs_per_s"],
         "fair_off": off,
         "fair_on": on,

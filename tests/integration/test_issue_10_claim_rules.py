@@ -283,7 +283,7 @@ def test_job_blockers_names_a_paused_queue(conn: Conn) -> None:
 
 
 def test_queue_policy_usage_shows_rules_and_use(conn: Conn) -> None:
-    set_policy(conn, "q", max_running=4, rate_limit=10, rate_period=dt.timedelta(seconds=1), fair_share=True)
+    set_policy(conn, "q", max_running=4, rate_limit=10, rate_period=dt.timedelta(hours=1), fair_share=True)
     worker = insert_worker(conn, queues=["q"])
     group_jobs(conn, "q", {"a": 3, "b": 3})
     claim(conn, worker, ["q"], 3)
