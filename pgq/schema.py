@@ -112,6 +112,8 @@ jobs = Table(
     Column("free_rescues", Integer, nullable=False, server_default=text("0")),
     # Revision 0009: the priority lent by waiting descendants (NULL: none).
     Column("effective_priority", SmallInteger),
+    # Revision 0014: the producer's W3C trace context, when tracing is on (NULL: none).
+    Column("trace_context", JSONB),
     CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="jobs_queue_name"),
     CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="jobs_task_name"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="jobs_payload_object"),

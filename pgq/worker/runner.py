@@ -126,6 +126,8 @@ class Runner:
         # Health samples (issue 11): handler run times, the event loop's lag; None when off.
         metrics = acknowledger.counters.metrics
         self._metrics = metrics if metrics.enabled else None
+        self._exporter = acknowledger.counters.exporter  # Prometheus; None when off
+        self._timed = self._metrics is not None or self._exporter is not None
 
     # ------------------------------------------------------------ starting jobs
     def start(self) -> None:
@@ -151,6 +153,8 @@ class Runner:
             self.finish(slot, unknown_task(job))
         elif task.is_async:
             slot.started = True
+            if self._exporter is not None:
+                self._exporter.started(job)
             loop = self._event_loop()
             began = self.clock.monotonic()
             future = asyncio.run_coroutine_threadsafe(run_async(task.fn, slot.ctx, job.timeout_seconds), loop)
@@ -159,9 +163,16 @@ class Runner:
             self._ready.put(slot)
 
     def _async_done(self, slot: Slot, future: Any, began: float) -> None:
-        if self._metrics is not None:
-            self._metrics.job_finished(self.clock.monotonic() - began)
+        if self._timed:
+            self._ran(slot.job, self.clock.monotonic() - began)
         self.finish(slot, _outcome_of(future))
+
+    def _ran(self, job: Job, seconds: float) -> None:
+        """A handler returned after ``seconds`` (health samples, Prometheus)."""
+        if self._metrics is not None:
+            self._metrics.job_finished(seconds)
+        if self._exporter is not None:
+            self._exporter.ran(job, seconds)
 
     def _run(self) -> None:
         """One of ``concurrency`` threads running sync handlers from the buffer."""
@@ -187,11 +198,14 @@ class Runner:
             if skip:
                 self.finish(slot, None)
                 continue
-            metrics = self._metrics
-            began = self.clock.monotonic() if metrics is not None else 0.0
+            timed = self._timed
+            if timed:
+                if self._exporter is not None:
+                    self._exporter.started(slot.job)
+                began = self.clock.monotonic()
             outcome = self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
-            if metrics is not None:
-                metrics.job_finished(self.clock.monotonic() - began)
+            if timed:
+                self._ran(slot.job, self.clock.monotonic() - began)
             if not self.finish(slot, outcome):
                 return  # detached: another thread took this one's place
 
