@@ -61,10 +61,10 @@ def register_scenario_tasks(q: pgq.Queue) -> None:
         await asyncio.sleep(30)
 
 
-def worker_scenario(q: pgq.Queue, start: Callable[[pgq.Worker], RunningWorker]) -> Samples:
+def worker_scenario(q: pgq.Queue, start: Callable[[pgq.Worker], RunningWorker]) -> tuple[Samples, pgq.Worker]:
     """5 ok, 3 boom, 1 slow; run a worker with a metrics port; scrape once all are done.
 
-    Returns the final scrape after checking the counts the scenario implies.
+    Returns the scrape (after checking the counts the scenario implies) and the worker.
     """
     register_scenario_tasks(q)
     q.enqueue_many([{"task": "ok", "payload": {"n": i}} for i in range(5)])
@@ -104,7 +104,7 @@ def worker_scenario(q: pgq.Queue, start: Callable[[pgq.Worker], RunningWorker]) 
     counts = cumulative_buckets(samples, "pgq_job_duration_seconds", ok)
     assert counts == sorted(counts) and counts[-1] == 5  # cumulative, +Inf holds every job
     running.stop()
-    return samples
+    return samples, worker
 
 
 def cumulative_buckets(samples: Samples, histogram: str, labels: dict[str, Any]) -> list[float]:

@@ -185,6 +185,11 @@ class WorkerExporter:
         counters = self.counters
         for field, name, documentation in _COUNTER_FIELDS:
             yield counter(name, documentation, value=getattr(counters, field))
+        events = counter("pgq_worker_events", "The claim source's own counts, by event (redis_claimed, redis_pops, "
+                         "redis_unavailable, claimed_again, ...).", labels=["event"])
+        for event, count in sorted(dict(counters.extra).items()):
+            events.add_metric([event], count)
+        yield events
         yield gauge("pgq_jobs_in_flight", "Jobs this worker holds: buffered or running.", value=self._in_flight())
         info = gauge("pgq_worker_info", "This worker (always 1).", labels=["worker_id"])
         info.add_metric([str(self.worker_id)], 1)
@@ -209,7 +214,8 @@ class WorkerExporter:
             raise missing_extra("prometheus", "PGQ_METRICS_PORT (--metrics-port)") from None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
-        self._server, self._thread = _start(start_http_server, port, address, registry)
+        self._server, self._thread = bind(start_http_server, port, address, registry,
+                                          "PGQ_METRICS_PORT, --metrics-port")
         return int(self._server.server_address[1])
 
     def close(self) -> None:
@@ -223,10 +229,11 @@ class WorkerExporter:
             self._thread = None
 
 
-def _start(start_http_server: Any, port: int, address: str, registry: CollectorRegistry) -> tuple[Any, Any]:
-    """``prometheus_client.start_http_server``, a port that cannot be bound made a ConfigurationError."""
+def bind(start_http_server: Any, port: int, address: str, registry: CollectorRegistry,
+         option: str) -> tuple[Any, Any]:
+    """``prometheus_client.start_http_server``; a port that cannot be bound is a ConfigurationError
+    naming ``option`` (where the port came from)."""
     try:
         return start_http_server(port, addr=address, registry=registry)  # type: ignore[no-any-return]
     except OSError as exc:
-        raise ConfigurationError(f"cannot serve metrics on {address}:{port} (PGQ_METRICS_PORT, --metrics-port): "
-                                 f"{exc.strerror or exc}") from None
+        raise ConfigurationError(f"cannot serve metrics on {address}:{port} ({option}): {exc.strerror or exc}") from None

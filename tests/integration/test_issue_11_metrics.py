@@ -32,8 +32,9 @@ def q(short: pgq.Settings) -> Iterator[pgq.Queue]:
 
 
 def test_scrape_counts_what_the_worker_did(q: pgq.Queue, running: Callable[..., RunningWorker]) -> None:
-    samples = worker_scenario(q, running)
+    samples, worker = worker_scenario(q, running)
     assert value(samples, "pgq_worker_jobs_released_total") == 0
+    assert value(samples, "pgq_worker_events_total", event="redis_claimed") is None
 
 
 def test_process_isolated_handlers_are_counted_by_the_worker_process(q: pgq.Queue) -> None:
