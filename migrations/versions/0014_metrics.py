@@ -43,4 +43,14 @@ def upgrade() -> None:
 def downgrade() -> None:
     enter_schema()
     op.execute("DROP FUNCTION collect_metrics(timestamptz)")
+    # A dropped column keeps its grants (as a dropped attribute): revoke first.
+    op.execute("""
+DO $roles$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_schema() || '_producer') THEN
+        EXECUTE format('REVOKE INSERT (trace_context) ON jobs FROM %I', current_schema() || '_producer');
+    END IF;
+END
+$roles$;
+""")
     op.execute("ALTER TABLE jobs DROP COLUMN trace_context")

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
     from pgq.job import Job
-    from pgq.worker.counters import WorkerCounters
 
 #: Handler run times (seconds): from a no-op job to a long batch job.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -94,11 +93,12 @@ class WorkerExporter:
     Args:
         worker_id: published as the ``worker_id`` label of ``pgq_worker_info``
             and ``pgq_worker_health_score``.
-        counters: the worker's counters (read at scrape time, never written here).
+        counters: the worker's ``WorkerCounters`` (read at scrape time, never written here;
+            typed loosely: pgq.health never imports pgq.worker, which imports it).
         in_flight: returns the jobs the worker holds now (called at scrape time).
     """
 
-    def __init__(self, worker_id: uuid.UUID, counters: WorkerCounters, in_flight: Callable[[], int]) -> None:
+    def __init__(self, worker_id: uuid.UUID, counters: Any, in_flight: Callable[[], int]) -> None:
         self.worker_id = worker_id
         self.counters = counters
         self._in_flight = in_flight

@@ -8,13 +8,30 @@ is on (``pgq.health.worker_exporter``), so every part that counts can also measu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pgq.worker.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
-    from pgq.health.worker_exporter import WorkerExporter
+    from pgq.job import Job
+
+
+class JobRecorder(Protocol):
+    """What the worker's parts tell an exporter (``pgq.health.worker_exporter.WorkerExporter``)."""
+
+    def started(self, job: Job) -> None: ...
+
+    def ran(self, job: Job, seconds: float) -> None: ...
+
+    def completed(self, jobs: Iterable[Job]) -> None: ...
+
+    def failed(self, job: Job, outcome: str) -> None: ...
+
+    def claimed(self, jobs: int, seconds: float) -> None: ...
+
+    def acknowledged(self, kind: str, outcomes: int, seconds: float) -> None: ...
 
 
 @dataclass
@@ -34,7 +51,7 @@ class WorkerCounters:
     # Health measurements for the heartbeat's samples (issue 11); switched by PGQ_HEALTH_SAMPLING.
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics, repr=False, compare=False)
     # The Prometheus exporter (PGQ_METRICS_PORT); None when off: the parts then record nothing for it.
-    exporter: WorkerExporter | None = field(default=None, repr=False, compare=False)
+    exporter: JobRecorder | None = field(default=None, repr=False, compare=False)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the extra counter ``name``."""

@@ -47,6 +47,7 @@ from pgq.worker.stuck import StuckReport, WithStuckReport
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
+    from pgq.health.worker_exporter import WorkerExporter
     from pgq.redis.reconciler import ReconcilerService
 
 log = logging.getLogger("pgq.worker")
@@ -106,10 +107,12 @@ class Worker:
         self.counters = WorkerCounters()
         self.maintenance: Maintenance | None = None
         self._metrics_port = self._exporter_port(metrics_port)
+        self._exporter: WorkerExporter | None = None
         if self._metrics_port:
             from pgq.health.worker_exporter import WorkerExporter
 
-            self.counters.exporter = WorkerExporter(self.id, self.counters, lambda: self._runner.count())
+            self._exporter = WorkerExporter(self.id, self.counters, lambda: self._runner.count())
+            self.counters.exporter = self._exporter
         #: The port ``/metrics`` is served on while the worker runs (None: not serving).
         self.metrics_port: int | None = None
 
@@ -165,7 +168,7 @@ class Worker:
 
     def _serve_metrics(self) -> None:
         """Start serving ``/metrics`` (once), when a port was asked for."""
-        exporter = self.counters.exporter
+        exporter = self._exporter
         if exporter is not None and self.metrics_port is None:
             self.metrics_port = exporter.serve(self._metrics_port, self.settings.metrics_address)
             log.info("worker %s serves Prometheus metrics on %s:%d/metrics", self.id, self.settings.metrics_address,
@@ -173,8 +176,8 @@ class Worker:
 
     def close_metrics(self) -> None:
         """Stop serving ``/metrics`` (``run()`` does at exit; after ``run_once()``, call it)."""
-        if self.counters.exporter is not None:
-            self.counters.exporter.close()
+        if self._exporter is not None:
+            self._exporter.close()
         self.metrics_port = None
 
     def _claim_source(self) -> ClaimSource:

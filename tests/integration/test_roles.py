@@ -130,8 +130,9 @@ EXPECTED_GRANTS = {
     PRODUCER: {
         ("schema", "pgq", "USAGE"),
         ("table", "jobs", "SELECT"),
+        # trace_context: revision 0014, db/roles/013.sql (the producer's trace, when tracing is on).
         ("table", "jobs", "INSERT (id, queue, task, payload, priority, run_at, max_attempts, timeout,"
-                          " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter)"),
+                          " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, trace_context)"),
         ("table", "jobs_id_seq", "USAGE"),
         ("table", "dead_letter_queue", "SELECT"),
         ("table", "alembic_version", "SELECT"),
@@ -156,6 +157,8 @@ EXPECTED_GRANTS = {
         # Revision 0010, db/roles/009.sql: applications register periodic schedules.
         ("function", "register_schedule", "EXECUTE"),
         ("table", "schedules", "SELECT"),
+        # Revision 0014, db/roles/013.sql: what the queue exporter reads (`pgq metrics`).
+        ("function", "collect_metrics", "EXECUTE"),
     },
     WORKER: {
         ("schema", "pgq", "USAGE"),
@@ -180,7 +183,9 @@ EXPECTED_GRANTS = {
             # Revision 0008, db/roles/006.sql: the heartbeat with a health sample, pruning samples.
             "heartbeat_worker_v3", "prune_health_logs",
             # Revision 0011, db/roles/010.sql: AUTO snapshots and their retention.
-            "save_snapshot", "prune_snapshots")),
+            "save_snapshot", "prune_snapshots",
+            # Revision 0014, db/roles/013.sql: the queue exporter (`pgq metrics`).
+            "collect_metrics")),
         # Revision 0010, db/roles/008.sql: the reconciler reads queue_pauses.resumed_at.
         ("table", "queue_pauses", "SELECT"),
         ("table", "paused_queues", "SELECT"),
@@ -690,8 +695,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3,
     # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2, then 0010 for each
     # role (pausing: the producer's functions, both roles' queue_pauses; then the schedules),
-    # then 0011 for the worker's snapshot functions.
-    assert len(said) == 15 and all("CREATE ROLE" in m for m in said), said
+    # then 0011 for the worker's snapshot functions, then 0014 for each role (collect_metrics).
+    assert len(said) == 17 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
@@ -701,6 +706,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     assert all("008.sql" in m for m in said[10:12]), said
     assert all("009.sql" in m for m in said[12:14]), said
     assert "010.sql" in said[14], said
+    assert all("013.sql" in m and "collect_metrics" in m for m in said[15:17]), said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -719,6 +725,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/008.sql"))
         c.execute(read_sql("roles/009.sql"))
         c.execute(read_sql("roles/010.sql"))
+        c.execute(read_sql("roles/013.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -728,6 +735,9 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         assert child is not None and child[0] > job[0]
         c.execute(sql.SQL("SELECT * FROM {}.job_status_estimates").format(sql.Identifier(schema)))
         assert c.execute(sql.SQL("SELECT {}.pause_queue('q')").format(sql.Identifier(schema))).fetchone() == (True,)
+        # Revision 0014: the queue exporter's read, and a traced enqueue's column.
+        c.execute(sql.SQL("SELECT * FROM {}.collect_metrics()").format(sql.Identifier(schema)))
+        c.execute(sql.SQL("INSERT INTO {}.jobs (task, trace_context) VALUES ('t', '{{}}')").format(sql.Identifier(schema)))
     assert job is not None
     worker = logins.create(f"{schema}_worker").dsn
     with as_role(worker) as c:
@@ -743,6 +753,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
             sql.Identifier(schema))).fetchone() == (0,)
         assert c.execute(sql.SQL("SELECT {}.prune_health_logs(interval '1 day')").format(
             sql.Identifier(schema))).fetchone() == (0,)
+        assert c.execute(sql.SQL("SELECT count(*) FROM {}.collect_metrics() WHERE metric = 'workers'").format(
+            sql.Identifier(schema))).fetchone() == (4,)
     assert warnings == []  # nothing skipped the second time
 
 
