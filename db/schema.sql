@@ -721,6 +721,29 @@ CREATE VIEW pgq.worker_status AS
 COMMENT ON VIEW pgq.worker_status IS 'Workers with heartbeat age, load, health, the number of jobs they are running and of their stuck handlers.';
 GRANT SELECT ON TABLE pgq.worker_status TO pgq_producer;
 
+-- ==================== function attach_trace_context(p_job_ids bigint[], p_trace_context jsonb)
+CREATE OR REPLACE FUNCTION pgq.attach_trace_context(p_job_ids bigint[], p_trace_context jsonb)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    IF p_trace_context IS NULL OR jsonb_typeof(p_trace_context) <> 'object' THEN
+        RAISE EXCEPTION 'attach_trace_context: p_trace_context must be a JSON object, got %',
+            coalesce(jsonb_typeof(p_trace_context), 'NULL') USING ERRCODE = 'PQ004';
+    END IF;
+    UPDATE jobs SET trace_context = p_trace_context
+    WHERE id = ANY(p_job_ids) AND trace_context IS NULL AND status IN ('waiting', 'queued');
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$function$;
+COMMENT ON FUNCTION pgq.attach_trace_context(p_job_ids bigint[], p_trace_context jsonb) IS 'Store the producer''s trace context (a JSON object) in jobs just enqueued through a function, if they have none and are not claimed yet; returns how many changed. PQ004: not an object.';
+GRANT EXECUTE ON FUNCTION pgq.attach_trace_context(p_job_ids bigint[], p_trace_context jsonb) TO pgq_producer;
+
 -- ==================== function cancel_job(p_job_id bigint, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone DEFAULT now())
  RETURNS boolean

@@ -11,8 +11,10 @@ Issue 11, items 7 and 8.
 - ``jobs.trace_context`` (jsonb, NULL): the W3C trace context of the producer's
   ``pgq.enqueue`` span, written only when tracing is on, so that a worker's
   ``pgq.attempt`` span continues the producer's trace. NULL costs no storage.
+  ``attach_trace_context()`` stores it for the jobs enqueued through a function
+  (unique keys, parents), in the enqueue's transaction.
 - ``db/roles/013.sql``: EXECUTE on collect_metrics for both roles, INSERT of the
-  new column for the producer.
+  new column and attach_trace_context for the producer.
 
 The downgrade drops both (trace contexts are lost: they only link spans).
 """
@@ -37,12 +39,14 @@ def upgrade() -> None:
     enter_schema()
     op.execute(COLUMN)
     run_sql_file("functions/collect_metrics/001.sql")
+    run_sql_file("functions/attach_trace_context/001.sql")
     run_sql_file("roles/013.sql")
 
 
 def downgrade() -> None:
     enter_schema()
     op.execute("DROP FUNCTION collect_metrics(timestamptz)")
+    op.execute("DROP FUNCTION attach_trace_context(bigint[], jsonb)")
     # A dropped column keeps its grants (as a dropped attribute): revoke first.
     op.execute("""
 DO $roles$

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pgq.clock import Clock
     from pgq.job import Job
     from pgq.worker.acknowledger import Acknowledger
+    from pgq.tracing import Tracer
     from pgq.worker.claim import ClaimSource
 
 log = logging.getLogger("pgq.worker")
@@ -90,11 +91,13 @@ class Runner:
         stopping: set when the worker stops (buffered jobs are then not started).
         max_stuck: stuck handlers at which ``on_too_many_stuck`` is called (default: ``concurrency``).
         on_too_many_stuck: called (once) when ``max_stuck`` handlers are stuck at once.
+        tracer: runs each attempt in a ``pgq.attempt`` span (``pgq.tracing``); None when off.
     """
 
     def __init__(self, tasks: Mapping[str, Handler], concurrency: int, acknowledger: Acknowledger,
                  source: ClaimSource, clock: Clock, wake: threading.Event, stopping: threading.Event, *,
-                 max_stuck: int | None = None, on_too_many_stuck: Callable[[int], None] | None = None) -> None:
+                 max_stuck: int | None = None, on_too_many_stuck: Callable[[int], None] | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.tasks = tasks
         self.concurrency = concurrency
         self.max_stuck = concurrency if max_stuck is None else max_stuck
@@ -128,6 +131,7 @@ class Runner:
         self._metrics = metrics if metrics.enabled else None
         self._exporter = acknowledger.counters.exporter  # Prometheus; None when off
         self._timed = self._metrics is not None or self._exporter is not None
+        self._tracer = tracer
 
     # ------------------------------------------------------------ starting jobs
     def start(self) -> None:
@@ -157,7 +161,10 @@ class Runner:
                 self._exporter.started(job)
             loop = self._event_loop()
             began = self.clock.monotonic()
-            future = asyncio.run_coroutine_threadsafe(run_async(task.fn, slot.ctx, job.timeout_seconds), loop)
+            attempt = run_async(task.fn, slot.ctx, job.timeout_seconds)
+            if self._tracer is not None:
+                attempt = self._tracer.run_async(job, attempt)
+            future = asyncio.run_coroutine_threadsafe(attempt, loop)
             future.add_done_callback(lambda f: self._async_done(slot, f, began))
         else:
             self._ready.put(slot)
@@ -203,7 +210,11 @@ class Runner:
                 if self._exporter is not None:
                     self._exporter.started(slot.job)
                 began = self.clock.monotonic()
-            outcome = self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
+            if self._tracer is None:
+                outcome = self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
+            else:
+                outcome = self._tracer.run(slot.job, lambda: self._in_process(slot, task) if slot.process
+                                           else run_sync(task.fn, slot.ctx))
             if timed:
                 self._ran(slot.job, self.clock.monotonic() - began)
             if not self.finish(slot, outcome):

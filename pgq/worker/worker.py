@@ -141,7 +141,7 @@ class Worker:
             observe=self.memory.observe if self.memory is not None else None)
         self._runner = Runner(queue.tasks, concurrency, self._acknowledger, self._source, self.clock,
                               self._wake, self._stopping, max_stuck=max_stuck_handlers,
-                              on_too_many_stuck=self._too_many_stuck)
+                              on_too_many_stuck=self._too_many_stuck, tracer=queue.tracer)
         self._claims = ClaimLoop(
             self.id, self.settings, self._source, self._runner, self._acknowledger, self.counters, self.clock,
             concurrency=concurrency, batch_size=batch, wake=self._wake, stopping=self._stopping, idle=self._idle,

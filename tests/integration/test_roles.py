@@ -157,8 +157,10 @@ EXPECTED_GRANTS = {
         # Revision 0010, db/roles/009.sql: applications register periodic schedules.
         ("function", "register_schedule", "EXECUTE"),
         ("table", "schedules", "SELECT"),
-        # Revision 0014, db/roles/013.sql: what the queue exporter reads (`pgq metrics`).
+        # Revision 0014, db/roles/013.sql: what the queue exporter reads (`pgq metrics`), and
+        # the trace context of jobs enqueued through a function.
         ("function", "collect_metrics", "EXECUTE"),
+        ("function", "attach_trace_context", "EXECUTE"),
     },
     WORKER: {
         ("schema", "pgq", "USAGE"),
