@@ -22,6 +22,7 @@ attribute check per job.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue as queue_module
 import threading
@@ -211,14 +212,17 @@ class Runner:
                     self._exporter.started(slot.job)
                 began = self.clock.monotonic()
             if self._tracer is None:
-                outcome = self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
+                outcome = self._attempt(slot, task)
             else:
-                outcome = self._tracer.run(slot.job, lambda: self._in_process(slot, task) if slot.process
-                                           else run_sync(task.fn, slot.ctx))
+                outcome = self._tracer.run(slot.job, functools.partial(self._attempt, slot, task))
             if timed:
                 self._ran(slot.job, self.clock.monotonic() - began)
             if not self.finish(slot, outcome):
                 return  # detached: another thread took this one's place
+
+    def _attempt(self, slot: Slot, task: Handler) -> Outcome:
+        """Run a sync handler: on this thread, or in a child process (isolation="process")."""
+        return self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
 
     def _in_process(self, slot: Slot, task: Handler) -> Outcome:
         """Run a process-isolated handler in a child process (see ``processes``)."""
