@@ -140,6 +140,25 @@ def test_a_failed_attempt_sets_the_error_status(q: pgq.Queue, spans: InMemorySpa
     assert attempt.parent.span_id == enqueue.context.span_id
 
 
+def test_a_job_enqueued_by_a_handler_continues_the_trace(q: pgq.Queue, spans: InMemorySpanExporter) -> None:
+    register(q)
+    follow_up: list[int] = []
+
+    @q.task(name="fan_out")
+    def fan_out() -> None:
+        follow_up.append(q.enqueue("ok"))
+
+    first = q.enqueue("fan_out")
+    run_all(q, 2)
+    first_attempt = attempt_of(spans, first)
+    (second_enqueue,) = [s for s in named(spans, "pgq.enqueue") if s.attributes and
+                         s.attributes.get("pgq.job.id") == follow_up[0]]
+    assert second_enqueue.parent is not None and second_enqueue.parent.span_id == first_attempt.context.span_id
+    second_attempt = attempt_of(spans, follow_up[0])
+    assert second_attempt.context.trace_id == first_attempt.context.trace_id
+    assert second_attempt.parent is not None and second_attempt.parent.span_id == second_enqueue.context.span_id
+
+
 def test_the_trace_context_is_stored_in_the_job(q: pgq.Queue, spans: InMemorySpanExporter,
                                                  conn: psycopg.Connection[Any]) -> None:
     register(q)
