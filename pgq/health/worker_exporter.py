@@ -2,8 +2,8 @@
 
 ``WorkerExporter`` is given to the worker's parts (through ``WorkerCounters``)
 only when ``Settings.metrics_port`` is set; they then record into plain dicts
-under one short lock (a few hundred nanoseconds a job, measured in
-bench/RESULTS.md) and pay nothing when it is off. On each scrape its collector
+of their thread's own, with no lock (a fraction of a microsecond a job,
+``pgq bench metrics``), and pay nothing when it is off. On each scrape its collector
 turns what was recorded, the worker's counters and its state now (jobs in
 flight, the latest health score) into metric families, in a registry of its
 own (never prometheus_client's global one), served over HTTP by
@@ -64,11 +64,18 @@ class _Histogram:
         row[bisect.bisect_left(self.bounds, value)] += 1
         row[-1] += value
 
+    def add(self, other: _Histogram) -> None:
+        """Add ``other``'s counts (another thread's: each row is copied in one step)."""
+        for labels, row in list(other.series.items()):
+            mine = self.series.setdefault(labels, [0.0] * (len(self.bounds) + 2))
+            for i, count in enumerate(list(row)):
+                mine[i] += count
+
     def family(self, name: str, documentation: str, label_names: Sequence[str]) -> Any:
         from prometheus_client.core import HistogramMetricFamily
 
         family = HistogramMetricFamily(name, documentation, labels=list(label_names))
-        for labels, row in self.series.items():
+        for labels, row in sorted(self.series.items()):
             running = 0.0
             buckets = []
             for bound, count in zip((*map(_bound, self.bounds), "+Inf"), row[:-1], strict=True):
@@ -77,18 +84,48 @@ class _Histogram:
             family.add_metric(list(labels), buckets, row[-1])
         return family
 
-    def copy(self) -> _Histogram:
-        other = _Histogram(self.bounds)
-        other.series = {k: list(v) for k, v in self.series.items()}
-        return other
-
 
 def _bound(value: float) -> str:
     return repr(float(value))
 
 
+def _add_counts(total: dict[Any, int], part: dict[Any, int]) -> None:
+    for key, count in list(part.items()):
+        total[key] = total.get(key, 0) + count
+
+
+class _Shard:
+    """What one thread recorded: written by that thread only, so it needs no lock."""
+
+    def __init__(self) -> None:
+        self.started: dict[tuple[str, str], int] = {}
+        self.completed: dict[tuple[str, str], int] = {}
+        self.failed: dict[tuple[str, str, str], int] = {}
+        self.durations = _Histogram(DURATION_BUCKETS)
+        self.claim_seconds = _Histogram(ROUND_TRIP_BUCKETS)
+        self.claim_sizes = _Histogram(BATCH_BUCKETS)
+        self.ack_seconds = _Histogram(ROUND_TRIP_BUCKETS)
+        self.ack_sizes = _Histogram(BATCH_BUCKETS)
+
+    def add(self, other: _Shard) -> None:
+        """Add ``other``'s counts into this one (the scrape's sum over the threads)."""
+        _add_counts(self.started, other.started)
+        _add_counts(self.completed, other.completed)
+        _add_counts(self.failed, other.failed)
+        for mine, theirs in ((self.durations, other.durations), (self.claim_seconds, other.claim_seconds),
+                             (self.claim_sizes, other.claim_sizes), (self.ack_seconds, other.ack_seconds),
+                             (self.ack_sizes, other.ack_sizes)):
+            mine.add(theirs)
+
+
 class WorkerExporter:
     """One worker's metrics (see the module docstring).
+
+    Each thread that records (runner threads, the event loop's, claimers, the
+    acknowledger) writes into a ``_Shard`` of its own, with no lock: every
+    counter has a single writer, so no update is lost, and a scrape adds the
+    shards up. (A scrape racing a recording may see a histogram's count one
+    observation ahead of its sum.)
 
     Args:
         worker_id: published as the ``worker_id`` label of ``pgq_worker_info``
@@ -102,82 +139,84 @@ class WorkerExporter:
         self.worker_id = worker_id
         self.counters = counters
         self._in_flight = in_flight
-        self._lock = threading.Lock()
-        self._started: dict[tuple[str, str], int] = {}
-        self._completed: dict[tuple[str, str], int] = {}
-        self._failed: dict[tuple[str, str, str], int] = {}
-        self._durations = _Histogram(DURATION_BUCKETS)
-        self._claim_seconds = _Histogram(ROUND_TRIP_BUCKETS)
-        self._claim_sizes = _Histogram(BATCH_BUCKETS)
-        self._ack_seconds = _Histogram(ROUND_TRIP_BUCKETS)
-        self._ack_sizes = _Histogram(BATCH_BUCKETS)
+        self._local = threading.local()
+        self._shards: list[_Shard] = []
+        self._shards_lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
+
+    def _shard(self) -> _Shard:
+        """The calling thread's shard (made and listed at its first recording)."""
+        try:
+            return self._local.shard  # type: ignore[no-any-return]
+        except AttributeError:
+            shard = self._local.shard = _Shard()
+            with self._shards_lock:
+                self._shards.append(shard)
+            return shard
 
     # ------------------------------------------------------------ the job path
     def started(self, job: Job) -> None:
         """A handler started (its job left the buffer)."""
+        counts = self._shard().started
         key = (job.queue, job.task)
-        with self._lock:
-            self._started[key] = self._started.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + 1
 
     def ran(self, job: Job, seconds: float) -> None:
         """A handler returned after ``seconds``."""
-        with self._lock:
-            self._durations.observe((job.queue, job.task), seconds)
+        self._shard().durations.observe((job.queue, job.task), seconds)
 
     def completed(self, jobs: Iterable[Job]) -> None:
         """These jobs' completions were committed."""
-        with self._lock:
-            done = self._completed
-            for job in jobs:
-                key = (job.queue, job.task)
-                done[key] = done.get(key, 0) + 1
+        counts = self._shard().completed
+        for job in jobs:
+            key = (job.queue, job.task)
+            counts[key] = counts.get(key, 0) + 1
 
     def failed(self, job: Job, outcome: str) -> None:
         """A failure was committed (``outcome``: failed or timed_out)."""
+        counts = self._shard().failed
         key = (job.queue, job.task, outcome)
-        with self._lock:
-            self._failed[key] = self._failed.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + 1
 
     def claimed(self, jobs: int, seconds: float) -> None:
         """A claim returned ``jobs`` jobs after ``seconds``."""
-        with self._lock:
-            self._claim_seconds.observe((), seconds)
-            self._claim_sizes.observe((), float(jobs))
+        shard = self._shard()
+        shard.claim_seconds.observe((), seconds)
+        shard.claim_sizes.observe((), float(jobs))
 
     def acknowledged(self, kind: str, outcomes: int, seconds: float) -> None:
         """An outcome statement (``kind``: complete or fail) wrote ``outcomes`` after ``seconds``."""
-        with self._lock:
-            self._ack_seconds.observe((kind,), seconds)
-            self._ack_sizes.observe((kind,), float(outcomes))
+        shard = self._shard()
+        shard.ack_seconds.observe((kind,), seconds)
+        shard.ack_sizes.observe((kind,), float(outcomes))
 
     # ------------------------------------------------------------ the scrape
     def collect(self) -> Iterator[Any]:
         """The metric families (prometheus_client's collector protocol)."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        with self._lock:
-            started, completed, failed = dict(self._started), dict(self._completed), dict(self._failed)
-            durations, claim_seconds, claim_sizes = (self._durations.copy(), self._claim_seconds.copy(),
-                                                     self._claim_sizes.copy())
-            ack_seconds, ack_sizes = self._ack_seconds.copy(), self._ack_sizes.copy()
+        total = _Shard()
+        with self._shards_lock:
+            shards = list(self._shards)
+        for shard in shards:
+            total.add(shard)
         for name, documentation, values, labels in (
-            ("pgq_jobs_started", "Handlers started, by queue and task.", started, ("queue", "task")),
-            ("pgq_jobs_completed", "Completions committed, by queue and task.", completed, ("queue", "task")),
-            ("pgq_jobs_failed", "Failures committed, by queue, task and outcome (failed, timed_out).", failed,
+            ("pgq_jobs_started", "Handlers started, by queue and task.", total.started, ("queue", "task")),
+            ("pgq_jobs_completed", "Completions committed, by queue and task.", total.completed, ("queue", "task")),
+            ("pgq_jobs_failed", "Failures committed, by queue, task and outcome (failed, timed_out).", total.failed,
              ("queue", "task", "outcome")),
         ):
             family = CounterMetricFamily(name, documentation, labels=list(labels))
             for key, value in sorted(values.items()):
                 family.add_metric(list(key), value)
             yield family
-        yield durations.family("pgq_job_duration_seconds", "Handler run time, by queue and task.", ("queue", "task"))
-        yield claim_seconds.family("pgq_claim_duration_seconds", "Claim round trip (Redis pop and Postgres claim).", ())
-        yield claim_sizes.family("pgq_claim_batch_size", "Jobs returned per claim.", ())
-        yield ack_seconds.family("pgq_ack_duration_seconds", "Outcome write round trip, by kind (complete, fail).",
-                                 ("kind",))
-        yield ack_sizes.family("pgq_ack_batch_size", "Outcomes written per statement, by kind.", ("kind",))
+        yield total.durations.family("pgq_job_duration_seconds", "Handler run time, by queue and task.", ("queue", "task"))
+        yield total.claim_seconds.family("pgq_claim_duration_seconds", "Claim round trip (Redis pop and Postgres claim).", ())
+        yield total.claim_sizes.family("pgq_claim_batch_size", "Jobs returned per claim.", ())
+        yield total.ack_seconds.family("pgq_ack_duration_seconds",
+                                       "Outcome write round trip, by kind (complete, fail).", ("kind",))
+        yield total.ack_sizes.family("pgq_ack_batch_size", "Outcomes written per statement, by kind.", ("kind",))
         yield from self._state(GaugeMetricFamily, CounterMetricFamily)
 
     def _state(self, gauge: Any, counter: Any) -> Iterator[Any]:
