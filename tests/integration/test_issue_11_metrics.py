@@ -9,8 +9,14 @@ use is a clear error, and a worker without a port serves nothing.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import process_handlers
@@ -18,8 +24,8 @@ import psycopg
 import pytest
 
 import pgq
-from factories import RunningWorker
-from metrics_support import free_port, scrape, value, worker_scenario
+from factories import RunningWorker, eventually
+from metrics_support import Samples, free_port, scrape, value, worker_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +103,39 @@ def test_without_a_port_nothing_is_recorded_or_served(q: pgq.Queue) -> None:
 def test_a_bad_metrics_port_is_refused(q: pgq.Queue, port: Any) -> None:
     with pytest.raises(pgq.ValidationError, match="metrics_port"):
         q.worker(metrics_port=port)
+
+
+def test_pgq_worker_metrics_port_serves_while_the_worker_runs(db_url: str, settings: pgq.Settings,
+                                                                tmp_path: Path) -> None:
+    (tmp_path / "metrics_app.py").write_text(textwrap.dedent("""
+        import pgq
+        q = pgq.connect()
+
+        @q.task(name="metrics_app.triple")
+        def triple(n: int) -> int:
+            return 3 * n
+    """))
+    with pgq.Queue(settings, strict_tasks=False) as q:
+        q.enqueue_many([{"task": "metrics_app.triple", "payload": {"n": n}} for n in range(3)])
+    port = free_port()
+    env = {**os.environ, "PGQ_DATABASE_URL": db_url, "PGQ_METRICS_ADDRESS": "127.0.0.1"}
+    process = subprocess.Popen([sys.executable, "-m", "pgq", "worker", "metrics_app:q", "--metrics-port", str(port)],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    labels = {"queue": "default", "task": "metrics_app.triple"}
+
+    def all_completed() -> Samples | None:
+        try:
+            found = scrape(port)
+        except OSError:
+            return None
+        return found if value(found, "pgq_jobs_completed_total", **labels) == 3 else None
+
+    try:
+        samples = eventually(all_completed, "the worker's scrape to count 3 completions", 60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert value(samples, "pgq_jobs_started_total", **labels) == 3
+    with pytest.raises(OSError):
+        scrape(port)  # the port closes with the worker
