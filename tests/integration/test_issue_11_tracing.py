@@ -170,6 +170,19 @@ def test_the_trace_context_is_stored_in_the_job(q: pgq.Queue, spans: InMemorySpa
     assert q.get(job_id).trace_context == stored
 
 
+def test_a_transactional_enqueue_stores_its_context_only_when_the_caller_commits(
+        q: pgq.Queue, spans: InMemorySpanExporter, connect: Any, conn: psycopg.Connection[Any]) -> None:
+    register(q)
+    caller = connect(autocommit=False)
+    ids = [q.enqueue("ok", unique_key="tx", connection=caller),  # enqueue_jobs() + attach_trace_context()
+           *q.enqueue_many([{"task": "ok"}] * 2, connection=caller)]  # COPY
+    visible = "SELECT count(*) FROM pgq.jobs WHERE id = ANY(%s) AND trace_context IS NOT NULL"
+    assert conn.execute(visible, [ids]).fetchone() == (0,)  # nothing before the caller commits
+    caller.commit()
+    assert conn.execute(visible, [ids]).fetchone() == (3,)
+    assert len(named(spans, "pgq.enqueue")) == 2
+
+
 def test_with_tracing_off_no_span_and_no_context(settings: pgq.Settings, spans: InMemorySpanExporter,
                                                  conn: psycopg.Connection[Any]) -> None:
     with pgq.connect(settings=settings) as plain:
