@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0012
+-- alembic revision: 0014
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -184,6 +184,7 @@ CREATE TABLE pgq.jobs (
     free_rescues integer DEFAULT 0 NOT NULL,
     effective_priority smallint,
     group_key text,
+    trace_context jsonb,
     CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
     CONSTRAINT jobs_effective_priority_range CHECK (effective_priority >= 1 AND effective_priority <= 5),
     CONSTRAINT jobs_group_key_length CHECK (length(group_key) >= 1 AND length(group_key) <= 200),
@@ -207,7 +208,7 @@ CREATE TABLE pgq.jobs (
 COMMENT ON TABLE pgq.jobs IS 'One row per job: what to run, its status, attempts, owner and outcome. The queue itself.';
 GRANT SELECT ON TABLE pgq.jobs TO pgq_producer;
 GRANT SELECT ON TABLE pgq.jobs TO pgq_worker;
-GRANT INSERT (id, queue, task, payload, priority, run_at, max_attempts, timeout, retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, group_key) ON TABLE pgq.jobs TO pgq_producer;
+GRANT INSERT (id, queue, task, payload, priority, run_at, max_attempts, timeout, retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, group_key, trace_context) ON TABLE pgq.jobs TO pgq_producer;
 GRANT USAGE ON SEQUENCE pgq.jobs_id_seq TO pgq_producer;
 COMMENT ON COLUMN pgq.jobs.id IS 'Job id, increasing in enqueue order.';
 COMMENT ON COLUMN pgq.jobs.queue IS 'Named lane; workers claim from the queues they are given.';
@@ -236,6 +237,7 @@ COMMENT ON COLUMN pgq.jobs.claim_position IS 'Position of the current (or last) 
 COMMENT ON COLUMN pgq.jobs.free_rescues IS 'Rescues that gave the job back without charging an attempt, its handler having not started; at most max_attempts, then rescues charge again.';
 COMMENT ON COLUMN pgq.jobs.effective_priority IS 'Priority lent by waiting descendants (priority inheritance, lend_priority): above priority when a waiting job of higher priority depends on this one; NULL = none lent. The claim does not read it yet.';
 COMMENT ON COLUMN pgq.jobs.group_key IS 'The job''s group (a tenant, a customer), or NULL: its queue''s per-group limits and fair share count it in this group.';
+COMMENT ON COLUMN pgq.jobs.trace_context IS 'W3C trace context (traceparent, tracestate) of the enqueue, when the producer traced it; NULL otherwise.';
 COMMENT ON CONSTRAINT jobs_payload_size ON pgq.jobs IS 'Payloads are at most 8 MiB as stored jsonb: a backstop for producers that skip the client-side PGQ_MAX_PAYLOAD_BYTES check.';
 COMMENT ON CONSTRAINT jobs_retry_finite ON pgq.jobs IS 'Backoff numbers are finite (NaN and infinity are rejected).';
 COMMENT ON CONSTRAINT jobs_run_at_finite ON pgq.jobs IS 'A job with run_at ''infinity'' would never run.';
@@ -877,6 +879,29 @@ $function$;
 COMMENT ON FUNCTION pgq.age_jobs(p_now timestamp with time zone) IS 'Aging: raise the effective priority of runnable jobs in queues with an aging step by one band per step waited past run_at, up to 5; returns the number raised.';
 GRANT EXECUTE ON FUNCTION pgq.age_jobs(p_now timestamp with time zone) TO pgq_worker;
 
+-- ==================== function attach_trace_context(p_job_ids bigint[], p_trace_context jsonb)
+CREATE OR REPLACE FUNCTION pgq.attach_trace_context(p_job_ids bigint[], p_trace_context jsonb)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    IF p_trace_context IS NULL OR jsonb_typeof(p_trace_context) <> 'object' THEN
+        RAISE EXCEPTION 'attach_trace_context: p_trace_context must be a JSON object, got %',
+            coalesce(jsonb_typeof(p_trace_context), 'NULL') USING ERRCODE = 'PQ004';
+    END IF;
+    UPDATE jobs SET trace_context = p_trace_context
+    WHERE id = ANY(p_job_ids) AND trace_context IS NULL AND status IN ('waiting', 'queued');
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$function$;
+COMMENT ON FUNCTION pgq.attach_trace_context(p_job_ids bigint[], p_trace_context jsonb) IS 'Store the producer''s trace context (a JSON object) in jobs just enqueued through a function, if they have none and are not claimed yet; returns how many changed. PQ004: not an object.';
+GRANT EXECUTE ON FUNCTION pgq.attach_trace_context(p_job_ids bigint[], p_trace_context jsonb) TO pgq_producer;
+
 -- ==================== function cancel_job(p_job_id bigint, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone DEFAULT now())
  RETURNS boolean
@@ -1087,6 +1112,54 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.clear_queue_policy(p_queue text) IS 'Remove a queue''s claim rules and its groups'' weights and states; false when it had none.';
 GRANT EXECUTE ON FUNCTION pgq.clear_queue_policy(p_queue text) TO pgq_producer;
+
+-- ==================== function collect_metrics(p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.collect_metrics(p_now timestamp with time zone DEFAULT now())
+ RETURNS TABLE(metric text, queue text, status text, priority integer, worker_id uuid, value double precision)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+    WITH live AS (
+        -- Each WHERE is the predicate of the partial index that answers it.
+        SELECT j.queue, j.status, j.priority, j.run_at FROM jobs AS j WHERE j.status = 'waiting'
+        UNION ALL
+        SELECT j.queue, j.status, j.priority, j.run_at FROM jobs AS j WHERE j.status IN ('queued', 'retrying')
+        UNION ALL
+        SELECT j.queue, j.status, j.priority, j.run_at FROM jobs AS j WHERE j.status = 'running'
+        UNION ALL
+        SELECT j.queue, j.status, j.priority, j.run_at FROM jobs AS j WHERE j.status = 'dead'
+    ), depth AS (
+        SELECT l.queue, l.status, l.priority, count(*) AS jobs,
+               min(l.run_at) FILTER (WHERE l.status IN ('queued', 'retrying') AND l.run_at <= p_now) AS oldest_due
+        FROM live AS l
+        GROUP BY l.queue, l.status, l.priority
+    )
+    SELECT 'jobs', d.queue, d.status::text, d.priority::integer, NULL::uuid, d.jobs::float8
+    FROM depth AS d
+    UNION ALL
+    SELECT 'oldest_due_age', d.queue, NULL, NULL, NULL,
+           coalesce(extract(epoch FROM p_now - min(d.oldest_due))::float8, 0)
+    FROM depth AS d
+    GROUP BY d.queue
+    UNION ALL
+    SELECT 'dead_letters', q.queue, NULL, NULL, NULL, count(*)::float8
+    FROM dead_letter_queue AS q
+    WHERE q.requeued_at IS NULL
+    GROUP BY q.queue
+    UNION ALL
+    SELECT 'workers', NULL, s.status::text, NULL, NULL, count(w.id)::float8
+    FROM unnest(enum_range(NULL::worker_status_enum)) AS s(status)
+    LEFT JOIN workers AS w ON w.status = s.status
+    GROUP BY s.status
+    UNION ALL
+    SELECT 'worker_health', NULL, w.status::text, NULL, w.id, w.health_score::float8
+    FROM workers AS w
+    WHERE w.status IN ('active', 'draining')
+$function$;
+COMMENT ON FUNCTION pgq.collect_metrics(p_now timestamp with time zone) IS 'The queue exporter''s values in one read: jobs per queue x status x priority (live and dead), oldest due age per queue (s), open dead letters per queue, workers per status, health score per active or draining worker. Reads partial indexes only.';
+GRANT EXECUTE ON FUNCTION pgq.collect_metrics(p_now timestamp with time zone) TO pgq_producer;
+GRANT EXECUTE ON FUNCTION pgq.collect_metrics(p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[] DEFAULT NULL::jsonb[], p_now timestamp with time zone DEFAULT now())

@@ -47,6 +47,7 @@ def deliver(
     clock: Clock | None = None,
     sleep: Callable[[float], None] = time.sleep,
     with_parents: bool | None = None,
+    trace_context: str | None = None,
 ) -> list[tuple[int, bool]]:
     """Enqueue ``specs`` on a pooled connection; return ``(job_id, created)`` in order.
 
@@ -54,6 +55,7 @@ def deliver(
         idempotent: sending the jobs twice cannot create two (every job has a
             unique key and a duplicate resolves to the live job's id).
         with_parents: some spec has ``depends_on`` (None: ``queries`` looks).
+        trace_context: the producer's trace context to store in the jobs (``pgq.tracing``).
     Raises:
         EnqueueOutcomeUnknown: the connection broke after the commit may have
             reached the database, and the database could not say.
@@ -65,7 +67,7 @@ def deliver(
         conn: psycopg.Connection[Any] | None = None
         try:
             with live_connection(pool) as conn:
-                return queries.enqueue_jobs(conn, specs, attempt, with_parents)
+                return queries.enqueue_jobs(conn, specs, attempt, with_parents, trace_context)
         except PgqError:
             raise
         except (psycopg.Error, PoolTimeout) as exc:

@@ -313,6 +313,9 @@ class Job:
     last_error: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    #: The producer's W3C trace context (``traceparent``, ``tracestate``) when it
+    #: traced the enqueue (``pgq.tracing``, revision 0014); None otherwise.
+    trace_context: dict[str, str] | None = None
 
     @property
     def timeout_seconds(self) -> float | None:

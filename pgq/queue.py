@@ -31,6 +31,7 @@ from pgq.retry import Backoff
 from pgq.scheduling.graph import has_parents, order_graph, reject_refs
 from pgq.scheduling import cron
 from pgq.settings import Settings
+from pgq.tracing import Tracer, open_tracer
 
 if TYPE_CHECKING:
     from pgq.memory.search import Similar
@@ -110,6 +111,8 @@ class Queue(QueueControl):
         self._redis: RedisClient | None = None
         # @periodic schedules, stored by each worker at start (pgq.scheduling.cron).
         self.periodic_schedules: dict[str, cron.Schedule] = {}
+        #: OpenTelemetry spans (``Settings.tracing``, pgq[tracing]); None when off.
+        self.tracer: Tracer | None = open_tracer(settings)
 
     def __repr__(self) -> str:
         return f"<pgq.Queue {self.settings!r}>"
@@ -144,15 +147,25 @@ class Queue(QueueControl):
 
     def _send(self, specs: Sequence[JobSpec], *, idempotent: bool, connection: Any,
               with_parents: bool) -> list[tuple[int, bool]]:
+        """Insert ``specs`` (in a ``pgq.enqueue`` span when tracing is on, see ``pgq.tracing``)."""
+        if self.tracer is None:
+            return self._insert(specs, idempotent, connection, with_parents, None)
+        with self.tracer.enqueue(specs) as traced:
+            rows = self._insert(specs, idempotent, connection, with_parents, traced.context_json)
+            traced.enqueued(rows)
+            return rows
+
+    def _insert(self, specs: Sequence[JobSpec], idempotent: bool, connection: Any, with_parents: bool,
+                trace_context: str | None) -> list[tuple[int, bool]]:
         """Insert ``specs``: on the caller's connection as is, else with ``delivery.deliver``'s retries."""
         if connection is not None:
             rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, specs, None, with_parents,
-                                                     connection=connection)
+                                                     trace_context, connection=connection)
             return rows
         with translated(self.settings.database_url):
             pool = self.pool
         return deliver(pool, self.queries, specs, idempotent=idempotent, url=self.settings.database_url,
-                       with_parents=with_parents)
+                       with_parents=with_parents, trace_context=trace_context)
 
     def close(self) -> None:
         """Close the pool (and the Redis client). The queue may be used again (it reopens)."""

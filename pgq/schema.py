@@ -115,6 +115,8 @@ jobs = Table(
     # Revision 0012: the job's group (a tenant, a customer) for per-group rules and fair share.
     Column("group_key", Text, comment="The job's group (a tenant, a customer), or NULL: its queue's per-group "
                                       "limits and fair share count it in this group."),
+    # Revision 0014: the producer's W3C trace context, when tracing is on (NULL: none).
+    Column("trace_context", JSONB),
     CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="jobs_queue_name"),
     CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="jobs_task_name"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="jobs_payload_object"),

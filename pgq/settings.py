@@ -173,6 +173,15 @@ class Settings:
     # health score drops, and a rising RSS is predicted to reach it. Set it to the
     # container's or cgroup's memory limit.
     health_rss_limit_bytes: int = 0
+    # --- metrics and tracing (issue 11)
+    # A worker serves Prometheus metrics on this TCP port (0 = off; `pgq worker
+    # --metrics-port`); pip install 'pgq[prometheus]'. Each worker process needs a port of its own.
+    metrics_port: int = 0
+    # The address that port listens on (all interfaces by default, as exporters do).
+    metrics_address: str = "0.0.0.0"
+    # OpenTelemetry spans for enqueues (pgq.enqueue) and attempts (pgq.attempt), the
+    # trace context carried in the job; pip install 'pgq[tracing]'. Off: no cost.
+    tracing: bool = False
 
     # --- AUTO snapshots (issue 12), taken by the maintenance leader; both triggers 0 = off.
     # Take one when the latest snapshot is older than this.
@@ -296,6 +305,17 @@ class Settings:
         limit = self.health_rss_limit_bytes
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ConfigurationError(f"PGQ_HEALTH_RSS_LIMIT_BYTES must be a whole number >= 0, got {limit!r}")
+        self._check_observability()
+
+    def _check_observability(self) -> None:
+        # --- metrics and tracing (issue 11)
+        port = self.metrics_port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigurationError(f"PGQ_METRICS_PORT must be a TCP port from 1 to 65535 (0 = off), got {port!r}")
+        if not isinstance(self.metrics_address, str) or not self.metrics_address.strip():
+            raise ConfigurationError(f"PGQ_METRICS_ADDRESS must be an address to listen on, got {self.metrics_address!r}")
+        if not isinstance(self.tracing, bool):
+            raise ConfigurationError(f"PGQ_TRACING must be true or false, got {self.tracing!r}")
 
     def _check_snapshots(self) -> None:
         # --- AUTO snapshots (issue 12)

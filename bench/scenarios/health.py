@@ -24,6 +24,7 @@ import dataclasses
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +69,28 @@ class SamplingWorkers(Workers):
 
 def _sampling_cost(env: Env, tmp: Path, jobs: int, workers: int, concurrency: int, batch_size: int,
                    rounds: int) -> dict[str, Any]:
+    return paired_cost(env, tmp, jobs, rounds, "sampling",
+                       lambda on: SamplingWorkers(workers, concurrency, batch_size, sampling=on))
+
+
+def paired_cost(env: Env, tmp: Path, jobs: int, rounds: int, what: str,
+                crew_of: Callable[[bool], Workers]) -> dict[str, Any]:
+    """Burn-downs of ``jobs`` no-op jobs by ``crew_of(True)`` and ``crew_of(False)``, interleaved
+    (on/off, then off/on, ...), ``rounds`` pairs: jobs/s and worker CPU per job, with the
+    medians of the per-pair ratios (see the module docstring). ``what`` names the switch."""
     rates: dict[bool, list[float]] = {True: [], False: []}
     cpu: dict[bool, list[float]] = {True: [], False: []}  # worker processes' CPU per job (us)
     lost = 0
     for r in range(rounds):
-        for sampling in ((True, False) if r % 2 == 0 else (False, True)):
+        for on in ((True, False) if r % 2 == 0 else (False, True)):
             reset_schema(env)
             first, last = preload(env, jobs)
-            crew = SamplingWorkers(workers, concurrency, batch_size, sampling=sampling)
-            label = f"burn-down, sampling {'on' if sampling else 'off'} ({r + 1}/{rounds})"
+            crew = crew_of(on)
+            label = f"burn-down, {what} {'on' if on else 'off'} ({r + 1}/{rounds})"
             before = _children_cpu()
             metrics, _ = burn_down(env, tmp, crew, first, last, label=label, cost=False)
-            cpu[sampling].append(round((_children_cpu() - before) / jobs * 1e6, 2))
-            rates[sampling].append(metrics["process_jobs_per_s"])
+            cpu[on].append(round((_children_cpu() - before) / jobs * 1e6, 2))
+            rates[on].append(metrics["process_jobs_per_s"])
             lost += metrics["lost_or_duplicated"]
     ratios = [on / off for on, off in zip(rates[True], rates[False], strict=True)]
     cpu_ratios = [on / off for on, off in zip(cpu[True], cpu[False], strict=True)]
@@ -205,16 +215,23 @@ def run(env: Env, tmp: Path, *, jobs: int, workers: int, concurrency: int, batch
     return Run(envelope(env, NAME, settings, metrics), {})
 
 
-def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
-    s, a, r = record["sampling"], record["analysis"], record["read"]
+def cost_rows(s: dict[str, Any], what: str) -> list[tuple[str, str]]:
+    """The report's rows of a ``paired_cost`` result."""
     return [
-        ("job-path recording, in-process", f"{record['hooks']['us_per_job']} us CPU per job"),
-        ("sampling on / off (jobs/s)", f"{s['median_ratio']:.3f} median of {s['ratios_on_over_off']}"
-                                       f" -> cost {s['cost_percent']:+.2f} %"),
+        (f"{what} on / off (jobs/s)", f"{s['median_ratio']:.3f} median of {s['ratios_on_over_off']}"
+                                      f" -> cost {s['cost_percent']:+.2f} %"),
         ("worker CPU per job on / off", f"{s['cpu_cost_percent']:+.2f} % (median of {s['cpu_ratios_on_over_off']};"
                                         f" us/job on {s['cpu_us_per_job_on']}, off {s['cpu_us_per_job_off']})"),
         ("jobs/s on", ", ".join(f"{x:,.0f}" for x in s["jobs_per_s_on"])),
         ("jobs/s off", ", ".join(f"{x:,.0f}" for x in s["jobs_per_s_off"])),
+    ]
+
+
+def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+    s, a, r = record["sampling"], record["analysis"], record["read"]
+    return [
+        ("job-path recording, in-process", f"{record['hooks']['us_per_job']} us CPU per job"),
+        *cost_rows(s, "sampling"),
         ("analysis", f"{a['workers']:,} workers x {a['samples_per_worker']} samples: best {a['best_ms']} ms, "
                      f"median {a['median_ms']} ms ({a['predicted_failures']} predicted failures, "
                      f"{a['workers_with_anomalies']} workers with anomalies)"),

@@ -169,6 +169,14 @@ DROP TABLE queue_policies;
 DROP INDEX jobs_group_claim_idx;
 DROP INDEX jobs_claim_idx;
 CREATE INDEX jobs_claim_idx ON jobs (queue, priority DESC, run_at, id) WHERE status IN ('queued', 'retrying');
+-- A dropped column keeps its column grants (as pg.dropped.N): revoke first.
+DO $roles$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_schema() || '_producer') THEN
+        EXECUTE format('REVOKE INSERT (group_key) ON jobs FROM %I', current_schema() || '_producer');
+    END IF;
+END
+$roles$;
 ALTER TABLE jobs DROP COLUMN group_key;
 """
 

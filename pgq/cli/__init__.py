@@ -1,4 +1,4 @@
-"""The ``pgq`` command: migrate, worker, status, workers, dlq, bench.
+"""The ``pgq`` command: migrate, worker, status, workers, dlq, bench, metrics.
 
 Thin by design: parse options, build ``Settings``, call one library function,
 print, exit. Exit codes: 0 success, 1 failed operation, 2 bad usage or
@@ -16,7 +16,7 @@ import logging
 
 import click
 
-from pgq.cli import bench, dlq, migrate, status, worker, workers
+from pgq.cli import bench, dlq, metrics, migrate, status, worker, workers
 from pgq.cli.common import Context, format_table, handle_errors
 from pgq.cli.scheduling import commands as scheduling_commands
 from pgq.health.cli import commands as health_commands
@@ -45,6 +45,8 @@ main.add_command(status.status)
 main.add_command(workers.workers)
 main.add_command(dlq.dlq)
 main.add_command(bench.bench)
+# Prometheus (issue 11): pgq metrics (pgq/cli/metrics.py); workers: pgq worker --metrics-port.
+main.add_command(metrics.metrics)
 
 # Worker health (issue 11): `pgq health`, `pgq workers health` (pgq/health/cli.py).
 for _command, _group in zip(health_commands(handle_errors), (main, workers.workers), strict=True):

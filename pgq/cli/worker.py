@@ -88,10 +88,13 @@ class _EarlyStop:
 @click.option("--max-stuck-handlers", type=click.IntRange(1, 10000),
               help="Sync handlers stuck past their timeout (threads replaced) at which the worker drains and "
                    "exits with status 1 [default: the concurrency].")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on this port at /metrics (0 = off) [env: PGQ_METRICS_PORT]; "
+                   "needs pgq[prometheus].")
 @click.pass_obj
 @handle_errors
 def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool,
-           max_stuck_handlers: int | None) -> None:
+           max_stuck_handlers: int | None, metrics_port: int | None) -> None:
     """Run a worker for APP (MODULE:ATTRIBUTE naming a pgq.Queue).
 
     At start, an unreachable database is waited for (PGQ_START_TIMEOUT_SECONDS;
@@ -107,11 +110,11 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
     # waiting for the database): SIGTERM/SIGINT then ends it cleanly (exit 0)
     # instead of killing it, and once the worker exists the signal stops it.
     with _EarlyStop.installed() as early:
-        _run_worker(obj, app, queues, concurrency, batch_size, burst, max_stuck_handlers, early)
+        _run_worker(obj, app, queues, concurrency, batch_size, burst, max_stuck_handlers, metrics_port, early)
 
 
 def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_size: int | None, burst: bool,
-                max_stuck_handlers: int | None, early: _EarlyStop) -> None:
+                max_stuck_handlers: int | None, metrics_port: int | None, early: _EarlyStop) -> None:
     # The app builds its Queue at import, usually with pgq.connect(): the global
     # options reach it through the environment (arguments in its code still win).
     if obj.database_url:
@@ -125,7 +128,7 @@ def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, ba
                    "is not used", err=True)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     w = queue.worker(queues=names, concurrency=concurrency, batch_size=batch_size,
-                     max_stuck_handlers=max_stuck_handlers)
+                     max_stuck_handlers=max_stuck_handlers, metrics_port=metrics_port)
     if early.attach(w):
         click.echo("stopped before the worker started", err=True)
         return

@@ -33,6 +33,8 @@ class HealthQueries:
             f"SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext(%s))"
             f" THEN {s}.prune_health_logs(make_interval(secs => %s::float8), %s::int) END"
         )
+        # What `pgq metrics` publishes, in one read (revision 0014).
+        self._collect = f"SELECT metric, queue, status, priority, worker_id, value FROM {s}.collect_metrics()"
         self._alerts = (
             f"SELECT rule, severity, subject, value, threshold, firing, detail FROM {s}.health_alerts"
             " ORDER BY firing DESC, severity = 'critical' DESC, rule, subject"
@@ -48,6 +50,10 @@ class HealthQueries:
             " AND w.status IN ('active', 'draining')"
             " ORDER BY l.worker_id, l.logged_at, l.id"
         )
+
+    def collect_metrics(self, conn: Any) -> list[tuple[Any, ...]]:
+        """Rows ``(metric, queue, status, priority, worker_id, value)`` of ``collect_metrics()`` (read-only)."""
+        return execute(conn, self._collect)
 
     def heartbeat_worker_v3(
         self, conn: Any, worker_id: UUID, load: int, running: Sequence[int], started_through: int | None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +46,10 @@ def _backoff_columns(spec: JobSpec) -> tuple[float | None, float | None, float |
 _COPY_BLOCK = 1000  # rows per write in the COPY path
 
 
-def _copy_lines(specs: Sequence[JobSpec], ids: Sequence[int], now: dt.datetime) -> tuple[str, list[str]]:
-    """The column list and the COPY text lines for ``specs`` with ``ids``.
+def _copy_lines(specs: Sequence[JobSpec], ids: Sequence[int], now: dt.datetime,
+                trace_context: str | None = None) -> tuple[str, list[str]]:
+    """The column list and the COPY text lines for ``specs`` with ``ids`` (and the
+    producer's trace context in every row, when given).
 
     Formatted here rather than by ``Copy.write_row`` (twice as fast for a
     batch): columns every job leaves at its default (no delay, timeout or
@@ -61,6 +63,8 @@ def _copy_lines(specs: Sequence[JobSpec], ids: Sequence[int], now: dt.datetime) 
     timeouts = any(s.timeout_seconds is not None for s in specs)
     retries = any(s.backoff is not None for s in specs)
     groups = any(s.group_key is not None for s in specs)
+    # JSON from json.dumps: only its backslashes need doubling for the text format.
+    traced = "" if trace_context is None else "\t" + trace_context.replace("\\", "\\\\")
     lines = []
     for job_id, spec in zip(ids, specs, strict=True):
         payload = spec.payload_json
@@ -79,8 +83,8 @@ def _copy_lines(specs: Sequence[JobSpec], ids: Sequence[int], now: dt.datetime) 
             line += "\t\\N\t\\N\t\\N\t\\N" if b is None else f"\t{b.base!r}\t{b.factor!r}\t{b.max!r}\t{b.jitter!r}"
         if groups:
             line += "\t\\N" if spec.group_key is None else "\t" + _copy_text(spec.group_key)
-        lines.append(line + "\n")
-    return _copy_columns(timed, timeouts, retries, groups), lines
+        lines.append(line + traced + "\n")
+    return _copy_columns(timed, timeouts, retries, groups, trace_context is not None), lines
 
 
 def _copy_text(value: str) -> str:
@@ -88,7 +92,7 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _copy_columns(timed: bool, timeouts: bool, retries: bool, groups: bool) -> str:
+def _copy_columns(timed: bool, timeouts: bool, retries: bool, groups: bool = False, traced: bool = False) -> str:
     """The column list of a COPY into jobs (constant names only)."""
     columns = "id, task, payload, queue, priority, max_attempts"
     if timed:
@@ -99,6 +103,8 @@ def _copy_columns(timed: bool, timeouts: bool, retries: bool, groups: bool) -> s
         columns += ", retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter"
     if groups:
         columns += ", group_key"
+    if traced:
+        columns += ", trace_context"
     return columns
 
 
@@ -112,7 +118,7 @@ class EnqueueQueries(QueriesBase):
         # COPY statements by the column list _copy_lines chooses (constant names only).
         self._copy_jobs = {
             columns: f"COPY {s}.jobs ({columns}) FROM STDIN"
-            for columns in {_copy_columns(*flags) for flags in itertools.product((False, True), repeat=4)}
+            for columns in {_copy_columns(*flags) for flags in itertools.product((False, True), repeat=5)}
         }
         self._enqueue = (
             f"SELECT ord, job_id, created FROM {s}.enqueue_jobs("
@@ -134,15 +140,20 @@ class EnqueueQueries(QueriesBase):
             f"INSERT INTO {s}.jobs (task, payload, queue, priority, max_attempts)"
             " VALUES (%s::text, %s::text::jsonb, %s::text, %s::smallint, %s::int) RETURNING id"
         )
-        self._insert_one = (
+        insert_one = (
             f"INSERT INTO {s}.jobs (task, payload, queue, priority, run_at, max_attempts, timeout,"
-            " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, group_key)"
+            " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, group_key{traced})"
             " VALUES (%s::text, %s::text::jsonb, %s::text, %s::smallint,"
             " coalesce(%s::timestamptz, now() + make_interval(secs => coalesce(%s::float8, 0))),"
             " %s::int, make_interval(secs => %s::float8), %s::float8, %s::float8, %s::float8, %s::float8,"
-            " %s::text)"
+            " %s::text{value})"
             " RETURNING id"
         )
+        self._insert_one = insert_one.format(traced="", value="")
+        # Tracing on (pgq.tracing): the same with the producer's trace context.
+        self._insert_traced = insert_one.format(traced=", trace_context", value=", %s::jsonb")
+        # ... and for the paths through a stored function, in the same transaction.
+        self._attach_trace = f"SELECT {s}.attach_trace_context(%s::bigint[], %s::jsonb)"
         # The transaction id too: if the connection breaks during the COMMIT,
         # pg_xact_status() on another connection says whether it committed.
         self._reserve_ids = (
@@ -166,7 +177,7 @@ class EnqueueQueries(QueriesBase):
 
     def enqueue_jobs(
         self, conn: Any, specs: Sequence[JobSpec], attempt: EnqueueAttempt | None = None,
-        with_parents: bool | None = None,
+        with_parents: bool | None = None, trace_context: str | None = None,
     ) -> list[tuple[int, bool]]:
         """Insert ``specs``; return ``(job_id, created)`` in input order.
 
@@ -183,48 +194,72 @@ class EnqueueQueries(QueriesBase):
         Every path is one transaction; a delay is added to the database's
         transaction time, never to the client clock. ``attempt`` records how far
         the call got (see ``EnqueueAttempt``). ``with_parents``: whether some spec
-        has ``depends_on``, when the caller knows (None: look).
+        has ``depends_on``, when the caller knows (None: look). ``trace_context``:
+        the producer's trace context (JSON, ``pgq.tracing``) stored in every job
+        created, in the same transaction; None (tracing off) leaves the column
+        out of every statement.
         """
         attempt = attempt or EnqueueAttempt()
         if any(s.depends_on for s in specs) if with_parents is None else with_parents:
             attempt.commit_sent = True  # job graphs: enqueue_jobs_v2 (pgq/queries/graph.py)
-            return self.graph.enqueue_with_parents(conn, specs)
+            return self._through_function(conn, lambda: self.graph.enqueue_with_parents(conn, specs), trace_context)
         if any(s.unique_key is not None for s in specs):
             attempt.commit_sent = True
-            return self._enqueue_by_function(conn, specs)
+            return self._through_function(conn, lambda: self._enqueue_by_function(conn, specs), trace_context)
         if len(specs) == 1:
             attempt.commit_sent = True
-            return [self._insert(conn, specs[0])]
+            return [self._insert(conn, specs[0], trace_context)]
         if isinstance(conn, psycopg.Connection):
-            return self._enqueue_by_copy(conn, specs, attempt)
+            return self._enqueue_by_copy(conn, specs, attempt, trace_context)
         attempt.commit_sent = True
         if any(s.group_key is not None for s in specs):
             # enqueue_jobs() takes no group: one INSERT each, in the caller's transaction.
-            return [self._insert(conn, spec) for spec in specs]
-        return self._enqueue_by_function(conn, specs)
+            return [self._insert(conn, spec, trace_context) for spec in specs]
+        return self._through_function(conn, lambda: self._enqueue_by_function(conn, specs), trace_context)
 
-    def _insert(self, conn: Any, spec: JobSpec) -> tuple[int, bool]:
+    @staticmethod
+    def _one_job(spec: JobSpec) -> list[Any]:
+        """The parameters of ``_insert_one`` (and the first ones of ``_insert_traced``)."""
+        return [spec.task, spec.payload_json, spec.queue, spec.priority, spec.run_at, spec.delay_seconds,
+                spec.max_attempts, spec.timeout_seconds, *_backoff_columns(spec), spec.group_key]
+
+    def _through_function(self, conn: Any, send: Callable[[], list[tuple[int, bool]]],
+                          trace_context: str | None) -> list[tuple[int, bool]]:
+        """``send()`` (an enqueue through a stored function); with a trace context, in one
+        transaction with ``attach_trace_context`` for the jobs it created, so that no
+        worker claims one of them before its context is stored."""
+        if trace_context is None:
+            return send()
+        own = isinstance(conn, psycopg.Connection) and conn.autocommit
+        with conn.transaction() if own else contextlib.nullcontext():
+            rows = send()
+            created = [job_id for job_id, was_created in rows if was_created]
+            if created:
+                execute(conn, self._attach_trace, [created, trace_context])
+        return rows
+
+    def _insert(self, conn: Any, spec: JobSpec, trace_context: str | None = None) -> tuple[int, bool]:
         """One job without a unique key or parents: one INSERT (five parameters in the common case)."""
-        if (spec.run_at is None and not spec.delay_seconds and spec.timeout_seconds is None
+        if trace_context is not None:
+            rows = execute(conn, self._insert_traced, [*self._one_job(spec), trace_context])
+        elif (spec.run_at is None and not spec.delay_seconds and spec.timeout_seconds is None
                 and spec.backoff is None and spec.group_key is None):
             rows = execute(conn, self._insert_plain,
                            [spec.task, spec.payload_json, spec.queue, spec.priority, spec.max_attempts])
         else:
-            rows = execute(conn, self._insert_one, [
-                spec.task, spec.payload_json, spec.queue, spec.priority, spec.run_at, spec.delay_seconds,
-                spec.max_attempts, spec.timeout_seconds, *_backoff_columns(spec), spec.group_key,
-            ])
+            rows = execute(conn, self._insert_one, self._one_job(spec))
         return int(rows[0][0]), True
 
     def _enqueue_by_copy(
-        self, conn: psycopg.Connection[Any], specs: Sequence[JobSpec], attempt: EnqueueAttempt
+        self, conn: psycopg.Connection[Any], specs: Sequence[JobSpec], attempt: EnqueueAttempt,
+        trace_context: str | None = None,
     ) -> list[tuple[int, bool]]:
         # On an autocommit (pooled) connection the batch is its own transaction; on
         # a caller's connection it joins the caller's transaction, which decides.
         with conn.transaction() if conn.autocommit else contextlib.nullcontext():
             ((now, ids, xid),) = execute(conn, self._reserve_ids, [len(specs)])
             attempt.transaction_id, attempt.job_ids = xid, [int(i) for i in ids]
-            columns, lines = _copy_lines(specs, ids, now)
+            columns, lines = _copy_lines(specs, ids, now, trace_context)
             with conn.cursor().copy(self._copy_jobs[columns]) as copy:
                 # Blocks of rows: the server parses one while the next is formatted.
                 for start in range(0, len(lines), _COPY_BLOCK):

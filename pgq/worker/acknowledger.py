@@ -70,6 +70,8 @@ class Acknowledger:
         # Health samples (issue 11): round trips and how long outcomes wait for their commit.
         counters.metrics.enabled = settings.health_sampling
         self._metrics = counters.metrics if settings.health_sampling else None
+        self._exporter = counters.exporter  # Prometheus (PGQ_METRICS_PORT), None when off
+        self._timed = self._metrics is not None or self._exporter is not None
         # When the oldest outcome not yet written was queued (only while sampling; None:
         # none waits). One clock read per batch, not per outcome: the next write's lag.
         self._waiting_since: float | None = None
@@ -239,10 +241,11 @@ class Acknowledger:
             conn, self.worker_id, [j.id for j, _ in completions], [j.attempts for j, _ in completions],
             [o.result_json for _, o in completions],
         )
-        if self._metrics is not None:
-            self._metrics.ack_round_trip(self.clock.monotonic() - sent)
+        self._round_trip("complete", len(completions), sent)
         self.counters.completed += len(done)
         self.counters.stale_reports += len(completions) - len(done)
+        if self._exporter is not None:
+            self._exporter.completed(job for job, _ in completions if job.id in done)
         for job, outcome in completions:
             if job.id in done:
                 if self._observe is not None:
@@ -260,6 +263,8 @@ class Acknowledger:
         self._written([job])
         if ok:
             self.counters.failed += 1
+            if self._exporter is not None:
+                self._exporter.failed(job, o.outcome)
             if self._observe is not None:
                 self._observe(job, o)
             # The job may be retrying, due soon: a delayed retry sends no NOTIFY,
@@ -275,6 +280,15 @@ class Acknowledger:
         sent = self.clock.monotonic()
         ok = self.queries.fail_job(conn, job.id, self.worker_id, job.attempts, o.error_type, o.message,
                                    o.traceback, o.retry_delay, o.fatal, o.outcome)
-        if self._metrics is not None:
-            self._metrics.ack_round_trip(self.clock.monotonic() - sent)
+        self._round_trip("fail", 1, sent)
         return ok
+
+    def _round_trip(self, kind: str, outcomes: int, sent: float) -> None:
+        """Record an outcome statement sent at ``sent`` (health samples, Prometheus)."""
+        if not self._timed:
+            return
+        seconds = self.clock.monotonic() - sent
+        if self._metrics is not None:
+            self._metrics.ack_round_trip(seconds)
+        if self._exporter is not None:
+            self._exporter.acknowledged(kind, outcomes, seconds)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pgq.queries import Queries
     from pgq.scheduling.cron import Schedule
     from pgq.redis.client import RedisClient
+    from pgq.tracing import Tracer
 
 
 class TaskInfo(Handler, Protocol):
@@ -33,6 +34,7 @@ class WorkerQueue(Protocol):
 
     settings: Settings
     queries: Queries
+    tracer: Tracer | None  # OpenTelemetry spans (pgq.tracing); None when off
 
     @property
     def tasks(self) -> Mapping[str, TaskInfo]: ...

@@ -141,10 +141,15 @@ class ClaimLoop:
                         self.worker_id, exc, len(dropped))
             self._reregister()
             return []
+        metrics = self.counters.metrics if self.counters.metrics.enabled else None
+        exporter = self.counters.exporter
+        seconds = self.clock.monotonic() - sent if metrics is not None or exporter is not None else 0.0
         with self._lock:
             self.counters.claimed += len(jobs)
-            if self.counters.metrics.enabled:
-                self.counters.metrics.claim_round_trip(self.clock.monotonic() - sent)
+            if metrics is not None:
+                metrics.claim_round_trip(seconds)
+        if exporter is not None:
+            exporter.claimed(len(jobs), seconds)
         return jobs
 
     def hand_over(self, jobs: list[Job]) -> None:

@@ -2,14 +2,36 @@
 
 The worker's parts each add to their own fields; nothing here decides anything.
 ``metrics`` carries the measurements of the heartbeat's health samples
-(``pgq.worker.metrics``), so every part that counts can also measure.
+(``pgq.worker.metrics``), and ``exporter`` the Prometheus exporter's when it
+is on (``pgq.health.worker_exporter``), so every part that counts can also measure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from pgq.worker.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from pgq.job import Job
+
+
+class JobRecorder(Protocol):
+    """What the worker's parts tell an exporter (``pgq.health.worker_exporter.WorkerExporter``)."""
+
+    def started(self, job: Job) -> None: ...
+
+    def ran(self, job: Job, seconds: float) -> None: ...
+
+    def completed(self, jobs: Iterable[Job]) -> None: ...
+
+    def failed(self, job: Job, outcome: str) -> None: ...
+
+    def claimed(self, jobs: int, seconds: float) -> None: ...
+
+    def acknowledged(self, kind: str, outcomes: int, seconds: float) -> None: ...
 
 
 @dataclass
@@ -28,6 +50,8 @@ class WorkerCounters:
     extra: dict[str, int] = field(default_factory=dict)
     # Health measurements for the heartbeat's samples (issue 11); switched by PGQ_HEALTH_SAMPLING.
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics, repr=False, compare=False)
+    # The Prometheus exporter (PGQ_METRICS_PORT); None when off: the parts then record nothing for it.
+    exporter: JobRecorder | None = field(default=None, repr=False, compare=False)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the extra counter ``name``."""

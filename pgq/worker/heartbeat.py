@@ -155,6 +155,7 @@ class Heartbeat:
         history = self.metrics.p50_history
         baseline = float(latency_baseline(list(history))) if history else None
         values["health_score"] = score_sample(values, baseline, self.acknowledger.settings.health_rss_limit_bytes)
+        self.metrics.score = values["health_score"]
         history.append(values.get("latency_p50_ms", float("nan")))
         return values, mark
 

@@ -92,6 +92,8 @@ class WorkerMetrics:
         self._ack_lag = 0.0
         self._loop_lag: float | None = None
         self._mark: Mark | None = None
+        #: The health score of the latest sample (None: none taken yet); the Prometheus exporter reads it.
+        self.score: float | None = None
         #: The median run times of the last ``BASELINE_SAMPLES`` samples (NaN: none ran).
         self.p50_history: collections.deque[float] = collections.deque(maxlen=BASELINE_SAMPLES)
 

@@ -22,6 +22,7 @@ attribute check per job.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue as queue_module
 import threading
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from pgq.clock import Clock
     from pgq.job import Job
     from pgq.worker.acknowledger import Acknowledger
+    from pgq.tracing import Tracer
     from pgq.worker.claim import ClaimSource
 
 log = logging.getLogger("pgq.worker")
@@ -90,11 +92,13 @@ class Runner:
         stopping: set when the worker stops (buffered jobs are then not started).
         max_stuck: stuck handlers at which ``on_too_many_stuck`` is called (default: ``concurrency``).
         on_too_many_stuck: called (once) when ``max_stuck`` handlers are stuck at once.
+        tracer: runs each attempt in a ``pgq.attempt`` span (``pgq.tracing``); None when off.
     """
 
     def __init__(self, tasks: Mapping[str, Handler], concurrency: int, acknowledger: Acknowledger,
                  source: ClaimSource, clock: Clock, wake: threading.Event, stopping: threading.Event, *,
-                 max_stuck: int | None = None, on_too_many_stuck: Callable[[int], None] | None = None) -> None:
+                 max_stuck: int | None = None, on_too_many_stuck: Callable[[int], None] | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.tasks = tasks
         self.concurrency = concurrency
         self.max_stuck = concurrency if max_stuck is None else max_stuck
@@ -126,6 +130,9 @@ class Runner:
         # Health samples (issue 11): handler run times, the event loop's lag; None when off.
         metrics = acknowledger.counters.metrics
         self._metrics = metrics if metrics.enabled else None
+        self._exporter = acknowledger.counters.exporter  # Prometheus; None when off
+        self._timed = self._metrics is not None or self._exporter is not None
+        self._tracer = tracer
 
     # ------------------------------------------------------------ starting jobs
     def start(self) -> None:
@@ -151,17 +158,29 @@ class Runner:
             self.finish(slot, unknown_task(job))
         elif task.is_async:
             slot.started = True
+            if self._exporter is not None:
+                self._exporter.started(job)
             loop = self._event_loop()
             began = self.clock.monotonic()
-            future = asyncio.run_coroutine_threadsafe(run_async(task.fn, slot.ctx, job.timeout_seconds), loop)
+            attempt = run_async(task.fn, slot.ctx, job.timeout_seconds)
+            if self._tracer is not None:
+                attempt = self._tracer.run_async(job, attempt)
+            future = asyncio.run_coroutine_threadsafe(attempt, loop)
             future.add_done_callback(lambda f: self._async_done(slot, f, began))
         else:
             self._ready.put(slot)
 
     def _async_done(self, slot: Slot, future: Any, began: float) -> None:
-        if self._metrics is not None:
-            self._metrics.job_finished(self.clock.monotonic() - began)
+        if self._timed:
+            self._ran(slot.job, self.clock.monotonic() - began)
         self.finish(slot, _outcome_of(future))
+
+    def _ran(self, job: Job, seconds: float) -> None:
+        """A handler returned after ``seconds`` (health samples, Prometheus)."""
+        if self._metrics is not None:
+            self._metrics.job_finished(seconds)
+        if self._exporter is not None:
+            self._exporter.ran(job, seconds)
 
     def _run(self) -> None:
         """One of ``concurrency`` threads running sync handlers from the buffer."""
@@ -187,13 +206,23 @@ class Runner:
             if skip:
                 self.finish(slot, None)
                 continue
-            metrics = self._metrics
-            began = self.clock.monotonic() if metrics is not None else 0.0
-            outcome = self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
-            if metrics is not None:
-                metrics.job_finished(self.clock.monotonic() - began)
+            timed = self._timed
+            if timed:
+                if self._exporter is not None:
+                    self._exporter.started(slot.job)
+                began = self.clock.monotonic()
+            if self._tracer is None:
+                outcome = self._attempt(slot, task)
+            else:
+                outcome = self._tracer.run(slot.job, functools.partial(self._attempt, slot, task))
+            if timed:
+                self._ran(slot.job, self.clock.monotonic() - began)
             if not self.finish(slot, outcome):
                 return  # detached: another thread took this one's place
+
+    def _attempt(self, slot: Slot, task: Handler) -> Outcome:
+        """Run a sync handler: on this thread, or in a child process (isolation="process")."""
+        return self._in_process(slot, task) if slot.process else run_sync(task.fn, slot.ctx)
 
     def _in_process(self, slot: Slot, task: Handler) -> Outcome:
         """Run a process-isolated handler in a child process (see ``processes``)."""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from pgq.scheduling.cron import register_periodic
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
-from pgq.errors import TooManyStuckHandlers
+from pgq.errors import TooManyStuckHandlers, ValidationError
 from pgq.maintenance import Maintenance
 from pgq.memory.writer import open_writer
 from pgq.notify import Listener
@@ -47,6 +47,7 @@ from pgq.worker.stuck import StuckReport, WithStuckReport
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
+    from pgq.health.worker_exporter import WorkerExporter
     from pgq.redis.reconciler import ReconcilerService
 
 log = logging.getLogger("pgq.worker")
@@ -72,8 +73,11 @@ class Worker:
         max_stuck_handlers: sync handlers stuck past their timeout (their threads
             replaced) at which the worker drains and ``run()`` raises
             ``TooManyStuckHandlers``; default: ``concurrency``.
+        metrics_port: serve Prometheus metrics on this port while running (0: off;
+            default ``Settings.metrics_port``, ``PGQ_METRICS_PORT``); see docs/metrics.md.
     Raises:
         ValidationError: a bad argument.
+        ConfigurationError: a metrics port without ``pgq[prometheus]`` installed.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class Worker:
         run_maintenance: bool = True,
         clock: Clock | None = None,
         max_stuck_handlers: int | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.queues, batch = checked(queue, queues, concurrency, batch_size, worker_id, max_stuck_handlers)
         self.queue = queue
@@ -101,6 +106,15 @@ class Worker:
         self.clock = clock or SystemClock()
         self.counters = WorkerCounters()
         self.maintenance: Maintenance | None = None
+        self._metrics_port = self._exporter_port(metrics_port)
+        self._exporter: WorkerExporter | None = None
+        if self._metrics_port:
+            from pgq.health.worker_exporter import WorkerExporter
+
+            self._exporter = WorkerExporter(self.id, self.counters, lambda: self._runner.count())
+            self.counters.exporter = self._exporter
+        #: The port ``/metrics`` is served on while the worker runs (None: not serving).
+        self.metrics_port: int | None = None
 
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -127,7 +141,7 @@ class Worker:
             observe=self.memory.observe if self.memory is not None else None)
         self._runner = Runner(queue.tasks, concurrency, self._acknowledger, self._source, self.clock,
                               self._wake, self._stopping, max_stuck=max_stuck_handlers,
-                              on_too_many_stuck=self._too_many_stuck)
+                              on_too_many_stuck=self._too_many_stuck, tracer=queue.tracer)
         self._claims = ClaimLoop(
             self.id, self.settings, self._source, self._runner, self._acknowledger, self.counters, self.clock,
             concurrency=concurrency, batch_size=batch, wake=self._wake, stopping=self._stopping, idle=self._idle,
@@ -136,6 +150,35 @@ class Worker:
         self._heartbeat = Heartbeat(self._pool, self.queries, self.id, self._runner, self._acknowledger,
                                     self._source, self._positions, self.clock, drain=self._drain)
         self._stuck_report = StuckReport(self._pool, self.queries, self.id, self._runner)
+
+    def _exporter_port(self, port: int | None) -> int:
+        """The metrics port asked for (0: none), checked, with prometheus-client importable."""
+        if port is None:
+            port = self.settings.metrics_port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValidationError(f"metrics_port must be a TCP port from 1 to 65535 (0 = off), got {port!r}")
+        if port:
+            from pgq.health.worker_exporter import missing_extra
+
+            try:
+                import prometheus_client  # noqa: F401  (fail now, not when the worker starts)
+            except ImportError:
+                raise missing_extra("prometheus", "metrics_port (PGQ_METRICS_PORT, --metrics-port)") from None
+        return port
+
+    def _serve_metrics(self) -> None:
+        """Start serving ``/metrics`` (once), when a port was asked for."""
+        exporter = self._exporter
+        if exporter is not None and self.metrics_port is None:
+            self.metrics_port = exporter.serve(self._metrics_port, self.settings.metrics_address)
+            log.info("worker %s serves Prometheus metrics on %s:%d/metrics", self.id, self.settings.metrics_address,
+                     self.metrics_port)
+
+    def close_metrics(self) -> None:
+        """Stop serving ``/metrics`` (``run()`` does at exit; after ``run_once()``, call it)."""
+        if self._exporter is not None:
+            self._exporter.close()
+        self.metrics_port = None
 
     def _claim_source(self) -> ClaimSource:
         """Postgres claims; with ``redis_url`` set, ids from Redis claimed in Postgres."""
@@ -196,6 +239,7 @@ class Worker:
         self.started = True
         restore = self._install_signals() if self.install_signal_handlers else None
         try:
+            self._serve_metrics()
             self._start_background()
             self._runner.start()
             self._claims.run(burst)
@@ -229,6 +273,7 @@ class Worker:
         For tests and embedding: no background threads, no waiting for work.
         """
         self._register()
+        self._serve_metrics()
         self._runner.start()
         self._runner.refill_at = ALWAYS
         jobs = self._claims.claim(min(max_jobs or self.batch_size, self.concurrency), thorough=True)
@@ -412,6 +457,7 @@ class Worker:
         # Released and interrupted jobs are runnable again: the source may hand them back.
         self._source.retire()
         self._runner.close_loop()
+        self.close_metrics()
         log.info("worker %s stopped: %s", self.id, self.counters)
 
     def _finish_running(self) -> None:

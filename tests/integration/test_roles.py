@@ -130,8 +130,11 @@ EXPECTED_GRANTS = {
     PRODUCER: {
         ("schema", "pgq", "USAGE"),
         ("table", "jobs", "SELECT"),
+        # group_key: revision 0012, db/roles/011.sql; trace_context: revision 0014, db/roles/013.sql
+        # (the producer's trace, when tracing is on).
         ("table", "jobs", "INSERT (id, queue, task, payload, priority, run_at, max_attempts, timeout,"
-                          " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter)"),
+                          " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, group_key,"
+                          " trace_context)"),
         ("table", "jobs_id_seq", "USAGE"),
         ("table", "dead_letter_queue", "SELECT"),
         ("table", "alembic_version", "SELECT"),
@@ -156,6 +159,17 @@ EXPECTED_GRANTS = {
         # Revision 0010, db/roles/009.sql: applications register periodic schedules.
         ("function", "register_schedule", "EXECUTE"),
         ("table", "schedules", "SELECT"),
+        # Revision 0012, db/roles/011.sql: a queue's claim rules and its groups' weights.
+        ("function", "set_queue_policy", "EXECUTE"),
+        ("function", "clear_queue_policy", "EXECUTE"),
+        ("function", "set_group_weight", "EXECUTE"),
+        ("table", "queue_policies", "SELECT"),
+        ("table", "group_states", "SELECT"),
+        ("table", "queue_policy_usage", "SELECT"),
+        # Revision 0014, db/roles/013.sql: what the queue exporter reads (`pgq metrics`), and
+        # the trace context of jobs enqueued through a function.
+        ("function", "collect_metrics", "EXECUTE"),
+        ("function", "attach_trace_context", "EXECUTE"),
     },
     WORKER: {
         ("schema", "pgq", "USAGE"),
@@ -180,7 +194,9 @@ EXPECTED_GRANTS = {
             # Revision 0008, db/roles/006.sql: the heartbeat with a health sample, pruning samples.
             "heartbeat_worker_v3", "prune_health_logs",
             # Revision 0011, db/roles/010.sql: AUTO snapshots and their retention.
-            "save_snapshot", "prune_snapshots")),
+            "save_snapshot", "prune_snapshots",
+            # Revision 0014, db/roles/013.sql: the queue exporter (`pgq metrics`).
+            "collect_metrics")),
         # Revision 0010, db/roles/008.sql: the reconciler reads queue_pauses.resumed_at.
         ("table", "queue_pauses", "SELECT"),
         ("table", "paused_queues", "SELECT"),
@@ -189,6 +205,12 @@ EXPECTED_GRANTS = {
         ("function", "enqueue_schedule_ticks", "EXECUTE"),
         ("function", "set_schedule_next_tick", "EXECUTE"),
         ("table", "schedules", "SELECT"),
+        # Revision 0012, db/roles/011.sql: the leader ages jobs; a Redis-mode worker reads
+        # which of its queues have claim rules (they are claimed from Postgres).
+        ("function", "age_jobs", "EXECUTE"),
+        ("table", "queue_policies", "SELECT"),
+        ("table", "group_states", "SELECT"),
+        ("table", "queue_policy_usage", "SELECT"),
     },
 }
 
@@ -690,8 +712,9 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3,
     # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2, then 0010 for each
     # role (pausing: the producer's functions, both roles' queue_pauses; then the schedules),
-    # then 0011 for the worker's snapshot functions.
-    assert len(said) == 15 and all("CREATE ROLE" in m for m in said), said
+    # then 0011 for the worker's snapshot functions, then 0012 for each role (claim rules),
+    # then 0014 for each role (collect_metrics).
+    assert len(said) == 19 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
@@ -701,6 +724,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     assert all("008.sql" in m for m in said[10:12]), said
     assert all("009.sql" in m for m in said[12:14]), said
     assert "010.sql" in said[14], said
+    assert all("011.sql" in m for m in said[15:17]), said
+    assert all("013.sql" in m and "collect_metrics" in m for m in said[17:19]), said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -719,6 +744,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/008.sql"))
         c.execute(read_sql("roles/009.sql"))
         c.execute(read_sql("roles/010.sql"))
+        c.execute(read_sql("roles/013.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -728,6 +754,9 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         assert child is not None and child[0] > job[0]
         c.execute(sql.SQL("SELECT * FROM {}.job_status_estimates").format(sql.Identifier(schema)))
         assert c.execute(sql.SQL("SELECT {}.pause_queue('q')").format(sql.Identifier(schema))).fetchone() == (True,)
+        # Revision 0014: the queue exporter's read, and a traced enqueue's column.
+        c.execute(sql.SQL("SELECT * FROM {}.collect_metrics()").format(sql.Identifier(schema)))
+        c.execute(sql.SQL("INSERT INTO {}.jobs (task, trace_context) VALUES ('t', '{{}}')").format(sql.Identifier(schema)))
     assert job is not None
     worker = logins.create(f"{schema}_worker").dsn
     with as_role(worker) as c:
@@ -743,6 +772,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
             sql.Identifier(schema))).fetchone() == (0,)
         assert c.execute(sql.SQL("SELECT {}.prune_health_logs(interval '1 day')").format(
             sql.Identifier(schema))).fetchone() == (0,)
+        assert c.execute(sql.SQL("SELECT count(*) FROM {}.collect_metrics() WHERE metric = 'workers'").format(
+            sql.Identifier(schema))).fetchone() == (4,)
     assert warnings == []  # nothing skipped the second time
 
 
