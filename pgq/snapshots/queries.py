@@ -41,9 +41,14 @@ class SnapshotQueries:
                               " set_config('jit', 'off', true)")
         self.revision = f"SELECT version_num FROM {s}.alembic_version"
         self.revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
+        # The first statement of a capture (it fixes the MVCC snapshot): its time, which
+        # transactions it sees, the change counter, and the jobs per status (the COPY that
+        # follows sees the same rows, so the jobs section's count is known before it streams).
         self.facts = ("SELECT now(), pg_current_snapshot()::text,"
                       " (SELECT coalesce(n_tup_ins + n_tup_upd + n_tup_del, 0) FROM pg_stat_user_tables"
-                      "  WHERE relid = to_regclass(%s))")
+                      "  WHERE relid = to_regclass(%s)),"
+                      " (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM"
+                      f"  (SELECT status::text AS status, count(*) AS n FROM {s}.jobs WHERE status IN {_LIVE} GROUP BY 1) AS c)")
         self.changes = ("SELECT coalesce(n_tup_ins + n_tup_upd + n_tup_del, 0) FROM pg_stat_user_tables"
                         " WHERE relid = to_regclass(%s)")
         self.jobs_table = f"{s}.jobs"
@@ -56,7 +61,6 @@ class SnapshotQueries:
                       f" WHERE p.status IN {_LIVE} AND c.status IN {_LIVE}) TO STDOUT"),
             "workers": f"COPY (SELECT {_cols(WORKER_COLUMNS)} FROM {s}.workers) TO STDOUT",
         }
-        self.status_counts = f"SELECT status::text, count(*) FROM {s}.jobs WHERE status IN {_LIVE} GROUP BY 1"
         self.save = f"SELECT {s}.save_snapshot(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
         self.latest_local = (f"SELECT {INFO_COLUMNS} FROM {s}.state_snapshots WHERE origin <> 'import'"
                              " ORDER BY created_at DESC, id DESC LIMIT 1")
