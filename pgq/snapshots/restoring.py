@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from pgq.errors import SnapshotIncompatible, ValidationError
+from pgq.errors import SnapshotCorrupt, SnapshotIncompatible, ValidationError
 from pgq.snapshots.capture import Conn, check_revision
 from pgq.snapshots.format import SECTIONS, SnapshotInfo, State
 from pgq.snapshots.queries import RestoreStatements, SnapshotQueries
@@ -118,17 +118,28 @@ def _run(conn: Conn, q: SnapshotQueries, info: SnapshotInfo, state: State, repor
     row = conn.execute("SELECT coalesce(%s, now())", [now]).fetchone()
     assert row is not None
     restore_now = row[0]
-    _stage(conn, r, state)
+    try:
+        _stage(conn, r, state)
+    except psycopg.DataError as exc:  # a row that does not parse as its table's row
+        raise SnapshotCorrupt(f"snapshot {info.id}: a row does not fit its table ({_first_line(exc)})") from exc
     if not report.dry_run:
         conn.execute(r.sequence)
     conn.execute(r.plan, {"policy": report.policy})
     if not report.dry_run:
-        _apply(conn, r, info, report, restore_now)
+        try:
+            _apply(conn, r, info, report, restore_now)
+        except psycopg.IntegrityError as exc:  # a constraint of this database refuses a row
+            raise SnapshotIncompatible(f"snapshot {info.id}: this database refuses one of its rows "
+                                       f"({_first_line(exc)}); nothing was restored") from exc
     report.plan = [(int(i), str(a), c, str(s)) for i, a, c, s in conn.execute(r.plan_rows).fetchall()]
     buckets = {"insert": report.inserted, "overwrite": report.overwritten, "same": report.same,
                "keep": report.kept, "keep_running": report.kept_running, "blocked": report.blocked}
     for job_id, action, _, _ in report.plan:
         buckets[action].append(job_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _count(conn: Conn, statement: str) -> int:

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from pgq import snapshots
-from pgq.errors import SnapshotError
+from pgq.errors import SnapshotError, SnapshotIncompatible
 from pgq.settings import Settings
 import factories
 
@@ -304,7 +304,7 @@ def test_a_restore_that_fails_half_way_leaves_nothing_behind(db_url, other_db_ur
     other = connect(url=other_db_url)
     before = factories.snapshot(other)
 
-    with pytest.raises(Exception, match="jobs_priority_range"):
+    with pytest.raises(SnapshotIncompatible, match="refuses one of its rows.*jobs_priority_range"):
         with psycopg.connect(other_db_url, autocommit=True) as target:
             snapshots.restoring.restore_state(target, "pgq", info_, state)
 
