@@ -75,9 +75,10 @@ def search_latency(embedder: LexicalEmbedder, pool: list[ExecutionContext], size
     from qdrant_client import QdrantClient
 
     client = QdrantClient(location=":memory:")
-    store = ContextStore(client, "bench", 384, "memory")
+    store = ContextStore(client, "bench", 384, "local (bench, in memory)")
     store._ensure_collection(_models())
     store.index = VectorIndex(384) if indexed else None
+    store.local = indexed  # False: qdrant-client's own local search (what pgq used before the index)
     out: dict[str, Any] = {}
     filled = 0
     queries = contexts(300)[::-1]

@@ -6,8 +6,9 @@ points, bench/RESULTS.md). ``VectorIndex`` keeps the unit vectors once, with
 the two payload fields searches filter on (job id, outcome) and the finish
 time retention deletes by, and answers with one matrix-vector product and a
 partial sort. Qdrant stays the store (what persists, and the payloads); this
-is a cache of its vectors, filled from it at open and kept in step by every
-write and delete of the same process (a local store has one process).
+is a cache of its vectors, filled from it at the process's first search and
+kept in step by every write and delete of the same process (a local store
+has one process).
 """
 
 from __future__ import annotations

@@ -104,8 +104,10 @@ class ContextStore:
         self.collection = collection
         self.dimension = dimension
         self.where = where
-        # Local mode searches this in-process matrix (Qdrant's local search is a Python scan);
+        # Local mode searches this in-process matrix (Qdrant's local search is a Python scan),
+        # built at the first search (a worker's writer never searches: it never pays for it);
         # a server searches its own HNSW index.
+        self.local = where.startswith("local")
         self.index: VectorIndex | None = None
 
     @classmethod
@@ -139,11 +141,10 @@ class ContextStore:
             raise
         if not url:
             _write_ahead(client, settings.memory_collection)
-            store.index = store._load_index()
         return store
 
     def _load_index(self) -> VectorIndex:
-        """Read every stored vector into a ``VectorIndex`` (local mode, at open)."""
+        """Read every stored vector into a ``VectorIndex`` (local mode, at the first search)."""
         index = VectorIndex(self.dimension)
         offset = None
         while True:
@@ -175,7 +176,7 @@ class ContextStore:
 
     def _index(self, models: Any) -> None:
         # Local mode ignores payload indexes (and warns): only a server needs one.
-        if not self.where.startswith("local"):
+        if not self.local:
             self.client.create_payload_index(self.collection, "finished_at", models.PayloadSchemaType.FLOAT)
             self.client.create_payload_index(self.collection, "job_id", models.PayloadSchemaType.INTEGER)
 
@@ -204,7 +205,9 @@ class ContextStore:
     def search(self, vector: np.ndarray[Any, Any], k: int, *, exclude_job: int | None = None,
                outcomes: Sequence[str] | None = None) -> list[Hit]:
         """The ``k`` stored contexts nearest ``vector`` (best first)."""
-        if self.index is not None:
+        if self.local:
+            if self.index is None:
+                self.index = self._load_index()
             return self._search_index(self.index, vector, k, exclude_job, outcomes)
         models = _models()
         must_not = [models.FieldCondition(key="job_id", match=models.MatchValue(value=exclude_job))] if exclude_job else []

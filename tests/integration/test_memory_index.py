@@ -64,6 +64,8 @@ def test_the_index_answers_as_qdrant_does_with_filters_after_reopen_and_retentio
     vectors = embedder.embed(pool)
     store = ContextStore.open(settings, embedder.dimension)
     store.upsert(pool[:200], vectors[:200])
+    assert store.index is None  # built at the first search, not at open (a writer never pays for it)
+    store.search(vectors[0], 1)
     store.upsert(pool[150:], vectors[150:])  # 50 points written twice: still one each
     assert store.index is not None and len(store.index) == len(pool) == store.count()
     queries = vectors[::37]
@@ -79,9 +81,9 @@ def test_the_index_answers_as_qdrant_does_with_filters_after_reopen_and_retentio
     store.close()
 
     reopened = ContextStore.open(settings, embedder.dimension)
-    assert reopened.index is not None and len(reopened.index) == len(pool)
     for q in queries:
         assert same(index_answer(reopened, q, 5), qdrant_answer(reopened, q, 5))
+    assert reopened.index is not None and len(reopened.index) == len(pool)  # rebuilt from what Qdrant stored
     reopened.delete_older_than(1.7e9 + 100)  # the first 100 contexts go
     assert len(reopened.index) == reopened.count() == len(pool) - 100
     for q in queries:
