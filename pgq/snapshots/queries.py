@@ -101,7 +101,7 @@ class RestoreStatements:
         # One action per snapshot job. Order matters: identical rows are left alone;
         # a job running here is its worker's (never overwritten); then the policy;
         # then the unique key (never a second live job per key).
-        select = f"""
+        plan_select = f"""
             SELECT r.id, j.status::text AS current_status, r.status::text AS snapshot_status,
                 CASE
                     WHEN j.id IS NOT NULL AND ROW(j.*) IS NOT DISTINCT FROM ROW(r.*) THEN 'same'
@@ -115,7 +115,7 @@ class RestoreStatements:
                     ELSE 'overwrite'
                 END AS action
             FROM pgq_restore_jobs AS r LEFT JOIN {s}.jobs AS j ON j.id = r.id"""
-        self.plan = f"CREATE TEMP TABLE pgq_restore_plan ON COMMIT DROP AS {select}"
+        self.plan = f"CREATE TEMP TABLE pgq_restore_plan ON COMMIT DROP AS {plan_select}"
         # No table lock: the rows to overwrite are locked (in id order), then planned again,
         # now that nobody can change them (a claim that committed meanwhile makes one
         # keep_running). Rows kept, same or running here are never written, so need no lock.
@@ -123,7 +123,7 @@ class RestoreStatements:
             SELECT j.id FROM {s}.jobs AS j JOIN pgq_restore_plan AS p ON p.id = j.id
             WHERE p.action = 'overwrite' ORDER BY j.id FOR UPDATE OF j"""
         self.replan = f"""
-            WITH again AS ({select}
+            WITH again AS ({plan_select}
                 WHERE r.id IN (SELECT id FROM pgq_restore_plan WHERE action = 'overwrite'))
             UPDATE pgq_restore_plan AS p SET action = a.action, current_status = a.current_status
             FROM again AS a WHERE a.id = p.id AND a.action IS DISTINCT FROM p.action"""
