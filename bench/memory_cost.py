@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 import pgq
+from pgq.db import quote_ident
 from pgq.migrate import upgrade
 
 TEMPLATE = "pgq_memory_cost_template"
@@ -37,8 +38,10 @@ def _recreate(admin: str, name: str, template: str | None = None) -> str:
     return _url(admin, name)
 
 
-def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None) -> dict[str, Any]:
-    settings = pgq.Settings(database_url=url, memory=memory_path is not None, memory_path=memory_path)
+def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None, schema: str = "pgq") -> dict[str, Any]:
+    """One burn-down: wall time of ``Worker.run(burst=True)``, database processing time, and the
+    process's CPU time per job (every thread: the worker's, the writer's, the embedder's)."""
+    settings = pgq.Settings(database_url=url, schema=schema, memory=memory_path is not None, memory_path=memory_path)
     with pgq.connect(settings=settings) as q:
         @q.task(name="work", max_attempts=1)
         def work(n: int) -> int:
@@ -49,16 +52,18 @@ def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None) ->
         for start in range(0, jobs, 5000):
             q.enqueue_many([q.job_spec("work", {"n": n}) for n in range(start, min(jobs, start + 5000))])
         worker = q.worker(concurrency=concurrency, install_signal_handlers=False, run_maintenance=False)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         worker.run(burst=True)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
         counters = worker.memory.counters.__dict__ if worker.memory is not None else None
         with q.pool.connection() as conn:
             # Database time from the first start to the last outcome: the burn-down without
             # the worker's shutdown (which gives the writer up to 5 s to finish).
-            row = conn.execute("SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 FROM pgq.jobs").fetchone()
+            row = conn.execute("SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8"
+                               f" FROM {quote_ident(schema)}.jobs").fetchone()
         processing = float(row[0]) if row and row[0] is not None else float("nan")
     return {"seconds": round(seconds, 3), "processing_seconds": round(processing, 3),
+            "cpu_ms_per_job": round(cpu * 1000 / jobs, 4),
             "jobs_per_second": round(jobs / processing, 1), "writer": counters}
 
 
@@ -78,10 +83,12 @@ def main() -> None:
                 runs[mode].append(burn_down(url, args.jobs, args.concurrency, path if mode == "on" else None))
     medians = {mode: statistics.median(r["seconds"] for r in rs) for mode, rs in runs.items()}
     processing = {mode: statistics.median(r["processing_seconds"] for r in rs) for mode, rs in runs.items()}
+    cpu = {mode: statistics.median(r["cpu_ms_per_job"] for r in rs) for mode, rs in runs.items()}
     print(json.dumps({"jobs": args.jobs, "failing": "10 %", "concurrency": args.concurrency, "runs": runs,
                       "median_seconds": medians, "median_processing_seconds": processing,
                       "overhead_percent": round(100 * (medians["on"] / medians["off"] - 1), 1),
-                      "processing_overhead_percent": round(100 * (processing["on"] / processing["off"] - 1), 1)},
+                      "processing_overhead_percent": round(100 * (processing["on"] / processing["off"] - 1), 1),
+                      "median_cpu_ms_per_job": cpu, "cpu_overhead_percent": round(100 * (cpu["on"] / cpu["off"] - 1), 1)},
                      indent=2))
     with psycopg.connect(args.admin_url, autocommit=True) as conn:
         for name in ("pgq_memory_cost_run", TEMPLATE):

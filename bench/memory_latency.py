@@ -5,7 +5,9 @@
 - ``store``: one ``ContextStore.upsert`` of 1, 10 and 100 contexts into an
   on-disk local store (``PGQ_MEMORY_PATH``-style), p50/p99 per batch;
 - ``search``: embed one context and ``ContextStore.search(k=5)`` over 10k and
-  ``--points`` stored contexts, p50/p99.
+  ``--points`` stored contexts, p50/p99: ``indexed`` is what local mode does now
+  (pgq's in-process float32 matrix, ``pgq.memory.index``, then the k payloads
+  from Qdrant), ``qdrant_scan`` qdrant-client's own local search (before).
 The search runs over a local collection kept in memory (``:memory:``): local
 mode searches by brute force over numpy arrays whether or not it persists, and
 filling an on-disk local store costs one SQLite commit per point (see
@@ -27,6 +29,7 @@ import numpy as np
 from bench.memory_quality import load
 from pgq.memory.context import ExecutionContext
 from pgq.memory.embedders import LexicalEmbedder
+from pgq.memory.index import VectorIndex
 from pgq.memory.store import ContextStore, _models
 from pgq.settings import Settings
 
@@ -68,12 +71,14 @@ def store_latency(embedder: LexicalEmbedder, pool: list[ExecutionContext]) -> di
     return out
 
 
-def search_latency(embedder: LexicalEmbedder, pool: list[ExecutionContext], sizes: list[int]) -> dict[str, Any]:
+def search_latency(embedder: LexicalEmbedder, pool: list[ExecutionContext], sizes: list[int], indexed: bool) -> dict[str, Any]:
     from qdrant_client import QdrantClient
 
     client = QdrantClient(location=":memory:")
-    store = ContextStore(client, "bench", 384, "memory")
+    store = ContextStore(client, "bench", 384, "local (bench, in memory)")
     store._ensure_collection(_models())
+    store.index = VectorIndex(384) if indexed else None
+    store.local = indexed  # False: qdrant-client's own local search (what pgq used before the index)
     out: dict[str, Any] = {}
     filled = 0
     queries = contexts(300)[::-1]
@@ -104,7 +109,8 @@ def main() -> None:
     result = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
               "embed_ms_per_context": round(embed_ms, 4),
               "store_on_disk": store_latency(embedder, pool[-2000:]),
-              "search": search_latency(embedder, pool, [10_000, args.points])}
+              "search": {"indexed": search_latency(embedder, pool, [10_000, args.points], True),
+                         "qdrant_scan": search_latency(embedder, pool, [10_000, args.points], False)}}
     print(json.dumps(result, indent=2))
 
 

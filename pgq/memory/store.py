@@ -21,6 +21,7 @@ import numpy as np
 
 from pgq.errors import ConfigurationError, ContextStoreMismatch, ContextStoreUnavailable
 from pgq.memory.context import ExecutionContext
+from pgq.memory.index import VectorIndex
 from pgq.settings import redact_url
 
 if TYPE_CHECKING:
@@ -103,6 +104,11 @@ class ContextStore:
         self.collection = collection
         self.dimension = dimension
         self.where = where
+        # Local mode searches this in-process matrix (Qdrant's local search is a Python scan),
+        # built at the first search (a worker's writer never searches: it never pays for it);
+        # a server searches its own HNSW index.
+        self.local = where.startswith("local")
+        self.index: VectorIndex | None = None
 
     @classmethod
     def open(cls, settings: Settings, dimension: int) -> ContextStore:
@@ -137,6 +143,20 @@ class ContextStore:
             _write_ahead(client, settings.memory_collection)
         return store
 
+    def _load_index(self) -> VectorIndex:
+        """Read every stored vector into a ``VectorIndex`` (local mode, at the first search)."""
+        index = VectorIndex(self.dimension)
+        offset = None
+        while True:
+            points, offset = self._call("read the stored vectors", self.client.scroll, self.collection, limit=10_000,
+                                        offset=offset, with_payload=["job_id", "outcome", "finished_at"], with_vectors=True)
+            if points:
+                index.add([str(p.id) for p in points], np.asarray([p.vector for p in points], dtype=np.float32),
+                          [int(p.payload["job_id"]) for p in points], [str(p.payload["outcome"]) for p in points],
+                          [float(p.payload["finished_at"]) for p in points])
+            if offset is None:
+                return index
+
     def _ensure_collection(self, models: Any) -> None:
         exists = self._call("check the collection", self.client.collection_exists, self.collection)
         if not exists:
@@ -156,7 +176,7 @@ class ContextStore:
 
     def _index(self, models: Any) -> None:
         # Local mode ignores payload indexes (and warns): only a server needs one.
-        if not self.where.startswith("local"):
+        if not self.local:
             self.client.create_payload_index(self.collection, "finished_at", models.PayloadSchemaType.FLOAT)
             self.client.create_payload_index(self.collection, "job_id", models.PayloadSchemaType.INTEGER)
 
@@ -178,10 +198,17 @@ class ContextStore:
         points = [models.PointStruct(id=point_id(c), vector=v.tolist(), payload=c.to_payload())
                   for c, v in zip(contexts, vectors, strict=True)]
         self._call("write contexts", self.client.upsert, self.collection, points=points, wait=True)
+        if self.index is not None:
+            self.index.add([str(p.id) for p in points], vectors, [c.job_id for c in contexts],
+                           [c.outcome for c in contexts], [c.finished_at for c in contexts])
 
     def search(self, vector: np.ndarray[Any, Any], k: int, *, exclude_job: int | None = None,
                outcomes: Sequence[str] | None = None) -> list[Hit]:
         """The ``k`` stored contexts nearest ``vector`` (best first)."""
+        if self.local:
+            if self.index is None:
+                self.index = self._load_index()
+            return self._search_index(self.index, vector, k, exclude_job, outcomes)
         models = _models()
         must_not = [models.FieldCondition(key="job_id", match=models.MatchValue(value=exclude_job))] if exclude_job else []
         must = [models.FieldCondition(key="outcome", match=models.MatchAny(any=list(outcomes)))] if outcomes else []
@@ -189,6 +216,16 @@ class ContextStore:
         result = self._call("search", self.client.query_points, self.collection, query=vector.tolist(), limit=k,
                             query_filter=query_filter, with_payload=True)
         return [Hit(float(p.score), ExecutionContext.from_payload(p.payload)) for p in result.points]
+
+    def _search_index(self, index: VectorIndex, vector: np.ndarray[Any, Any], k: int, exclude_job: int | None,
+                      outcomes: Sequence[str] | None) -> list[Hit]:
+        found = index.search(vector, k, exclude_job=exclude_job or None, outcomes=outcomes)
+        if not found:
+            return []
+        records = self._call("read contexts", self.client.retrieve, self.collection, ids=[i for i, _ in found],
+                             with_payload=True)
+        payloads = {str(r.id): r.payload for r in records}
+        return [Hit(score, ExecutionContext.from_payload(payloads[i])) for i, score in found if i in payloads]
 
     def contexts_of(self, job_id: int) -> list[ExecutionContext]:
         """Every stored context of one job, oldest attempt first."""
@@ -205,6 +242,8 @@ class ContextStore:
         flt = models.Filter(must=[models.FieldCondition(key="finished_at", range=models.Range(lt=cutoff))])
         self._call("delete old contexts", self.client.delete, self.collection,
                    points_selector=models.FilterSelector(filter=flt), wait=True)
+        if self.index is not None:
+            self.index.remove(self.index.finished_before(cutoff))
 
     def count(self) -> int:
         """How many contexts are stored."""

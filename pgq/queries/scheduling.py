@@ -82,10 +82,6 @@ class ScheduleQueries:
 class PolicyQueries:
     """The statements of queue claim rules (``pgq.scheduling.policy``), for one schema."""
 
-    COLUMNS = ("queue, max_running, running, rate_limit, extract(epoch FROM rate_period), tokens, group_max_running,"
-               " group_rate_limit, extract(epoch FROM group_rate_period), fair_share, extract(epoch FROM aging_step),"
-               " runnable, groups_with_state, updated_at")
-
     def __init__(self, schema: str) -> None:
         s = quote_ident(schema)
         self._set = (
@@ -95,7 +91,12 @@ class PolicyQueries:
         )
         self._clear = f"SELECT {s}.clear_queue_policy(%s::text)"
         self._weight = f"SELECT weight FROM {s}.set_group_weight(%s::text, %s::text, %s::float8)"
-        self._usage = f"SELECT {self.COLUMNS} FROM {s}.queue_policy_usage ORDER BY queue"
+        self._usage = (
+            "SELECT queue, max_running, running, rate_limit, extract(epoch FROM rate_period), tokens,"
+            " group_max_running, group_rate_limit, extract(epoch FROM group_rate_period), fair_share,"
+            f" extract(epoch FROM aging_step), runnable, groups_with_state, updated_at FROM {s}.queue_policy_usage"
+            " ORDER BY queue"
+        )
         self._ruled = f"SELECT queue FROM {s}.queue_policies WHERE queue = ANY (%s::text[])"
         self._age = f"SELECT {s}.age_jobs()"
 
@@ -111,7 +112,7 @@ class PolicyQueries:
         execute(conn, self._weight, [queue, group_key, weight])
 
     def usage(self, conn: Any) -> list[tuple[Any, ...]]:
-        """Rows of ``queue_policy_usage`` in ``COLUMNS`` order, by queue."""
+        """Rows of ``queue_policy_usage`` (the columns of ``pgq.scheduling.policy.PolicyUsage``), by queue."""
         return execute(conn, self._usage)
 
     def ruled(self, conn: Any, queues: Sequence[str]) -> frozenset[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ from pgq.errors import NoSnapshotBefore, SchemaNotReady, SnapshotCorrupt, Snapsh
 from pgq.snapshots.format import (
     FORMAT_VERSION,
     SECTIONS,
+    BodyWriter,
     SnapshotInfo,
     State,
     apply,
@@ -63,9 +65,26 @@ def check_revision(conn: Conn, q: SnapshotQueries) -> str:
     return current
 
 
-def _copy_out(conn: Conn, statement: str) -> bytes:
+_BLOCK = 1 << 20  # bytes of COPY rows handed on at a time
+
+
+def _copy_blocks(conn: Conn, statement: str) -> Iterator[bytes]:
+    """The rows of a ``COPY ... TO STDOUT``, joined into blocks of about 1 MiB (whole rows each)."""
     with conn.cursor().copy(statement) as copy:
-        return b"".join(bytes(chunk) for chunk in copy)
+        block: list[Any] = []
+        size = 0
+        for row in copy:
+            block.append(row)
+            size += len(row)
+            if size >= _BLOCK:
+                yield b"".join(block)
+                block, size = [], 0
+        if block:
+            yield b"".join(block)
+
+
+def _copy_out(conn: Conn, statement: str) -> bytes:
+    return b"".join(_copy_blocks(conn, statement))
 
 
 def _lines(raw: bytes) -> list[bytes]:
@@ -87,10 +106,37 @@ def create(conn: Conn, schema: str, kind: str = "FULL", *, origin: str = "manual
         conn.execute(q.unlock, [q.lock_key])
 
 
+def _stream_full(conn: Conn, q: SnapshotQueries, jobs: int) -> tuple[bytes, str, int, dict[str, int]]:
+    """Copy a FULL body straight into the compressor: the compressed body, its SHA-256, its size, the counts.
+
+    ``jobs`` (counted earlier in the same REPEATABLE READ transaction) heads the jobs
+    section, so its rows stream through without being held; edges and workers are small.
+    """
+    writer = BodyWriter()
+    counts: dict[str, int] = {}
+    for name in SECTIONS:
+        if name == "jobs":
+            writer.section(name, jobs)
+            counts[name] = 0
+            for block in _copy_blocks(conn, q.copy_out[name]):
+                writer.write(block)
+                counts[name] += block.count(b"\n")
+            if counts[name] != jobs:  # one MVCC snapshot: cannot happen unless the isolation level was lost
+                raise SnapshotError(f"snapshot capture: counted {jobs} jobs, copied {counts[name]}")
+        else:
+            raw = _copy_out(conn, q.copy_out[name])
+            counts[name] = raw.count(b"\n")
+            writer.section(name, counts[name])
+            writer.write(raw)
+    compressed, sha = writer.finish()
+    return compressed, sha, writer.size, counts
+
+
 def _create_locked(conn: Conn, q: SnapshotQueries, kind: str, origin: str, full_every: int) -> SnapshotInfo:
     row = conn.execute(q.facts, [q.jobs_table]).fetchone()
     assert row is not None
-    taken_at, db_snapshot, changes = row
+    taken_at, db_snapshot, changes, statuses = row
+    statuses = {str(s): int(n) for s, n in statuses.items()}
     revision = check_revision(conn, q)
     found = conn.execute(q.latest_local).fetchone()
     parent = info_from_row(found) if found else None
@@ -99,27 +145,26 @@ def _create_locked(conn: Conn, q: SnapshotQueries, kind: str, origin: str, full_
         kind = "INCREMENTAL" if parent is not None and position + 1 < full_every else "FULL"
     if kind == "INCREMENTAL" and parent is None:
         raise SnapshotError("no snapshot to build an INCREMENTAL on: take a FULL first (or kind='AUTO')")
-    raw = {name: _copy_out(conn, statement) for name, statement in q.copy_out.items()}
-    counts = {name: raw[name].count(b"\n") for name in SECTIONS}
-    statuses = {str(s): int(n) for s, n in conn.execute(q.status_counts).fetchall()}
-    metadata: dict[str, Any] = {"jobs": counts["jobs"], "edges": counts["edges"], "workers": counts["workers"],
-                                "statuses": statuses, "changes_counter": int(changes or 0)}
+    metadata: dict[str, Any] = {"statuses": statuses, "changes_counter": int(changes or 0)}
     if kind == "FULL":
-        body = b"".join(f"{name} {counts[name]}\n".encode() + raw[name] for name in SECTIONS)
+        compressed, sha, size, counts = _stream_full(conn, q, sum(statuses.values()))
         base_id = full_id = None
         metadata["chain_position"] = 0
     else:
         assert parent is not None
+        raw = {name: _copy_out(conn, statement) for name, statement in q.copy_out.items()}
+        counts = {name: raw[name].count(b"\n") for name in SECTIONS}
         current = State({name: {row_key(line, key_fields): line for line in _lines(raw[name])}
                          for name, (_, key_fields) in SECTIONS.items()})
         change = delta(resolve(conn, q, parent), current)
         body = encode_delta(change)
+        compressed, sha = compress(body)
+        size = len(body)
         base_id, full_id = parent.id, parent.full_id or parent.id
         metadata["chain_position"] = int(parent.metadata.get("chain_position", 0)) + 1
         metadata["changed"] = {name: len(change.upserts[name]) for name in SECTIONS}
         metadata["deleted"] = {name: len(change.deletes[name]) for name in SECTIONS}
-    compressed, sha = compress(body)
-    metadata["body_bytes"] = len(body)
+    metadata.update(jobs=counts["jobs"], edges=counts["edges"], workers=counts["workers"], body_bytes=size)
     snapshot_id = uuid.uuid4()
     conn.execute(q.save, [snapshot_id, kind, origin, base_id, full_id, FORMAT_VERSION, revision, db_snapshot,
                           compressed, sha, json.dumps(metadata), taken_at])

@@ -153,8 +153,8 @@ def restore_command(obj: Any, snapshot_id: str | None, at_text: str | None, file
     source = settings.replace(database_url=from_url) if from_url else None
     at = _time(at_text)
     if not dry_run and not yes:
-        click.confirm(f"Restore into schema {settings.schema!r} with policy {policy!r} (locks the jobs table "
-                      "against writes while it runs)?", abort=True)
+        click.confirm(f"Restore into schema {settings.schema!r} with policy {policy!r} (one transaction; "
+                      "the jobs it overwrites are locked until it commits)?", abort=True)
     report = snapshots.restore(settings, snapshot_id, at=at, file=file_path, source=source, policy=policy,
                                dry_run=dry_run)
     if as_json:

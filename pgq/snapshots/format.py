@@ -177,6 +177,33 @@ def compress(body: bytes) -> tuple[bytes, str]:
     return zlib.compress(body, COMPRESS_LEVEL), hashlib.sha256(body).hexdigest()
 
 
+class BodyWriter:
+    """Compresses and hashes a body as its pieces arrive: a FULL never holds its uncompressed body.
+
+    The stored bytes read back exactly as ``compress`` of the joined pieces would
+    (the same zlib level; the SHA-256 is of the uncompressed bytes).
+    """
+
+    def __init__(self) -> None:
+        self._zlib = zlib.compressobj(COMPRESS_LEVEL)
+        self._sha = hashlib.sha256()
+        self._parts: list[bytes] = []
+        self.size = 0  # uncompressed bytes so far
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        self._sha.update(data)
+        self._parts.append(self._zlib.compress(data))
+
+    def section(self, name: str, count: int) -> None:
+        self.write(f"{name} {count}\n".encode())
+
+    def finish(self) -> tuple[bytes, str]:
+        """The compressed body and the SHA-256 (hex) of the uncompressed one."""
+        self._parts.append(self._zlib.flush())
+        return b"".join(self._parts), self._sha.hexdigest()
+
+
 def decompress(data: bytes, sha256: str, what: str) -> bytes:
     """Uncompress and check a stored body; ``SnapshotCorrupt`` naming ``what`` when it fails."""
     try:

@@ -41,9 +41,14 @@ class SnapshotQueries:
                               " set_config('jit', 'off', true)")
         self.revision = f"SELECT version_num FROM {s}.alembic_version"
         self.revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
+        # The first statement of a capture (it fixes the MVCC snapshot): its time, which
+        # transactions it sees, the change counter, and the jobs per status (the COPY that
+        # follows sees the same rows, so the jobs section's count is known before it streams).
         self.facts = ("SELECT now(), pg_current_snapshot()::text,"
                       " (SELECT coalesce(n_tup_ins + n_tup_upd + n_tup_del, 0) FROM pg_stat_user_tables"
-                      "  WHERE relid = to_regclass(%s))")
+                      "  WHERE relid = to_regclass(%s)),"
+                      " (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM"
+                      f"  (SELECT status::text AS status, count(*) AS n FROM {s}.jobs WHERE status IN {_LIVE} GROUP BY 1) AS c)")
         self.changes = ("SELECT coalesce(n_tup_ins + n_tup_upd + n_tup_del, 0) FROM pg_stat_user_tables"
                         " WHERE relid = to_regclass(%s)")
         self.jobs_table = f"{s}.jobs"
@@ -56,7 +61,6 @@ class SnapshotQueries:
                       f" WHERE p.status IN {_LIVE} AND c.status IN {_LIVE}) TO STDOUT"),
             "workers": f"COPY (SELECT {_cols(WORKER_COLUMNS)} FROM {s}.workers) TO STDOUT",
         }
-        self.status_counts = f"SELECT status::text, count(*) FROM {s}.jobs WHERE status IN {_LIVE} GROUP BY 1"
         self.save = f"SELECT {s}.save_snapshot(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
         self.latest_local = (f"SELECT {INFO_COLUMNS} FROM {s}.state_snapshots WHERE origin <> 'import'"
                              " ORDER BY created_at DESC, id DESC LIMIT 1")
@@ -77,7 +81,6 @@ class RestoreStatements:
     """The statements of one restore (temporary tables live until its commit)."""
 
     def __init__(self, s: str) -> None:
-        self.lock_jobs = f"LOCK TABLE {s}.jobs IN SHARE ROW EXCLUSIVE MODE"
         self.temp = [
             f"CREATE TEMP TABLE pgq_restore_jobs (LIKE {s}.jobs) ON COMMIT DROP",
             f"CREATE TEMP TABLE pgq_restore_edges (LIKE {s}.job_dependencies) ON COMMIT DROP",
@@ -90,11 +93,15 @@ class RestoreStatements:
         }
         # Statistics for the plan's joins (a temporary table has none until analysed).
         self.analyze = "ANALYZE pgq_restore_jobs, pgq_restore_workers"
+        # New enqueues must not draw an id a restored job holds: moved before the plan
+        # (setval is not transactional: a rolled-back restore leaves a gap, nothing worse).
+        self.sequence = (f"SELECT setval(pg_get_serial_sequence('{s}.jobs', 'id'), m) FROM"
+                         " (SELECT max(id) AS m FROM pgq_restore_jobs) AS x"
+                         f" WHERE m >= (SELECT last_value FROM {s}.jobs_id_seq)")
         # One action per snapshot job. Order matters: identical rows are left alone;
         # a job running here is its worker's (never overwritten); then the policy;
         # then the unique key (never a second live job per key).
-        self.plan = f"""
-            CREATE TEMP TABLE pgq_restore_plan ON COMMIT DROP AS
+        plan_select = f"""
             SELECT r.id, j.status::text AS current_status, r.status::text AS snapshot_status,
                 CASE
                     WHEN j.id IS NOT NULL AND ROW(j.*) IS NOT DISTINCT FROM ROW(r.*) THEN 'same'
@@ -108,6 +115,18 @@ class RestoreStatements:
                     ELSE 'overwrite'
                 END AS action
             FROM pgq_restore_jobs AS r LEFT JOIN {s}.jobs AS j ON j.id = r.id"""
+        self.plan = f"CREATE TEMP TABLE pgq_restore_plan ON COMMIT DROP AS {plan_select}"
+        # No table lock: the rows to overwrite are locked (in id order), then planned again,
+        # now that nobody can change them (a claim that committed meanwhile makes one
+        # keep_running). Rows kept, same or running here are never written, so need no lock.
+        self.lock_overwrites = f"""
+            SELECT j.id FROM {s}.jobs AS j JOIN pgq_restore_plan AS p ON p.id = j.id
+            WHERE p.action = 'overwrite' ORDER BY j.id FOR UPDATE OF j"""
+        self.replan = f"""
+            WITH again AS ({plan_select}
+                WHERE r.id IN (SELECT id FROM pgq_restore_plan WHERE action = 'overwrite'))
+            UPDATE pgq_restore_plan AS p SET action = a.action, current_status = a.current_status
+            FROM again AS a WHERE a.id = p.id AND a.action IS DISTINCT FROM p.action"""
         self.plan_rows = "SELECT id, action, current_status, snapshot_status FROM pgq_restore_plan ORDER BY id"
         # Jobs running at snapshot time come back runnable. Their attempt counts, as a
         # rescue's does, unless the snapshot's own worker row shows the handler had not
@@ -115,18 +134,25 @@ class RestoreStatements:
         # are left; an attempt that counts is recorded as an 'interrupted' execution.
         self.unstarted = """
             CREATE TEMP TABLE pgq_restore_unstarted ON COMMIT DROP AS
-            SELECT r.id, coalesce(r.claim_position > w.started_through AND r.free_rescues < r.max_attempts,
-                                  false) AS unstarted  -- no claim position, or no worker row: it counts
+            SELECT r.id, r.attempts, r.worker_id, r.started_at, r.life,
+                   coalesce(r.claim_position > w.started_through AND r.free_rescues < r.max_attempts,
+                            false) AS unstarted  -- no claim position, or no worker row: it counts
             FROM pgq_restore_jobs AS r JOIN pgq_restore_plan AS p ON p.id = r.id
             LEFT JOIN pgq_restore_workers AS w ON w.id = r.worker_id
             WHERE r.status = 'running' AND p.action IN ('insert', 'overwrite')"""
+        # After the inserts: only for jobs the restore did write (insert or overwrite).
         self.interrupted_executions = f"""
             INSERT INTO {s}.job_executions (job_id, attempt, worker_id, started_at, finished_at, outcome,
                                             error_type, error_message, life)
-            SELECT r.id, r.attempts, r.worker_id, r.started_at, greatest(r.started_at, %(taken_at)s), 'interrupted',
+            SELECT u.id, u.attempts, u.worker_id, u.started_at, greatest(u.started_at, %(taken_at)s), 'interrupted',
                    'SnapshotRestore', 'running when snapshot ' || %(snapshot)s || ' was taken; restored as queued',
-                   r.life
-            FROM pgq_restore_jobs AS r JOIN pgq_restore_unstarted AS u ON u.id = r.id WHERE NOT u.unstarted"""
+                   u.life
+            FROM pgq_restore_unstarted AS u JOIN pgq_restore_plan AS p ON p.id = u.id
+            WHERE NOT u.unstarted AND p.action IN ('insert', 'overwrite')"""
+        self.requeued_count = """
+            SELECT count(*) FROM pgq_restore_unstarted AS u JOIN pgq_restore_plan AS p ON p.id = u.id
+            WHERE p.action IN ('insert', 'overwrite')"""
+        self.planned_inserts = "SELECT count(*) FROM pgq_restore_plan WHERE action = 'insert'"
         self.requeue_running = """
             UPDATE pgq_restore_jobs AS r
             SET status = 'queued', run_at = %(now)s, updated_at = %(now)s, claim_position = NULL,
@@ -147,7 +173,17 @@ class RestoreStatements:
         self.insert = f"""
             INSERT INTO {s}.jobs ({_cols(JOB_COLUMNS)})
             SELECT {_cols(JOB_COLUMNS, 'r.')} FROM pgq_restore_jobs AS r JOIN pgq_restore_plan AS p ON p.id = r.id
-            WHERE p.action = 'insert' ORDER BY r.id"""
+            WHERE p.action = 'insert' ORDER BY r.id
+            ON CONFLICT DO NOTHING"""
+        # An insert that met a row committed after the plan (a live job with its unique key,
+        # enqueued meanwhile) did nothing: it is blocked. Run only when the insert's row count
+        # says so; a row the restore wrote is the staged row, column for column.
+        self.blocked_at_insert = f"""
+            UPDATE pgq_restore_plan AS p SET action = 'blocked'
+            FROM pgq_restore_jobs AS r
+            WHERE p.action = 'insert' AND r.id = p.id AND NOT EXISTS (
+                SELECT 1 FROM {s}.jobs AS j WHERE j.id = r.id
+                AND ({_cols(JOB_COLUMNS, 'j.')}) IS NOT DISTINCT FROM ({_cols(JOB_COLUMNS, 'r.')}))"""
         self.edges = f"""
             INSERT INTO {s}.job_dependencies ({_cols(EDGE_COLUMNS)})
             SELECT {_cols(EDGE_COLUMNS, 'e.')} FROM pgq_restore_edges AS e
@@ -165,6 +201,3 @@ class RestoreStatements:
             INSERT INTO {s}.workers ({_cols(WORKER_COLUMNS)})
             SELECT {worker_values} FROM pgq_restore_workers AS w
             ON CONFLICT (id) DO NOTHING"""
-        # New enqueues must not draw an id a restored job holds.
-        self.sequence = (f"SELECT setval(pg_get_serial_sequence('{s}.jobs', 'id'), m) FROM (SELECT max(id) AS m FROM {s}.jobs) AS x"
-                         f" WHERE m >= (SELECT last_value FROM {s}.jobs_id_seq)")

@@ -6,7 +6,10 @@ is applied with set-based statements. A dry run computes the same plan and
 rolls back. The rules (docs/snapshots.md): a job running in the target is never
 touched; a unique key never gets a second live job; jobs running at snapshot
 time come back queued with their attempt accounted for; worker rows come back
-as stopped history; the jobs table is locked against writes for the duration.
+as stopped history. No table lock: staging and the plan lock nothing; the rows
+to overwrite are locked (``FOR UPDATE``) and planned again before the writes, and
+inserts that meet a row committed after the plan do nothing and are reported
+blocked, so workers keep claiming other jobs throughout.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from typing import Any
 
 import psycopg
 
-from pgq.errors import SnapshotIncompatible, ValidationError
+from pgq.errors import SnapshotCorrupt, SnapshotIncompatible, ValidationError
 from pgq.snapshots.capture import Conn, check_revision
 from pgq.snapshots.format import SECTIONS, SnapshotInfo, State
-from pgq.snapshots.queries import SnapshotQueries
+from pgq.snapshots.queries import RestoreStatements, SnapshotQueries
 
 POLICIES = ("skip", "overwrite", "newest")
 _COPY_BLOCK = 1 << 20  # bytes per COPY write
@@ -112,31 +115,61 @@ def _run(conn: Conn, q: SnapshotQueries, info: SnapshotInfo, state: State, repor
          now: dt.datetime | None) -> None:
     r = q.restore
     conn.execute(q.text_settings)
-    if not report.dry_run:
-        # Claims, enqueues and rescues wait until the restore commits: the plan stays true.
-        conn.execute(r.lock_jobs)
     row = conn.execute("SELECT coalesce(%s, now())", [now]).fetchone()
     assert row is not None
     restore_now = row[0]
+    try:
+        _stage(conn, r, state)
+    except psycopg.DataError as exc:  # a row that does not parse as its table's row
+        raise SnapshotCorrupt(f"snapshot {info.id}: a row does not fit its table ({_first_line(exc)})") from exc
+    if not report.dry_run:
+        conn.execute(r.sequence)
+    conn.execute(r.plan, {"policy": report.policy})
+    if not report.dry_run:
+        try:
+            _apply(conn, r, info, report, restore_now)
+        except psycopg.IntegrityError as exc:  # a constraint of this database refuses a row
+            raise SnapshotIncompatible(f"snapshot {info.id}: this database refuses one of its rows "
+                                       f"({_first_line(exc)}); nothing was restored") from exc
+    report.plan = [(int(i), str(a), c, str(s)) for i, a, c, s in conn.execute(r.plan_rows).fetchall()]
+    buckets = {"insert": report.inserted, "overwrite": report.overwritten, "same": report.same,
+               "keep": report.kept, "keep_running": report.kept_running, "blocked": report.blocked}
+    for job_id, action, _, _ in report.plan:
+        buckets[action].append(job_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _count(conn: Conn, statement: str) -> int:
+    row = conn.execute(statement).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _stage(conn: Conn, r: RestoreStatements, state: State) -> None:
+    """The snapshot's rows into temporary tables (no lock on the queue's tables)."""
     for statement in r.temp:
         conn.execute(statement)
     for name in SECTIONS:
         with conn.cursor().copy(r.copy_in[name]) as copy:
             _write(copy, state.sections[name].values())
     conn.execute(r.analyze)
-    conn.execute(r.plan, {"policy": report.policy})
-    report.plan = [(int(i), str(a), c, str(s)) for i, a, c, s in conn.execute(r.plan_rows).fetchall()]
-    buckets = {"insert": report.inserted, "overwrite": report.overwritten, "same": report.same,
-               "keep": report.kept, "keep_running": report.kept_running, "blocked": report.blocked}
-    for job_id, action, _, _ in report.plan:
-        buckets[action].append(job_id)
+
+
+def _apply(conn: Conn, r: RestoreStatements, info: SnapshotInfo, report: RestoreReport, restore_now: dt.datetime) -> None:
+    """Lock the rows to overwrite, plan them again, and write: set-based statements, no table lock."""
+    conn.execute(r.lock_overwrites)
+    conn.execute(r.replan, {"policy": report.policy})
     conn.execute(r.unstarted)
     params = {"now": restore_now, "taken_at": info.created_at, "snapshot": str(info.id)}
-    conn.execute(r.interrupted_executions, params)
-    report.requeued_running = conn.execute(r.requeue_running, params).rowcount
+    conn.execute(r.requeue_running, params)
     conn.execute(r.close_dead_letters, params)
     conn.execute(r.overwrite)
-    conn.execute(r.insert)
+    inserted = conn.execute(r.insert).rowcount
+    if inserted != _count(conn, r.planned_inserts):
+        conn.execute(r.blocked_at_insert)
+    conn.execute(r.interrupted_executions, params)
+    report.requeued_running = _count(conn, r.requeued_count)
     report.edges_added = conn.execute(r.edges).rowcount
     report.workers_added = conn.execute(r.workers, params).rowcount
-    conn.execute(r.sequence)

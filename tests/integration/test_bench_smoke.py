@@ -132,6 +132,13 @@ def test_depth(db_url: str) -> None:
     assert r["large_vs_small"] > 0
 
 
+def test_memory_scenario_times_search_and_both_burn_downs(db_url: str) -> None:
+    (r,) = bench(db_url, "memory", "-n", "200", "--rounds", "1", "--points", "500")
+    assert r["scenario"] == "memory" and r["latency"]["search_indexed"]["points_500"]["n"] == 200
+    assert {len(r["runs"]["off"]), len(r["runs"]["on"])} == {1}
+    assert r["runs"]["on"][0]["writer"]["stored"] == 20 and r["runs"]["off"][0]["writer"] is None
+
+
 def test_snapshots_scenario_times_creation_and_restores_every_job(db_url: str) -> None:
     (r,) = bench(db_url, "snapshots", "-n", "300", "--repeat", "2")
     assert r["scenario"] == "snapshots" and r["full_create_ms"]["n"] == 2

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from pgq import snapshots
-from pgq.errors import SnapshotError
+from pgq.errors import SnapshotError, SnapshotIncompatible
 from pgq.settings import Settings
 import factories
 
@@ -304,7 +304,7 @@ def test_a_restore_that_fails_half_way_leaves_nothing_behind(db_url, other_db_ur
     other = connect(url=other_db_url)
     before = factories.snapshot(other)
 
-    with pytest.raises(Exception, match="jobs_priority_range"):
+    with pytest.raises(SnapshotIncompatible, match="refuses one of its rows.*jobs_priority_range"):
         with psycopg.connect(other_db_url, autocommit=True) as target:
             snapshots.restoring.restore_state(target, "pgq", info_, state)
 
@@ -372,11 +372,13 @@ def test_the_snapshot_commands_take_list_show_diff_export_import_and_restore(db_
     assert "restored snapshot" in restored.output and "inserted 1" in restored.output
 
 
-def test_a_claim_that_commits_while_a_restore_waits_for_its_lock_is_seen_by_the_plan(db_url, conn, connect):
+def test_a_claim_that_commits_while_a_restore_waits_for_its_row_lock_is_seen_by_the_plan(db_url, conn, connect):
     import threading
 
-    job = factories.insert_job(conn)
+    job = factories.insert_job(conn, priority=1)
     info = snapshots.create(_settings(db_url))
+    conn.execute("UPDATE pgq.jobs SET priority = 2 WHERE id = %s", (job,))  # the plan says: overwrite
+    other = factories.insert_job(conn)  # not in the snapshot
     worker = factories.insert_worker(conn)
     claimer = connect(autocommit=False)
     # A claim in flight: the job is running for the worker, not yet committed.
@@ -387,11 +389,41 @@ def test_a_claim_that_commits_while_a_restore_waits_for_its_lock_is_seen_by_the_
         snapshots.restore(_settings(db_url), info.id, policy="overwrite")))
     restorer.start()
     factories.eventually(lambda: conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'pgq.jobs'::regclass").fetchone()[0],
-        "the restore to wait for the jobs table")
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('transactionid', 'tuple')").fetchone()[0],
+        "the restore to wait for the claimed row")
+    # No table lock: another worker claims another job while the restore is under way.
+    with psycopg.connect(db_url, autocommit=True) as peer:
+        peer.execute("SET lock_timeout = '2s'")
+        peer.execute("UPDATE pgq.jobs SET status = 'running', worker_id = %s, started_at = now(), attempts = 1"
+                     " WHERE id = %s", (worker, other))
     claimer.commit()
     restorer.join(timeout=60)
 
     (report,) = reports
     assert report.kept_running == [job] and report.overwritten == []
     assert (factories.job(conn, job)["status"], factories.job(conn, job)["worker_id"]) == ("running", worker)
+    assert factories.job(conn, other)["status"] == "running"
+
+
+def test_an_insert_that_meets_a_unique_key_enqueued_after_the_plan_is_reported_blocked(db_url, conn, connect):
+    import threading
+
+    old = factories.insert_job(conn, unique_key="welcome:7")
+    info = snapshots.create(_settings(db_url))
+    conn.execute("DELETE FROM pgq.jobs WHERE id = %s", (old,))
+    producer = connect(autocommit=False)
+    # An enqueue in flight holds the key: invisible to the plan, met by the insert.
+    producer.execute("INSERT INTO pgq.jobs (task, unique_key) VALUES ('t', 'welcome:7')")
+    reports: list[Any] = []
+    restorer = threading.Thread(target=lambda: reports.append(snapshots.restore(_settings(db_url), info.id)))
+    restorer.start()
+    factories.eventually(lambda: conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'").fetchone()[0],
+        "the restore's insert to wait for the enqueue")
+    producer.commit()
+    restorer.join(timeout=60)
+
+    (report,) = reports
+    assert (report.inserted, report.blocked) == ([], [old])
+    live = conn.execute("SELECT id, task FROM pgq.jobs WHERE unique_key = 'welcome:7'").fetchall()
+    assert [task for _, task in live] == ["t"] and old not in [i for i, _ in live]

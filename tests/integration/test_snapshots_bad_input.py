@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+import zlib
 
 import factories
 import pytest
@@ -26,7 +27,7 @@ from pgq.errors import (
     ValidationError,
 )
 from pgq.settings import Settings
-from pgq.snapshots.format import MAGIC
+from pgq.snapshots.format import MAGIC, compress
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,48 @@ def test_a_damaged_file_is_refused_by_import_and_restore(db_url, conn, exported,
     with pytest.raises(SnapshotCorrupt, match=message):
         snapshots.import_file(_settings(db_url), exported)
     with pytest.raises(SnapshotCorrupt, match=message):
+        snapshots.restore(_settings(db_url), file=exported)
+    assert factories.snapshot(conn) == before
+
+
+def _rewrite_body(path, change) -> None:
+    """Replace the body of an export file by ``change(body)``, with a checksum and length that match."""
+    data = path.read_bytes()
+    end = data.index(b"\n", len(MAGIC))
+    header = json.loads(data[len(MAGIC):end])
+    body = change(zlib.decompress(data[end + 1:]))
+    compressed, header["body_sha256"] = compress(body)
+    header["body_bytes"] = len(compressed)
+    path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + compressed)
+
+
+def test_a_file_whose_rows_do_not_fit_the_tables_is_refused_and_nothing_is_restored(db_url, conn, exported):
+    # Checksum and sections intact: only the database can tell that a job id is not a number.
+    _rewrite_body(exported, lambda body: body.replace(b"\n", b"\nnot-a-number", 2).replace(b"\nnot-a-number", b"\n", 1))
+    before = factories.snapshot(conn)
+
+    with pytest.raises(SnapshotCorrupt, match="a row does not fit its table.*not-a-number"):
+        snapshots.restore(_settings(db_url), file=exported)
+    assert factories.snapshot(conn) == before
+
+
+def test_a_file_whose_sections_announce_more_rows_than_follow_is_refused(db_url, conn, exported):
+    _rewrite_body(exported, lambda body: body.replace(b"jobs 3\n", b"jobs 30\n", 1))
+    before = factories.snapshot(conn)
+
+    with pytest.raises(SnapshotCorrupt, match="announces 30 rows, fewer follow"):
+        snapshots.import_file(_settings(db_url), exported)
+    with pytest.raises(SnapshotCorrupt, match="announces 30 rows"):
+        snapshots.restore(_settings(db_url), file=exported)
+    assert factories.snapshot(conn) == before
+
+
+def test_restore_into_a_schema_at_an_older_revision_is_refused_and_changes_nothing(db_url, conn, exported):
+    head = conn.execute("SELECT version_num FROM pgq.alembic_version").fetchone()[0]
+    conn.execute("UPDATE pgq.alembic_version SET version_num = '0001'")
+    before = factories.snapshot(conn)
+
+    with pytest.raises(SchemaNotReady, match=f"revision 0001, pgq needs {head}"):
         snapshots.restore(_settings(db_url), file=exported)
     assert factories.snapshot(conn) == before
 

@@ -242,8 +242,9 @@ def test_runtime_sql_interpolates_only_the_quoted_schema() -> None:
 
 # snapshots/queries.py (issue 12): the quoted schema, and column lists and status lists
 # built from the constant names in pgq/snapshots/format.py.
-SNAPSHOT_SAFE_IN_SQL = {"s", "_LIVE", "INFO_COLUMNS", "assignments", "worker_values", "_cols(JOB_COLUMNS)",
-                        "_cols(EDGE_COLUMNS)", "_cols(WORKER_COLUMNS)", "_cols(JOB_COLUMNS, 'r.')",
+# plan_select: the restore plan's SELECT, itself built from s, _LIVE and constants (used twice: plan, replan).
+SNAPSHOT_SAFE_IN_SQL = {"s", "_LIVE", "INFO_COLUMNS", "assignments", "worker_values", "plan_select", "_cols(JOB_COLUMNS)",
+                        "_cols(EDGE_COLUMNS)", "_cols(WORKER_COLUMNS)", "_cols(JOB_COLUMNS, 'r.')", "_cols(JOB_COLUMNS, 'j.')",
                         "_cols(EDGE_COLUMNS, 'd.')", "_cols(EDGE_COLUMNS, 'e.')"}
 
 

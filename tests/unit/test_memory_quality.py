@@ -17,20 +17,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pgq.memory.clusters import DEFAULT_THRESHOLD, leader_clusters
+from pgq.memory.clusters import leader_clusters
 from pgq.memory.context import ExecutionContext, traceback_frames
-from pgq.memory.embedders import LexicalEmbedder
+from pgq.memory.embedders import make_embedder
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-@pytest.fixture(scope="module")
-def labelled() -> tuple[np.ndarray, list[str]]:
+@pytest.fixture(scope="module", params=["lexical", pytest.param("minilm", marks=pytest.mark.semantic)])
+def labelled(request: pytest.FixtureRequest) -> tuple[np.ndarray, list[str], float]:
+    """The set's vectors by the embedder under test, their causes, and that embedder's cluster threshold.
+
+    ``minilm`` (all-MiniLM-L6-v2) runs only with ``pytest --semantic`` and ``pgq[semantic]``
+    installed (torch: too big for CI); without the package it fails, it is never skipped.
+    """
     rows = [json.loads(line) for line in (DATA / "failures.jsonl").read_text().splitlines()]
     contexts = [ExecutionContext(job_id=i, attempt=1, queue="q", task=r["task"], outcome="failed", finished_at=0.0,
                                  error_type=r["error_type"], message=r["message"], frames=traceback_frames(r["traceback"]))
                 for i, r in enumerate(rows)]
-    return LexicalEmbedder().embed(contexts), [r["cause"] for r in rows]
+    embedder = make_embedder(request.param)
+    return embedder.embed(contexts), [r["cause"] for r in rows], embedder.cluster_threshold
 
 
 def test_the_set_is_big_enough_and_reproducible() -> None:
@@ -46,8 +52,8 @@ def test_the_set_is_big_enough_and_reproducible() -> None:
     assert all(len({r["message"] for r in rows if r["cause"] == c}) >= n // 2 for c, n in causes.items())
 
 
-def test_precision_at_5_is_at_least_0_9(labelled: tuple[np.ndarray, list[str]]) -> None:
-    vectors, causes = labelled
+def test_precision_at_5_is_at_least_0_9(labelled: tuple[np.ndarray, list[str], float]) -> None:
+    vectors, causes, _ = labelled
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)
     same = 0
@@ -56,10 +62,10 @@ def test_precision_at_5_is_at_least_0_9(labelled: tuple[np.ndarray, list[str]]) 
     assert same / (5 * len(causes)) >= 0.9
 
 
-def test_dlq_clusters_are_pure_and_not_shattered(labelled: tuple[np.ndarray, list[str]]) -> None:
-    vectors, causes = labelled
+def test_dlq_clusters_are_pure_and_not_shattered(labelled: tuple[np.ndarray, list[str], float]) -> None:
+    vectors, causes, threshold = labelled
     clusters: dict[int, list[str]] = {}
-    for label, cause in zip(leader_clusters(vectors, DEFAULT_THRESHOLD), causes, strict=True):
+    for label, cause in zip(leader_clusters(vectors, threshold), causes, strict=True):
         clusters.setdefault(label, []).append(cause)
     purity = sum(Counter(m).most_common(1)[0][1] for m in clusters.values()) / len(causes)
     assert purity >= 0.9
@@ -72,6 +78,6 @@ def test_dlq_clusters_are_pure_and_not_shattered(labelled: tuple[np.ndarray, lis
     assert len(clusters) <= 1.5 * len(set(causes))
 
 
-def test_leader_clusters_keep_earlier_labels_when_more_rows_arrive(labelled: tuple[np.ndarray, list[str]]) -> None:
-    vectors, _ = labelled
-    assert leader_clusters(vectors, DEFAULT_THRESHOLD)[:100] == leader_clusters(vectors[:100], DEFAULT_THRESHOLD)
+def test_leader_clusters_keep_earlier_labels_when_more_rows_arrive(labelled: tuple[np.ndarray, list[str], float]) -> None:
+    vectors, _, threshold = labelled
+    assert leader_clusters(vectors, threshold)[:100] == leader_clusters(vectors[:100], threshold)
