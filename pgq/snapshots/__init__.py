@@ -40,7 +40,7 @@ from pgq.snapshots.format import (
     full_state,
     read_file,
 )
-from pgq.snapshots.format import decode_sections as _decode
+from pgq.snapshots.format import read_sections
 from pgq.snapshots.queries import SnapshotQueries
 from pgq.snapshots.restoring import POLICIES, RestoreReport, restore_state
 
@@ -180,7 +180,7 @@ def restore(target: Any, snapshot_id: Any = None, *, at: dt.datetime | None = No
         if snapshot_id is not None or at is not None or source is not None:
             raise ValidationError("file= restores a file: give no snapshot id, at= or source=")
         info, body = read_file(_read(file), str(file))
-        state = full_state(_decode(body))
+        state = full_state(read_sections(body, info.format_version))
     else:
         with _connection(source if source is not None else target) as (conn, schema):
             info, state = _load(conn, schema, snapshot_id, at)
@@ -219,7 +219,9 @@ def export(target: Any, snapshot_id: Any, path: str | os.PathLike[str]) -> Snaps
 def import_file(target: Any, path: str | os.PathLike[str]) -> SnapshotInfo:
     """Store the snapshot in the file ``path`` in the target's schema (origin ``import``), checked first."""
     info, body = read_file(_read(path), os.fspath(path))
-    full_state(_decode(body))  # parses whole, or SnapshotCorrupt before anything is written
+    # Parses whole, or SnapshotCorrupt before anything is written; stored in the current format.
+    state = full_state(read_sections(body, info.format_version))
+    body = encode_full({name: list(state.sections[name].values()) for name in SECTIONS})
     compressed, sha = compress(body)
     with _connection(target) as (conn, schema):
         q = SnapshotQueries(schema)

@@ -27,7 +27,8 @@ from pgq.snapshots.format import (
     State,
     apply,
     compress,
-    decode_sections,
+    READABLE_VERSIONS,
+    read_sections,
     decompress,
     delta,
     delta_from,
@@ -208,10 +209,11 @@ def resolve(conn: Conn, q: SnapshotQueries, info: SnapshotInfo) -> State:
     path.reverse()
     state: State | None = None
     for member, body in path:
-        if member.format_version != FORMAT_VERSION:
+        if member.format_version not in READABLE_VERSIONS:
             raise SnapshotIncompatible(f"snapshot {member.id} is in format {member.format_version}; "
-                                       f"this pgq reads format {FORMAT_VERSION}")
-        sections = decode_sections(decompress(body, member.body_sha256, f"snapshot {member.id}"))
+                                       f"this pgq reads formats {', '.join(map(str, READABLE_VERSIONS))}")
+        sections = read_sections(decompress(body, member.body_sha256, f"snapshot {member.id}"),
+                                 member.format_version)
         if member.kind == "FULL":
             state = full_state(sections)
         else:

@@ -22,7 +22,10 @@ from typing import Any
 
 from pgq.errors import SnapshotCorrupt, SnapshotIncompatible
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 (revision 0011) lacks the job columns format 2 appends; read_sections
+# converts it (those columns NULL: no lent or aged priority, no group, no trace).
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"PGQ-SNAPSHOT\n"
 # zlib level 3: within a few percent of level 6's size at about twice its speed.
 COMPRESS_LEVEL = 3
@@ -34,7 +37,10 @@ JOB_COLUMNS = (
     "retry_base_seconds", "retry_factor", "retry_max_seconds", "retry_jitter", "unique_key", "worker_id",
     "started_at", "finished_at", "result", "last_error", "created_at", "updated_at", "life", "claim_position",
     "free_rescues",
+    # Format 2: the priority lent or aged (revisions 0009, 0012), the group (0012), the trace (0014).
+    "effective_priority", "group_key", "trace_context",
 )
+_ADDED_IN_2 = 3
 EDGE_COLUMNS = ("parent_id", "child_id", "created_at")
 WORKER_COLUMNS = (
     "id", "hostname", "pid", "queues", "capacity", "current_load", "status", "health_score", "last_heartbeat",
@@ -148,6 +154,19 @@ def decode_sections(body: bytes) -> dict[str, list[bytes]]:
             raise SnapshotCorrupt(f"snapshot body: section {name!r} announces {count} rows, fewer follow (truncated?)")
         sections[name] = lines[i + 1 : i + 1 + count]
         i += 1 + count
+    return sections
+
+
+def read_sections(body: bytes, version: int) -> dict[str, list[bytes]]:
+    """``decode_sections`` for a body of format ``version``, converted to the current format
+    (format 1's job rows get format 2's columns, NULL). ``SnapshotIncompatible`` for a
+    format this pgq does not read."""
+    if version not in READABLE_VERSIONS:
+        raise SnapshotIncompatible(f"snapshot format {version}; this pgq reads formats "
+                                   f"{', '.join(map(str, READABLE_VERSIONS))}")
+    sections = decode_sections(body)
+    if version == 1 and "jobs" in sections:
+        sections["jobs"] = [line + b"\t\\N" * _ADDED_IN_2 for line in sections["jobs"]]
     return sections
 
 
@@ -269,8 +288,9 @@ def read_file(data: bytes, source: str) -> tuple[SnapshotInfo, bytes]:
     try:
         header = json.loads(data[len(MAGIC) : end])
         version = int(header["format_version"])
-        if version != FORMAT_VERSION:
-            raise SnapshotIncompatible(f"{source} is in snapshot format {version}; this pgq reads format {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise SnapshotIncompatible(f"{source} is in snapshot format {version}; this pgq reads formats "
+                                       f"{', '.join(map(str, READABLE_VERSIONS))}")
         info = SnapshotInfo(
             id=uuid.UUID(header["id"]), kind=str(header["kind"]), origin="import",
             created_at=dt.datetime.fromisoformat(header["created_at"]), base_id=None, full_id=None,

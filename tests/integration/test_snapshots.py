@@ -67,7 +67,36 @@ def test_full_snapshot_holds_the_non_terminal_jobs_their_edges_and_the_workers(d
     assert list(state.sections["workers"]) == [str(worker).encode()]
     row = conn.execute("SELECT snapshot_type, origin, format_version, schema_revision, octet_length(body) > 0,"
                        " db_snapshot = %s FROM pgq.state_snapshots", (info.db_snapshot,)).fetchone()
-    assert row == ("FULL", "manual", 1, info.schema_revision, True, True)
+    assert row == ("FULL", "manual", 2, info.schema_revision, True, True)
+
+
+def test_format_2_keeps_effective_priority_group_and_trace(db_url, other_db_url, conn, connect):
+    job = factories.insert_job(conn, priority=1)
+    conn.execute("UPDATE pgq.jobs SET effective_priority = 4, group_key = 'tenant\ta',"
+                 " trace_context = '{\"traceparent\": \"00-ab-cd-01\"}' WHERE id = %s", (job,))
+    info = snapshots.create(_settings(db_url))
+    snapshots.restore(_settings(other_db_url), info.id, source=_settings(db_url))
+    wanted = "SELECT priority, effective_priority, group_key, trace_context FROM pgq.jobs WHERE id = %s"
+    assert connect(url=other_db_url).execute(wanted, (job,)).fetchone() == conn.execute(wanted, (job,)).fetchone() \
+        == (1, 4, "tenant\ta", {"traceparent": "00-ab-cd-01"})
+
+
+def test_a_format_1_snapshot_is_still_read(db_url, other_db_url, conn, connect):
+    """A snapshot stored before format 2 (revision 0011): its jobs come back without the new columns."""
+    from pgq.snapshots.format import JOB_COLUMNS, compress, decode_sections, decompress, encode_full
+    job = factories.insert_job(conn, payload={"n": 1})
+    info = snapshots.create(_settings(db_url))
+    body, sha = conn.execute("SELECT body, body_sha256 FROM pgq.state_snapshots WHERE id = %s",
+                             (info.id,)).fetchone()
+    sections = decode_sections(decompress(bytes(body), sha, "test"))
+    old_fields = len(JOB_COLUMNS) - 3  # format 1 had neither effective_priority, group_key nor trace_context
+    sections["jobs"] = [b"\t".join(line.split(b"\t")[:old_fields]) for line in sections["jobs"]]
+    old_body, old_sha = compress(encode_full(sections))
+    conn.execute("UPDATE pgq.state_snapshots SET body = %s, body_sha256 = %s, format_version = 1 WHERE id = %s",
+                 (old_body, old_sha, info.id))
+    snapshots.restore(_settings(other_db_url), info.id, source=_settings(db_url))
+    assert connect(url=other_db_url).execute("SELECT payload, group_key, effective_priority FROM pgq.jobs"
+                                             " WHERE id = %s", (job,)).fetchone() == ({"n": 1}, None, None)
 
 
 def test_snapshot_sees_one_database_snapshot_and_a_late_commit_reaches_the_next_incremental(db_url, conn, connect):
