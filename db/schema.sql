@@ -2261,9 +2261,24 @@ BEGIN
             RETURN '{}';
         END IF;
     END IF;
-    v_ruled := ARRAY(SELECT p.queue FROM queue_policies AS p
-                     WHERE p.queue = ANY (v_queues) AND p.has_claim_rules ORDER BY p.queue);
-    IF cardinality(v_ruled) = 0 THEN
+    -- One probe of the (tiny, usually empty) queue_policies table when no queue has rules.
+    IF EXISTS (SELECT 1 FROM queue_policies WHERE has_claim_rules) THEN
+        v_ruled := ARRAY(SELECT p.queue FROM queue_policies AS p
+                         WHERE p.queue = ANY (v_queues) AND p.has_claim_rules ORDER BY p.queue);
+    END IF;
+    IF coalesce(cardinality(v_ruled), 0) = 0 THEN
+        IF cardinality(v_queues) = 1 THEN
+            -- The hot path (one queue without rules), inline: lock_plain_jobs' own
+            -- single-queue statement, without the cost of a second function call.
+            RETURN ARRAY(
+                SELECT id FROM jobs
+                WHERE queue = v_queues[1]
+                  AND status IN ('queued', 'retrying')
+                  AND run_at <= p_now
+                ORDER BY greatest(priority, effective_priority) DESC, run_at, id
+                LIMIT p_max_jobs
+                FOR UPDATE SKIP LOCKED);
+        END IF;
         RETURN lock_plain_jobs(v_queues, p_max_jobs, p_now);
     END IF;
 
