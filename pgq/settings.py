@@ -173,6 +173,17 @@ class Settings:
     # health score drops, and a rising RSS is predicted to reach it. Set it to the
     # container's or cgroup's memory limit.
     health_rss_limit_bytes: int = 0
+    # --- evacuation (issue 11): a failing worker hands its work back and exits with code 75
+    # A worker evacuates itself when its own health says so (docs/health.md, "Evacuation").
+    evacuation: bool = True
+    # ... when its score is below 0.3 in this many consecutive samples (one bad interval
+    # is noise; three at the default heartbeat are 15 s of failing).
+    evacuation_after_samples: int = 3
+    # ... or when its score (or its memory) is predicted to fail within this many seconds
+    # (0 = predictions never evacuate): long enough for a replacement to start first.
+    evacuation_horizon_seconds: float = 300.0
+    # Running jobs of an evacuated worker may finish within this; then they are given back.
+    evacuation_grace_seconds: float = 30.0
 
     # --- AUTO snapshots (issue 12), taken by the maintenance leader; both triggers 0 = off.
     # Take one when the latest snapshot is older than this.
@@ -296,6 +307,19 @@ class Settings:
         limit = self.health_rss_limit_bytes
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ConfigurationError(f"PGQ_HEALTH_RSS_LIMIT_BYTES must be a whole number >= 0, got {limit!r}")
+        self._check_evacuation()
+
+    def _check_evacuation(self) -> None:
+        # --- evacuation (issue 11)
+        if not isinstance(self.evacuation, bool):
+            raise ConfigurationError(f"PGQ_EVACUATION must be true or false, got {self.evacuation!r}")
+        after = self.evacuation_after_samples
+        if isinstance(after, bool) or not isinstance(after, int) or not 1 <= after <= 1000:
+            raise ConfigurationError(f"PGQ_EVACUATION_AFTER_SAMPLES must be a whole number from 1 to 1000, got {after!r}")
+        for name in ("evacuation_horizon_seconds", "evacuation_grace_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigurationError(f"{_env_name(name)} must be a number of seconds >= 0, got {value!r}")
 
     def _check_snapshots(self) -> None:
         # --- AUTO snapshots (issue 12)
