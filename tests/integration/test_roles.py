@@ -180,7 +180,9 @@ EXPECTED_GRANTS = {
             # Revision 0008, db/roles/006.sql: the heartbeat with a health sample, pruning samples.
             "heartbeat_worker_v3", "prune_health_logs",
             # Revision 0011, db/roles/010.sql: AUTO snapshots and their retention.
-            "save_snapshot", "prune_snapshots")),
+            "save_snapshot", "prune_snapshots",
+            # Revision 0013, db/roles/012.sql: a failing worker evacuates itself.
+            "evacuate_worker")),
         # Revision 0010, db/roles/008.sql: the reconciler reads queue_pauses.resumed_at.
         ("table", "queue_pauses", "SELECT"),
         ("table", "paused_queues", "SELECT"),
@@ -458,6 +460,18 @@ def test_worker_claims_with_positions_beats_and_drains_and_the_producer_may_not(
     assert refused == []
 
 
+def test_worker_evacuates_itself_and_the_producer_may_not(logins: Logins, conn: psycopg.Connection[Any]) -> None:
+    worker_dsn, producer_dsn = logins.create(WORKER).dsn, logins.create(PRODUCER).dsn
+    worker_id = uuid.uuid4()
+    with as_role(worker_dsn) as c:
+        c.execute("SELECT pgq.register_worker(%s, 'h', 1, '{default}', 2)", (worker_id,))
+        refused = denied(producer_dsn, [("SELECT pgq.evacuate_worker(%s, 'r')", (worker_id,))])
+        done = c.execute("SELECT pgq.evacuate_worker(%s, 'score 0.1', 'worker')", (worker_id,)).fetchone()
+    w = factories.worker(conn, worker_id)
+    assert done == (True,) and refused == []
+    assert (w["status"], w["evacuation_reason"], w["evacuated_by"]) == ("draining", "score 0.1", "worker")
+
+
 def test_worker_records_its_stuck_handlers_and_the_producer_may_not(
     logins: Logins, conn: psycopg.Connection[Any],
 ) -> None:
@@ -690,8 +704,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # then 0008 for the producer's health_alerts and the worker's heartbeat_worker_v3,
     # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2, then 0010 for each
     # role (pausing: the producer's functions, both roles' queue_pauses; then the schedules),
-    # then 0011 for the worker's snapshot functions.
-    assert len(said) == 15 and all("CREATE ROLE" in m for m in said), said
+    # then 0011 for the worker's snapshot functions, then 0013 for its evacuate_worker.
+    assert len(said) == 16 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
@@ -701,6 +715,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     assert all("008.sql" in m for m in said[10:12]), said
     assert all("009.sql" in m for m in said[12:14]), said
     assert "010.sql" in said[14], said
+    assert "012.sql" in said[15], said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -719,6 +734,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/008.sql"))
         c.execute(read_sql("roles/009.sql"))
         c.execute(read_sql("roles/010.sql"))
+        c.execute(read_sql("roles/012.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
