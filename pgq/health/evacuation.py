@@ -53,7 +53,8 @@ class EvacuationPolicy:
     ``CONFIDENCE`` of being past the threshold at the horizon, a horizon no
     longer than the span of the samples fitted (never extrapolate further
     ahead than the history looks back), and, for the score, a latest score
-    already below 0.7 (degraded).
+    already below 0.7 (degraded). A line already past the threshold ("in 0 s")
+    does not evacuate: that is the consecutive-samples rule's call.
     """
 
     def __init__(self, *, after_samples: int, horizon_seconds: float, rss_limit_bytes: int = 0) -> None:
@@ -101,7 +102,9 @@ class EvacuationPolicy:
         found = predict_failures(samples, horizon) if watch_score else []
         found += predict_memory(samples, self.rss_limit_bytes, horizon)
         for p in found:
-            if p.probability >= CONFIDENCE:
+            # A line already past the threshold adds nothing to the consecutive-samples
+            # rule, which is the one that guards against a few noisy samples.
+            if p.probability >= CONFIDENCE and p.seconds > 0:
                 what = "health score predicted to fall below 0.3" if p.what == "health_score" \
                     else "memory predicted to reach PGQ_HEALTH_RSS_LIMIT_BYTES"
                 return f"{what} in {p.seconds:.0f} s (probability {p.probability:.2f} within {horizon:.0f} s)"

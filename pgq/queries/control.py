@@ -71,6 +71,11 @@ class ControlQueries(QueriesBase):
         self._evacuation = (
             f"SELECT evacuation_reason FROM {s}.workers WHERE id = %s::uuid AND evacuated_at >= drain_requested_at"
         )
+        # The other live workers sharing a queue with a worker: how many, their median score.
+        self._peer_health = (
+            f"SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY health_score) FROM {s}.workers"
+            " WHERE status = 'active' AND id <> %s::uuid AND queues && %s::text[]"
+        )
         self._revision = f"SELECT version_num FROM {s}.alembic_version"
         self._revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
 
@@ -148,3 +153,8 @@ class ControlQueries(QueriesBase):
         """Why the worker was evacuated (in its current life), or None when it was not."""
         rows = execute(conn, self._evacuation, [worker_id])
         return str(rows[0][0]) if rows else None
+
+    def peer_health(self, conn: Any, worker_id: UUID, queues: Sequence[str]) -> tuple[int, float | None]:
+        """The other active workers serving any of ``queues``: their number and median health score."""
+        row = execute(conn, self._peer_health, [worker_id, list(queues)])[0]
+        return int(row[0]), None if row[1] is None else float(row[1])

@@ -32,6 +32,7 @@ from pgq.scheduling.cron import register_periodic
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
 from pgq.errors import TooManyStuckHandlers
+from pgq.health import DEGRADED
 from pgq.health.evacuation import EvacuationPolicy
 from pgq.maintenance import Maintenance
 from pgq.memory.writer import open_writer
@@ -147,7 +148,7 @@ class Worker:
         self._heartbeat = Heartbeat(self._pool, self.queries, self.id, self._runner, self._acknowledger,
                                     self._source, self._positions, self.clock, drain=self._drain,
                                     policy=self.health,
-                                    evacuate=self.evacuate if self.settings.evacuation else None)
+                                    evacuate=self._evacuate_unless_shared if self.settings.evacuation else None)
         self._stuck_report = StuckReport(self._pool, self.queries, self.id, self._runner)
 
     def _claim_source(self) -> ClaimSource:
@@ -290,6 +291,28 @@ class Worker:
         except Exception as exc:  # the drain goes on: the database is not needed to stop claiming
             log.warning("could not record the evacuation of worker %s (%s); evacuating anyway", self.id, exc)
         self._drain(f"evacuated: {reason}")
+
+    def _evacuate_unless_shared(self, reason: str) -> None:
+        """The policy says evacuate: do it, unless this worker's peers are failing too.
+
+        Evacuation is for the odd one out. When the other live workers of its
+        queues have a median score below 0.7, the cause is shared (the jobs
+        themselves, the database, a dependency): replacing every worker would not
+        help and would restart the fleet at once. The policy asks again at the next
+        sample. Without peers, or when they cannot be read, the worker's own
+        evidence decides.
+        """
+        try:
+            with translated(self.settings.database_url), self._pool().connection() as conn:
+                peers, median = self.queries.peer_health(conn, self.id, self.queues)
+        except Exception as exc:  # the worker's own evidence decides
+            log.warning("could not read the health of worker %s's peers (%s)", self.id, exc)
+            peers, median = 0, None
+        if peers and median is not None and median < DEGRADED:
+            log.warning("worker %s would evacuate (%s), but its %d peer(s) are not healthy either (median score "
+                        "%.2f): a shared cause; staying", self.id, reason, peers, median)
+            return
+        self.evacuate(reason)
 
     def heartbeat(self) -> None:
         """Send a heartbeat listing the jobs this worker holds (those whose outcome is
