@@ -52,8 +52,8 @@ class EvacuationPolicy:
     least 6 samples, a significant trend) and more: a probability of at least
     ``CONFIDENCE`` of being past the threshold at the horizon, a horizon no
     longer than the span of the samples fitted (never extrapolate further
-    ahead than the history looks back), and, for the score, a latest score
-    already below 0.7 (degraded). A line already past the threshold ("in 0 s")
+    ahead than the history looks back), and, for the score, the latest
+    ``after_samples`` scores all below 0.7 (degraded). A line already past the threshold ("in 0 s")
     does not evacuate: that is the consecutive-samples rule's call.
     """
 
@@ -67,12 +67,22 @@ class EvacuationPolicy:
         self._scores: deque[float] = deque(maxlen=HISTORY)
         self._rss: deque[float] = deque(maxlen=HISTORY)
 
-    def observe(self, now: float, score: float | None, rss_bytes: float | None = None) -> str | None:
-        """Fold in one sample (``now``: monotonic seconds); return why to evacuate, or None."""
-        self.latest = score if score is not None and math.isfinite(score) else None
+    def observe(self, now: float, score: float | None, rss_bytes: float | None = None,
+                finished: int | None = None) -> str | None:
+        """Fold in one sample (``now``: monotonic seconds); return why to evacuate, or None.
+
+        ``finished``: the jobs whose outcome the sample counts. A sample in which no job
+        finished (jobs slower than the interval, or none to run) says nothing of errors
+        or speed: its score neither counts nor breaks a failing streak, and the latest
+        score stays the one before it (its RSS still counts).
+        """
         self._times.append(now)
-        self._scores.append(math.nan if self.latest is None else self.latest)
         self._rss.append(math.nan if rss_bytes is None else float(rss_bytes))
+        if finished == 0:
+            self._scores.append(math.nan)
+            return self._predicted(now) if self.horizon_seconds > 0 else None
+        self.latest = score if score is not None and math.isfinite(score) else None
+        self._scores.append(math.nan if self.latest is None else self.latest)
         if self.latest is not None and self.latest < FAILING:
             self.failing_in_a_row += 1
         else:
@@ -88,7 +98,10 @@ class EvacuationPolicy:
         """Why a prediction evacuates the worker, or None."""
         span = now - self._times[0]
         horizon = min(self.horizon_seconds, span)
-        watch_score = self.latest is not None and self.latest < DEGRADED
+        # A trend in the score counts once the worker is degraded for as long as the
+        # consecutive rule asks failing for: one dip of a noisy score predicts nothing.
+        recent = [x for x in self._scores if not math.isnan(x)][-self.after_samples:]
+        watch_score = len(recent) == self.after_samples and all(x < DEGRADED for x in recent)
         if horizon <= 0 or len(self._times) < 6 or not (watch_score or self.rss_limit_bytes > 0):
             return None
         import numpy as np  # only once a trend is worth fitting

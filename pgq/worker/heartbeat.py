@@ -125,7 +125,9 @@ class Heartbeat:
         """Give the sample's score to the policy; evacuate when it says so."""
         if self.policy is None:
             return
-        reason = self.policy.observe(self.clock.monotonic(), sample.get("health_score"), sample.get("rss_bytes"))
+        finished = (sample.get("jobs_completed") or 0) + (sample.get("jobs_failed") or 0)
+        reason = self.policy.observe(self.clock.monotonic(), sample.get("health_score"), sample.get("rss_bytes"),
+                                     finished=int(finished))
         if reason is not None and self._evacuate is not None:
             self._evacuate(reason)
 

@@ -43,6 +43,16 @@ def test_evacuates_after_the_configured_number_of_consecutive_failing_samples() 
     assert p.latest == 0.05
 
 
+def test_a_sample_in_which_no_job_finished_neither_counts_nor_breaks_a_failing_streak() -> None:
+    p = policy(after=3, horizon=0)
+    assert p.observe(0.0, 0.1, finished=5) is None
+    assert p.observe(1.0, 1.0, finished=0) is None  # slow jobs: none finished in this interval
+    assert p.latest == 0.1 and p.failing_in_a_row == 1
+    assert p.observe(2.0, 0.1, finished=2) is None
+    assert p.observe(3.0, 1.0, finished=0) is None
+    assert "3 consecutive samples" in str(p.observe(4.0, 0.2, finished=1))
+
+
 def test_unmeasured_scores_neither_count_as_failing_nor_evacuate() -> None:
     p = policy(after=1, horizon=300)
     assert [p.observe(float(t), None) for t in range(20)] == [None] * 20
