@@ -21,6 +21,10 @@ from pgq.health import DEGRADED, FAILING
 EXIT_EVACUATED = 75
 #: Samples the predictions fit (an hour at the default heartbeat interval of 30 s).
 HISTORY = 120
+#: When the other live workers of its queues have a median score below this (the middle
+#: of the degraded band: most of them clearly unwell, not one noisy sample), a failing
+#: worker's trouble is a shared cause and it does not evacuate.
+SHARED_CAUSE_BELOW = (FAILING + DEGRADED) / 2
 #: A prediction evacuates when the fitted line is this likely past the threshold at the horizon.
 CONFIDENCE = 0.95
 

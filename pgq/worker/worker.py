@@ -32,8 +32,7 @@ from pgq.scheduling.cron import register_periodic
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
 from pgq.errors import TooManyStuckHandlers
-from pgq.health import DEGRADED
-from pgq.health.evacuation import EvacuationPolicy
+from pgq.health.evacuation import SHARED_CAUSE_BELOW, EvacuationPolicy
 from pgq.maintenance import Maintenance
 from pgq.memory.writer import open_writer
 from pgq.notify import Listener
@@ -296,7 +295,7 @@ class Worker:
         """The policy says evacuate: do it, unless this worker's peers are failing too.
 
         Evacuation is for the odd one out. When the other live workers of its
-        queues have a median score below 0.7, the cause is shared (the jobs
+        queues have a median score below 0.5 (``SHARED_CAUSE_BELOW``), the cause is shared (the jobs
         themselves, the database, a dependency): replacing every worker would not
         help and would restart the fleet at once. The policy asks again at the next
         sample. Without peers, or when they cannot be read, the worker's own
@@ -308,7 +307,7 @@ class Worker:
         except Exception as exc:  # the worker's own evidence decides
             log.warning("could not read the health of worker %s's peers (%s)", self.id, exc)
             peers, median = 0, None
-        if peers and median is not None and median < DEGRADED:
+        if peers and median is not None and median < SHARED_CAUSE_BELOW:
             log.warning("worker %s would evacuate (%s), but its %d peer(s) are not healthy either (median score "
                         "%.2f): a shared cause; staying", self.id, reason, peers, median)
             return
