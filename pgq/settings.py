@@ -179,9 +179,13 @@ class Settings:
     # ... when its score is below 0.3 in this many consecutive samples (one bad interval
     # is noise; three at the default heartbeat are 15 s of failing).
     evacuation_after_samples: int = 3
-    # ... or when its score (or its memory) is predicted to fail within this many seconds
-    # (0 = predictions never evacuate): long enough for a replacement to start first.
+    # ... or when its memory (PGQ_HEALTH_RSS_LIMIT_BYTES) is predicted to run out within this
+    # many seconds (0 = predictions never evacuate): long enough for a replacement to start.
     evacuation_horizon_seconds: float = 300.0
+    # ... and, when true, when its score's trend is predicted to fall below 0.3 within the
+    # horizon. Off by default: measured, it also fires on healthy workers whose last jobs
+    # all fail (poison jobs), which no sample of the worker itself can tell apart.
+    evacuation_score_trend: bool = False
     # Running jobs of an evacuated worker may finish within this; then they are given back.
     evacuation_grace_seconds: float = 30.0
 
@@ -311,8 +315,9 @@ class Settings:
 
     def _check_evacuation(self) -> None:
         # --- evacuation (issue 11)
-        if not isinstance(self.evacuation, bool):
-            raise ConfigurationError(f"PGQ_EVACUATION must be true or false, got {self.evacuation!r}")
+        for flag in ("evacuation", "evacuation_score_trend"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigurationError(f"{_env_name(flag)} must be true or false, got {getattr(self, flag)!r}")
         after = self.evacuation_after_samples
         if isinstance(after, bool) or not isinstance(after, int) or not 1 <= after <= 1000:
             raise ConfigurationError(f"PGQ_EVACUATION_AFTER_SAMPLES must be a whole number from 1 to 1000, got {after!r}")

@@ -51,6 +51,7 @@ class EvacuationPolicy:
         after_samples: consecutive failing samples (score < 0.3) that evacuate.
         horizon_seconds: a failure predicted within this many seconds evacuates (0: never).
         rss_limit_bytes: the memory limit the RSS is predicted against (0: none).
+        score_trend: predict the score too, not only the memory.
 
     A prediction needs the fit's own conditions (``pgq.health.prediction``: at
     least 6 samples, a significant trend) and more: a probability of at least
@@ -61,8 +62,10 @@ class EvacuationPolicy:
     does not evacuate: that is the consecutive-samples rule's call.
     """
 
-    def __init__(self, *, after_samples: int, horizon_seconds: float, rss_limit_bytes: int = 0) -> None:
+    def __init__(self, *, after_samples: int, horizon_seconds: float, rss_limit_bytes: int = 0,
+                 score_trend: bool = False) -> None:
         self.after_samples = after_samples
+        self.score_trend = score_trend
         self.horizon_seconds = horizon_seconds
         self.rss_limit_bytes = rss_limit_bytes
         self.failing_in_a_row = 0
@@ -105,7 +108,7 @@ class EvacuationPolicy:
         # A trend in the score counts once the worker is degraded for as long as the
         # consecutive rule asks failing for: one dip of a noisy score predicts nothing.
         recent = [x for x in self._scores if not math.isnan(x)][-self.after_samples:]
-        watch_score = len(recent) == self.after_samples and all(x < DEGRADED for x in recent)
+        watch_score = self.score_trend and len(recent) == self.after_samples and all(x < DEGRADED for x in recent)
         if horizon <= 0 or len(self._times) < 6 or not (watch_score or self.rss_limit_bytes > 0):
             return None
         import numpy as np  # only once a trend is worth fitting

@@ -125,7 +125,8 @@ class Worker:
         #: Its own health: the latest score (which sizes its claims) and the evacuation rules.
         self.health = EvacuationPolicy(after_samples=self.settings.evacuation_after_samples,
                                        horizon_seconds=self.settings.evacuation_horizon_seconds,
-                                       rss_limit_bytes=self.settings.health_rss_limit_bytes)
+                                       rss_limit_bytes=self.settings.health_rss_limit_bytes,
+                                       score_trend=self.settings.evacuation_score_trend)
         #: True once ``run()`` reached the database (false: stopped while waiting for it).
         self.started = False
         self._positions = Positions(self._job_state, self.clock)

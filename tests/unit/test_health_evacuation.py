@@ -32,7 +32,9 @@ def test_thresholds_and_exit_code() -> None:
 
 
 def policy(after: int = 3, horizon: float = 300.0, rss_limit: int = 0) -> EvacuationPolicy:
-    return EvacuationPolicy(after_samples=after, horizon_seconds=horizon, rss_limit_bytes=rss_limit)
+    """A policy that predicts the score too (``PGQ_EVACUATION_SCORE_TREND=true``)."""
+    return EvacuationPolicy(after_samples=after, horizon_seconds=horizon, rss_limit_bytes=rss_limit,
+                            score_trend=True)
 
 
 def test_evacuates_after_the_configured_number_of_consecutive_failing_samples() -> None:
@@ -85,6 +87,13 @@ def test_a_falling_score_is_evacuated_before_it_crosses_and_not_too_early() -> N
         assert fired is not None and 140 - 60 * 1.2 <= fired < 140, fired
 
 
+def test_without_score_trend_a_falling_score_waits_for_the_consecutive_rule() -> None:
+    p = EvacuationPolicy(after_samples=3, horizon_seconds=60.0)  # the default: no score trend
+    said = [p.observe(i * 5.0, max(0.0, 1.0 - 0.03 * i)) for i in range(40)]
+    fired = next(i for i, r in enumerate(said) if r is not None)
+    assert fired == 26 and "consecutive" in str(said[fired])  # below 0.3 from i = 24 (0.28): 3 in a row
+
+
 def test_memory_rising_to_the_limit_is_evacuated_by_prediction() -> None:
     p = policy(horizon=120.0, rss_limit=1000)
     reasons = [p.observe(float(t), 1.0, 300 + 10 * t) for t in range(70)]  # full at t = 70 s
@@ -103,7 +112,7 @@ def test_predictions_do_not_extrapolate_further_than_the_history() -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("evacuation_after_samples", 0), ("evacuation_after_samples", True), ("evacuation_horizon_seconds", -1.0),
-    ("evacuation_grace_seconds", float("inf")), ("evacuation", "yes"),
+    ("evacuation_grace_seconds", float("inf")), ("evacuation", "yes"), ("evacuation_score_trend", 1),
 ])
 def test_bad_evacuation_settings_are_refused(field: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match="PGQ_EVACUATION"):
