@@ -108,7 +108,8 @@ def test_a_degrading_worker_is_detected_evacuated_and_replaced_and_nothing_is_lo
                 job_ms=(5, 15), env=EVACUATION_ENV, rate=RATE, chunk=10)
     faulty = run.start_worker({"CHAOS_DEGRADE": fault, "CHAOS_DEGRADE_AFTER_JOBS": str(AFTER_JOBS)})
     run.start()
-    run.poll(lambda: any(f.kind == "evacuated" for f in run.faults), "the degrading worker to be evacuated")
+    run.poll(lambda: any(f.kind == "evacuated" for f in run.faults), "the degrading worker to be evacuated",
+             timeout=120.0)
     report = run.finish()
     figures = detection(run.db, faulty)
     record(pytestconfig, {**run.summary(report), **figures})
