@@ -489,7 +489,11 @@ CREATE TABLE pgq.workers (
     started_through bigint DEFAULT 0 NOT NULL,
     drain_requested_at timestamp with time zone,
     stuck_handlers integer DEFAULT 0 NOT NULL,
+    evacuated_at timestamp with time zone,
+    evacuation_reason text,
+    evacuated_by text,
     CONSTRAINT workers_capacity_positive CHECK (capacity >= 1),
+    CONSTRAINT workers_evacuated_by CHECK (evacuated_by = ANY (ARRAY['worker'::text, 'operator'::text])),
     CONSTRAINT workers_health_range CHECK (health_score >= 0::double precision AND health_score <= 1::double precision),
     CONSTRAINT workers_load_nonnegative CHECK (current_load >= 0),
     CONSTRAINT workers_metadata_object CHECK (jsonb_typeof(metadata) = 'object'::text),
@@ -517,6 +521,9 @@ COMMENT ON COLUMN pgq.workers.updated_at IS 'Last change of the row (kept by a t
 COMMENT ON COLUMN pgq.workers.started_through IS 'The worker''s report: every job it received with a claim position up to this one has started. Rescues give back the attempts of its jobs above it.';
 COMMENT ON COLUMN pgq.workers.drain_requested_at IS 'When drain_worker() asked the worker to drain; NULL if never. Re-registering or coming back from stale keeps it draining.';
 COMMENT ON COLUMN pgq.workers.stuck_handlers IS 'Sync handlers of this worker still running past their job''s timeout (or after their job was cancelled), whose runner threads it replaced; set_worker_stuck_handlers.';
+COMMENT ON COLUMN pgq.workers.evacuated_at IS 'When evacuate_worker() evacuated the worker (NULL: never); it drains, then exits with code 75 for its supervisor to replace it.';
+COMMENT ON COLUMN pgq.workers.evacuation_reason IS 'Why the worker was evacuated: its health (score, prediction) or what the operator said.';
+COMMENT ON COLUMN pgq.workers.evacuated_by IS 'Who evacuated the worker: worker (itself, from its health score) or operator.';
 COMMENT ON CONSTRAINT workers_metadata_object ON pgq.workers IS 'metadata is a JSON object.';
 COMMENT ON CONSTRAINT workers_queue_names ON pgq.workers IS 'Queues are queue names, as jobs.queue (no NULL, no empty name).';
 CREATE INDEX workers_live_heartbeat_idx ON pgq.workers USING btree (last_heartbeat) WHERE (status = ANY (ARRAY['active'::pgq.worker_status_enum, 'draining'::pgq.worker_status_enum]));
@@ -1658,6 +1665,56 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone) IS 'Maintenance leader: enqueue the ticks of a periodic schedule and move its last_tick/next_tick on, in one transaction, only if next_tick is still p_due_tick; the job ids, or NULL when another leader did it.';
 GRANT EXECUTE ON FUNCTION pgq.enqueue_schedule_ticks(p_name text, p_due_tick timestamp with time zone, p_latest_tick timestamp with time zone, p_ticks timestamp with time zone[], p_next_tick timestamp with time zone, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function evacuate_worker(p_worker_id uuid, p_reason text, p_source text, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.evacuate_worker(p_worker_id uuid, p_reason text, p_source text DEFAULT 'operator'::text, p_now timestamp with time zone DEFAULT now())
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_worker workers;
+BEGIN
+    IF p_reason IS NULL OR btrim(p_reason) = '' OR length(p_reason) > 500 THEN
+        RAISE EXCEPTION 'evacuate_worker: p_reason must say why, in 1 to 500 characters'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF p_source IS NULL OR p_source NOT IN ('worker', 'operator') THEN
+        RAISE EXCEPTION 'evacuate_worker: p_source must be ''worker'' or ''operator'', got %', p_source
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF p_now IS NULL THEN
+        RAISE EXCEPTION 'evacuate_worker: p_now must not be NULL' USING ERRCODE = 'PQ004';
+    END IF;
+    SELECT * INTO v_worker FROM workers WHERE id = p_worker_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'evacuate_worker: worker % is not registered', p_worker_id USING ERRCODE = 'PQ002';
+    END IF;
+    IF v_worker.status = 'stopped' THEN
+        RAISE EXCEPTION 'evacuate_worker: worker % is stopped: it has nothing to evacuate', p_worker_id
+            USING ERRCODE = 'PQ002';
+    END IF;
+    -- An evacuation of this life of the worker is one whose time is not before its
+    -- drain request (register_worker clears the request of a stopped worker's new life).
+    IF v_worker.evacuated_at IS NOT NULL AND v_worker.drain_requested_at IS NOT NULL
+       AND v_worker.evacuated_at >= v_worker.drain_requested_at THEN
+        RETURN false;
+    END IF;
+    UPDATE workers
+    SET status = CASE WHEN status = 'active' THEN 'draining'::worker_status_enum ELSE status END,
+        drain_requested_at = coalesce(drain_requested_at, p_now),
+        evacuated_at = greatest(p_now, drain_requested_at),
+        evacuation_reason = p_reason,
+        evacuated_by = p_source,
+        updated_at = p_now
+    WHERE id = p_worker_id;
+    PERFORM pg_notify(current_schema() || '_worker_draining', p_worker_id::text);
+    RETURN true;
+END
+$function$;
+COMMENT ON FUNCTION pgq.evacuate_worker(p_worker_id uuid, p_reason text, p_source text, p_now timestamp with time zone) IS 'Evacuate a worker: drain_worker plus the reason (workers.evacuation_reason); it releases unstarted jobs, gives back what still runs after PGQ_EVACUATION_GRACE_SECONDS, deregisters and exits 75. False when already evacuated. PQ004: bad reason or source; PQ002: stopped or unknown.';
+GRANT EXECUTE ON FUNCTION pgq.evacuate_worker(p_worker_id uuid, p_reason text, p_source text, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text DEFAULT NULL::text, p_retry_delay double precision DEFAULT NULL::double precision, p_fatal boolean DEFAULT false, p_outcome pgq.attempt_outcome DEFAULT 'failed'::pgq.attempt_outcome, p_now timestamp with time zone DEFAULT now())

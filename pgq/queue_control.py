@@ -1,7 +1,7 @@
 """The inspection and control half of ``Queue``: jobs already enqueued.
 
 Read a job, wait for its result, cancel it; list, requeue and purge the dead
-letter queue; the ``pgq status`` figures; ask a worker to drain. Each method
+letter queue; the ``pgq status`` figures; ask a worker to drain, or evacuate it. Each method
 validates its arguments, then runs its statements (``pgq.queries``) through
 the queue's connection handling (``Queue._run``); the producer side (tasks,
 enqueue) and that plumbing stay in ``queue.py``.
@@ -159,6 +159,22 @@ class QueueControl:
         if not isinstance(worker_id, uuid.UUID):
             raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
         return bool(self._run(self.queries.drain_worker, worker_id))
+
+    def evacuate_worker(self, worker_id: uuid.UUID, reason: str) -> bool:
+        """Evacuate a worker (``pgq.evacuate_worker``; worker transition active -> draining).
+
+        As ``drain_worker``, with ``reason`` recorded in ``workers.evacuation_reason``;
+        the worker gives back what still runs after its ``evacuation_grace_seconds``
+        and its process exits with code 75 (``EXIT_EVACUATED``) for its supervisor to
+        replace it. Returns False when it was already evacuated. Raises
+        ``ValidationError`` for a blank reason (or one over 500 characters),
+        ``InvalidTransition`` for a stopped or unknown worker.
+        """
+        if not isinstance(worker_id, uuid.UUID):
+            raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+            raise ValidationError(f"reason must say why, in 1 to 500 characters, got {reason!r}")
+        return bool(self._run(self.queries.evacuate_worker, worker_id, reason, "operator"))
 
 
     # ------------------------------------------------------------ how queues are claimed

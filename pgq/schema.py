@@ -193,6 +193,10 @@ workers = Table(
     Column("drain_requested_at", _TZ),
     # Revision 0007: sync handlers running on past their timeout (threads replaced).
     Column("stuck_handlers", Integer, nullable=False, server_default=text("0")),
+    # Revision 0013: evacuations (evacuate_worker): when, why, by whom.
+    Column("evacuated_at", _TZ),
+    Column("evacuation_reason", Text),
+    Column("evacuated_by", Text),
     CheckConstraint("capacity >= 1", name="workers_capacity_positive"),
     CheckConstraint("current_load >= 0", name="workers_load_nonnegative"),
     CheckConstraint("health_score BETWEEN 0 AND 1", name="workers_health_range"),
@@ -204,6 +208,7 @@ workers = Table(
                     name="workers_queue_names"),
     CheckConstraint("jsonb_typeof(metadata) = 'object'", name="workers_metadata_object"),
     CheckConstraint("stuck_handlers >= 0", name="workers_stuck_handlers_nonnegative"),
+    CheckConstraint("evacuated_by IN ('worker', 'operator')", name="workers_evacuated_by"),
     comment="Registry of worker processes, their heartbeats and health.",
 )
 # Stale sweep: live workers by heartbeat age.

@@ -182,6 +182,21 @@ class Settings:
     # OpenTelemetry spans for enqueues (pgq.enqueue) and attempts (pgq.attempt), the
     # trace context carried in the job; pip install 'pgq[tracing]'. Off: no cost.
     tracing: bool = False
+    # --- evacuation (issue 11): a failing worker hands its work back and exits with code 75
+    # A worker evacuates itself when its own health says so (docs/health.md, "Evacuation").
+    evacuation: bool = True
+    # ... when its score is below 0.3 in this many consecutive samples (one bad interval
+    # is noise; three at the default heartbeat are 15 s of failing).
+    evacuation_after_samples: int = 3
+    # ... or when its memory (PGQ_HEALTH_RSS_LIMIT_BYTES) is predicted to run out within this
+    # many seconds (0 = predictions never evacuate): long enough for a replacement to start.
+    evacuation_horizon_seconds: float = 300.0
+    # ... and, when true, when its score's trend is predicted to fall below 0.3 within the
+    # horizon. Off by default: measured, it also fires on healthy workers whose last jobs
+    # all fail (poison jobs), which no sample of the worker itself can tell apart.
+    evacuation_score_trend: bool = False
+    # Running jobs of an evacuated worker may finish within this; then they are given back.
+    evacuation_grace_seconds: float = 30.0
 
     # --- AUTO snapshots (issue 12), taken by the maintenance leader; both triggers 0 = off.
     # Take one when the latest snapshot is older than this.
@@ -306,6 +321,7 @@ class Settings:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ConfigurationError(f"PGQ_HEALTH_RSS_LIMIT_BYTES must be a whole number >= 0, got {limit!r}")
         self._check_observability()
+        self._check_evacuation()
 
     def _check_observability(self) -> None:
         # --- metrics and tracing (issue 11)
@@ -316,6 +332,19 @@ class Settings:
             raise ConfigurationError(f"PGQ_METRICS_ADDRESS must be an address to listen on, got {self.metrics_address!r}")
         if not isinstance(self.tracing, bool):
             raise ConfigurationError(f"PGQ_TRACING must be true or false, got {self.tracing!r}")
+
+    def _check_evacuation(self) -> None:
+        # --- evacuation (issue 11)
+        for flag in ("evacuation", "evacuation_score_trend"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigurationError(f"{_env_name(flag)} must be true or false, got {getattr(self, flag)!r}")
+        after = self.evacuation_after_samples
+        if isinstance(after, bool) or not isinstance(after, int) or not 1 <= after <= 1000:
+            raise ConfigurationError(f"PGQ_EVACUATION_AFTER_SAMPLES must be a whole number from 1 to 1000, got {after!r}")
+        for name in ("evacuation_horizon_seconds", "evacuation_grace_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigurationError(f"{_env_name(name)} must be a number of seconds >= 0, got {value!r}")
 
     def _check_snapshots(self) -> None:
         # --- AUTO snapshots (issue 12)

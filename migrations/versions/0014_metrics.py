@@ -1,7 +1,7 @@
 """Metrics and tracing: collect_metrics() for the queue exporter, jobs.trace_context.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-03
 
 Issue 11, items 7 and 8.
@@ -24,7 +24,7 @@ from alembic import op
 from pgq.migrate import enter_schema, run_sql_file
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

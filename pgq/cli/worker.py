@@ -21,6 +21,7 @@ import click
 
 from pgq.cli.common import EXIT_FAILED, HOW_TO_CONFIGURE, Context, handle_errors
 from pgq.errors import TooManyStuckHandlers
+from pgq.health.evacuation import EXIT_EVACUATED
 from pgq.queue import Queue
 
 
@@ -104,7 +105,10 @@ def worker(obj: Context, app: str, queues: str | None, concurrency: int, batch_s
     and exit with code 0. A second signal stops at once and puts unfinished
     jobs back in the queue (exit code 1 if handlers were still running). When
     --max-stuck-handlers sync handlers run on past their timeout, the worker
-    drains and exits with status 1 (restart it).
+    drains and exits with status 1 (restart it). A worker evacuated (its own
+    health score, `pgq workers evacuate ID`, `SELECT pgq.evacuate_worker(id,
+    reason)`) drains the same way, gives back what still runs after
+    PGQ_EVACUATION_GRACE_SECONDS and exits with code 75: restart it.
     """
     # A supervisor may stop a worker that is still starting (importing the app,
     # waiting for the database): SIGTERM/SIGINT then ends it cleanly (exit 0)
@@ -143,6 +147,12 @@ def _run_worker(obj: Context, app: str, queues: str | None, concurrency: int, ba
     if not w.started:
         click.echo("stopped before the worker started", err=True)
         return
+    if w.evacuation is not None:
+        # Exit 75 even when handlers still run (given back after the grace period): the
+        # supervisor must start a fresh process, whatever this one still holds in memory.
+        click.echo(f"worker {w.id}: evacuated ({w.evacuation}); exiting with code {EXIT_EVACUATED} for a "
+                   f"fresh process", err=True)
+        _exit_now(EXIT_EVACUATED)
     if w.drained_by is not None:
         click.echo(f"worker {w.id}: drained as asked ({w.drained_by})", err=True)
     if w.in_flight:

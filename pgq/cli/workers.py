@@ -1,4 +1,4 @@
-"""``pgq workers``: list registered workers; ``pgq workers drain ID`` drains one."""
+"""``pgq workers``: list registered workers; ``pgq workers drain ID`` drains one, ``evacuate ID`` evacuates one."""
 
 from __future__ import annotations
 
@@ -46,6 +46,24 @@ def workers_drain(obj: Context, worker_id: str) -> None:
         target = _worker_id(queue, worker_id)
         asked = queue.drain_worker(target)
     click.echo(f"worker {target}: " + ("asked to drain" if asked else "already draining"))
+
+
+@workers.command("evacuate")
+@click.argument("worker_id")
+@click.option("--reason", default="evacuated by an operator", show_default=True,
+              help="Why (recorded in workers.evacuation_reason).")
+@click.pass_obj
+@handle_errors
+def workers_evacuate(obj: Context, worker_id: str, reason: str) -> None:
+    """Evacuate worker WORKER_ID (its id, or the start of it as `pgq workers` shows).
+
+    As `drain`, but running jobs get PGQ_EVACUATION_GRACE_SECONDS, then are given
+    back, and the process exits with code 75 for its supervisor to start a fresh one.
+    """
+    with obj.queue() as queue:
+        target = _worker_id(queue, worker_id)
+        done = queue.evacuate_worker(target, reason)
+    click.echo(f"worker {target}: " + ("evacuated" if done else "already evacuated"))
 
 
 def _worker_id(queue: Queue, text: str) -> uuid.UUID:

@@ -15,3 +15,8 @@ METRICS = (
     "ack_rtt_ms", "ack_lag_ms", "in_flight", "capacity", "stuck_handlers", "rss_bytes", "cpu_percent",
     "loop_lag_ms", "health_score",
 )
+
+#: Below this health score a worker is failing (SPEC §8): it evacuates (``evacuation``).
+FAILING = 0.3
+#: Below this health score a worker is degraded: it claims smaller batches.
+DEGRADED = 0.7

@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-Array = NDArray[np.float64]
+# The thresholds live in the package (no numpy needed to read them); re-exported here.
+from pgq.health import DEGRADED as DEGRADED
+from pgq.health import FAILING as FAILING
 
-#: Below this score a worker is failing (SPEC §8).
-FAILING = 0.3
-#: Below this score a worker is degraded (shown, alerted as a warning).
-DEGRADED = 0.7
+Array = NDArray[np.float64]
 
 #: Pseudo-successes added to the attempts of a sample: a worker with one failure out of
 #: one job is not called 100 % failing; with PRIOR = 3, 3 failures out of 3 reach FAILING.

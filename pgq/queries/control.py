@@ -2,7 +2,7 @@
 
 Read a job or its outcome; cancel; the dead letter queue (list, count,
 requeue, purge); the status views behind ``pgq status`` and ``pgq workers``;
-ask a worker to drain; the schema's migration revision. Validating the
+ask a worker to drain, or evacuate it; the schema's migration revision. Validating the
 arguments is ``pgq.queue``'s, formatting the figures ``pgq.stats``'.
 """
 
@@ -66,6 +66,16 @@ class ControlQueries(QueriesBase):
         self._requeue = f"SELECT * FROM {s}.requeue_dead_jobs(%s::bigint[], %s::text)"
         self._purge = f"SELECT * FROM {s}.purge_dead_jobs(%s::bigint[], make_interval(secs => %s::float8))"
         self._drain = f"SELECT {s}.drain_worker(%s::uuid)"
+        self._evacuate = f"SELECT {s}.evacuate_worker(%s::uuid, %s::text, %s::text)"
+        # An evacuation of the worker's current life (see evacuate_worker).
+        self._evacuation = (
+            f"SELECT evacuation_reason FROM {s}.workers WHERE id = %s::uuid AND evacuated_at >= drain_requested_at"
+        )
+        # The other live workers sharing a queue with a worker: how many, their median score.
+        self._peer_health = (
+            f"SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY health_score) FROM {s}.workers"
+            " WHERE status = 'active' AND id <> %s::uuid AND queues && %s::text[]"
+        )
         self._revision = f"SELECT version_num FROM {s}.alembic_version"
         self._revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
 
@@ -123,3 +133,28 @@ class ControlQueries(QueriesBase):
             InvalidTransition: the worker is stopped or unknown.
         """
         return bool(execute(conn, self._drain, [worker_id])[0][0])
+
+    def evacuate_worker(self, conn: Any, worker_id: UUID, reason: str, source: str) -> bool:
+        """Evacuate a worker (``evacuate_worker``, commits): active -> draining, with the reason.
+
+        Args:
+            source: ``worker`` (it evacuates itself) or ``operator``.
+
+        Returns:
+            True when this call evacuated it, False when it already was.
+
+        Raises:
+            ValidationError: a blank or too long reason, an unknown source.
+            InvalidTransition: the worker is stopped or unknown.
+        """
+        return bool(execute(conn, self._evacuate, [worker_id, reason, source])[0][0])
+
+    def evacuation_reason(self, conn: Any, worker_id: UUID) -> str | None:
+        """Why the worker was evacuated (in its current life), or None when it was not."""
+        rows = execute(conn, self._evacuation, [worker_id])
+        return str(rows[0][0]) if rows else None
+
+    def peer_health(self, conn: Any, worker_id: UUID, queues: Sequence[str]) -> tuple[int, float | None]:
+        """The other active workers serving any of ``queues``: their number and median health score."""
+        row = execute(conn, self._peer_health, [worker_id, list(queues)])[0]
+        return int(row[0]), None if row[1] is None else float(row[1])

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pgq.db import translated
 from pgq.errors import InvalidTransition, PgqError, WorkerDraining
+from pgq.health.evacuation import claim_batch
 from pgq.worker.prefetch import ALWAYS, RateWindow, size_claim
 
 if TYPE_CHECKING:
     from pgq.clock import Clock
+    from pgq.health.evacuation import EvacuationPolicy
     from pgq.job import Job
     from pgq.settings import Settings
     from pgq.worker.acknowledger import Acknowledger
@@ -81,7 +83,7 @@ class ClaimLoop:
                  acknowledger: Acknowledger, counters: WorkerCounters, clock: Clock, *, concurrency: int,
                  batch_size: int, wake: threading.Event, stopping: threading.Event, idle: threading.Event,
                  positions: Positions, reregister: Callable[[], None], drain: Callable[[str], None],
-                 due_in: Callable[[], float | None] | None = None) -> None:
+                 due_in: Callable[[], float | None] | None = None, health: EvacuationPolicy | None = None) -> None:
         self.worker_id = worker_id
         self.settings = settings
         self.source = source
@@ -91,6 +93,8 @@ class ClaimLoop:
         self.clock = clock
         self.concurrency = concurrency
         self.batch_size = batch_size
+        # The worker's latest health score sizes its claims (``claim_batch``).
+        self.health = health
         self._wake = wake
         self._stopping = stopping
         self._idle = idle
@@ -327,10 +331,14 @@ class ClaimLoop:
             self.runner.refill_at = ALWAYS
             return 0
         with self._lock:
-            size = size_claim(concurrency=self.concurrency, batch_size=self.batch_size, rate=rate,
+            size = size_claim(concurrency=self.concurrency, batch_size=self.current_batch(), rate=rate,
                               in_flight=len(self.runner.in_flight), claiming=self._claiming)
         self.runner.refill_at = size.refill_at
         return size.want
+
+    def current_batch(self) -> int:
+        """The claim batch now: ``batch_size``, shrunk by a low health score (``claim_batch``)."""
+        return claim_batch(self.batch_size, None if self.health is None else self.health.latest)
 
     def wait(self, timeout: float) -> None:
         """Wait for a wake-up, at most ``timeout`` seconds and not past the nearest job deadline."""

@@ -9,7 +9,9 @@ or given up. Jobs the database says the worker no longer owns (cancelled,
 rescued, timed out) have their handlers stopped; an answer ``draining`` starts
 the worker's drain. With health sampling on (``PGQ_HEALTH_SAMPLING``), the
 heartbeat also carries the worker's health sample (``pgq.worker.metrics``) in
-the same statement (``heartbeat_worker_v3``). ``Background`` runs the
+the same statement (``heartbeat_worker_v3``), and its score goes to the
+worker's ``EvacuationPolicy`` (``pgq.health.evacuation``): the claim batch
+follows it, and a failing worker evacuates itself. ``Background`` runs the
 heartbeat and, when this worker takes part, the maintenance round on their
 intervals.
 """
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from pgq.clock import Clock
+    from pgq.health.evacuation import EvacuationPolicy
     from pgq.queries import Heartbeat as Beat
     from pgq.queries import Queries
     from pgq.worker.acknowledger import Acknowledger
@@ -51,11 +54,13 @@ class Service(Protocol):
 
 class Heartbeat:
     """One worker's heartbeat (``run_once``: one beat). ``drain`` is called when the
-    database answers that the worker is draining."""
+    database answers that the worker is draining; ``evacuate`` (with the reason) when
+    ``policy`` says the worker's own samples call for an evacuation."""
 
     def __init__(self, pool: Callable[[], ConnectionPool], queries: Queries, worker_id: uuid.UUID, runner: Runner,
                  acknowledger: Acknowledger, source: ClaimSource, positions: Positions, clock: Clock, *,
-                 drain: Callable[[str], None]) -> None:
+                 drain: Callable[[str], None], policy: EvacuationPolicy | None = None,
+                 evacuate: Callable[[str], None] | None = None) -> None:
         self.pool = pool
         self.queries = queries
         self.worker_id = worker_id
@@ -65,6 +70,8 @@ class Heartbeat:
         self.positions = positions
         self.clock = clock
         self._drain = drain
+        self.policy = policy
+        self._evacuate = evacuate
         # Health samples (issue 11): the measurements the worker's parts record.
         self.metrics = acknowledger.counters.metrics
         self.health_queries = HealthQueries(queries.schema)
@@ -110,8 +117,19 @@ class Heartbeat:
         self.source.heartbeat(len(held))
         if beat.status == "draining":
             self._drain("the heartbeat's answer")
+        if sample is not None and not final:
+            self._judge(sample)
         return list(beat.lost_job_ids)
 
+    def _judge(self, sample: dict[str, Any]) -> None:
+        """Give the sample's score to the policy; evacuate when it says so."""
+        if self.policy is None:
+            return
+        finished = (sample.get("jobs_completed") or 0) + (sample.get("jobs_failed") or 0)
+        reason = self.policy.observe(self.clock.monotonic(), sample.get("health_score"), sample.get("rss_bytes"),
+                                     finished=int(finished))
+        if reason is not None and self._evacuate is not None:
+            self._evacuate(reason)
 
     def _sample_or_none(self, held: int) -> tuple[dict[str, Any] | None, Mark | None]:
         """The sample to send, or none (sampling off, or measuring failed: the heartbeat

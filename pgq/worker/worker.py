@@ -9,8 +9,10 @@ ones) with no transaction open; the ``Acknowledger`` writes their outcomes in
 batches; ``Background`` sends heartbeats and runs the maintenance round;
 ``Positions`` numbers the claims and keeps the watermark they and the
 heartbeats report. A drain (SIGTERM, ``stop()``, or asked in the database)
-ends claiming and shuts the worker down. Deciding what an outcome means is
-the database's job.
+ends claiming and shuts the worker down; an evacuation (the worker's own
+health, ``pgq.health.evacuation``, or an operator's ``evacuate_worker``) is a
+drain with a grace period of its own and a reason (``Worker.evacuation``).
+Deciding what an outcome means is the database's job.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pgq.scheduling.cron import register_periodic
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
 from pgq.errors import TooManyStuckHandlers, ValidationError
+from pgq.health.evacuation import SHARED_CAUSE_BELOW, EvacuationPolicy
 from pgq.maintenance import Maintenance
 from pgq.memory.writer import open_writer
 from pgq.notify import Listener
@@ -129,6 +132,15 @@ class Worker:
         #: How a drain was asked for in the database (a refused claim, the heartbeat's
         #: answer, a notification); None when it was not.
         self.drained_by: str | None = None
+        #: Why this worker was evacuated (by itself or an operator), None when it was not:
+        #: ``run()`` then returns after handing its work back, and ``pgq worker`` exits
+        #: with code 75 (``pgq.health.evacuation.EXIT_EVACUATED``).
+        self.evacuation: str | None = None
+        #: Its own health: the latest score (which sizes its claims) and the evacuation rules.
+        self.health = EvacuationPolicy(after_samples=self.settings.evacuation_after_samples,
+                                       horizon_seconds=self.settings.evacuation_horizon_seconds,
+                                       rss_limit_bytes=self.settings.health_rss_limit_bytes,
+                                       score_trend=self.settings.evacuation_score_trend)
         #: True once ``run()`` reached the database (false: stopped while waiting for it).
         self.started = False
         self._positions = Positions(self._job_state, self.clock)
@@ -146,9 +158,11 @@ class Worker:
             self.id, self.settings, self._source, self._runner, self._acknowledger, self.counters, self.clock,
             concurrency=concurrency, batch_size=batch, wake=self._wake, stopping=self._stopping, idle=self._idle,
             positions=self._positions, reregister=self._reregister, drain=self._drain,
-            due_in=self._seconds_until_due)
+            due_in=self._seconds_until_due, health=self.health)
         self._heartbeat = Heartbeat(self._pool, self.queries, self.id, self._runner, self._acknowledger,
-                                    self._source, self._positions, self.clock, drain=self._drain)
+                                    self._source, self._positions, self.clock, drain=self._drain,
+                                    policy=self.health,
+                                    evacuate=self._evacuate_unless_shared if self.settings.evacuation else None)
         self._stuck_report = StuckReport(self._pool, self.queries, self.id, self._runner)
 
     def _exporter_port(self, port: int | None) -> int:
@@ -276,7 +290,7 @@ class Worker:
         self._serve_metrics()
         self._runner.start()
         self._runner.refill_at = ALWAYS
-        jobs = self._claims.claim(min(max_jobs or self.batch_size, self.concurrency), thorough=True)
+        jobs = self._claims.claim(min(max_jobs or self._claims.current_batch(), self.concurrency), thorough=True)
         self._claims.hand_over(jobs)
         while True:
             self._runner.enforce_deadlines()
@@ -301,6 +315,49 @@ class Worker:
             log.info("worker %s asked to drain (%s): claiming no more; finishing running jobs, releasing "
                      "the others, then deregistering", self.id, how)
         self.stop()
+
+    def evacuate(self, reason: str) -> None:
+        """Evacuate this worker: record it (``pgq.evacuate_worker``, by 'worker'), then drain.
+
+        Called by the heartbeat when the worker's own samples say so
+        (``EvacuationPolicy``). Claims nothing more; ``run()`` releases the unstarted
+        jobs, lets the running ones finish within ``evacuation_grace_seconds``, gives
+        back the rest and deregisters. A database that cannot record it does not stop
+        the evacuation (the row then shows a plain stop once the worker deregisters).
+        """
+        if self.evacuation is not None:
+            return
+        self.evacuation = reason
+        log.error("worker %s evacuates itself: %s; handing its jobs back, then exiting for a fresh process",
+                  self.id, reason)
+        try:
+            with translated(self.settings.database_url), self._pool().connection() as conn:
+                self.queries.evacuate_worker(conn, self.id, reason, "worker")
+        except Exception as exc:  # the drain goes on: the database is not needed to stop claiming
+            log.warning("could not record the evacuation of worker %s (%s); evacuating anyway", self.id, exc)
+        self._drain(f"evacuated: {reason}")
+
+    def _evacuate_unless_shared(self, reason: str) -> None:
+        """The policy says evacuate: do it, unless this worker's peers are failing too.
+
+        Evacuation is for the odd one out. When the other live workers of its
+        queues have a median score below 0.5 (``SHARED_CAUSE_BELOW``), the cause is shared (the jobs
+        themselves, the database, a dependency): replacing every worker would not
+        help and would restart the fleet at once. The policy asks again at the next
+        sample. Without peers, or when they cannot be read, the worker's own
+        evidence decides.
+        """
+        try:
+            with translated(self.settings.database_url), self._pool().connection() as conn:
+                peers, median = self.queries.peer_health(conn, self.id, self.queues)
+        except Exception as exc:  # the worker's own evidence decides
+            log.warning("could not read the health of worker %s's peers (%s)", self.id, exc)
+            peers, median = 0, None
+        if peers and median is not None and median < SHARED_CAUSE_BELOW:
+            log.warning("worker %s would evacuate (%s), but its %d peer(s) are not healthy either (median score "
+                        "%.2f): a shared cause; staying", self.id, reason, peers, median)
+            return
+        self.evacuate(reason)
 
     def heartbeat(self) -> None:
         """Send a heartbeat listing the jobs this worker holds (those whose outcome is
@@ -425,6 +482,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        self._learn_evacuation()
         self._finish_running()
         # Process-isolated handlers still running now are killed before the worker
         # deregisters (which hands their jobs to other workers).
@@ -460,9 +518,24 @@ class Worker:
         self.close_metrics()
         log.info("worker %s stopped: %s", self.id, self.counters)
 
+    def _learn_evacuation(self) -> None:
+        """A drain asked in the database may be an operator's evacuation: read its reason."""
+        if self.drained_by is None or self.evacuation is not None or not self._registered:
+            return
+        try:
+            with translated(self.settings.database_url), self._pool().connection() as conn:
+                self.evacuation = self.queries.evacuation_reason(conn, self.id)
+        except Exception as exc:  # then it is drained as asked, with the shutdown's grace period
+            log.warning("could not read whether worker %s was evacuated (%s)", self.id, exc)
+        if self.evacuation is not None:
+            log.error("worker %s was evacuated: %s; handing its jobs back, then exiting", self.id, self.evacuation)
+
     def _finish_running(self) -> None:
-        """Let running jobs finish, for at most ``shutdown_grace_seconds`` (not when forced)."""
-        grace_end = self.clock.monotonic() + self.settings.shutdown_grace_seconds
+        """Let running jobs finish, for at most ``shutdown_grace_seconds`` (an evacuation:
+        ``evacuation_grace_seconds``; not when forced)."""
+        grace = self.settings.shutdown_grace_seconds if self.evacuation is None \
+            else self.settings.evacuation_grace_seconds
+        grace_end = self.clock.monotonic() + grace
         while not self._force.is_set():
             self._runner.enforce_deadlines()
             if not self._runner.unreported(started_only=True) or self.clock.monotonic() >= grace_end:

@@ -22,6 +22,16 @@ Fault hooks, from ``CHAOS_*`` variables (probabilities per call, 0 = off):
 - ``CHAOS_STALL_LEADER=1``: SIGSTOP itself inside the maintenance leader's
   transaction, right after ``mark_stale_workers`` (once per process).
 
+A degrading worker (issue 11, evacuation), from ``CHAOS_DEGRADE``, once it
+has started ``CHAOS_DEGRADE_AFTER_JOBS`` jobs (default 100), so that its
+health history is healthy first: ``latency`` (each job works longer, doubling
+every ``CHAOS_DEGRADE_DOUBLING_SECONDS``, 0.5 s by default, up to 2 s),
+``errors`` (a job fails with a chance rising from 0 to 1 in 2 s) or
+``memory`` (each job keeps 1 MiB more, up to 400 MiB; the worker's
+``PGQ_HEALTH_RSS_LIMIT_BYTES`` is set, before its settings are read, to its
+RSS at start plus ``CHAOS_DEGRADE_RSS_HEADROOM_MB``, 150 MiB by default). The
+onset is the start of that job in ``chaos.runs``.
+
 Each execution also records how its job was claimed (``chaos.runs.via``:
 ``postgres`` or ``redis``), so that a Redis-mode scenario can show that the
 workers fell back to Postgres during a Redis fault and came back to Redis.
@@ -33,6 +43,7 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -129,6 +140,52 @@ class ChaosQueries(Queries):
         return rescued
 
 
+class Degradation:
+    """The fault a degrading worker injects into its own handlers (see the module docstring)."""
+
+    def __init__(self, kind: str, after_jobs: int, doubling: float) -> None:
+        self.kind, self.after_jobs, self.doubling = kind, after_jobs, doubling
+        self.started = 0
+        self.onset: float | None = None  # monotonic time of the first degraded job
+        self.kept: list[bytearray] = []
+        self.lock = threading.Lock()
+
+    def begin(self) -> float | None:
+        """Count a job start; the seconds since the onset (None: not degrading yet)."""
+        with self.lock:
+            self.started += 1
+            if self.started < self.after_jobs:
+                return None
+            now = time.monotonic()
+            if self.onset is None:
+                self.onset = now
+            return now - self.onset
+
+    def work_ms(self, ms: int, since: float) -> float:
+        return min(2000.0, max(ms, 5) * 2 ** (since / self.doubling)) if self.kind == "latency" else ms
+
+    def fails(self, since: float) -> bool:
+        return self.kind == "errors" and _rng.random() < min(1.0, since / 2.0)
+
+    def grow(self) -> None:
+        if self.kind == "memory" and len(self.kept) < 400:
+            with self.lock:
+                self.kept.append(bytearray(b"\x01") * (1 << 20))  # written: resident, not just reserved
+
+
+def _rss_bytes() -> int:
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+_DEGRADE = os.environ.get("CHAOS_DEGRADE") or None
+degradation = Degradation(_DEGRADE, int(os.environ.get("CHAOS_DEGRADE_AFTER_JOBS") or 100),
+                          float(os.environ.get("CHAOS_DEGRADE_DOUBLING_SECONDS") or 0.5)) if _DEGRADE else None
+if _DEGRADE == "memory":
+    import scipy.stats  # noqa: F401  (what the health analysis loads later: in the RSS at start)
+
+    headroom = int(os.environ.get("CHAOS_DEGRADE_RSS_HEADROOM_MB") or 150) << 20
+    os.environ["PGQ_HEALTH_RSS_LIMIT_BYTES"] = str(_rss_bytes() + headroom)
+
 # The start journal: one "job attempt worker claimed_at" line per handler start, appended by one write().
 _START_LOG = os.environ.get("CHAOS_START_LOG")
 _journal = os.open(_START_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if _START_LOG else None
@@ -175,9 +232,15 @@ def work(n: int, kind: str, ms: int, label: str | None = None) -> dict[str, Any]
         (job.id, n, job.attempts, job.worker_id, os.getpid(), claimed_at, _via.pop(job.id, None)))
     if KILL_HANDLER and _rng.random() < KILL_HANDLER:
         _die("inside a handler")
+    since = degradation.begin() if degradation is not None else None
+    if degradation is not None and since is not None:
+        degradation.grow()
+        ms = int(degradation.work_ms(ms, since))
     # The simulated work; a worker that lost the job (rescued, cancelled) cuts it short.
     ctx.cancelled.wait(ms / 1000.0)
     fails = kind == "fail" or (kind == "flaky" and job.attempts == 1)
+    if degradation is not None and since is not None and degradation.fails(since):
+        fails = True
     _record("UPDATE chaos.runs SET ended_at = clock_timestamp(), outcome = %s WHERE id = %s RETURNING id",
             ("raised" if fails else "returned", run_id))
     if fails:

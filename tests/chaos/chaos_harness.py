@@ -36,6 +36,7 @@ from chaos_audit import (AuditReport, audit, describe_leftovers, mirror_leftover
                          no_live_worker_rows_for_dead_processes, recovery_seconds, redis_resumed_seconds)
 from chaos_cluster import Cluster
 from pgq.errors import PgqError
+from pgq.health.evacuation import EXIT_EVACUATED
 from pgq.redis.keys import ABANDONED_MS
 from redis_service import OwnedRedis, unique_prefix
 
@@ -118,6 +119,13 @@ def redis_worker_env(run: ChaosRun) -> dict[str, str]:
         "PGQ_REDIS_HEARTBEAT_TTL_SECONDS": "2.0",
         "PGQ_REDIS_POLL_INTERVAL_SECONDS": run.env["PGQ_POLL_INTERVAL_SECONDS"],
     }
+
+
+MODES: dict[str, Mode] = {
+    "postgres": Mode("postgres"),
+    # The CI version runs fewer jobs in Redis mode, so that both modes fit in about 3 minutes.
+    "redis": Mode("redis", redis_worker_env, uses_redis=True, short_share=0.5),
+}
 
 
 @dataclass(frozen=True)
@@ -424,18 +432,20 @@ class ChaosRun:
         return fault
 
     def supervise(self) -> None:
-        """Replace workers that died on their own (the fault hooks kill themselves); fail on a
-        worker that exited with an error."""
+        """Replace workers that died on their own (the fault hooks kill themselves) or were
+        evacuated (exit code 75: their replacement is a healthy worker, without the extra
+        environment of the one it replaces); fail on a worker that exited with an error."""
         for worker in list(self.workers):
             if worker.expected_exit or worker.alive():
                 continue
             worker.expected_exit = True
             code = worker.proc.returncode
-            if code != -signal.SIGKILL:
+            if code not in (-signal.SIGKILL, EXIT_EVACUATED):
                 raise AssertionError(f"worker {worker.index} (pid {worker.pid}) exited with {code}:\n"
                                      f"{self.log_tail(worker)}")
             at = self.db.now()
-            self.add_fault("kill -9 (in worker)", at, at, self.worker_ids_of(worker))
+            kind = "evacuated" if code == EXIT_EVACUATED else "kill -9 (in worker)"
+            self.add_fault(kind, at, at, self.worker_ids_of(worker))
             if self.respawn:
                 self.start_worker(wait=False)
 
@@ -596,7 +606,7 @@ class ChaosRun:
             except subprocess.TimeoutExpired:
                 worker.proc.kill()
                 raise AssertionError(f"worker {worker.index} did not stop on SIGTERM:\n{self.log_tail(worker)}") from None
-            if code not in (0, -signal.SIGKILL):
+            if code not in (0, -signal.SIGKILL, EXIT_EVACUATED):
                 raise AssertionError(f"worker {worker.index} exited with {code}:\n{self.log_tail(worker)}")
         self._sweep_dead_workers()
         for fault in self.faults:

@@ -3,7 +3,7 @@ scenario, the run harness, the mode parameter and the figures table.
 
 - ``chaos_cluster`` (session): initdb + pg_ctl on a free port (``chaos_cluster.py``);
   a template database migrated to head with the ``chaos.runs`` table, cloned per test.
-- ``mode``: the modes a scenario runs in, from ``MODES``: ``postgres`` and ``redis``
+- ``mode``: the modes a scenario runs in, from ``MODES`` (``chaos_harness``): ``postgres`` and ``redis``
   (the accelerator on). A mode is a name plus the worker environment it needs
   (``chaos_harness.Mode``). A scenario for one mode only parametrises ``mode``
   itself (``@pytest.mark.parametrize("mode", ["redis"], indirect=True)``).
@@ -31,17 +31,11 @@ import psycopg
 import pytest
 
 from chaos_cluster import Cluster, ClusterUnavailable
-from chaos_harness import CLUSTER_SETUP, RUNS_TABLE, ChaosRun, Mode, Scale, redis_worker_env
+from chaos_harness import CLUSTER_SETUP, MODES, RUNS_TABLE, ChaosRun, Mode, Scale
 from chaos_report import RESULTS
 from pgq.migrate import upgrade
 from pgq.settings import Settings
 from redis_service import NoRedis, OwnedRedis
-
-MODES: dict[str, Mode] = {
-    "postgres": Mode("postgres"),
-    # The CI version runs fewer jobs in Redis mode, so that both modes fit in about 3 minutes.
-    "redis": Mode("redis", redis_worker_env, uses_redis=True, short_share=0.5),
-}
 
 _names = itertools.count(1)
 

@@ -196,7 +196,9 @@ EXPECTED_GRANTS = {
             # Revision 0011, db/roles/010.sql: AUTO snapshots and their retention.
             "save_snapshot", "prune_snapshots",
             # Revision 0014, db/roles/013.sql: the queue exporter (`pgq metrics`).
-            "collect_metrics")),
+            "collect_metrics",
+            # Revision 0013, db/roles/012.sql: a failing worker evacuates itself.
+            "evacuate_worker")),
         # Revision 0010, db/roles/008.sql: the reconciler reads queue_pauses.resumed_at.
         ("table", "queue_pauses", "SELECT"),
         ("table", "paused_queues", "SELECT"),
@@ -480,6 +482,18 @@ def test_worker_claims_with_positions_beats_and_drains_and_the_producer_may_not(
     assert refused == []
 
 
+def test_worker_evacuates_itself_and_the_producer_may_not(logins: Logins, conn: psycopg.Connection[Any]) -> None:
+    worker_dsn, producer_dsn = logins.create(WORKER).dsn, logins.create(PRODUCER).dsn
+    worker_id = uuid.uuid4()
+    with as_role(worker_dsn) as c:
+        c.execute("SELECT pgq.register_worker(%s, 'h', 1, '{default}', 2)", (worker_id,))
+        refused = denied(producer_dsn, [("SELECT pgq.evacuate_worker(%s, 'r')", (worker_id,))])
+        done = c.execute("SELECT pgq.evacuate_worker(%s, 'score 0.1', 'worker')", (worker_id,)).fetchone()
+    w = factories.worker(conn, worker_id)
+    assert done == (True,) and refused == []
+    assert (w["status"], w["evacuation_reason"], w["evacuated_by"]) == ("draining", "score 0.1", "worker")
+
+
 def test_worker_records_its_stuck_handlers_and_the_producer_may_not(
     logins: Logins, conn: psycopg.Connection[Any],
 ) -> None:
@@ -713,8 +727,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2, then 0010 for each
     # role (pausing: the producer's functions, both roles' queue_pauses; then the schedules),
     # then 0011 for the worker's snapshot functions, then 0012 for each role (claim rules),
-    # then 0014 for each role (collect_metrics).
-    assert len(said) == 19 and all("CREATE ROLE" in m for m in said), said
+    # then 0013 for the worker's evacuate_worker, then 0014 for each role (collect_metrics).
+    assert len(said) == 20 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
@@ -725,7 +739,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     assert all("009.sql" in m for m in said[12:14]), said
     assert "010.sql" in said[14], said
     assert all("011.sql" in m for m in said[15:17]), said
-    assert all("013.sql" in m and "collect_metrics" in m for m in said[17:19]), said
+    assert "012.sql" in said[17], said
+    assert all("013.sql" in m and "collect_metrics" in m for m in said[18:20]), said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
@@ -744,6 +759,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/008.sql"))
         c.execute(read_sql("roles/009.sql"))
         c.execute(read_sql("roles/010.sql"))
+        c.execute(read_sql("roles/011.sql"))
+        c.execute(read_sql("roles/012.sql"))
         c.execute(read_sql("roles/013.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:

@@ -1,0 +1,216 @@
+"""Issue 11, item 5: health-aware claiming and evacuation, with a real worker (both modes).
+
+A degraded worker claims smaller batches; a failing one evacuates itself (it
+records why in ``workers``, stops claiming, hands its work back and returns
+from ``run()``); an operator evacuates one with ``Queue.evacuate_worker`` or
+``pgq workers evacuate``, and its running jobs get ``evacuation_grace_seconds``
+before they are given back; ``pgq worker`` then exits with code 75. The
+process-level scenarios (a degrading handler on one of three workers) are in
+tests/chaos/test_chaos_evacuation.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+import factories
+import pgq
+from factories import RunningWorker, eventually
+from pgq.cli import main
+from pgq.health.evacuation import EXIT_EVACUATED
+
+pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
+
+WAIT = 20.0
+
+
+def jobs_by_status(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    return {s: n for s, n in conn.execute("SELECT status::text, count(*) FROM pgq.jobs GROUP BY 1").fetchall()}
+
+
+def test_a_degraded_worker_claims_half_a_batch_and_a_failing_one_a_single_job(settings: pgq.Settings) -> None:
+    # Heartbeats are sent by the test (worker.heartbeat()); no background threads run.
+    q = pgq.connect(settings=settings.replace(listen=False, heartbeat_interval_seconds=50.0,
+                                                 stale_after_seconds=120.0), strict_tasks=False)
+    failing = threading.Event()
+    pause = threading.Event()
+
+    @q.task(name="maybe", max_attempts=1)
+    def maybe() -> None:
+        pause.wait(0.005)  # 5 ms of "work": a run time steady enough for the latency baseline
+        if failing.is_set():
+            raise RuntimeError("degraded on purpose")
+
+    try:
+        q.enqueue_many([{"task": "maybe"} for _ in range(60)])
+        worker = q.worker(queues=["default"], concurrency=8, batch_size=8, install_signal_handlers=False,
+                          run_maintenance=False)
+        claimed, scores = [], []
+        # Healthy, then 4 of 4 failing (score 0.2: failing), then 1 of 1 failing (0.65:
+        # degraded), then healthy again.
+        for fail, max_jobs in ((False, None), (True, 4), (True, None), (False, None), (False, None)):
+            failing.set() if fail else failing.clear()
+            claimed.append(worker.run_once(max_jobs))
+            worker.heartbeat()
+            scores.append(round(worker.health.latest or 0, 2))
+    finally:
+        q.close()
+    assert scores == [1.0, 0.2, 0.65, 1.0, 1.0], scores
+    # The claim after each heartbeat follows the score it carried.
+    assert claimed == [8, 4, 1, 4, 8], claimed
+    assert worker.evacuation is None
+
+
+def test_a_failing_worker_stays_while_its_peers_fail_too_and_evacuates_once_they_are_healthy(
+        settings: pgq.Settings, conn: psycopg.Connection[Any]) -> None:
+    s = settings.replace(listen=False, heartbeat_interval_seconds=50.0, stale_after_seconds=120.0,
+                         evacuation_after_samples=1, evacuation_horizon_seconds=0.0)
+    q = pgq.connect(settings=s, strict_tasks=False)
+
+    @q.task(name="broken", max_attempts=1)
+    def broken() -> None:
+        raise RuntimeError("always fails")
+
+    peer = factories.insert_worker(conn, health_score=0.1)  # another worker of queue default, failing too
+    try:
+        worker = q.worker(queues=["default"], concurrency=4, batch_size=4, install_signal_handlers=False,
+                          run_maintenance=False)
+        for peer_score in (0.1, 0.9):
+            conn.execute("UPDATE pgq.workers SET health_score = %s WHERE id = %s", (peer_score, peer))
+            q.enqueue_many([{"task": "broken"} for _ in range(4)])
+            assert worker.run_once(4) == 4  # (a failing worker would claim 1 by itself)
+            worker.heartbeat()  # 4 of 4 failed: score 0.2, failing
+            assert (worker.health.latest or 1) < 0.3
+            if peer_score < 0.7:
+                assert worker.evacuation is None  # a shared cause: it stays
+    finally:
+        q.close()
+    assert worker.evacuation == "health score 0.20 below 0.3 in 2 consecutive samples"
+    assert conn.execute("SELECT status::text, evacuated_by FROM pgq.workers WHERE id = %s",
+                        (worker.id,)).fetchone() == ("draining", "worker")
+
+
+def test_a_failing_worker_evacuates_itself_and_hands_its_jobs_back(
+        settings: pgq.Settings, conn: psycopg.Connection[Any], running: Callable[..., RunningWorker]) -> None:
+    s = settings.replace(heartbeat_interval_seconds=0.1, stale_after_seconds=10.0, poll_interval_seconds=0.05,
+                         redis_poll_interval_seconds=0.05, evacuation_after_samples=2,
+                         evacuation_grace_seconds=5.0)
+    q = pgq.connect(settings=s, strict_tasks=False)
+
+    @q.task(name="broken", max_attempts=1000, retry=pgq.Backoff(base=30.0, jitter=0.0))
+    def broken() -> None:
+        raise RuntimeError("always fails")
+
+    try:
+        q.enqueue_many([{"task": "broken"} for _ in range(200)])
+        worker = q.worker(queues=["default"], concurrency=2, install_signal_handlers=False, run_maintenance=False)
+        running(worker).join()  # returns on its own: evacuated
+    finally:
+        q.close()
+    assert worker.evacuation is not None and worker.evacuation.startswith("health score"), worker.evacuation
+    row = conn.execute("SELECT status::text, evacuated_by, evacuation_reason FROM pgq.workers WHERE id = %s",
+                       (worker.id,)).fetchone()
+    assert row == ("stopped", "worker", worker.evacuation)
+    # Evacuated at the second failing sample in a row (the samples before it may be merely
+    # degraded: a failing worker claims one job at a time, so an interval holds few outcomes).
+    samples = conn.execute("SELECT l.health_score FROM pgq.worker_health_logs AS l JOIN pgq.workers AS w"
+                           " ON w.id = l.worker_id WHERE l.worker_id = %s AND l.metric_type = 'heartbeat'"
+                           " AND l.logged_at <= w.evacuated_at ORDER BY l.logged_at, l.id", (worker.id,)).fetchall()
+    assert [score < 0.3 for (score,) in samples[-2:]] == [True, True], samples
+    # Nothing lost, nothing left running, every job unfinished is claimable again.
+    statuses = jobs_by_status(conn)
+    assert sum(statuses.values()) == 200 and set(statuses) <= {"queued", "retrying"}, statuses
+
+
+def test_an_operator_evacuation_gives_back_what_still_runs_after_the_evacuation_grace(
+        settings: pgq.Settings, conn: psycopg.Connection[Any], running: Callable[..., RunningWorker]) -> None:
+    # No LISTEN, heartbeats a minute apart: the test sends the heartbeat that tells the worker.
+    s = settings.replace(listen=False, poll_interval_seconds=60.0, redis_poll_interval_seconds=60.0,
+                         heartbeat_interval_seconds=50.0, stale_after_seconds=120.0, shutdown_grace_seconds=60.0,
+                         evacuation_grace_seconds=0.2)
+    q = pgq.connect(settings=s, strict_tasks=False)
+    started, finish = threading.Event(), threading.Event()
+
+    @q.task(name="long")
+    def long() -> str:
+        started.set()
+        finish.wait(WAIT)
+        return "finished"
+
+    try:
+        job_id = q.enqueue("long")
+        worker = q.worker(queues=["default"], concurrency=1, install_signal_handlers=False, run_maintenance=False)
+        r = running(worker)
+        assert started.wait(WAIT)
+        with pytest.raises(pgq.ValidationError):
+            q.evacuate_worker(worker.id, "  ")
+        assert q.evacuate_worker(worker.id, "host maintenance") is True
+        assert q.evacuate_worker(worker.id, "again") is False
+        worker.heartbeat()  # answers 'draining'
+        r.join()  # within the evacuation's 0.2 s grace, not the shutdown's 60 s: the job still runs
+        job = q.get(job_id)
+    finally:
+        finish.set()
+        q.close()
+    assert worker.evacuation == "host maintenance"
+    assert job.status in (pgq.JobStatus.QUEUED, pgq.JobStatus.RETRYING), job  # runs again
+    outcome = conn.execute("SELECT outcome::text FROM pgq.job_executions WHERE job_id = %s", (job_id,)).fetchall()
+    assert outcome == [("interrupted",)]
+    assert conn.execute("SELECT status::text, evacuated_by FROM pgq.workers WHERE id = %s",
+                        (worker.id,)).fetchone() == ("stopped", "operator")
+
+
+APP = """
+import pgq
+
+q = pgq.connect()
+
+
+@q.task(name="evac_app.noop", queue="evac")
+def noop() -> str:
+    return "done"
+"""
+
+
+@pytest.mark.slow  # a process
+def test_pgq_workers_evacuate_makes_a_pgq_worker_process_exit_75(
+        settings: pgq.Settings, db_url: str, conn: psycopg.Connection[Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "evac_app.py").write_text(textwrap.dedent(APP))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQ_")}
+    env.update(PGQ_DATABASE_URL=db_url, PGQ_SCHEMA="pgq", PGQ_POLL_INTERVAL_SECONDS="0.2",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    if settings.redis_url is not None:
+        env.update(PGQ_REDIS_URL=settings.redis_url, PGQ_REDIS_PREFIX=settings.redis_prefix)
+    proc = subprocess.Popen([sys.executable, "-m", "pgq.cli", "worker", "evac_app:q"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        row = eventually(lambda: conn.execute("SELECT id FROM pgq.workers WHERE pid = %s AND status = 'active'",
+                                              (proc.pid,)).fetchone(), "the worker to register", timeout=60)
+        monkeypatch.setenv("PGQ_DATABASE_URL", db_url)
+        monkeypatch.delenv("PGQ_SCHEMA", raising=False)
+        blank = CliRunner().invoke(main, ["workers", "evacuate", str(row[0]), "--reason", " "])
+        result = CliRunner().invoke(main, ["workers", "evacuate", str(row[0])[:8], "--reason", "disk failing"])
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+    assert blank.exit_code == 2 and "reason" in blank.output, blank.output
+    assert result.exit_code == 0 and result.output.strip() == f"worker {row[0]}: evacuated", result.output
+    assert proc.returncode == EXIT_EVACUATED, output
+    assert "evacuated (disk failing)" in output
+    assert conn.execute("SELECT status::text, evacuation_reason FROM pgq.workers WHERE id = %s",
+                        (row[0],)).fetchone() == ("stopped", "disk failing")
