@@ -7,8 +7,8 @@ primary with ``wal_level = replica``, and a hot standby cloned from it with
 flushed it) or asynchronously. Clients use one multi-host URL
 (``host=a,b``, ``target_session_attrs=read-write``): libpq tries each host and
 keeps the one that accepts writes, so after a failover they find the new
-primary by themselves. ``fail_over()`` kills the primary (``pg_ctl stop -m
-immediate``: every server process dies at once, as in a crash) and promotes the
+primary by themselves. ``fail_over()`` kills the primary (SIGKILL to the
+postmaster and every server process at once, as in a crash) and promotes the
 standby, as a failover manager would; the old primary is never started again
 (it would be a second primary).
 
@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import re
+import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -66,6 +69,7 @@ class StandbyPair:
 
     def __init__(self, *, synchronous: bool) -> None:
         self.synchronous = synchronous
+        self.kind = "sync" if synchronous else "async"  # the scenario's label
         self.primary = Cluster(settings=REPLICATION_SETTINGS, hba=("host replication all 127.0.0.1/32 trust",))
         self.standby = Cluster()
         self.failed_over = False
@@ -115,9 +119,30 @@ class StandbyPair:
         assert row is not None, "no standby is connected"
         return int(row[0]), row[1]
 
+    def hold_sender(self) -> int:
+        """SIGSTOP the primary's WAL sender: the standby falls behind (as over a slow link) until
+        the primary dies (``fail_over`` kills the stopped process with the rest)."""
+        with self.primary.admin() as admin:
+            row = admin.execute("SELECT pid FROM pg_stat_replication").fetchone()
+        assert row is not None, "no WAL sender: the standby is not connected"
+        os.kill(int(row[0]), signal.SIGSTOP)
+        return int(row[0])
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary's postmaster and every process it started, at once (a crash)."""
+        postmaster = int((self.primary.data / "postmaster.pid").read_text().split()[0])
+        victims = [postmaster] + [pid for pid in _pids() if _parent(pid) == postmaster]
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in victims):
+            assert time.monotonic() < deadline, "the primary's processes did not die"
+            time.sleep(0.01)  # waiting for the kernel to reap them
+
     def fail_over(self) -> LostWal:
         """Kill the primary, let the standby replay what it received, measure what it missed, promote it."""
-        self.primary.stop("immediate")
+        self.kill_primary()
         self.failed_over = True
         replayed = self._replayed_lsn()
         lost = self.lost_wal(replayed)
@@ -156,27 +181,49 @@ class StandbyPair:
                 cluster.destroy()
 
 
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _lsn(text: str) -> int:
     high, low = text.split("/")
     return (int(high, 16) << 32) + int(low, 16)
 
 
-def throughput_recovery(conn: psycopg.Connection[Any], at: dt.datetime, *, window: float = 1.0,
+def throughput_recovery(conn: psycopg.Connection[Any], at: dt.datetime, *, window: float = 0.5,
                         share: float = 0.8) -> tuple[float | None, float | None]:
-    """(seconds from ``at`` to the first completion after it, seconds from ``at`` until the
-    completion rate over ``window`` seconds is back to ``share`` of its rate in the 3 s before ``at``)."""
-    first = conn.execute("SELECT extract(epoch FROM min(finished_at) - %s)::float8 FROM pgq.job_executions"
+    """(seconds from ``at`` to the first completion after it, seconds from ``at`` until a
+    ``window`` that starts after that first completion has seen ``share`` of the completions of
+    an equal window in the 3 s before ``at``: full throughput is back, and known to be)."""
+    first_row = conn.execute("SELECT extract(epoch FROM min(finished_at) - %s)::float8 FROM pgq.job_executions"
                          " WHERE outcome = 'completed' AND finished_at > %s", (at, at)).fetchone()
+    first = None if first_row is None or first_row[0] is None else float(first_row[0])
+    if first is None:
+        return None, None
     full = conn.execute("""
         WITH base AS (
             SELECT count(*) / 3.0 * %(window)s AS per_window FROM pgq.job_executions
             WHERE outcome = 'completed' AND finished_at >= %(at)s - interval '3 seconds' AND finished_at < %(at)s)
-        SELECT extract(epoch FROM t - %(at)s)::float8
-        FROM base, generate_series(%(at)s, %(at)s + interval '120 seconds', interval '50 milliseconds') AS t
+        SELECT extract(epoch FROM t - %(at)s)::float8 + %(window)s
+        FROM base, generate_series(%(at)s + make_interval(secs => %(first)s), %(at)s + interval '120 seconds', interval '50 milliseconds') AS t
         WHERE (SELECT count(*) FROM pgq.job_executions
                WHERE outcome = 'completed' AND finished_at >= t
                  AND finished_at < t + make_interval(secs => %(window)s)) >= %(share)s * base.per_window
           AND t + make_interval(secs => %(window)s) <= (SELECT max(finished_at) FROM pgq.job_executions)
-        ORDER BY t LIMIT 1""", {"at": at, "window": window, "share": share}).fetchone()
-    return (None if first is None or first[0] is None else round(first[0], 2),
-            None if full is None else round(full[0], 2))
+        ORDER BY t LIMIT 1""", {"at": at, "window": window, "share": share, "first": first}).fetchone()
+    return round(first, 2), None if full is None else round(full[0], 2)
