@@ -1,4 +1,5 @@
-"""Production topologies for the chaos suite: a primary with a streaming standby.
+"""Production topologies for the chaos suite: a primary with a streaming standby, and
+worker hosts in network namespaces (``NetHost``, at the end).
 
 ``StandbyPair`` is two test-owned clusters (``chaos_cluster.Cluster``): a
 primary with ``wal_level = replica``, and a hot standby cloned from it with
@@ -23,7 +24,9 @@ import contextlib
 import datetime as dt
 import os
 import re
+import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,3 +230,95 @@ def throughput_recovery(conn: psycopg.Connection[Any], at: dt.datetime, *, windo
           AND t + make_interval(secs => %(window)s) <= (SELECT max(finished_at) FROM pgq.job_executions)
         ORDER BY t LIMIT 1""", {"at": at, "window": window, "share": share, "first": first}).fetchone()
     return round(first, 2), None if full is None else round(full[0], 2)
+
+
+# ---------------------------------------------------------------- worker hosts in network namespaces
+class NetworkUnavailable(RuntimeError):
+    """Network namespaces or veth pairs cannot be made here (the message says what is missing)."""
+
+
+# The hosts' links use 198.18.0.0/15, the range set aside for benchmark test networks (RFC 2544):
+# the addresses exist only on veth pairs between this machine's own namespaces.
+SUBNET = "198.18.0.0/15"
+
+
+@dataclass
+class Link:
+    """One veth pair between the root namespace (the services' side) and a worker host."""
+
+    host_if: str
+    service_ip: str  # the root namespace's end: a service listens here
+    worker_ip: str  # the worker host's end
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise NetworkUnavailable(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
+
+
+def require_network_namespaces() -> None:
+    """Fail with a clear message unless this process can make namespaces and veth pairs."""
+    if os.geteuid() != 0:
+        raise NetworkUnavailable("the partition scenarios need root (CAP_NET_ADMIN) to create network namespaces "
+                                 "and veth pairs (`ip netns add`, `ip link add ... type veth`)")
+    if shutil.which("ip") is None:
+        raise NetworkUnavailable("the partition scenarios need the `ip` command: apt-get install iproute2")
+
+
+def sweep_dead_hosts() -> None:
+    """Delete namespaces that a killed test run left behind (named ``pgqc<pid>h<n>``, pid gone)."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+    for name in re.findall(r"^(pgqc(\d+)h\d+)", listing, re.M):
+        if not Path(f"/proc/{name[1]}").exists():
+            subprocess.run(["ip", "netns", "del", name[0]], capture_output=True, timeout=30)
+
+
+class NetHost:
+    """A worker host: a network namespace with one veth link per service (``pg``, ``redis``).
+
+    ``cut(service)`` takes the root namespace's end of that link down: the host's packets to
+    that service go nowhere (its TCP connections hang, new ones fail), the other link works.
+    ``heal(service)`` brings it back. ``destroy()`` deletes the namespace, which deletes its
+    veth pairs with it."""
+
+    def __init__(self, index: int, services: tuple[str, ...] = ("pg", "redis")) -> None:
+        self.name = f"pgqc{os.getpid()}h{index}"
+        self.links: dict[str, Link] = {}
+        base = (os.getpid() % 250) * 256 + index * 32  # a /27 per host within 198.18.0.0/15
+        _ip("netns", "add", self.name)
+        try:
+            _ip("-n", self.name, "link", "set", "lo", "up")
+            for j, service in enumerate(services):
+                offset = base + j * 4
+                net = f"198.{18 + offset // 65536}.{offset // 256 % 256}.{offset % 256}"
+                prefix = net.rsplit(".", 1)[0]
+                last = int(net.rsplit(".", 1)[1])
+                link = Link(f"{self.name}{service[0]}", f"{prefix}.{last + 1}", f"{prefix}.{last + 2}")
+                inner = f"{self.name}{service[0]}x"[-15:]
+                _ip("link", "add", link.host_if, "type", "veth", "peer", "name", inner)
+                _ip("link", "set", inner, "netns", self.name)
+                _ip("addr", "add", f"{link.service_ip}/30", "dev", link.host_if)
+                _ip("link", "set", link.host_if, "up")
+                _ip("-n", self.name, "addr", "add", f"{link.worker_ip}/30", "dev", inner)
+                _ip("-n", self.name, "link", "set", inner, "up")
+                self.links[service] = link
+        except NetworkUnavailable:
+            self.destroy()
+            raise
+
+    @property
+    def prefix(self) -> list[str]:
+        """The command prefix that runs a process on this host."""
+        return ["ip", "netns", "exec", self.name]
+
+    def cut(self, service: str) -> None:
+        _ip("link", "set", self.links[service].host_if, "down")
+
+    def heal(self, service: str) -> None:
+        _ip("link", "set", self.links[service].host_if, "up")
+
+    def destroy(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+        for link in self.links.values():
+            subprocess.run(["ip", "link", "del", link.host_if], capture_output=True, timeout=30)

@@ -59,7 +59,7 @@ def test_failover_to_promoted_standby_keeps_the_promises(pair: StandbyPair, mode
                                                          tmp_path: Path, pytestconfig: pytest.Config) -> None:
     url = pair.start(f"chaos_failover_{os.getpid()}")
     run = ChaosRun(pair.standby, url, mode, tmp_path, name=f"failover ({pair.kind} standby)", scale=scale,
-                   jobs=scale.pick(1200, 8000), workers=3, concurrency=4, seed=14)
+                   jobs=scale.pick(900, 8000), workers=3, concurrency=4, seed=14)
     try:
         run.start()
         run.wait_finished(run.total // 3, timeout=120)
