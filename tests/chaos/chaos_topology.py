@@ -179,6 +179,9 @@ class StandbyPair:
         return LostWal(bytes=_lsn(end) - _lsn(since), commits=commits)
 
     def destroy(self) -> None:
+        if (self.primary.data / "postmaster.pid").exists():
+            with contextlib.suppress(Exception):
+                self.kill_primary()  # also when its WAL sender is stopped (pg_ctl would wait on it)
         for cluster in (self.standby, self.primary):
             with contextlib.suppress(Exception):
                 cluster.destroy()
