@@ -179,7 +179,7 @@ class StandbyPair:
         return LostWal(bytes=_lsn(end) - _lsn(since), commits=commits)
 
     def destroy(self) -> None:
-        if (self.primary.data / "postmaster.pid").exists():
+        if not self.failed_over and (self.primary.data / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
                 self.kill_primary()  # also when its WAL sender is stopped (pg_ctl would wait on it)
         for cluster in (self.standby, self.primary):
