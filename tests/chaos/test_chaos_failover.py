@@ -111,7 +111,7 @@ def _reenqueue_lost_enqueues(run: ChaosRun, url: str) -> int:
     (as a producer replaying its own log would), and return how many there were."""
     run.producer.pause(True)
     run.poll(lambda: run.producer.holding.is_set() or not run.producer.is_alive(), "the producer to pause")
-    acknowledged = [item for item in run.plan[:run.producer.sent]]
+    acknowledged = run.plan[:run.producer.sent]
     keys = [f"chaos:{item['n']}" for item in acknowledged]
     present = {r[0] for r in run.db.query("SELECT unique_key FROM pgq.jobs WHERE unique_key = ANY(%s)", (keys,))}
     lost = [item for item in acknowledged if f"chaos:{item['n']}" not in present]

@@ -23,7 +23,6 @@ Every namespace, server and process is removed at the end, also when a test fail
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +180,7 @@ def test_host_cut_off_is_rescued_fenced_and_stops_its_handlers(
     assert cut_short >= 1, "the healed worker stops the handlers of the jobs it lost"
     logs = "".join(w.log.read_text(errors="replace") for w in workers)
     assert "had been marked stale; its jobs were rescued" in logs
-    assert all(w.index in (0, 1, 2) for w in run.workers), "no worker died"
+    assert len(run.workers) == 3, "no worker died (none was replaced)"
 
 
 def _in_long_handler(run: ChaosRun) -> set[int]:
@@ -234,4 +233,6 @@ def test_host_cut_off_from_one_service(topology: Topology, db: str, mode: Mode, 
 
     assert report.violations == [], "\n".join(report.violations)
     assert report.lost == 0 and report.duplicated == 0
-    assert victim.alive() is False and victim.proc.returncode in (0, -signal.SIGKILL)
+    assert len(run.workers) == 3, "no worker died (none was replaced)"
+    # The cut-off host came back to work: it ran jobs again (and, cut from Redis, claimed through it again).
+    assert run.faults[0].recovered_in is not None
