@@ -32,6 +32,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
+PROXY = ROOT / "tests" / "tcp_proxy.py"  # a checkout's; the wheel ships no tests
 
 
 def _free_port() -> int:
@@ -70,7 +71,7 @@ def bench(url: str, *args: str) -> list[dict[str, Any]]:
 def point(url: str, rtt: float, jobs: int, latency_jobs: int, peers: bool) -> dict[str, Any]:
     """One point of the curve: the proxy with ``rtt`` ms added, the scenarios through it."""
     port = _free_port()
-    proxy = subprocess.Popen([sys.executable, str(ROOT / "tests" / "tcp_proxy.py"), "--target",
+    proxy = subprocess.Popen([sys.executable, str(PROXY), "--target",
                               f"{conninfo_to_dict(url).get('host', '127.0.0.1')}:{conninfo_to_dict(url).get('port', 5432)}",
                               "--port", str(port), "--delay-ms", str(rtt / 2)], stdout=subprocess.PIPE, text=True)
     try:
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args()
+    if not PROXY.exists():
+        parser.error(f"the delaying proxy {PROXY} is missing: run `python -m bench.distance` from a pgq checkout")
     for rtt in (float(r) for r in args.rtt.split(",")):
         row = point(args.url, rtt, args.jobs, args.latency_jobs, not args.no_peers)
         records = row.pop("records")
