@@ -78,8 +78,9 @@ class OwnedRedis:
     temporary directory between restarts).
     """
 
-    def __init__(self, *, persistence: bool = False) -> None:
+    def __init__(self, *, persistence: bool = False, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.binary = redis_server_binary()
+        self.bind = bind  # the addresses it listens on (the first is the one ``url`` names)
         self.port = free_port()
         self.directory = tempfile.mkdtemp(prefix="pgq-redis-")
         self.persistence = persistence
@@ -90,7 +91,7 @@ class OwnedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> OwnedRedis:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory,
+        args = [self.binary, "--port", str(self.port), "--bind", *self.bind, "--dir", self.directory,
                 "--appendonly", "no", "--protected-mode", "no", "--logfile", os.path.join(self.directory, "log")]
         args += ["--save", "3600 1"] if self.persistence else ["--save", ""]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

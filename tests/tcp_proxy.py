@@ -13,15 +13,22 @@ every connection to the server. A test arms one cut at a time:
   while the client's connection was idle).
 
 ``cuts`` records what was cut, so a test can check that its cut happened.
+``CuttingProxy(host, port, delay_ms=d)`` also delays every chunk by ``d`` ms in
+each direction (a round trip of ``2 d`` ms more): a database far away, where the
+kernel has no ``netem`` qdisc (bench/distance.py runs it as ``python
+tests/tcp_proxy.py --delay-ms D --target HOST:PORT --port P``).
 Connections opened after a cut are forwarded normally. Markers are matched
 within one read (psycopg writes a message whole; messages here are small).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import queue
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -33,8 +40,14 @@ class _Pair:
     server: socket.socket
     # Set once a "reply after" cut forwarded its message: the next server bytes are dropped.
     drop_reply: threading.Event = field(default_factory=threading.Event)
+    # With a delay: the delay lines that send each way, in order, ``delay`` after the bytes arrived.
+    to_server: _DelayLine | None = None
+    to_client: _DelayLine | None = None
 
     def close(self) -> None:
+        for line in (self.to_server, self.to_client):
+            if line is not None:
+                line.chunks.put(None)  # its thread ends
         for sock in (self.client, self.server):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -42,10 +55,35 @@ class _Pair:
                 sock.close()
 
 
+class _DelayLine:
+    """Sends the chunks put into it to ``sock``, each ``delay`` seconds after it arrived, in order."""
+
+    def __init__(self, sock: socket.socket, delay: float, pair: _Pair) -> None:
+        self.sock, self.delay, self.pair = sock, delay, pair
+        self.chunks: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
+        threading.Thread(target=self._send, daemon=True).start()
+
+    def put(self, data: bytes) -> None:
+        self.chunks.put((time.monotonic() + self.delay, data))
+
+    def _send(self) -> None:
+        while (item := self.chunks.get()) is not None:
+            due, data = item
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)  # the injected delay itself
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.pair.close()
+                return
+
+
 class CuttingProxy:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, delay_ms: float = 0.0, listen_port: int = 0) -> None:
         self.target = (host, port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.delay = delay_ms / 1000.0
+        self._listener = socket.create_server(("127.0.0.1", listen_port))
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._pairs: list[_Pair] = []
@@ -100,7 +138,11 @@ class CuttingProxy:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pair = _Pair(client, server)
+            if self.delay:
+                pair.to_server, pair.to_client = _DelayLine(server, self.delay, pair), _DelayLine(client, self.delay, pair)
             with self._lock:
                 self._pairs.append(pair)
             self._spawn(self._client_to_server, pair)
@@ -126,6 +168,9 @@ class CuttingProxy:
                 return
             if hit:
                 pair.drop_reply.set()
+            if pair.to_server is not None:
+                pair.to_server.put(data)
+                continue
             try:
                 pair.server.sendall(data)
             except OSError:
@@ -148,6 +193,9 @@ class CuttingProxy:
                 self.reply_dropped.set()
                 pair.close()
                 return
+            if pair.to_client is not None:
+                pair.to_client.put(data)
+                continue
             try:
                 pair.client.sendall(data)
             except OSError:
@@ -169,3 +217,21 @@ class CuttingProxy:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def main() -> None:
+    """Run a delaying proxy until killed: ``--target HOST:PORT --port P --delay-ms D``."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--target", default="127.0.0.1:5432")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="added in each direction")
+    args = parser.parse_args()
+    host, port = args.target.rsplit(":", 1)
+    proxy = CuttingProxy(host, int(port), delay_ms=args.delay_ms, listen_port=args.port)
+    proxy.start()
+    print(f"proxy 127.0.0.1:{proxy.port} -> {args.target}, +{args.delay_ms} ms each way", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

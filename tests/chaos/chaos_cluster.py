@@ -86,8 +86,12 @@ def free_port() -> int:
 class Cluster:
     """One test-owned cluster: ``init()``, ``start()``, ``stop(mode)``, ``url(dbname)``, ``destroy()``."""
 
-    def __init__(self, root: Path | None = None, *, bindir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, bindir: Path | None = None, port: int | None = None,
+                 settings: dict[str, str] | None = None, hba: tuple[str, ...] = ()) -> None:
         self.bindir = bindir or find_bindir()
+        # Settings over SERVER_SETTINGS, and pg_hba.conf lines added at init (chaos_topology.py).
+        self.settings = settings or {}
+        self.hba = hba
         self.root = root or Path(tempfile.mkdtemp(prefix="pgq-chaos-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -104,34 +108,42 @@ class Cluster:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
 
     # ------------------------------------------------------------ control
-    def _run(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    def run_unchecked(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Like ``run``, whatever the exit code (``pg_waldump`` ends with an error at the end of the WAL)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
         kwargs: dict[str, Any] = {"user": self.run_as} if self.run_as else {}
-        done = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True,
+        return subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True,
                               timeout=timeout, env=env, cwd=self.root, **kwargs)
+
+    def run(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run one of the server's programs (``initdb``, ``pg_basebackup``, ...) as the cluster's OS user."""
+        done = self.run_unchecked(*args, timeout=timeout)
         if done.returncode != 0:
             raise ClusterUnavailable(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}\n"
                                      f"{self.log_tail()}")
         return done
 
     def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+        self.run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--locale=C")
-        lines = [f"{k} = {v}" for k, v in {**SERVER_SETTINGS, "port": str(self.port),
+        lines = [f"{k} = {v}" for k, v in {**SERVER_SETTINGS, **self.settings, "port": str(self.port),
                                              "unix_socket_directories": f"'{self.data}'"}.items()]
         conf = self.data / "postgresql.conf"
         with conf.open("a") as f:
             f.write("\n# pgq chaos suite\n" + "\n".join(lines) + "\n")
+        if self.hba:
+            with (self.data / "pg_hba.conf").open("a") as f:
+                f.write("\n".join(self.hba) + "\n")
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections (crash recovery included)."""
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "120", "start")
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "120", "start")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (clean, disconnects clients) or ``immediate`` (a crash:
         every backend dies at once and the next start runs crash recovery)."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "120", "stop")
+        self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "120", "stop")
 
     def running(self) -> bool:
         kwargs: dict[str, Any] = {"user": self.run_as} if self.run_as else {}

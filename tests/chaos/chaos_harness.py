@@ -358,7 +358,9 @@ class ChaosRun:
             self.start_worker()
 
     # ------------------------------------------------------------ workers
-    def start_worker(self, extra_env: dict[str, str] | None = None, *, wait: bool = True) -> WorkerProc:
+    def start_worker(self, extra_env: dict[str, str] | None = None, *, wait: bool = True,
+                     prefix: list[str] | None = None) -> WorkerProc:
+        """Start one worker process (``prefix``: a command it runs under, e.g. ``ip netns exec NS``)."""
         index = self._count
         self._count += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PGQ_", "CHAOS_", "PG"))}
@@ -372,7 +374,7 @@ class ChaosRun:
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
         log = self.tmp / f"worker-{index}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "pgq.cli", "-v", "worker", "chaos_app:queue",
+            proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "pgq.cli", "-v", "worker", "chaos_app:queue",
                                      "-c", str(self.concurrency)], stdout=out, stderr=subprocess.STDOUT,
                                     env=env, cwd=self.tmp)
         worker = WorkerProc(index, proc, log, env)
@@ -505,20 +507,21 @@ class ChaosRun:
         """Logical jobs of this run: the plan's and the scenario's own."""
         return len(self.plan) + self.extras
 
-    def enqueue_extra(self, count: int, label: str) -> int:
-        """Enqueue ``count`` quick jobs straight from SQL (as any producer could); return ``count``."""
+    def enqueue_extra(self, count: int, label: str, ms: int = 0) -> int:
+        """Enqueue ``count`` jobs of ``ms`` milliseconds straight from SQL (as any producer could);
+        return ``count``."""
         first = self.total
         self.db.query(
             "SELECT count(*) FROM pgq.enqueue_jobs("
             " p_tasks => array_fill(%s::text, ARRAY[%s::int]),"
-            " p_payloads => ARRAY(SELECT jsonb_build_object('n', n, 'kind', 'ok', 'ms', 0, 'label', %s::text)"
+            " p_payloads => ARRAY(SELECT jsonb_build_object('n', n, 'kind', 'ok', 'ms', %s::int, 'label', %s::text)"
             "                     FROM generate_series(%s::int, %s::int) AS n ORDER BY n),"
             " p_queues => array_fill(%s::text, ARRAY[%s::int]),"
             " p_unique_keys => ARRAY(SELECT 'chaos:' || n FROM generate_series(%s::int, %s::int) AS n ORDER BY n),"
             " p_max_attempts => array_fill(%s::int, ARRAY[%s::int]),"
             " p_retry_base => array_fill(%s::float8, ARRAY[%s::int]),"
             " p_retry_max => array_fill(%s::float8, ARRAY[%s::int]))",
-            (TASK, count, label, first, first + count - 1, QUEUE, count, first, first + count - 1,
+            (TASK, count, ms, label, first, first + count - 1, QUEUE, count, first, first + count - 1,
              MAX_ATTEMPTS["ok"], count, BACKOFF.base, count, BACKOFF.max, count))
         self.extras += count
         return count

@@ -27,14 +27,12 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from chaos_cluster import Cluster, ClusterUnavailable
-from chaos_harness import CLUSTER_SETUP, MODES, RUNS_TABLE, ChaosRun, Mode, Scale
+from chaos_harness import MODES, ChaosRun, Mode, Scale
 from chaos_report import RESULTS
-from pgq.migrate import upgrade
-from pgq.settings import Settings
+from chaos_topology import prepare_database
 from redis_service import NoRedis, OwnedRedis
 
 _names = itertools.count(1)
@@ -61,12 +59,7 @@ def chaos_cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
         pytest.fail(str(exc), pytrace=False)
     try:
         template = "chaos_template"
-        with cluster.admin() as admin:
-            admin.execute(CLUSTER_SETUP)  # roles, cluster-wide
-        url = cluster.create_database(template)
-        upgrade(Settings(database_url=url, schema="pgq"))
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(RUNS_TABLE)
+        prepare_database(cluster, template)
         with cluster.admin() as admin:
             # No session may stay on a template while it is cloned.
             admin.execute(f"ALTER DATABASE {template} IS_TEMPLATE true")
