@@ -7,6 +7,7 @@ import uuid
 import click
 
 from pgq.cli.common import Context, format_age, format_json, format_table, handle_errors
+from pgq.health.cli import analysed, trend_columns
 from pgq.queue import Queue
 
 
@@ -16,19 +17,26 @@ from pgq.queue import Queue
 @click.pass_context
 @handle_errors
 def workers(ctx: click.Context, as_json: bool, show_all: bool) -> None:
-    """Registered workers with heartbeat age, load, stuck handlers and health; `pgq workers drain ID` drains one."""
+    """Registered workers: load, stuck handlers, health score, trend, anomalies, predicted failure, heartbeat age.
+
+    `pgq workers health` shows the analysis in full; `pgq workers drain|evacuate ID` acts on one.
+    """
     if ctx.invoked_subcommand is not None:
         return
     obj: Context = ctx.obj
     with obj.queue() as queue:
         rows = [w for w in queue.stats().workers if show_all or w.status != "stopped"]
+        health = analysed(queue) if rows else {}
     if as_json:
-        click.echo(format_json([{**w.__dict__, "id": str(w.id)} for w in rows]))
+        click.echo(format_json([{**w.__dict__, "id": str(w.id),
+                                 "health": health[w.id].as_dict() if w.id in health else None} for w in rows]))
         return
     click.echo(format_table(
-        ["id", "host", "pid", "status", "queues", "running", "capacity", "stuck", "health", "heartbeat"],
+        ["id", "host", "pid", "status", "queues", "running", "capacity", "stuck", "score", "trend", "anomalies",
+         "fails in", "heartbeat"],
         [(str(w.id)[:8], w.hostname, w.pid, w.status, ",".join(w.queues), w.running_jobs, w.capacity,
-          w.stuck_handlers, f"{w.health_score:.2f}", format_age(w.heartbeat_age_seconds)) for w in rows],
+          w.stuck_handlers, f"{w.health_score:.2f}", *trend_columns(health.get(w.id)),
+          format_age(w.heartbeat_age_seconds)) for w in rows],
     ) if rows else "no workers")
 
 

@@ -61,13 +61,29 @@ def _read(obj: Any, window: float) -> tuple[list[WorkerHealth], list[alert_rules
             return workers, alert_rules.evaluate(conn, queries)
 
 
+def analysed(queue: Any, window: float = WINDOW_SECONDS) -> dict[Any, WorkerHealth]:
+    """Each live worker's health analysis (score, trend, anomalies, predictions) by worker id,
+    read through ``queue`` (a ``pgq.Queue``); for ``pgq workers``."""
+    from pgq.health import analysis
+
+    with queue.pool.connection() as conn:
+        return {w.worker_id: w for w in analysis.read(conn, HealthQueries(queue.settings.schema),
+                                                      window_seconds=window,
+                                                      rss_limit_bytes=queue.settings.health_rss_limit_bytes)}
+
+
+def trend_columns(w: WorkerHealth | None) -> tuple[str, str, str]:
+    """(trend, anomalies, fails in) of a worker's analysis, as ``pgq workers`` prints them."""
+    if w is None:
+        return "-", "-", "-"
+    trend = "-" if w.trend_per_hour is None else f"{w.trend_per_hour:+.2f}/h"
+    found = ", ".join(sorted({f"{a.metric}({a.against})" for a in w.anomalies})) or "-"
+    return trend, found, _when(w.failure)
+
+
 def _workers_table(workers: list[WorkerHealth]) -> str:
-    rows = []
-    for w in workers:
-        trend = "-" if w.trend_per_hour is None else f"{w.trend_per_hour:+.2f}/h"
-        found = ", ".join(sorted({f"{a.metric}({a.against})" for a in w.anomalies})) or "-"
-        rows.append((str(w.worker_id)[:8], ",".join(w.queues), "-" if w.score is None else f"{w.score:.2f}",
-                     w.state, trend, found, _when(w.failure), _when(w.memory)))
+    rows = [(str(w.worker_id)[:8], ",".join(w.queues), "-" if w.score is None else f"{w.score:.2f}",
+             w.state, *trend_columns(w), _when(w.memory)) for w in workers]
     return _table(["id", "queues", "score", "state", "trend", "anomalies", "fails in", "memory full in"], rows)
 
 

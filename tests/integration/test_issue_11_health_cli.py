@@ -86,3 +86,13 @@ def test_workers_health_shows_score_trend_anomalies_and_prediction(runner: CliRu
     assert shown[str(workers[0])]["failure"] is None and shown[str(workers[0])]["anomalies"] == []
     table = runner.invoke(main, ["workers", "health"])
     assert table.exit_code == 0 and "latency_p50_ms(peers)" in table.output and "degraded" in table.output
+    # Plain `pgq workers` shows the same trend, anomalies and prediction beside the registry.
+    listed = runner.invoke(main, ["workers"])
+    assert listed.exit_code == 0, listed.output
+    assert all(h in listed.output.splitlines()[0] for h in ("score", "trend", "anomalies", "fails in"))
+    line = next(row for row in listed.output.splitlines() if row.startswith(str(workers[3])[:8]))
+    assert f"{declining['trend_per_hour']:+.2f}/h" in line and "3m" in line  # 174 s: fails in 3m
+    slow_line = next(row for row in listed.output.splitlines() if row.startswith(str(workers[2])[:8]))
+    assert "latency_p50_ms(peers)" in slow_line
+    as_json = {row["id"]: row for row in json.loads(runner.invoke(main, ["workers", "--json"]).output)}
+    assert as_json[str(workers[3])]["health"]["score"] == pytest.approx(0.4)
