@@ -72,8 +72,15 @@ class WorkerQueries(QueriesBase):
         )
         # Seconds until the earliest queued or retrying job of these queues is due
         # (<= 0: one is due now): what a burst run waits for. Same probes as above.
+        # A waiting job of these queues whose parent is still queued, running or retrying
+        # will be released when the parent completes: it counts as due in a second (a
+        # burst run waits for it rather than exit while the parent runs elsewhere).
         self._due = (
-            f"SELECT extract(epoch FROM min(n.run_at) - now())"
+            f"SELECT extract(epoch FROM least(min(n.run_at), (SELECT now() + interval '1 second'"
+            f"   WHERE EXISTS (SELECT 1 FROM {s}.jobs AS w JOIN {s}.job_dependencies AS d ON d.child_id = w.id"
+            f"                 JOIN {s}.jobs AS pj ON pj.id = d.parent_id"
+            "                  WHERE w.queue = ANY (%s::text[]) AND w.status = 'waiting'"
+            "                    AND pj.status IN ('queued', 'running', 'retrying')))) - now())"
             f" FROM unnest(%s::text[]) AS q(queue), generate_series(1, 5) AS p(priority),"
             f" LATERAL (SELECT run_at FROM {s}.jobs AS j"
             "           WHERE j.queue = q.queue AND greatest(j.priority, j.effective_priority) = p.priority"
@@ -174,8 +181,9 @@ class WorkerQueries(QueriesBase):
 
     def seconds_until_due(self, conn: Any, queues: Sequence[str]) -> float | None:
         """Seconds until the earliest queued or retrying job of ``queues`` is due: 0 when
-        one is due now, None when there is none (delayed jobs and retries included)."""
-        value = execute(conn, self._due, [list(queues)])[0][0]
+        one is due now, None when there is none (delayed jobs and retries included). A
+        waiting job whose parent is still live counts as due in a second."""
+        value = execute(conn, self._due, [list(queues), list(queues)])[0][0]
         return None if value is None else max(0.0, float(value))
 
     def complete_jobs(

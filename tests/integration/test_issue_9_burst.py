@@ -124,3 +124,28 @@ def test_burst_wait_zero_leaves_a_retry_that_is_not_due_yet(short: pgq.Settings,
     finally:
         q.close()
 
+
+
+def test_burst_waits_for_a_child_whose_parent_runs_elsewhere(q: pgq.Queue, conn: psycopg.Connection[Any]) -> None:
+    """A waiting child of the burst worker's queue, its parent still queued in a queue another
+    worker serves: the burst run waits for the release instead of returning (issue 10)."""
+    @q.task(name="parent_task", queue="other")
+    def parent_task() -> str:
+        return "parent"
+
+    @q.task(name="child_task")
+    def child_task() -> str:
+        return "child"
+
+    parent = q.enqueue("parent_task")
+    child = q.enqueue("child_task", depends_on=[parent])
+    worker = q.worker(queues=["default"], install_signal_handlers=False, run_maintenance=False)
+    finished = threading.Event()
+    thread = threading.Thread(target=lambda: (worker.run(burst=True), finished.set()), daemon=True)
+    thread.start()
+    assert not finished.wait(1.0), "the burst run returned while the child's parent was still to run"
+    other = q.worker(queues=["other"], install_signal_handlers=False, run_maintenance=False)
+    assert other.run_once() == 1
+    assert finished.wait(30), "the burst run did not return after running the released child"
+    thread.join()
+    assert q.get(child).status == pgq.JobStatus.COMPLETED
