@@ -886,6 +886,31 @@ $function$;
 COMMENT ON FUNCTION pgq.age_jobs(p_now timestamp with time zone) IS 'Aging: raise the effective priority of runnable jobs in queues with an aging step by one band per step waited past run_at, up to 5; returns the number raised.';
 GRANT EXECUTE ON FUNCTION pgq.age_jobs(p_now timestamp with time zone) TO pgq_worker;
 
+-- ==================== function attach_group_keys(p_job_ids bigint[], p_group_keys text[])
+CREATE OR REPLACE FUNCTION pgq.attach_group_keys(p_job_ids bigint[], p_group_keys text[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    IF coalesce(cardinality(p_job_ids), 0) <> coalesce(cardinality(p_group_keys), 0) THEN
+        RAISE EXCEPTION 'attach_group_keys: p_job_ids and p_group_keys must have the same length (got %, %)',
+            coalesce(cardinality(p_job_ids), 0), coalesce(cardinality(p_group_keys), 0) USING ERRCODE = 'PQ004';
+    END IF;
+    UPDATE jobs AS j SET group_key = k.group_key
+    FROM unnest(p_job_ids, p_group_keys) AS k(id, group_key)
+    WHERE j.id = k.id AND k.group_key IS NOT NULL AND j.group_key IS NULL
+      AND j.status IN ('waiting', 'queued') AND j.xmin = pg_current_xact_id()::xid;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$function$;
+COMMENT ON FUNCTION pgq.attach_group_keys(p_job_ids bigint[], p_group_keys text[]) IS 'Set the group of jobs this transaction just enqueued through a function (not claimed, without a group); returns how many changed. PQ004: arrays of different lengths.';
+GRANT EXECUTE ON FUNCTION pgq.attach_group_keys(p_job_ids bigint[], p_group_keys text[]) TO pgq_producer;
+
 -- ==================== function attach_trace_context(p_job_ids bigint[], p_trace_context jsonb)
 CREATE OR REPLACE FUNCTION pgq.attach_trace_context(p_job_ids bigint[], p_trace_context jsonb)
  RETURNS integer

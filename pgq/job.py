@@ -270,9 +270,6 @@ class JobSpec:
         if backoff is not None and not isinstance(backoff, Backoff):
             raise ValidationError(f"retry must be a pgq.Backoff, got {type(backoff).__name__}")
         parents = validate_depends_on(depends_on)
-        if group_key is not None and (unique_key is not None or parents):
-            raise ValidationError("group_key cannot be combined with unique_key or depends_on yet "
-                                  "(their enqueue functions do not take a group)")
         return cls(task, payload_json, queue, priority, delay_seconds, run_at, max_attempts,
                    timeout_seconds, unique_key, backoff, parents, inherit_priority and bool(parents), group_key)
 

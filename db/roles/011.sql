@@ -5,7 +5,7 @@
 --   age_jobs             the maintenance leader (a worker) ages jobs every round
 --   queue_policies, group_states, queue_policy_usage
 --                        the rules, the groups' weights and states, their usage
---   jobs.group_key       producers write a job's group
+--   jobs.group_key       producers write a job's group (INSERT, COPY, attach_group_keys)
 --
 -- The functions are SECURITY DEFINER (they write queue_policies,
 -- group_states and jobs, which no role may do directly) and closed to
@@ -26,11 +26,12 @@ ALTER FUNCTION set_queue_policy(text, integer, integer, interval, integer, integ
 ALTER FUNCTION clear_queue_policy(text) SECURITY DEFINER;
 ALTER FUNCTION set_group_weight(text, text, double precision) SECURITY DEFINER;
 ALTER FUNCTION age_jobs(timestamptz) SECURITY DEFINER;
+ALTER FUNCTION attach_group_keys(bigint[], text[]) SECURITY DEFINER;
 ALTER FUNCTION runnable_jobs_after(timestamptz, bigint, timestamptz, integer) SECURITY DEFINER;
 REVOKE ALL ON FUNCTION set_queue_policy(text, integer, integer, interval, integer, integer, interval, boolean,
                                         interval, timestamptz),
                        clear_queue_policy(text), set_group_weight(text, text, double precision),
-                       age_jobs(timestamptz) FROM PUBLIC;
+                       age_jobs(timestamptz), attach_group_keys(bigint[], text[]) FROM PUBLIC;
 
 DO $roles$
 DECLARE
@@ -40,7 +41,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_producer) THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION set_queue_policy(text, integer, integer, interval, integer, integer, '
                        'interval, boolean, interval, timestamptz), clear_queue_policy(text), '
-                       'set_group_weight(text, text, double precision) TO %I', v_producer);
+                       'set_group_weight(text, text, double precision), attach_group_keys(bigint[], text[]) TO %I',
+                       v_producer);
         EXECUTE format('GRANT SELECT ON queue_policies, group_states, queue_policy_usage TO %I', v_producer);
         EXECUTE format('GRANT INSERT (group_key) ON jobs TO %I', v_producer);
     ELSE

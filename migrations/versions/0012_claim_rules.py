@@ -20,7 +20,8 @@ every worker in both modes:
   rate bucket (``set_group_weight``; claims write the rest).
 - Functions: ``lock_plain_jobs`` (the claim of queues without rules: the old
   ``lock_runnable_jobs`` body), ``lock_runnable_jobs/003`` (dispatch),
-  ``lock_policy_jobs``, ``lock_group_jobs``, ``token_refill``, ``age_jobs``;
+  ``lock_policy_jobs``, ``lock_group_jobs``, ``token_refill``, ``age_jobs``,
+  ``attach_group_keys`` (the group of jobs enqueued through a function);
   ``lock_runnable_jobs_by_id/003`` and ``runnable_jobs_after/003`` leave queues
   with a policy to Postgres claims (Redis cannot weigh its rules);
   ``claim_locked_jobs/002`` keeps the order the lock chose.
@@ -137,6 +138,7 @@ FILES = [
     "functions/clear_queue_policy/001.sql",
     "functions/set_group_weight/001.sql",
     "functions/age_jobs/001.sql",
+    "functions/attach_group_keys/001.sql",
     "views/job_blockers/002.sql",
     "views/queue_policy_usage/001.sql",
 ]
@@ -155,6 +157,7 @@ DROP VIEW job_blockers;
 
 DROPS = """
 DROP VIEW queue_policy_usage;
+DROP FUNCTION attach_group_keys(bigint[], text[]);
 DROP FUNCTION age_jobs(timestamptz);
 DROP FUNCTION set_group_weight(text, text, double precision);
 DROP FUNCTION clear_queue_policy(text);

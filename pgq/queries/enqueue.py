@@ -154,6 +154,8 @@ class EnqueueQueries(QueriesBase):
         self._insert_traced = insert_one.format(traced=", trace_context", value=", %s::jsonb")
         # ... and for the paths through a stored function, in the same transaction.
         self._attach_trace = f"SELECT {s}.attach_trace_context(%s::bigint[], %s::jsonb)"
+        # ... and the jobs' groups (enqueue_jobs / enqueue_jobs_v2 take none).
+        self._attach_groups = f"SELECT {s}.attach_group_keys(%s::bigint[], %s::text[])"
         # The transaction id too: if the connection breaks during the COMMIT,
         # pg_xact_status() on another connection says whether it committed.
         self._reserve_ids = (
@@ -202,10 +204,11 @@ class EnqueueQueries(QueriesBase):
         attempt = attempt or EnqueueAttempt()
         if any(s.depends_on for s in specs) if with_parents is None else with_parents:
             attempt.commit_sent = True  # job graphs: enqueue_jobs_v2 (pgq/queries/graph.py)
-            return self._through_function(conn, lambda: self.graph.enqueue_with_parents(conn, specs), trace_context)
+            return self._through_function(conn, specs, lambda: self.graph.enqueue_with_parents(conn, specs),
+                                          trace_context)
         if any(s.unique_key is not None for s in specs):
             attempt.commit_sent = True
-            return self._through_function(conn, lambda: self._enqueue_by_function(conn, specs), trace_context)
+            return self._through_function(conn, specs, lambda: self._enqueue_by_function(conn, specs), trace_context)
         if len(specs) == 1:
             attempt.commit_sent = True
             return [self._insert(conn, specs[0], trace_context)]
@@ -215,7 +218,7 @@ class EnqueueQueries(QueriesBase):
         if any(s.group_key is not None for s in specs):
             # enqueue_jobs() takes no group: one INSERT each, in the caller's transaction.
             return [self._insert(conn, spec, trace_context) for spec in specs]
-        return self._through_function(conn, lambda: self._enqueue_by_function(conn, specs), trace_context)
+        return self._through_function(conn, specs, lambda: self._enqueue_by_function(conn, specs), trace_context)
 
     @staticmethod
     def _one_job(spec: JobSpec) -> list[Any]:
@@ -223,19 +226,24 @@ class EnqueueQueries(QueriesBase):
         return [spec.task, spec.payload_json, spec.queue, spec.priority, spec.run_at, spec.delay_seconds,
                 spec.max_attempts, spec.timeout_seconds, *_backoff_columns(spec), spec.group_key]
 
-    def _through_function(self, conn: Any, send: Callable[[], list[tuple[int, bool]]],
+    def _through_function(self, conn: Any, specs: Sequence[JobSpec], send: Callable[[], list[tuple[int, bool]]],
                           trace_context: str | None) -> list[tuple[int, bool]]:
-        """``send()`` (an enqueue through a stored function); with a trace context, in one
-        transaction with ``attach_trace_context`` for the jobs it created, so that no
-        worker claims one of them before its context is stored."""
-        if trace_context is None:
+        """``send()`` (an enqueue of ``specs`` through a stored function); with a trace
+        context or group keys, in one transaction with ``attach_trace_context`` /
+        ``attach_group_keys`` for the jobs it created, so that no worker claims one of
+        them before its context and group are stored."""
+        groups = any(spec.group_key is not None for spec in specs)
+        if trace_context is None and not groups:
             return send()
         own = isinstance(conn, psycopg.Connection) and conn.autocommit
         with conn.transaction() if own else contextlib.nullcontext():
             rows = send()
             created = [job_id for job_id, was_created in rows if was_created]
-            if created:
+            if created and trace_context is not None:
                 execute(conn, self._attach_trace, [created, trace_context])
+            if created and groups:
+                execute(conn, self._attach_groups, [[job_id for job_id, _ in rows],
+                                                    [spec.group_key for spec in specs]])
         return rows
 
     def _insert(self, conn: Any, spec: JobSpec, trace_context: str | None = None) -> tuple[int, bool]:

@@ -95,12 +95,37 @@ def test_group_key_on_every_enqueue_path(q: pgq.Queue, conn: psycopg.Connection[
                                                                   "c", "d"]
 
 
+def test_group_key_with_unique_keys_and_parents(q: pgq.Queue, conn: psycopg.Connection[Any]) -> None:
+    """Through enqueue_jobs / enqueue_jobs_v2 and attach_group_keys, in the enqueue's transaction."""
+    keyed = q.enqueue("t", {}, unique_key="u1", group_key="tenant-a")
+    again = q.enqueue("t", {}, unique_key="u1", group_key="tenant-b")  # resolves to the live job: unchanged
+    parent, child, plain = q.enqueue_many([
+        {"task": "t", "group_key": "tenant-c"},
+        {"task": "t", "depends_on": [pgq.ref(0)], "group_key": "tenant-d"},
+        {"task": "t", "unique_key": "u2"},
+    ])
+    keys = dict(conn.execute("SELECT id, group_key FROM pgq.jobs").fetchall())
+    assert again == keyed
+    assert [keys[i] for i in (keyed, parent, child, plain)] == ["tenant-a", "tenant-c", "tenant-d", None]
+
+
+def test_attach_group_keys_changes_only_jobs_of_its_own_transaction(conn: psycopg.Connection[Any]) -> None:
+    older = conn.execute("SELECT pgq.enqueue_job('t')").fetchone()[0]
+    with conn.transaction():
+        mine = conn.execute("SELECT pgq.enqueue_job('t')").fetchone()[0]
+        changed = conn.execute("SELECT pgq.attach_group_keys(%s, %s)",
+                               ([older, mine], ["x", "y"])).fetchone()[0]
+    assert changed == 1
+    assert dict(conn.execute("SELECT id, group_key FROM pgq.jobs").fetchall()) == {older: None, mine: "y"}
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute("SELECT pgq.attach_group_keys(%s, %s)", ([older], ["a", "b"]))
+    assert info.value.sqlstate == "PQ004"
+
+
 @pytest.mark.parametrize("options, match", [
     ({"group_key": ""}, "group_key"),
     ({"group_key": 5}, "group_key"),
     ({"group_key": "a\x00b"}, "NUL"),
-    ({"group_key": "a", "unique_key": "k"}, "unique_key"),
-    ({"group_key": "a", "depends_on": [1]}, "depends_on"),
 ])
 def test_bad_group_keys_write_nothing(q: pgq.Queue, conn: psycopg.Connection[Any], options: dict[str, Any],
                                       match: str) -> None:

@@ -163,6 +163,7 @@ EXPECTED_GRANTS = {
         ("function", "set_queue_policy", "EXECUTE"),
         ("function", "clear_queue_policy", "EXECUTE"),
         ("function", "set_group_weight", "EXECUTE"),
+        ("function", "attach_group_keys", "EXECUTE"),
         ("table", "queue_policies", "SELECT"),
         ("table", "group_states", "SELECT"),
         ("table", "queue_policy_usage", "SELECT"),
