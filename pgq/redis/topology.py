@@ -101,7 +101,8 @@ def connect(topology: Topology, **kwargs: Any) -> Any:
     if topology.kind == "cluster":
         from redis import cluster
 
-        kwargs.pop("retry", None)  # the cluster client retries on its own (and re-reads the slots)
+        for own in ("retry", "retry_on_timeout"):  # the cluster client retries on its own (re-reading the slots)
+            kwargs.pop(own, None)
         node: Any = cluster.ClusterNode  # untyped in redis-py
         return cluster.RedisCluster(startup_nodes=[node(h, p) for h, p in topology.nodes],
                             **auth, **tls, **kwargs)
