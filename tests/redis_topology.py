@@ -58,8 +58,10 @@ class OwnedCluster:
 
     def __init__(self, masters: int = 3) -> None:
         need("redis-cli", "redis-tools")
+        # The cluster bus gets a free port of its own (by default port + 10000, which
+        # may be taken or past 65535).
         self.nodes = [OwnedRedis(args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                       "--cluster-node-timeout", "1000",
+                                       "--cluster-port", str(free_port()), "--cluster-node-timeout", "1000",
                                        "--cluster-require-full-coverage", "no"))
                       for _ in range(masters)]
 

@@ -33,11 +33,32 @@ QUEUES = [f"q{i}" for i in range(8)]
 
 
 class MultiQueue(Counting):
-    """``Counting`` over ``QUEUES``: job n goes to queue n % len(QUEUES)."""
+    """``Counting`` over ``QUEUES``: job n goes to queue n % len(QUEUES); ``total`` counts them."""
+
+    total = 0
 
     def enqueue(self, start: int, count: int) -> list[int]:
+        self.total = max(self.total, start + count)
         return self.q.enqueue_many([{"task": "t", "payload": {"n": n}, "queue": QUEUES[n % len(QUEUES)]}
                                     for n in range(start, start + count)])
+
+    def add(self, count: int) -> None:
+        self.enqueue(self.total, count)
+
+
+def back_on_redis(c: MultiQueue, runs: list[Any]) -> None:
+    """Enqueue 40 jobs at a time until the workers claim through Redis again (their
+    circuit breakers close up to 5 s after Redis answers; a burst enqueued before that
+    all goes through Postgres)."""
+    before = extra(runs, "redis_claimed")
+
+    def claimed() -> bool:
+        if extra(runs, "redis_claimed") > before:
+            return True
+        c.add(40)
+        return False
+
+    eventually(claimed, "claims through Redis again", timeout=60)
 
 
 def start_workers(c: Counting, running: Callable[..., Any]) -> list[Any]:
@@ -82,23 +103,18 @@ def test_cluster_queues_spread_and_a_lost_node_falls_back_to_postgres_and_comes_
     c = MultiQueue(rs)
     c.enqueue(0, jobs)
     runs = start_workers(c, running)
-    total = jobs
     for victim in victims:
         eventually(lambda: extra(runs, "redis_claimed") >= 100, "claims through Redis", timeout=60)
         cluster.kill(victim)
-        c.enqueue(total, 400)
-        total += 400
+        c.add(400)
         done = c.done
         eventually(lambda d=done: c.done >= d + 200, "the workers to carry on while a node is down", timeout=60)
         cluster.restart(victim)  # empty, same slots
         with cluster.client() as r:
             eventually(lambda: all(r.exists(keys.built(q)) for q in QUEUES) and r.exists(keys.mirror),
                        "the reconciler to rebuild the lost ready sets", timeout=60)
-        before = extra(runs, "redis_claimed")
-        c.enqueue(total, 400)
-        total += 400
-        eventually(lambda b=before: extra(runs, "redis_claimed") > b, "claims through Redis again", timeout=60)
-    audit(conn, c, total)
+        back_on_redis(c, runs)
+    audit(conn, c, c.total)
     assert extra(runs, "redis_unavailable") > 0  # the node was really gone for the workers
     for r in runs:
         r.stop()
@@ -118,15 +134,12 @@ def test_sentinel_failover_is_followed_and_loses_nothing(
     old = sentinel.master.port
     sentinel.fail_over()
     assert sentinel.master.port != old
-    c.enqueue(jobs, 400)
-    before = extra(runs, "redis_claimed")
-    c.enqueue(jobs + 400, 400)
-    # Claims through Redis again: the workers found the promoted replica through the sentinels.
-    eventually(lambda: extra(runs, "redis_claimed") > before, "claims through the new master", timeout=60)
+    c.add(400)
+    back_on_redis(c, runs)  # the workers found the promoted replica through the sentinels
     with sentinel.master.client() as r:
         assert r.info("replication")["role"] == "master"
         assert r.exists(Keys(rs.redis_prefix, rs.schema).mirror)
-    audit(conn, c, jobs + 800)
+    audit(conn, c, c.total)
     for r in runs:
         r.stop()
     c.q.close()
