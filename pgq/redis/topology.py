@@ -101,8 +101,8 @@ def connect(topology: Topology, **kwargs: Any) -> Any:
     if topology.kind == "cluster":
         from redis import cluster
 
-        for own in ("retry", "retry_on_timeout"):  # the cluster client retries on its own (re-reading the slots)
-            kwargs.pop(own, None)
+        for name in ("retry", "retry_on_timeout"):  # the cluster client retries on its own (re-reading the slots)
+            kwargs.pop(name, None)
         node: Any = cluster.ClusterNode  # untyped in redis-py
         return cluster.RedisCluster(startup_nodes=[node(h, p) for h, p in topology.nodes],
                             **auth, **tls, **kwargs)
