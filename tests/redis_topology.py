@@ -217,11 +217,12 @@ class TlsFiles:
         return cls(directory)
 
 
-def tls_redis(tls: TlsFiles, user: str, password: str) -> OwnedRedis:
+def tls_redis(tls: TlsFiles, user: str, password: str, prefix: str) -> OwnedRedis:
     """A redis-server that speaks TLS only, with the default user off and an ACL user
-    ``user`` allowed every command on every key."""
+    ``user`` limited to the keys of ``prefix`` and to the commands outside ``@dangerous``
+    (the rule the README gives operators)."""
     server = OwnedRedis(url=f"rediss://{user}:{password}@127.0.0.1:{{port}}/0?ssl_ca_certs={tls.ca}")
     server.args = ("--port", "0", "--tls-port", str(server.port), "--tls-cert-file", str(tls.cert),
                    "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no",
-                   "--user", "default", "off", "--user", user, "on", f">{password}", "~*", "&*", "+@all")
+                   "--user", "default", "off", "--user", user, "on", f">{password}", "~{" + prefix + ":*", "&*", "+@all", "-@dangerous")
     return server

@@ -7,6 +7,12 @@ and ``pgq status`` read. Every command is bounded by
 scripts live in ``scripts/*.lua`` and are read like ``db/`` SQL files. What
 the ids mean and when to call what is decided by the claim source and the
 reconciler; this module imports ``redis`` only when a client is created.
+
+Every script reads and writes the keys of one queue (one Cluster slot: see the
+key layout in ``pgq.redis``); what spans queues is several calls (``pop`` of
+several queues, ``give_back``, ``retire``) or a pipeline of single-key
+commands, which redis-py's Cluster client splits by node. The client is a
+``redis.Redis``, a Sentinel master client or a ``RedisCluster`` (``topology``).
 """
 
 from __future__ import annotations

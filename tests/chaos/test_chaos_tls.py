@@ -71,7 +71,7 @@ def ssl_cluster(tls: TlsFiles) -> Iterator[Cluster]:
 
 @pytest.fixture
 def tls_server(tls: TlsFiles) -> Iterator[OwnedRedis]:
-    server = tls_redis(tls, "pgqapp", REDIS_SECRET)
+    server = tls_redis(tls, "pgqapp", REDIS_SECRET, "tls")
     try:
         yield server.start()
     finally:
@@ -103,7 +103,7 @@ def test_verify_full_postgres_and_tls_redis_with_an_acl_user_run_jobs_and_never_
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url, rurl = pg_url(ssl_cluster, tls.ca), redis_url(tls_server, tls.ca)
-    env = {"PGQ_DATABASE_URL": url, "PGQ_REDIS_URL": rurl}
+    env = {"PGQ_DATABASE_URL": url, "PGQ_REDIS_URL": rurl, "PGQ_REDIS_PREFIX": "tls"}
     assert cli(env, "migrate").returncode == 0
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
