@@ -12,6 +12,11 @@ every connection to the server. A test arms one cut at a time:
 - ``cut_all()``: close every open connection now (the server "went away"
   while the client's connection was idle).
 
+``delay_seconds`` (0 by default) holds every chunk that long in each direction,
+so a round trip through the proxy costs twice that more: ``python
+tests/tcp_proxy.py --target 127.0.0.1:5432 --delay-ms 2.5`` runs one as a
+process of its own (for a bench with 5 ms to the database; it prints its port).
+
 ``cuts`` records what was cut, so a test can check that its cut happened.
 Connections opened after a cut are forwarded normally. Markers are matched
 within one read (psycopg writes a message whole; messages here are small).
@@ -22,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -51,6 +57,7 @@ class CuttingProxy:
         self._pairs: list[_Pair] = []
         self._rule: tuple[str, bytes] | None = None
         self.cuts: list[str] = []
+        self.delay_seconds = 0.0
         self.reply_dropped = threading.Event()
         # Called (in the proxy's thread) when a reply is dropped, before the client sees the cut.
         self.on_reply_dropped: Callable[[], None] | None = None
@@ -126,6 +133,7 @@ class CuttingProxy:
                 return
             if hit:
                 pair.drop_reply.set()
+            self._hold()
             try:
                 pair.server.sendall(data)
             except OSError:
@@ -148,11 +156,16 @@ class CuttingProxy:
                 self.reply_dropped.set()
                 pair.close()
                 return
+            self._hold()
             try:
                 pair.client.sendall(data)
             except OSError:
                 pair.close()
                 return
+
+    def _hold(self) -> None:
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)  # the injected network delay itself
 
     def stop(self) -> None:
         self._stopped.set()
@@ -169,3 +182,23 @@ class CuttingProxy:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def main() -> None:
+    """Run a delaying proxy until killed: ``--target HOST:PORT --delay-ms MS`` (each way)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--target", default="127.0.0.1:5432")
+    parser.add_argument("--delay-ms", type=float, default=2.5)
+    args = parser.parse_args()
+    host, port = args.target.rsplit(":", 1)
+    proxy = CuttingProxy(host, int(port))
+    proxy.delay_seconds = args.delay_ms / 1000
+    proxy.start()
+    print(proxy.port, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
