@@ -505,3 +505,43 @@ def test_status_shows_ids_in_redis_against_runnable_in_postgres(
 def test_redis_client_refuses_a_malformed_url(settings: pgq.Settings) -> None:
     with pytest.raises(pgq.ConfigurationError, match="PGQ_REDIS_URL"):
         RedisClient(settings.replace(redis_url="http://not-redis"))
+
+
+def test_a_queue_whose_node_lost_its_data_uses_postgres_until_only_it_is_rebuilt(
+    q: pgq.Queue, r: Any, keys: Keys, reconcile: Callable[..., Any],
+) -> None:
+    a = q.enqueue_many([{"task": "t", "queue": "a"} for _ in range(3)])
+    b = q.enqueue_many([{"task": "t", "queue": "b"} for _ in range(3)])
+    assert q.redis is not None
+    assert popped_ids(q.redis.pop("w", ["a", "b"], 2, "1")) == [(a[0], "a"), (a[1], "a")]
+    # Queue b's node restarted empty (Redis Cluster: its slot's keys only).
+    r.delete(*[k for k in r.scan_iter(match=keys.slot("b") + ":*")])
+    assert q.redis.pop("w", ["b"], 1, "2") is None  # not built: the Postgres path
+    assert q.redis.pop("w", ["a", "b"], 1, "3") is None  # a worker of both waits for b too
+    assert popped_ids(q.redis.pop("w", ["a"], 1, "4")) == [(a[2], "a")]
+    report = reconcile()
+    assert not report.rebuilt  # the mirror hash survived: only b is rebuilt
+    assert ready(r, keys, "b") == b and r.exists(keys.built("b"))
+    assert popped_ids(q.redis.pop("w", ["b"], 3, "5")) == [(i, "b") for i in b]
+
+
+def test_the_single_slot_layout_is_deleted_and_the_mirror_rebuilt(
+    q: pgq.Queue, r: Any, keys: Keys, reconcile: Callable[..., Any],
+) -> None:
+    ids = q.enqueue_many([{"task": "t"} for _ in range(3)])
+    old = {f"{keys.base}:ready:default": "zset", f"{keys.base}:wake:default": "list",
+           f"{keys.base}:popped:w": "hash", f"{keys.base}:owners": "set", f"{keys.base}:popped-at": "zset"}
+    r.zadd(f"{keys.base}:ready:default", {"999999": 1})
+    r.lpush(f"{keys.base}:wake:default", "1")
+    r.hset(f"{keys.base}:popped:w", "1", "0 999999")
+    r.sadd(f"{keys.base}:owners", "w")
+    r.zadd(f"{keys.base}:popped-at", {"999999": 0})
+    r.hdel(keys.mirror, "layout")  # a mirror built by pgq before per-queue slots
+    report = reconcile()
+    assert report.rebuilt and r.hget(keys.mirror, "layout") == Keys.LAYOUT
+    assert not any(r.exists(k) for k in old)
+    assert ready(r, keys) == ids
+
+
+def popped_ids(popped: list[tuple[int, int, str]] | None) -> list[tuple[int, str]] | None:
+    return None if popped is None else [(i, queue) for i, _, queue in popped]
