@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pgq.errors import ConfigurationError
-from pgq.settings import redact_url
 
 TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
@@ -79,6 +78,13 @@ def parse_topology(url: str) -> Topology:
         raise ConfigurationError(f"PGQ_REDIS_URL for Redis Cluster takes no path (database 0 only): got {redact_url(url)}")
     return Topology(kind, url, nodes, master, db, unquote(username) or None, unquote(password) or None,
                     scheme.startswith("rediss"), options)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its credentials or query (this module may not import pgq.settings:
+    the settings import it to validate the URL)."""
+    head, sep, rest = url.partition("://")
+    return head + sep + rest.rpartition("@")[2].split("?", 1)[0]
 
 
 def _node(text: str, url: str) -> tuple[str, int]:
