@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from pgq.errors import ConfigurationError
 
@@ -59,12 +59,14 @@ def parse_topology(url: str) -> Topology:
             f"PGQ_REDIS_URL must start with redis://, rediss://, unix://, redis+sentinel://, "
             f"rediss+sentinel://, redis+cluster:// or rediss+cluster://: got {redact_url(url)}")
     kind = kinds[scheme]
-    parts = urlsplit(url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    # By hand, not urlsplit: the password (up to the last "@") may hold any character.
+    userinfo, _, tail = url.split("://", 1)[1].rpartition("@")
+    username, _, password = userinfo.partition(":")
+    tail, _, query = tail.partition("?")
+    hosts, _, rest = tail.partition("/")
     nodes = tuple(_node(h, url) for h in hosts.split(","))
-    path = [p for p in parts.path.split("/") if p]
-    options = dict(parse_qsl(parts.query))
+    path = [p for p in rest.split("/") if p]
+    options = dict(parse_qsl(query))
     unknown = set(options) - set(TLS_OPTIONS) - (set(SENTINEL_OPTIONS) if kind == "sentinel" else set())
     if unknown:
         raise ConfigurationError(f"PGQ_REDIS_URL has unknown option(s) {', '.join(sorted(unknown))}: {redact_url(url)}")
@@ -84,6 +86,8 @@ def redact_url(url: str) -> str:
     """``url`` without its credentials or query (this module may not import pgq.settings:
     the settings import it to validate the URL)."""
     head, sep, rest = url.partition("://")
+    if not sep:
+        return "a value that is not a URL"
     return head + sep + rest.rpartition("@")[2].split("?", 1)[0]
 
 
