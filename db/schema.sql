@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0011
+-- alembic revision: 0012
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -82,6 +82,29 @@ COMMENT ON COLUMN pgq.dead_letter_queue.requeued_at IS 'When the job was requeue
 CREATE INDEX dead_letter_queue_job_idx ON pgq.dead_letter_queue USING btree (job_id);
 CREATE INDEX dead_letter_queue_open_idx ON pgq.dead_letter_queue USING btree (moved_at) WHERE (requeued_at IS NULL);
 CREATE UNIQUE INDEX dead_letter_queue_open_job_idx ON pgq.dead_letter_queue USING btree (job_id) WHERE (requeued_at IS NULL);
+
+-- ==================== table group_states
+CREATE TABLE pgq.group_states (
+    queue text NOT NULL,
+    group_key text NOT NULL,
+    weight double precision DEFAULT 1 NOT NULL,
+    vtime double precision DEFAULT 0 NOT NULL,
+    tokens double precision,
+    refilled_at timestamp with time zone,
+    CONSTRAINT group_states_group_key_length CHECK (length(group_key) <= 200),
+    CONSTRAINT group_states_pkey PRIMARY KEY (queue, group_key),
+    CONSTRAINT group_states_queue_fkey FOREIGN KEY (queue) REFERENCES pgq.queue_policies(queue) ON DELETE CASCADE,
+    CONSTRAINT group_states_weight_range CHECK (weight > 0::double precision AND weight <= 1000000::double precision)
+);
+COMMENT ON TABLE pgq.group_states IS 'Per queue and group: fair-share weight (set_group_weight) and the claim''s state (virtual time, rate bucket).';
+GRANT SELECT ON TABLE pgq.group_states TO pgq_producer;
+GRANT SELECT ON TABLE pgq.group_states TO pgq_worker;
+COMMENT ON COLUMN pgq.group_states.queue IS 'The queue (it has a policy).';
+COMMENT ON COLUMN pgq.group_states.group_key IS 'The group (jobs.group_key); '''' for jobs without one.';
+COMMENT ON COLUMN pgq.group_states.weight IS 'Fair-share weight: claims in proportion to it while several groups have backlog.';
+COMMENT ON COLUMN pgq.group_states.vtime IS 'Fair-share virtual time: advanced by jobs claimed / weight.';
+COMMENT ON COLUMN pgq.group_states.tokens IS 'The group''s rate bucket: tokens left at refilled_at (NULL: full).';
+COMMENT ON COLUMN pgq.group_states.refilled_at IS 'When the group last took jobs (the claim''s time).';
 
 -- ==================== table job_dependencies
 CREATE TABLE pgq.job_dependencies (
@@ -160,8 +183,10 @@ CREATE TABLE pgq.jobs (
     claim_position bigint,
     free_rescues integer DEFAULT 0 NOT NULL,
     effective_priority smallint,
+    group_key text,
     CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND attempts <= max_attempts),
     CONSTRAINT jobs_effective_priority_range CHECK (effective_priority >= 1 AND effective_priority <= 5),
+    CONSTRAINT jobs_group_key_length CHECK (length(group_key) >= 1 AND length(group_key) <= 200),
     CONSTRAINT jobs_max_attempts_positive CHECK (max_attempts >= 1),
     CONSTRAINT jobs_payload_object CHECK (jsonb_typeof(payload) = 'object'::text),
     CONSTRAINT jobs_payload_size CHECK (pg_column_size(payload) <= 8388608),
@@ -182,7 +207,7 @@ CREATE TABLE pgq.jobs (
 COMMENT ON TABLE pgq.jobs IS 'One row per job: what to run, its status, attempts, owner and outcome. The queue itself.';
 GRANT SELECT ON TABLE pgq.jobs TO pgq_producer;
 GRANT SELECT ON TABLE pgq.jobs TO pgq_worker;
-GRANT INSERT (id, queue, task, payload, priority, run_at, max_attempts, timeout, retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter) ON TABLE pgq.jobs TO pgq_producer;
+GRANT INSERT (id, queue, task, payload, priority, run_at, max_attempts, timeout, retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, group_key) ON TABLE pgq.jobs TO pgq_producer;
 GRANT USAGE ON SEQUENCE pgq.jobs_id_seq TO pgq_producer;
 COMMENT ON COLUMN pgq.jobs.id IS 'Job id, increasing in enqueue order.';
 COMMENT ON COLUMN pgq.jobs.queue IS 'Named lane; workers claim from the queues they are given.';
@@ -210,13 +235,15 @@ COMMENT ON COLUMN pgq.jobs.life IS 'Life of the job: 1, plus 1 for each requeue 
 COMMENT ON COLUMN pgq.jobs.claim_position IS 'Position of the current (or last) claim in its worker''s sequence (get_runnable_jobs_v2, claim_jobs_v2); NULL for a claim without one. Above workers.started_through: the handler has not started.';
 COMMENT ON COLUMN pgq.jobs.free_rescues IS 'Rescues that gave the job back without charging an attempt, its handler having not started; at most max_attempts, then rescues charge again.';
 COMMENT ON COLUMN pgq.jobs.effective_priority IS 'Priority lent by waiting descendants (priority inheritance, lend_priority): above priority when a waiting job of higher priority depends on this one; NULL = none lent. The claim does not read it yet.';
+COMMENT ON COLUMN pgq.jobs.group_key IS 'The job''s group (a tenant, a customer), or NULL: its queue''s per-group limits and fair share count it in this group.';
 COMMENT ON CONSTRAINT jobs_payload_size ON pgq.jobs IS 'Payloads are at most 8 MiB as stored jsonb: a backstop for producers that skip the client-side PGQ_MAX_PAYLOAD_BYTES check.';
 COMMENT ON CONSTRAINT jobs_retry_finite ON pgq.jobs IS 'Backoff numbers are finite (NaN and infinity are rejected).';
 COMMENT ON CONSTRAINT jobs_run_at_finite ON pgq.jobs IS 'A job with run_at ''infinity'' would never run.';
-CREATE INDEX jobs_claim_idx ON pgq.jobs USING btree (queue, priority DESC, run_at, id) WHERE (status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status]));
+CREATE INDEX jobs_claim_idx ON pgq.jobs USING btree (queue, GREATEST(priority, effective_priority) DESC, run_at, id) WHERE (status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status]));
 CREATE INDEX jobs_dead_idx ON pgq.jobs USING btree (finished_at) WHERE (status = 'dead'::pgq.job_status);
 CREATE INDEX jobs_dead_unique_key_idx ON pgq.jobs USING btree (unique_key, id) WHERE ((status = 'dead'::pgq.job_status) AND (unique_key IS NOT NULL));
 CREATE INDEX jobs_finished_idx ON pgq.jobs USING btree (finished_at) WHERE (status = ANY (ARRAY['completed'::pgq.job_status, 'cancelled'::pgq.job_status]));
+CREATE INDEX jobs_group_claim_idx ON pgq.jobs USING btree (queue, group_key, GREATEST(priority, effective_priority) DESC, run_at, id) WHERE ((status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status])) AND (group_key IS NOT NULL));
 CREATE INDEX jobs_running_idx ON pgq.jobs USING btree (worker_id) WHERE (status = 'running'::pgq.job_status);
 CREATE UNIQUE INDEX jobs_unique_key_idx ON pgq.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (status = ANY (ARRAY['waiting'::pgq.job_status, 'queued'::pgq.job_status, 'running'::pgq.job_status, 'retrying'::pgq.job_status])));
 CREATE INDEX jobs_waiting_idx ON pgq.jobs USING btree (queue) WHERE (status = 'waiting'::pgq.job_status);
@@ -246,6 +273,52 @@ COMMENT ON COLUMN pgq.queue_pauses.paused_by_application IS 'application_name of
 COMMENT ON COLUMN pgq.queue_pauses.resumed_at IS 'When the queue was resumed; NULL while it is paused. The Redis reconciler offers the queue''s jobs again after it.';
 COMMENT ON COLUMN pgq.queue_pauses.resumed_by IS 'session_user of the session that resumed the queue.';
 COMMENT ON COLUMN pgq.queue_pauses.resumed_by_application IS 'application_name of the session that resumed the queue.';
+
+-- ==================== table queue_policies
+CREATE TABLE pgq.queue_policies (
+    queue text NOT NULL,
+    max_running integer,
+    rate_limit integer,
+    rate_period interval,
+    group_max_running integer,
+    group_rate_limit integer,
+    group_rate_period interval,
+    fair_share boolean DEFAULT false NOT NULL,
+    aging_step interval,
+    tokens double precision,
+    refilled_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    has_claim_rules boolean GENERATED ALWAYS AS (((max_running IS NOT NULL) OR (rate_limit IS NOT NULL) OR (group_max_running IS NOT NULL) OR (group_rate_limit IS NOT NULL) OR fair_share)) STORED,
+    CONSTRAINT queue_policies_aging_step_range CHECK (aging_step >= '00:00:00.001'::interval AND aging_step <= '30 days'::interval),
+    CONSTRAINT queue_policies_group_max_running_range CHECK (group_max_running >= 1 AND group_max_running <= 1000000),
+    CONSTRAINT queue_policies_group_rate_limit_range CHECK (group_rate_limit >= 1 AND group_rate_limit <= 1000000),
+    CONSTRAINT queue_policies_group_rate_pair CHECK ((group_rate_limit IS NULL) = (group_rate_period IS NULL)),
+    CONSTRAINT queue_policies_group_rate_period_range CHECK (group_rate_period >= '00:00:00.001'::interval AND group_rate_period <= '1 day'::interval),
+    CONSTRAINT queue_policies_max_running_range CHECK (max_running >= 1 AND max_running <= 1000000),
+    CONSTRAINT queue_policies_pkey PRIMARY KEY (queue),
+    CONSTRAINT queue_policies_queue_name CHECK (queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'::text AND length(queue) <= 100),
+    CONSTRAINT queue_policies_rate_limit_range CHECK (rate_limit >= 1 AND rate_limit <= 1000000),
+    CONSTRAINT queue_policies_rate_pair CHECK ((rate_limit IS NULL) = (rate_period IS NULL)),
+    CONSTRAINT queue_policies_rate_period_range CHECK (rate_period >= '00:00:00.001'::interval AND rate_period <= '1 day'::interval)
+);
+COMMENT ON TABLE pgq.queue_policies IS 'Claim rules per queue (set_queue_policy, clear_queue_policy): limits, rate limits, per-group rules, fair share, aging. Every claim obeys them (lock_policy_jobs); a queue with a policy is claimed from Postgres only.';
+GRANT SELECT ON TABLE pgq.queue_policies TO pgq_producer;
+GRANT SELECT ON TABLE pgq.queue_policies TO pgq_worker;
+COMMENT ON COLUMN pgq.queue_policies.queue IS 'The queue the rules apply to.';
+COMMENT ON COLUMN pgq.queue_policies.max_running IS 'At most this many of the queue''s jobs running at once, across all workers; NULL: no limit.';
+COMMENT ON COLUMN pgq.queue_policies.rate_limit IS 'At most this many claims per rate_period (token bucket, a burst of rate_limit); NULL: no limit.';
+COMMENT ON COLUMN pgq.queue_policies.rate_period IS 'The period of rate_limit.';
+COMMENT ON COLUMN pgq.queue_policies.group_max_running IS 'At most this many running jobs per group (jobs.group_key; no group counts as one group).';
+COMMENT ON COLUMN pgq.queue_policies.group_rate_limit IS 'At most this many claims per group_rate_period, per group (a bucket each, in group_states).';
+COMMENT ON COLUMN pgq.queue_policies.group_rate_period IS 'The period of group_rate_limit.';
+COMMENT ON COLUMN pgq.queue_policies.fair_share IS 'Weighted fair share between groups with runnable jobs (weights in group_states).';
+COMMENT ON COLUMN pgq.queue_policies.aging_step IS 'Aging: one priority band gained per aging_step waited past run_at, up to 5 (age_jobs); NULL: no aging.';
+COMMENT ON COLUMN pgq.queue_policies.tokens IS 'The queue''s rate bucket: tokens left at refilled_at (NULL: full). Written by claims.';
+COMMENT ON COLUMN pgq.queue_policies.refilled_at IS 'When tokens was last computed (the claim''s time).';
+COMMENT ON COLUMN pgq.queue_policies.created_at IS 'When the queue first got a policy.';
+COMMENT ON COLUMN pgq.queue_policies.updated_at IS 'When its rules last changed (set_queue_policy).';
+COMMENT ON COLUMN pgq.queue_policies.has_claim_rules IS 'Claims of the queue obey rules (any but aging): lock_policy_jobs claims it.';
 
 -- ==================== table schedules
 CREATE TABLE pgq.schedules (
@@ -566,21 +639,36 @@ CREATE VIEW pgq.job_blockers AS
             WHEN status = 'waiting'::pgq.job_status THEN 'waiting on parent'::text
             WHEN run_at > now() AND status = 'retrying'::pgq.job_status THEN 'retrying backoff'::text
             WHEN run_at > now() THEN 'not yet due'::text
+            WHEN (EXISTS ( SELECT 1
+               FROM pgq.queue_pauses qp
+              WHERE queue = queue AND resumed_at IS NULL)) THEN 'queue paused'::text
+            WHEN max_running IS NOT NULL AND (( SELECT count(*) AS count
+               FROM pgq.jobs x
+              WHERE status = 'running'::pgq.job_status AND queue = queue)) >= max_running THEN 'queue max_running'::text
+            WHEN rate_limit IS NOT NULL AND pgq.token_refill(tokens, refilled_at, rate_limit, rate_period, now()) < 1::double precision THEN 'queue rate limit'::text
+            WHEN group_max_running IS NOT NULL AND (( SELECT count(*) AS count
+               FROM pgq.jobs x
+              WHERE status = 'running'::pgq.job_status AND queue = queue AND NOT group_key IS DISTINCT FROM group_key)) >= group_max_running THEN 'group max_running'::text
+            WHEN group_rate_limit IS NOT NULL AND (( SELECT pgq.token_refill(tokens, refilled_at, group_rate_limit, group_rate_period, now()) AS token_refill
+               FROM pgq.group_states g
+              WHERE queue = queue AND group_key = COALESCE(group_key, ''::text))) < 1::double precision THEN 'group rate limit'::text
             ELSE 'runnable'::text
         END AS reason,
     run_at,
     priority,
-    COALESCE(effective_priority, priority) AS effective_priority,
+    GREATEST(priority, effective_priority) AS effective_priority,
     waiting_on,
-    parent_statuses
+    parent_statuses,
+    group_key
    FROM pgq.jobs j
+     LEFT JOIN pgq.queue_policies r ON queue = queue
      LEFT JOIN LATERAL ( SELECT array_agg(parent_id ORDER BY parent_id) AS waiting_on,
             array_agg(status::text ORDER BY parent_id) AS parent_statuses
            FROM pgq.job_dependencies d
              JOIN pgq.jobs pj ON id = parent_id
           WHERE child_id = id AND status <> 'completed'::pgq.job_status) p ON status = 'waiting'::pgq.job_status
   WHERE status = ANY (ARRAY['waiting'::pgq.job_status, 'queued'::pgq.job_status, 'retrying'::pgq.job_status]);
-COMMENT ON VIEW pgq.job_blockers IS 'Why each waiting, queued or retrying job is not running: waiting on parent (waiting_on: their ids), not yet due, retrying backoff, or runnable.';
+COMMENT ON VIEW pgq.job_blockers IS 'Why each waiting, queued or retrying job is not running: waiting on parent (waiting_on: their ids), not yet due, retrying backoff, queue paused, a queue or group limit or rate limit, or runnable; with its effective priority and group.';
 GRANT SELECT ON TABLE pgq.job_blockers TO pgq_producer;
 
 -- ==================== view job_history
@@ -650,6 +738,36 @@ COMMENT ON VIEW pgq.paused_queues IS 'Queues paused now: since when, by whom (se
 GRANT SELECT ON TABLE pgq.paused_queues TO pgq_producer;
 GRANT SELECT ON TABLE pgq.paused_queues TO pgq_worker;
 
+-- ==================== view queue_policy_usage
+CREATE VIEW pgq.queue_policy_usage AS
+ SELECT queue,
+    max_running,
+    ( SELECT count(*) AS count
+           FROM pgq.jobs j
+          WHERE status = 'running'::pgq.job_status AND queue = queue) AS running,
+    rate_limit,
+    rate_period,
+        CASE
+            WHEN rate_limit IS NOT NULL THEN pgq.token_refill(tokens, refilled_at, rate_limit, rate_period, now())
+            ELSE NULL::double precision
+        END AS tokens,
+    group_max_running,
+    group_rate_limit,
+    group_rate_period,
+    fair_share,
+    aging_step,
+    ( SELECT count(*) AS count
+           FROM pgq.jobs j
+          WHERE queue = queue AND (status = ANY (ARRAY['queued'::pgq.job_status, 'retrying'::pgq.job_status])) AND run_at <= now()) AS runnable,
+    ( SELECT count(*) AS count
+           FROM pgq.group_states g
+          WHERE queue = queue) AS groups_with_state,
+    updated_at
+   FROM pgq.queue_policies p;
+COMMENT ON VIEW pgq.queue_policy_usage IS 'Queues with claim rules: the rules, running jobs against max_running, tokens left, runnable jobs, groups with a state.';
+GRANT SELECT ON TABLE pgq.queue_policy_usage TO pgq_producer;
+GRANT SELECT ON TABLE pgq.queue_policy_usage TO pgq_worker;
+
 -- ==================== view queue_stats
 CREATE VIEW pgq.queue_stats AS
  SELECT queue,
@@ -718,6 +836,46 @@ CREATE VIEW pgq.worker_status AS
    FROM pgq.workers w;
 COMMENT ON VIEW pgq.worker_status IS 'Workers with heartbeat age, load, health, the number of jobs they are running and of their stuck handlers.';
 GRANT SELECT ON TABLE pgq.worker_status TO pgq_producer;
+
+-- ==================== function age_jobs(p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.age_jobs(p_now timestamp with time zone DEFAULT now())
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_raised integer;
+BEGIN
+    WITH due AS (
+        SELECT j.id,
+               least(5, j.priority + floor(extract(epoch FROM p_now - j.run_at)
+                                           / extract(epoch FROM p.aging_step)))::smallint AS aged
+        FROM queue_policies AS p
+        CROSS JOIN generate_series(1, 4) AS b(band)
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.priority, j.run_at FROM jobs AS j
+            WHERE j.queue = p.queue AND j.status IN ('queued', 'retrying')
+              AND greatest(j.priority, j.effective_priority) = b.band
+              AND j.run_at <= p_now - p.aging_step
+        ) AS j
+        WHERE p.aging_step IS NOT NULL
+    ), locked AS (
+        SELECT j.id, d.aged FROM jobs AS j JOIN due AS d ON d.id = j.id
+        WHERE d.aged > greatest(j.priority, j.effective_priority)
+        ORDER BY j.id
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    )
+    UPDATE jobs AS j SET effective_priority = l.aged
+    FROM locked AS l
+    WHERE j.id = l.id AND j.status IN ('queued', 'retrying')
+      AND l.aged > greatest(j.priority, j.effective_priority);
+    GET DIAGNOSTICS v_raised = ROW_COUNT;
+    RETURN v_raised;
+END
+$function$;
+COMMENT ON FUNCTION pgq.age_jobs(p_now timestamp with time zone) IS 'Aging: raise the effective priority of runnable jobs in queues with an aging step by one band per step waited past run_at, up to 5; returns the number raised.';
+GRANT EXECUTE ON FUNCTION pgq.age_jobs(p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function cancel_job(p_job_id bigint, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.cancel_job(p_job_id bigint, p_now timestamp with time zone DEFAULT now())
@@ -892,7 +1050,7 @@ BEGIN
             RETURNING j.*
         )
         -- UPDATE ... RETURNING yields rows in join order, not claim order.
-        SELECT * FROM claimed ORDER BY priority DESC, run_at, id;
+        SELECT * FROM claimed ORDER BY array_position(p_job_ids, claimed.id);
 
         IF p_started_through IS NOT NULL THEN
             UPDATE workers
@@ -914,6 +1072,21 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.claim_locked_jobs(p_job_ids bigint[], p_worker_id uuid, p_position_base bigint, p_started_through bigint, p_caller text, p_now timestamp with time zone) IS 'Internal (claim functions): mark locked jobs running for the worker with claim positions, then lock the worker row, store its watermark and check it may claim.';
+
+-- ==================== function clear_queue_policy(p_queue text)
+CREATE OR REPLACE FUNCTION pgq.clear_queue_policy(p_queue text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    DELETE FROM queue_policies WHERE queue = p_queue;
+    RETURN FOUND;
+END
+$function$;
+COMMENT ON FUNCTION pgq.clear_queue_policy(p_queue text) IS 'Remove a queue''s claim rules and its groups'' weights and states; false when it had none.';
+GRANT EXECUTE ON FUNCTION pgq.clear_queue_policy(p_queue text) TO pgq_producer;
 
 -- ==================== function complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.complete_jobs(p_worker_id uuid, p_job_ids bigint[], p_attempts integer[], p_results jsonb[] DEFAULT NULL::jsonb[], p_now timestamp with time zone DEFAULT now())
@@ -1708,14 +1881,140 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.lend_priority(p_job_ids bigint[]) IS 'Internal (enqueue_jobs_v2): raises the effective_priority of the unfinished ancestors of these waiting jobs to their priority (priority inheritance); returns the rows raised.';
 
--- ==================== function lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
-CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
+-- ==================== function lock_group_jobs(p_policy pgq.queue_policies, p_max_jobs integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.lock_group_jobs(p_policy pgq.queue_policies, p_max_jobs integer, p_now timestamp with time zone)
  RETURNS bigint[]
  LANGUAGE plpgsql
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_queues text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
+    v_queue constant text := p_policy.queue;
+    v_floor double precision;
+    v_tids tid[];
+    v_ids bigint[];
+BEGIN
+    WITH RECURSIVE keyed(k) AS (
+        (SELECT j.group_key FROM jobs AS j
+         WHERE j.queue = v_queue AND j.status IN ('queued', 'retrying') AND j.group_key IS NOT NULL
+         ORDER BY j.group_key LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.group_key FROM jobs AS j
+                WHERE j.queue = v_queue AND j.status IN ('queued', 'retrying') AND j.group_key > g.k
+                ORDER BY j.group_key LIMIT 1)
+        FROM keyed AS g
+        WHERE g.k IS NOT NULL
+    ), first_jobs AS (
+        -- Where jobs without a group are looked for (see above).
+        SELECT j.ctid AS tid, j.id, greatest(j.priority, j.effective_priority) AS eff, j.run_at, j.group_key
+        FROM jobs AS j
+        WHERE j.queue = v_queue AND j.status IN ('queued', 'retrying') AND j.run_at <= p_now
+        ORDER BY greatest(j.priority, j.effective_priority) DESC, j.run_at, j.id
+        LIMIT 1000
+    ), groups AS (
+        SELECT k FROM keyed WHERE k IS NOT NULL
+        UNION ALL
+        SELECT '' WHERE EXISTS (SELECT 1 FROM first_jobs WHERE group_key IS NULL)
+    ), running AS (
+        SELECT coalesce(j.group_key, '') AS k, count(*)::integer AS n
+        FROM jobs AS j
+        WHERE p_policy.group_max_running IS NOT NULL AND j.status = 'running' AND j.queue = v_queue
+        GROUP BY 1
+    ), state AS (
+        SELECT g.k, coalesce(s.weight, 1) AS w, s.vtime, s.tokens, s.refilled_at, coalesce(r.n, 0) AS running
+        FROM groups AS g
+        LEFT JOIN group_states AS s ON s.queue = v_queue AND s.group_key = g.k
+        LEFT JOIN running AS r ON r.k = g.k
+    ), budget AS (
+        SELECT st.k, st.w,
+               greatest(st.vtime, f.v) AS base,
+               least(p_max_jobs,
+                     coalesce(p_policy.group_max_running - st.running, p_max_jobs),
+                     coalesce(floor(token_refill(st.tokens, st.refilled_at, p_policy.group_rate_limit,
+                                                 p_policy.group_rate_period, p_now))::integer, p_max_jobs)) AS b
+        FROM state AS st
+        CROSS JOIN (SELECT coalesce(min(vtime), 0) AS v FROM state) AS f
+    ), candidates AS (
+        SELECT b.k, b.w, b.base, c.tid, c.id, c.eff, c.run_at,
+               row_number() OVER (PARTITION BY b.k ORDER BY c.eff DESC, c.run_at, c.id) AS rn
+        FROM budget AS b
+        CROSS JOIN LATERAL (
+            SELECT j.ctid AS tid, j.id, greatest(j.priority, j.effective_priority) AS eff, j.run_at
+            FROM jobs AS j
+            WHERE b.k <> '' AND j.queue = v_queue AND j.group_key = b.k
+              AND j.status IN ('queued', 'retrying') AND j.run_at <= p_now
+            ORDER BY greatest(j.priority, j.effective_priority) DESC, j.run_at, j.id
+            LIMIT greatest(b.b, 0)
+        ) AS c
+        UNION ALL
+        SELECT b.k, b.w, b.base, c.tid, c.id, c.eff, c.run_at,
+               row_number() OVER (ORDER BY c.eff DESC, c.run_at, c.id) AS rn
+        FROM budget AS b
+        CROSS JOIN LATERAL (
+            SELECT f.tid, f.id, f.eff, f.run_at FROM first_jobs AS f
+            WHERE b.k = '' AND f.group_key IS NULL
+            ORDER BY f.eff DESC, f.run_at, f.id
+            LIMIT greatest(b.b, 0)
+        ) AS c
+    ), chosen AS (
+        -- Twice the batch: room for rows another transaction holds (a cancel, a Redis claim).
+        SELECT c.tid, CASE WHEN p_policy.fair_share THEN c.base + c.rn / c.w END AS tag, c.eff, c.run_at, c.id
+        FROM candidates AS c
+        ORDER BY 2, c.eff DESC, c.run_at, c.id
+        LIMIT 2 * p_max_jobs
+    )
+    SELECT array_agg(c.tid ORDER BY c.tag, c.eff DESC, c.run_at, c.id), (SELECT coalesce(min(vtime), 0) FROM state)
+    INTO v_tids, v_floor
+    FROM chosen AS c;
+
+    IF coalesce(cardinality(v_tids), 0) = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- Lock in tag order, found again by row address (a row updated meanwhile
+    -- is followed to its new version and tested again).
+    v_ids := ARRAY(
+        SELECT j.id FROM jobs AS j
+        WHERE j.ctid = ANY (v_tids)
+          AND j.queue = v_queue AND j.status IN ('queued', 'retrying') AND j.run_at <= p_now
+        ORDER BY array_position(v_tids, j.ctid)
+        LIMIT p_max_jobs
+        FOR UPDATE SKIP LOCKED);
+
+    IF (p_policy.fair_share OR p_policy.group_rate_limit IS NOT NULL) AND cardinality(v_ids) > 0 THEN
+        WITH taken AS (
+            SELECT coalesce(j.group_key, '') AS k, count(*)::double precision AS n
+            FROM jobs AS j WHERE j.id = ANY (v_ids) GROUP BY 1
+        ), updated AS (
+            UPDATE group_states AS s
+            SET vtime = greatest(s.vtime, v_floor) + t.n / s.weight,
+                tokens = CASE WHEN p_policy.group_rate_limit IS NOT NULL
+                              THEN token_refill(s.tokens, s.refilled_at, p_policy.group_rate_limit,
+                                                p_policy.group_rate_period, p_now) - t.n END,
+                refilled_at = p_now
+            FROM taken AS t
+            WHERE s.queue = v_queue AND s.group_key = t.k
+            RETURNING s.group_key
+        )
+        INSERT INTO group_states (queue, group_key, vtime, tokens, refilled_at)
+        SELECT v_queue, t.k, v_floor + t.n,
+               CASE WHEN p_policy.group_rate_limit IS NOT NULL THEN p_policy.group_rate_limit - t.n END, p_now
+        FROM taken AS t
+        WHERE t.k NOT IN (SELECT group_key FROM updated)
+        ON CONFLICT (queue, group_key) DO NOTHING;
+    END IF;
+    RETURN v_ids;
+END
+$function$;
+COMMENT ON FUNCTION pgq.lock_group_jobs(p_policy pgq.queue_policies, p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (lock_policy_jobs): lock up to p_max_jobs runnable jobs of a queue with per-group rules (group_max_running, group rate limit) and weighted fair share between groups (virtual time); updates the groups'' states; their ids in claim order.';
+GRANT EXECUTE ON FUNCTION pgq.lock_group_jobs(p_policy pgq.queue_policies, p_max_jobs integer, p_now timestamp with time zone) TO PUBLIC;
+
+-- ==================== function lock_plain_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.lock_plain_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_queues text[] := p_queues;  -- distinct names, none NULL (the caller's)
     v_ids bigint[] := '{}';
     v_candidates tid[];
     v_bound_priority smallint;
@@ -1724,22 +2023,6 @@ DECLARE
     v_depth bigint := p_max_jobs;
     v_passes integer := 0;
 BEGIN
-    IF p_max_jobs IS NULL OR p_max_jobs < 1 THEN
-        RAISE EXCEPTION 'get_runnable_jobs: p_max_jobs must be at least 1 (got %)', p_max_jobs
-            USING ERRCODE = 'PQ004';
-    END IF;
-    IF coalesce(cardinality(p_queues), 0) = 0 THEN
-        RAISE EXCEPTION 'get_runnable_jobs: p_queues must name at least one queue'
-            USING ERRCODE = 'PQ004';
-    END IF;
-    IF EXISTS (SELECT 1 FROM queue_pauses WHERE resumed_at IS NULL) THEN
-        v_queues := ARRAY(
-            SELECT q FROM unnest(v_queues) AS q
-            WHERE NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q AND p.resumed_at IS NULL));
-        IF cardinality(v_queues) = 0 THEN
-            RETURN '{}';
-        END IF;
-    END IF;
     IF cardinality(v_queues) = 1 THEN
         -- One queue: the claim index yields rows in claim order. LIMIT sits
         -- above the row locking, which takes the rows one at a time, skips
@@ -1749,7 +2032,7 @@ BEGIN
             WHERE queue = v_queues[1]
               AND status IN ('queued', 'retrying')
               AND run_at <= p_now
-            ORDER BY priority DESC, run_at, id
+            ORDER BY greatest(priority, effective_priority) DESC, run_at, id
             LIMIT p_max_jobs
             FOR UPDATE SKIP LOCKED);
     END IF;
@@ -1777,11 +2060,11 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT s.ctid, s.id, s.priority, s.run_at,
                    row_number() OVER (ORDER BY s.priority DESC, s.run_at, s.id) AS rn
-            FROM (SELECT ctid, id, priority, run_at FROM jobs
+            FROM (SELECT ctid, id, greatest(priority, effective_priority) AS priority, run_at FROM jobs
                   WHERE queue = q.queue
                     AND status IN ('queued', 'retrying')
                     AND run_at <= p_now
-                  ORDER BY priority DESC, run_at, id
+                  ORDER BY greatest(priority, effective_priority) DESC, run_at, id
                   LIMIT v_depth) AS s
         ) AS c;
         v_passes := v_passes + 1;
@@ -1801,8 +2084,8 @@ BEGIN
               AND j.run_at <= p_now
               AND j.id <> ALL (v_ids)  -- locked by an earlier pass: ours already
               AND (v_bound_id IS NULL
-                   OR (-j.priority, j.run_at, j.id) <= (-v_bound_priority, v_bound_run_at, v_bound_id))
-            ORDER BY j.priority DESC, j.run_at, j.id
+                   OR (-greatest(j.priority, j.effective_priority), j.run_at, j.id) <= (-v_bound_priority, v_bound_run_at, v_bound_id))
+            ORDER BY greatest(j.priority, j.effective_priority) DESC, j.run_at, j.id
             LIMIT p_max_jobs - cardinality(v_ids)
             FOR UPDATE SKIP LOCKED);
 
@@ -1817,12 +2100,114 @@ BEGIN
     IF v_passes > 1 THEN
         -- A deeper pass can lock rows that come before earlier ones in claim
         -- order (their holder rolled back meanwhile).
-        v_ids := ARRAY(SELECT id FROM jobs WHERE id = ANY (v_ids) ORDER BY priority DESC, run_at, id);
+        v_ids := ARRAY(SELECT id FROM jobs WHERE id = ANY (v_ids) ORDER BY greatest(priority, effective_priority) DESC, run_at, id);
     END IF;
     RETURN v_ids;
 END
 $function$;
-COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs, get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues that are not paused, in claim order (SKIP LOCKED), locking nothing it does not return; their ids in claim order.';
+COMMENT ON FUNCTION pgq.lock_plain_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (lock_runnable_jobs): lock up to p_max_jobs runnable jobs of queues without claim rules, in claim order (effective priority DESC, run_at, id; SKIP LOCKED), locking nothing it does not return.';
+GRANT EXECUTE ON FUNCTION pgq.lock_plain_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) TO PUBLIC;
+
+-- ==================== function lock_policy_jobs(p_queue text, p_max_jobs integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.lock_policy_jobs(p_queue text, p_max_jobs integer, p_now timestamp with time zone)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_policy queue_policies;
+    v_budget integer := p_max_jobs;
+    v_tokens double precision;
+    v_ids bigint[];
+BEGIN
+    SELECT * INTO v_policy FROM queue_policies WHERE queue = p_queue FOR NO KEY UPDATE;
+    IF NOT FOUND OR NOT v_policy.has_claim_rules THEN
+        RETURN lock_plain_jobs(ARRAY[p_queue], p_max_jobs, p_now);
+    END IF;
+    IF v_policy.max_running IS NOT NULL THEN
+        -- The running jobs of every queue are few (the fleet's concurrency):
+        -- counted through jobs_running_idx.
+        v_budget := least(v_budget, v_policy.max_running
+                          - (SELECT count(*) FROM jobs WHERE status = 'running' AND queue = p_queue)::integer);
+    END IF;
+    IF v_policy.rate_limit IS NOT NULL THEN
+        v_tokens := token_refill(v_policy.tokens, v_policy.refilled_at, v_policy.rate_limit,
+                                 v_policy.rate_period, p_now);
+        v_budget := least(v_budget, floor(v_tokens)::integer);
+    END IF;
+    IF v_budget < 1 THEN
+        RETURN '{}';
+    END IF;
+    IF v_policy.fair_share OR v_policy.group_max_running IS NOT NULL OR v_policy.group_rate_limit IS NOT NULL THEN
+        v_ids := lock_group_jobs(v_policy, v_budget, p_now);
+    ELSE
+        v_ids := lock_plain_jobs(ARRAY[p_queue], v_budget, p_now);
+    END IF;
+    IF v_policy.rate_limit IS NOT NULL AND cardinality(v_ids) > 0 THEN
+        UPDATE queue_policies SET tokens = v_tokens - cardinality(v_ids), refilled_at = p_now
+        WHERE queue = p_queue;
+    END IF;
+    RETURN v_ids;
+END
+$function$;
+COMMENT ON FUNCTION pgq.lock_policy_jobs(p_queue text, p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (lock_runnable_jobs): lock up to p_max_jobs runnable jobs of a queue with claim rules (max_running, rate limit, per-group rules, fair share), holding its rule row''s lock; their ids in claim order.';
+GRANT EXECUTE ON FUNCTION pgq.lock_policy_jobs(p_queue text, p_max_jobs integer, p_now timestamp with time zone) TO PUBLIC;
+
+-- ==================== function lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_queues text[] := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) AS q WHERE q IS NOT NULL);
+    v_ruled text[];
+    v_queue text;
+    v_ids bigint[] := '{}';
+    v_shares integer;
+BEGIN
+    IF p_max_jobs IS NULL OR p_max_jobs < 1 THEN
+        RAISE EXCEPTION 'get_runnable_jobs: p_max_jobs must be at least 1 (got %)', p_max_jobs
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF coalesce(cardinality(p_queues), 0) = 0 THEN
+        RAISE EXCEPTION 'get_runnable_jobs: p_queues must name at least one queue'
+            USING ERRCODE = 'PQ004';
+    END IF;
+    IF EXISTS (SELECT 1 FROM queue_pauses WHERE resumed_at IS NULL) THEN
+        v_queues := ARRAY(
+            SELECT q FROM unnest(v_queues) AS q
+            WHERE NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q AND p.resumed_at IS NULL));
+        IF cardinality(v_queues) = 0 THEN
+            RETURN '{}';
+        END IF;
+    END IF;
+    v_ruled := ARRAY(SELECT p.queue FROM queue_policies AS p
+                     WHERE p.queue = ANY (v_queues) AND p.has_claim_rules ORDER BY p.queue);
+    IF cardinality(v_ruled) = 0 THEN
+        RETURN lock_plain_jobs(v_queues, p_max_jobs, p_now);
+    END IF;
+
+    v_queues := ARRAY(SELECT q FROM unnest(v_queues) AS q WHERE q <> ALL (v_ruled));
+    v_shares := cardinality(v_ruled) + CASE WHEN cardinality(v_queues) > 0 THEN 1 ELSE 0 END;
+    FOREACH v_queue IN ARRAY v_ruled LOOP
+        v_ids := v_ids || lock_policy_jobs(
+            v_queue, ceil((p_max_jobs - cardinality(v_ids))::numeric / v_shares)::integer, p_now);
+        v_shares := v_shares - 1;
+        EXIT WHEN cardinality(v_ids) >= p_max_jobs;
+    END LOOP;
+    IF cardinality(v_queues) > 0 AND cardinality(v_ids) < p_max_jobs THEN
+        v_ids := v_ids || lock_plain_jobs(v_queues, p_max_jobs - cardinality(v_ids), p_now);
+    END IF;
+    IF cardinality(v_ruled) > 1 OR cardinality(v_queues) > 0 THEN
+        -- Jobs of several queues: one claim order across them.
+        v_ids := ARRAY(SELECT id FROM jobs WHERE id = ANY (v_ids)
+                       ORDER BY greatest(priority, effective_priority) DESC, run_at, id);
+    END IF;
+    RETURN v_ids;
+END
+$function$;
+COMMENT ON FUNCTION pgq.lock_runnable_jobs(p_queues text[], p_max_jobs integer, p_now timestamp with time zone) IS 'Internal (get_runnable_jobs, get_runnable_jobs_v2): lock up to p_max_jobs runnable jobs of the queues that are not paused, obeying each queue''s claim rules (queue_policies), SKIP LOCKED, locking nothing it does not return; their ids in claim order.';
 
 -- ==================== function lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone)
@@ -1835,13 +2220,14 @@ BEGIN
         RAISE EXCEPTION 'claim_jobs: p_job_ids must be an array of job ids'
             USING ERRCODE = 'PQ004';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM queue_pauses WHERE resumed_at IS NULL) THEN
+    IF NOT EXISTS (SELECT 1 FROM queue_pauses WHERE resumed_at IS NULL)
+       AND NOT EXISTS (SELECT 1 FROM queue_policies) THEN
         RETURN ARRAY(
             SELECT id FROM jobs
             WHERE id = ANY (p_job_ids)
               AND status IN ('queued', 'retrying')
               AND run_at <= p_now
-            ORDER BY priority DESC, run_at, id
+            ORDER BY greatest(priority, effective_priority) DESC, run_at, id
             FOR UPDATE SKIP LOCKED);
     END IF;
     RETURN ARRAY(
@@ -1850,11 +2236,12 @@ BEGIN
           AND j.status IN ('queued', 'retrying')
           AND j.run_at <= p_now
           AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = j.queue AND p.resumed_at IS NULL)
-        ORDER BY j.priority DESC, j.run_at, j.id
+          AND NOT EXISTS (SELECT 1 FROM queue_policies AS r WHERE r.queue = j.queue)
+        ORDER BY greatest(j.priority, j.effective_priority) DESC, j.run_at, j.id
         FOR UPDATE OF j SKIP LOCKED);
 END
 $function$;
-COMMENT ON FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone) IS 'Internal (claim_jobs, claim_jobs_v2): lock the named jobs that are runnable and not in a paused queue (SKIP LOCKED); their ids in claim order.';
+COMMENT ON FUNCTION pgq.lock_runnable_jobs_by_id(p_job_ids bigint[], p_now timestamp with time zone) IS 'Internal (claim_jobs, claim_jobs_v2): lock the named jobs that are runnable, not in a paused queue and not in a queue with a policy (SKIP LOCKED); their ids in claim order.';
 
 -- ==================== function mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.mark_stale_workers(p_heartbeat_timeout interval, p_now timestamp with time zone DEFAULT now())
@@ -2545,12 +2932,12 @@ BEGIN
         FROM queues AS q
         WHERE q.name IS NOT NULL
     )
-    SELECT c.id, c.queue, c.priority, c.run_at
+    SELECT c.id, c.queue, c.priority::smallint, c.run_at
     FROM queues AS q
     CROSS JOIN generate_series(1, 5) AS p(priority)
     CROSS JOIN LATERAL (
-        SELECT j.id, j.queue, j.priority, j.run_at FROM jobs AS j
-        WHERE j.queue = q.name AND j.priority = p.priority
+        SELECT j.id, j.queue, greatest(j.priority, j.effective_priority) AS priority, j.run_at FROM jobs AS j
+        WHERE j.queue = q.name AND greatest(j.priority, j.effective_priority) = p.priority
           AND j.status IN ('queued', 'retrying')
           AND (j.run_at, j.id) > (p_after_run_at, p_after_id)
           AND j.run_at <= p_until
@@ -2559,11 +2946,12 @@ BEGIN
     ) AS c
     WHERE q.name IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM queue_pauses AS p WHERE p.queue = q.name AND p.resumed_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM queue_policies AS r WHERE r.queue = q.name)
     ORDER BY c.run_at, c.id
     LIMIT p_limit;
 END
 $function$;
-COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs of queues that are not paused after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
+COMMENT ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) IS 'Redis accelerator: up to p_limit runnable jobs (with their effective priority) of queues that are neither paused nor under a policy, after (p_after_run_at, p_after_id) and due by p_until, in (run_at, id) order; reads only.';
 GRANT EXECUTE ON FUNCTION pgq.runnable_jobs_after(p_after_run_at timestamp with time zone, p_after_id bigint, p_until timestamp with time zone, p_limit integer) TO pgq_worker;
 
 -- ==================== function save_snapshot(p_id uuid, p_type text, p_origin text, p_base_snapshot_id uuid, p_full_snapshot_id uuid, p_format_version integer, p_schema_revision text, p_db_snapshot text, p_body bytea, p_body_sha256 text, p_metadata jsonb, p_created_at timestamp with time zone)
@@ -2580,6 +2968,62 @@ AS $function$
 $function$;
 COMMENT ON FUNCTION pgq.save_snapshot(p_id uuid, p_type text, p_origin text, p_base_snapshot_id uuid, p_full_snapshot_id uuid, p_format_version integer, p_schema_revision text, p_db_snapshot text, p_body bytea, p_body_sha256 text, p_metadata jsonb, p_created_at timestamp with time zone) IS 'Store one snapshot taken by pgq.snapshots (FULL or INCREMENTAL) in state_snapshots.';
 GRANT EXECUTE ON FUNCTION pgq.save_snapshot(p_id uuid, p_type text, p_origin text, p_base_snapshot_id uuid, p_full_snapshot_id uuid, p_format_version integer, p_schema_revision text, p_db_snapshot text, p_body bytea, p_body_sha256 text, p_metadata jsonb, p_created_at timestamp with time zone) TO pgq_worker;
+
+-- ==================== function set_group_weight(p_queue text, p_group_key text, p_weight double precision)
+CREATE OR REPLACE FUNCTION pgq.set_group_weight(p_queue text, p_group_key text, p_weight double precision)
+ RETURNS pgq.group_states
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_row group_states;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM queue_policies WHERE queue = p_queue) THEN
+        RAISE EXCEPTION 'set_group_weight: queue % has no policy (set_queue_policy with p_fair_share => true first)',
+            p_queue USING ERRCODE = 'PQ004';
+    END IF;
+    INSERT INTO group_states AS s (queue, group_key, weight)
+    VALUES (p_queue, p_group_key, p_weight)
+    ON CONFLICT (queue, group_key) DO UPDATE SET weight = EXCLUDED.weight
+    RETURNING * INTO v_row;
+    RETURN v_row;
+END
+$function$;
+COMMENT ON FUNCTION pgq.set_group_weight(p_queue text, p_group_key text, p_weight double precision) IS 'Set a group''s weight in its queue''s fair share (default 1); PQ004 when the queue has no policy.';
+GRANT EXECUTE ON FUNCTION pgq.set_group_weight(p_queue text, p_group_key text, p_weight double precision) TO pgq_producer;
+
+-- ==================== function set_queue_policy(p_queue text, p_max_running integer, p_rate_limit integer, p_rate_period interval, p_group_max_running integer, p_group_rate_limit integer, p_group_rate_period interval, p_fair_share boolean, p_aging_step interval, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.set_queue_policy(p_queue text, p_max_running integer DEFAULT NULL::integer, p_rate_limit integer DEFAULT NULL::integer, p_rate_period interval DEFAULT NULL::interval, p_group_max_running integer DEFAULT NULL::integer, p_group_rate_limit integer DEFAULT NULL::integer, p_group_rate_period interval DEFAULT NULL::interval, p_fair_share boolean DEFAULT false, p_aging_step interval DEFAULT NULL::interval, p_now timestamp with time zone DEFAULT now())
+ RETURNS pgq.queue_policies
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_row queue_policies;
+BEGIN
+    IF p_max_running IS NULL AND p_rate_limit IS NULL AND p_group_max_running IS NULL
+       AND p_group_rate_limit IS NULL AND NOT coalesce(p_fair_share, false) AND p_aging_step IS NULL THEN
+        RAISE EXCEPTION 'set_queue_policy: give at least one rule for queue % (clear_queue_policy removes a policy)',
+            p_queue USING ERRCODE = 'PQ004';
+    END IF;
+    INSERT INTO queue_policies AS p (queue, max_running, rate_limit, rate_period, group_max_running,
+                                     group_rate_limit, group_rate_period, fair_share, aging_step,
+                                     created_at, updated_at)
+    VALUES (p_queue, p_max_running, p_rate_limit, p_rate_period, p_group_max_running,
+            p_group_rate_limit, p_group_rate_period, coalesce(p_fair_share, false), p_aging_step, p_now, p_now)
+    ON CONFLICT (queue) DO UPDATE
+    SET max_running = EXCLUDED.max_running, rate_limit = EXCLUDED.rate_limit,
+        rate_period = EXCLUDED.rate_period, group_max_running = EXCLUDED.group_max_running,
+        group_rate_limit = EXCLUDED.group_rate_limit, group_rate_period = EXCLUDED.group_rate_period,
+        fair_share = EXCLUDED.fair_share, aging_step = EXCLUDED.aging_step, updated_at = p_now
+    RETURNING * INTO v_row;
+    RETURN v_row;
+END
+$function$;
+COMMENT ON FUNCTION pgq.set_queue_policy(p_queue text, p_max_running integer, p_rate_limit integer, p_rate_period interval, p_group_max_running integer, p_group_rate_limit integer, p_group_rate_period interval, p_fair_share boolean, p_aging_step interval, p_now timestamp with time zone) IS 'Set a queue''s claim rules (max_running, rate limit, per-group limits, fair share, aging), replacing its previous ones; returns its queue_policies row. PQ004 when no rule is given.';
+GRANT EXECUTE ON FUNCTION pgq.set_queue_policy(p_queue text, p_max_running integer, p_rate_limit integer, p_rate_period interval, p_group_max_running integer, p_group_rate_limit integer, p_group_rate_period interval, p_fair_share boolean, p_aging_step interval, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.set_schedule_next_tick(p_name text, p_next_tick timestamp with time zone, p_now timestamp with time zone DEFAULT now())
@@ -2634,3 +3078,20 @@ END
 $function$;
 COMMENT ON FUNCTION pgq.set_worker_stuck_handlers(p_worker_id uuid, p_stuck_handlers integer, p_now timestamp with time zone) IS 'Record how many of a worker''s sync handlers run on past their job''s timeout (their threads replaced); shown by worker_status.stuck_handlers. PQ002: unknown worker; PQ004: negative.';
 GRANT EXECUTE ON FUNCTION pgq.set_worker_stuck_handlers(p_worker_id uuid, p_stuck_handlers integer, p_now timestamp with time zone) TO pgq_worker;
+
+-- ==================== function token_refill(p_tokens double precision, p_refilled_at timestamp with time zone, p_limit integer, p_period interval, p_now timestamp with time zone)
+CREATE OR REPLACE FUNCTION pgq.token_refill(p_tokens double precision, p_refilled_at timestamp with time zone, p_limit integer, p_period interval, p_now timestamp with time zone)
+ RETURNS double precision
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT CASE
+        WHEN p_tokens IS NULL OR p_refilled_at IS NULL THEN p_limit::double precision
+        ELSE least(p_limit::double precision,
+                   p_tokens + greatest(0, extract(epoch FROM p_now - p_refilled_at))::double precision
+                              * p_limit / extract(epoch FROM p_period)::double precision)
+    END
+$function$;
+COMMENT ON FUNCTION pgq.token_refill(p_tokens double precision, p_refilled_at timestamp with time zone, p_limit integer, p_period interval, p_now timestamp with time zone) IS 'Internal (rate limits): tokens in a bucket of capacity p_limit refilled at p_limit per p_period, which held p_tokens at p_refilled_at (NULL: full), at p_now.';
+GRANT EXECUTE ON FUNCTION pgq.token_refill(p_tokens double precision, p_refilled_at timestamp with time zone, p_limit integer, p_period interval, p_now timestamp with time zone) TO PUBLIC;

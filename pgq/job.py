@@ -209,6 +209,8 @@ class JobSpec:
     depends_on: tuple[int | Ref, ...] = ()
     #: No priority was given: the job takes the highest of its parents' (``priority`` is then unused).
     inherit_priority: bool = False
+    #: The job's group (a tenant, a customer) for its queue's per-group limits and fair share.
+    group_key: str | None = None
 
     @classmethod
     def build(
@@ -227,6 +229,7 @@ class JobSpec:
         max_payload_bytes: int | None = None,
         depends_on: Any = None,
         inherit_priority: bool = False,
+        group_key: str | None = None,
     ) -> JobSpec:
         """Validate every argument; raise ``ValidationError`` naming the first bad one."""
         validate_task_name(task)
@@ -262,20 +265,30 @@ class JobSpec:
                 raise ValidationError(
                     f"timeout must be a number of seconds from 0.000001 to {MAX_DELAY_SECONDS:.0f}, got {timeout!r}")
             timeout_seconds = float(timeout_seconds)
-        if unique_key is not None:
-            if not isinstance(unique_key, str) or not 1 <= len(unique_key) <= 200:
-                raise ValidationError(f"unique_key must be a string of 1-200 characters, got {unique_key!r}")
-            if "\x00" in unique_key:
-                raise ValidationError("unique_key contains a NUL character")
-            try:
-                unique_key.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValidationError("unique_key is not valid UTF-8 text") from None
+        _check_key("unique_key", unique_key)
+        _check_key("group_key", group_key)
         if backoff is not None and not isinstance(backoff, Backoff):
             raise ValidationError(f"retry must be a pgq.Backoff, got {type(backoff).__name__}")
         parents = validate_depends_on(depends_on)
+        if group_key is not None and (unique_key is not None or parents):
+            raise ValidationError("group_key cannot be combined with unique_key or depends_on yet "
+                                  "(their enqueue functions do not take a group)")
         return cls(task, payload_json, queue, priority, delay_seconds, run_at, max_attempts,
-                   timeout_seconds, unique_key, backoff, parents, inherit_priority and bool(parents))
+                   timeout_seconds, unique_key, backoff, parents, inherit_priority and bool(parents), group_key)
+
+
+def _check_key(name: str, key: str | None) -> None:
+    """A unique or group key: None, or 1-200 characters of UTF-8 text without NUL."""
+    if key is None:
+        return
+    if not isinstance(key, str) or not 1 <= len(key) <= 200:
+        raise ValidationError(f"{name} must be a string of 1-200 characters, got {key!r}")
+    if "\x00" in key:
+        raise ValidationError(f"{name} contains a NUL character")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{name} is not valid UTF-8 text") from None
 
 
 @dataclass(frozen=True)

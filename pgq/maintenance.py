@@ -32,7 +32,7 @@ from pgq.db import translated
 from pgq.health.queries import HealthQueries
 from pgq.health.retention import prune_samples
 from pgq.errors import PgqError
-from pgq.queries import Queries, Rescue
+from pgq.queries import PolicyQueries, Queries, Rescue
 from pgq.scheduling.cron import CronReport, CronService
 from pgq.settings import Settings
 from pgq.snapshots.auto import AutoReport, AutoSnapshots
@@ -72,6 +72,7 @@ class MaintenanceReport:
     health_samples_pruned: int = 0  # worker_health_logs rows past PGQ_HEALTH_RETENTION_SECONDS, deleted
     cron: CronReport | None = None  # the periodic schedules' ticks enqueued after the round (leader only)
     snapshots: AutoReport = field(default_factory=AutoReport)  # AUTO snapshots (issue 12)
+    aged: int = 0  # jobs whose effective priority aging raised (queues with an aging step)
 
     @property
     def rescued_job_ids(self) -> list[int]:
@@ -90,6 +91,7 @@ class Maintenance:
         self.queries = queries or Queries(settings.schema)
         self.clock = clock or SystemClock()
         self.cron = CronService(settings.schema)
+        self.policies = PolicyQueries(settings.schema)  # aging (queues with an aging step)
         self.auto_snapshots = AutoSnapshots(settings)
         # Redis mode: the reconciler (on the ``redis`` client, or a client of its own).
         self.reconciler: Reconciler | None = None
@@ -204,7 +206,8 @@ class Maintenance:
             timed_out = self.queries.fail_timed_out_jobs(conn, self.settings.heartbeat_interval_seconds)
             workers_pruned = self.queries.prune_workers(conn, self.settings.worker_retention_seconds,
                                                         PRUNE_WORKERS_LIMIT)
-        report = MaintenanceReport(True, stale, timed_out, workers_pruned=workers_pruned)
+            aged = self.policies.age(conn)
+        report = MaintenanceReport(True, stale, timed_out, workers_pruned=workers_pruned, aged=aged)
         if stale or timed_out:
             log.warning(
                 "maintenance: %d stale worker row(s), %d job(s) rescued, %d timed out",

@@ -24,12 +24,12 @@ from psycopg_pool import ConnectionPool
 from pgq.db import live_connection, make_pool, translated
 from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, UnknownTask, ValidationError
-from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, Ref, validate_isolation, validate_queue_name, validate_task_name
+from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, Ref, validate_isolation, validate_task_name
 from pgq.queries import Queries, ensure_current
 from pgq.queue_control import QueueControl
 from pgq.retry import Backoff
 from pgq.scheduling.graph import has_parents, order_graph, reject_refs
-from pgq.scheduling import cron, pause
+from pgq.scheduling import cron
 from pgq.settings import Settings
 
 if TYPE_CHECKING:
@@ -275,11 +275,14 @@ class Queue(QueueControl):
         unique_key: str | None = None,
         retry: Backoff | None = _UNSET,
         depends_on: Sequence[int | Ref] | None = None,
+        group_key: str | None = None,
     ) -> JobSpec:
         """Validate one job's arguments against its task's defaults (no I/O).
 
         ``depends_on``: parents (job ids, or ``pgq.ref(i)`` within ``enqueue_many``);
         without ``priority`` such a job takes the highest of its parents' priorities.
+        ``group_key``: the job's group (a tenant, a customer) for its queue's
+        per-group limits and fair share (``set_queue_policy``).
         """
         name = task.name if isinstance(task, Task) else validate_task_name(task)
         registered = self.tasks.get(name)
@@ -304,6 +307,7 @@ class Queue(QueueControl):
             max_payload_bytes=self.settings.max_payload_bytes,
             depends_on=depends_on,
             inherit_priority=priority is None,
+            group_key=group_key,
         )
 
     # ------------------------------------------------------------ producers
@@ -322,7 +326,8 @@ class Queue(QueueControl):
             task: task name or ``Task``.
             payload: keyword arguments for the handler (JSON-serialisable dict).
             queue, priority, delay (seconds), run_at (aware datetime), max_attempts,
-            timeout (seconds), unique_key, retry (``Backoff``): override the task's defaults.
+            timeout (seconds), unique_key, retry (``Backoff``): override the task's defaults;
+            depends_on (parent ids), group_key (the job's group for per-group rules).
             on_duplicate: when ``unique_key`` is held by a live job: ``"return"`` its id
                 (idempotent enqueue, the default) or ``"raise"`` ``DuplicateJob``.
             connection: a SQLAlchemy or psycopg connection with an open transaction; the
@@ -438,14 +443,6 @@ class Queue(QueueControl):
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)
 
-    def pause_queue(self, queue: str) -> bool:
-        """Pause a queue (claims take none of its jobs; enqueue works); see ``pgq.scheduling.pause``."""
-        return bool(self._run(pause.pause_queue, self.settings.schema, validate_queue_name(queue)))
-
-    def resume_queue(self, queue: str) -> bool:
-        """Resume a paused queue; see ``pgq.scheduling.pause``."""
-        return bool(self._run(pause.resume_queue, self.settings.schema, validate_queue_name(queue)))
-
     def periodic(self, cron_expression: str, *, timezone: str = "UTC", name: str | None = None,
                  payload: Mapping[str, Any] | None = None, catch_up: cron.CatchUp = "once", catch_up_limit: int = 100,
                  misfire_grace_seconds: float = 60.0, **task_options: Any) -> Callable[[F], Task]:
@@ -469,14 +466,10 @@ class Queue(QueueControl):
         """Every stored schedule, with its next and last tick (``pgq schedules``)."""
         return list(self._run(cron.list_schedules, self.settings.schema))
 
-    def paused_queues(self) -> list[pause.PausedQueue]:
-        """The queues paused now (``pgq.paused_queues``): since when, by whom, jobs waiting."""
-        return list(self._run(pause.paused_queues, self.settings.schema))
-
 
 # Per-job options of enqueue / enqueue_many (the keyword arguments of Queue.job_spec).
 _JOB_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "retry",
-                          "depends_on"})
+                          "depends_on", "group_key"})
 
 
 def _check_options(options: Mapping[str, Any]) -> None:

@@ -9,6 +9,7 @@ enqueue) and that plumbing stay in ``queue.py``.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 import uuid
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pgq.errors import JobFailed, JobNotFound, ValidationError, WaitTimeout
 from pgq.job import Job, JobStatus, validate_queue_name
 from pgq.queries import PURGE_BATCH, DeadLetter
+from pgq.scheduling import pause, policy
 from pgq.stats import QueueStats, collect_stats
 
 if TYPE_CHECKING:
@@ -157,6 +159,47 @@ class QueueControl:
         if not isinstance(worker_id, uuid.UUID):
             raise ValidationError(f"worker_id must be a uuid.UUID, got {worker_id!r}")
         return bool(self._run(self.queries.drain_worker, worker_id))
+
+
+    # ------------------------------------------------------------ how queues are claimed
+    def pause_queue(self, queue: str) -> bool:
+        """Pause a queue (claims take none of its jobs; enqueue works); see ``pgq.scheduling.pause``."""
+        return bool(self._run(pause.pause_queue, self.settings.schema, validate_queue_name(queue)))
+
+    def resume_queue(self, queue: str) -> bool:
+        """Resume a paused queue; see ``pgq.scheduling.pause``."""
+        return bool(self._run(pause.resume_queue, self.settings.schema, validate_queue_name(queue)))
+
+    def paused_queues(self) -> list[pause.PausedQueue]:
+        """The queues paused now (``pgq.paused_queues``): since when, by whom, jobs waiting."""
+        return list(self._run(pause.paused_queues, self.settings.schema))
+
+    def set_queue_policy(self, queue: str, *, max_running: int | None = None, rate_limit: int | None = None,
+                         rate_period: float | dt.timedelta | None = None, group_max_running: int | None = None,
+                         group_rate_limit: int | None = None, group_rate_period: float | dt.timedelta | None = None,
+                         fair_share: bool = False, aging_step: float | dt.timedelta | None = None) -> None:
+        """Set ``queue``'s claim rules, replacing its previous ones (see ``pgq.scheduling.policy``).
+
+        Periods and the aging step are seconds (or timedeltas). Raises ``ValidationError``
+        for a bad rule, or for none at all (``clear_queue_policy`` removes a policy).
+        """
+        rules = policy.QueuePolicy.build(
+            queue, max_running=max_running, rate_limit=rate_limit, rate_period=rate_period,
+            group_max_running=group_max_running, group_rate_limit=group_rate_limit,
+            group_rate_period=group_rate_period, fair_share=fair_share, aging_step=aging_step)
+        self._run(policy.set_policy, self.settings.schema, rules)
+
+    def clear_queue_policy(self, queue: str) -> bool:
+        """Remove ``queue``'s claim rules and its groups' weights; False when it had none."""
+        return bool(self._run(policy.clear_policy, self.settings.schema, validate_queue_name(queue)))
+
+    def set_group_weight(self, queue: str, group_key: str, weight: float) -> None:
+        """The weight of ``group_key`` in ``queue``'s fair share (default 1; '' is the jobs without a group)."""
+        self._run(policy.set_group_weight, self.settings.schema, queue, group_key, weight)
+
+    def queue_policies(self) -> list[policy.PolicyUsage]:
+        """Every queue with claim rules, and their use now (``pgq.queue_policy_usage``)."""
+        return list(self._run(policy.policies, self.settings.schema))
 
 
 def _check_id(job_id: object) -> int:

@@ -110,8 +110,11 @@ jobs = Table(
     # that gave the attempt back (the handler had not started).
     Column("claim_position", BigInteger),
     Column("free_rescues", Integer, nullable=False, server_default=text("0")),
-    # Revision 0009: the priority lent by waiting descendants (NULL: none).
+    # Revision 0009: the priority lent by waiting descendants (NULL: none); 0012: and aging.
     Column("effective_priority", SmallInteger),
+    # Revision 0012: the job's group (a tenant, a customer) for per-group rules and fair share.
+    Column("group_key", Text, comment="The job's group (a tenant, a customer), or NULL: its queue's per-group "
+                                      "limits and fair share count it in this group."),
     CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100", name="jobs_queue_name"),
     CheckConstraint("task ~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' AND length(task) <= 200", name="jobs_task_name"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="jobs_payload_object"),
@@ -135,13 +138,21 @@ jobs = Table(
         name="jobs_retry_finite",
     ),
     CheckConstraint("pg_column_size(payload) <= 8388608", name="jobs_payload_size"),
+    CheckConstraint("length(group_key) BETWEEN 1 AND 200", name="jobs_group_key_length"),
     comment="One row per job: what to run, its status, attempts, owner and outcome. The queue itself.",
     postgresql_with={"fillfactor": 50},
 )
-# Claim order of get_runnable_jobs, over runnable rows only.
+# Claim order of get_runnable_jobs, over runnable rows only: the effective priority
+# (revision 0012; before, the priority).
+_EFFECTIVE = text("greatest(priority, effective_priority) DESC")
 Index(
-    "jobs_claim_idx", jobs.c.queue, jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id,
+    "jobs_claim_idx", jobs.c.queue, _EFFECTIVE, jobs.c.run_at, jobs.c.id,
     postgresql_where=text("status IN ('queued', 'retrying')"),
+)
+# Revision 0012: a queue's groups and their jobs in claim order (lock_group_jobs).
+Index(
+    "jobs_group_claim_idx", jobs.c.queue, jobs.c.group_key, _EFFECTIVE, jobs.c.run_at, jobs.c.id,
+    postgresql_where=text("status IN ('queued', 'retrying') AND group_key IS NOT NULL"),
 )
 # Rescue and timeouts: running jobs of a worker.
 Index("jobs_running_idx", jobs.c.worker_id, postgresql_where=text("status = 'running'"))
@@ -398,8 +409,63 @@ schedules = Table(
 )
 Index("schedules_next_tick_idx", schedules.c.next_tick, postgresql_where=text("enabled"))
 
+# Revision 0012: claim rules per queue (pgq.scheduling.policy) and per group.
+queue_policies = Table(
+    "queue_policies",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("max_running", Integer),
+    Column("rate_limit", Integer),
+    Column("rate_period", INTERVAL),
+    Column("group_max_running", Integer),
+    Column("group_rate_limit", Integer),
+    Column("group_rate_period", INTERVAL),
+    Column("fair_share", Boolean, nullable=False, server_default=text("false")),
+    Column("aging_step", INTERVAL),
+    Column("tokens", Double),
+    Column("refilled_at", _TZ),
+    Column("created_at", _TZ, nullable=False, server_default=_NOW),
+    Column("updated_at", _TZ, nullable=False, server_default=_NOW),
+    Column("has_claim_rules", Boolean, Computed(
+        "max_running IS NOT NULL OR rate_limit IS NOT NULL OR group_max_running IS NOT NULL "
+        "OR group_rate_limit IS NOT NULL OR fair_share", persisted=True)),
+    CheckConstraint("queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(queue) <= 100",
+                    name="queue_policies_queue_name"),
+    CheckConstraint("max_running BETWEEN 1 AND 1000000", name="queue_policies_max_running_range"),
+    CheckConstraint("group_max_running BETWEEN 1 AND 1000000", name="queue_policies_group_max_running_range"),
+    CheckConstraint("rate_limit BETWEEN 1 AND 1000000", name="queue_policies_rate_limit_range"),
+    CheckConstraint("group_rate_limit BETWEEN 1 AND 1000000", name="queue_policies_group_rate_limit_range"),
+    CheckConstraint("rate_period >= interval '1 millisecond' AND rate_period <= interval '1 day'",
+                    name="queue_policies_rate_period_range"),
+    CheckConstraint("group_rate_period >= interval '1 millisecond' AND group_rate_period <= interval '1 day'",
+                    name="queue_policies_group_rate_period_range"),
+    CheckConstraint("(rate_limit IS NULL) = (rate_period IS NULL)", name="queue_policies_rate_pair"),
+    CheckConstraint("(group_rate_limit IS NULL) = (group_rate_period IS NULL)", name="queue_policies_group_rate_pair"),
+    CheckConstraint("aging_step >= interval '1 millisecond' AND aging_step <= interval '30 days'",
+                    name="queue_policies_aging_step_range"),
+    comment="Claim rules per queue (set_queue_policy, clear_queue_policy): limits, rate limits, per-group rules, "
+            "fair share, aging. Every claim obeys them (lock_policy_jobs); a queue with a policy is claimed from "
+            "Postgres only.",
+)
+
+group_states = Table(
+    "group_states",
+    metadata,
+    Column("queue", Text, ForeignKey("queue_policies.queue", ondelete="CASCADE"), nullable=False),
+    Column("group_key", Text, nullable=False),
+    Column("weight", Double, nullable=False, server_default=text("1")),
+    Column("vtime", Double, nullable=False, server_default=text("0")),
+    Column("tokens", Double),
+    Column("refilled_at", _TZ),
+    PrimaryKeyConstraint("queue", "group_key"),
+    CheckConstraint("length(group_key) <= 200", name="group_states_group_key_length"),
+    CheckConstraint("weight > 0 AND weight <= 1000000", name="group_states_weight_range"),
+    comment="Per queue and group: fair-share weight (set_group_weight) and the claim's state (virtual time, "
+            "rate bucket).",
+)
+
 TABLES = (jobs, workers, job_executions, dead_letter_queue, job_dependencies, worker_health_logs, state_snapshots,
-          alert_rules, queue_pauses, schedules)
+          alert_rules, queue_pauses, schedules, queue_policies, group_states)
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -408,12 +474,14 @@ __all__ = [
     "alert_rules",
     "attempt_outcome",
     "dead_letter_queue",
+    "group_states",
     "job_dependencies",
     "job_executions",
     "job_status",
     "jobs",
     "metadata",
     "queue_pauses",
+    "queue_policies",
     "schedules",
     "schema_translate_map",
     "state_snapshots",

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import baseline, depth, enqueue, graph, health, latency, peers, quick, redis, scale, snapshots, soak, steady, throughput
+from . import (baseline, depth, enqueue, graph, health, latency, peers, quick, redis, rules, scale, snapshots, soak,
+               steady, throughput)
 
 # In the order `pgq bench all` runs them: the baseline first, so that every later
 # figure can be given as a fraction of it; the peers last, next to pgq's figures.
 SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (
-    baseline, enqueue, throughput, graph, steady, latency, scale, depth, peers, quick, redis, soak, health, snapshots)}
+    baseline, enqueue, throughput, graph, rules, steady, latency, scale, depth, peers, quick, redis, soak, health,
+    snapshots)}

@@ -1,4 +1,4 @@
-"""``pgq queue pause|resume|paused`` and ``pgq schedules``: the scheduling commands.
+"""``pgq queue pause|resume|paused|policy|policies|weight`` and ``pgq schedules``: the scheduling commands.
 
 Thin, as every command: parse, call one library function (``pgq.scheduling``),
 print. ``pgq.cli`` registers them with its error handling and table printer
@@ -24,7 +24,7 @@ def commands(handle_errors: Wrap, table: Table) -> list[click.Command]:
 
     @click.group("queue")
     def queue_group() -> None:
-        """Pause and resume queues (claims skip a paused queue's jobs; enqueue still works)."""
+        """Pause and resume queues; set their claim rules (limits, rates, fair share, aging)."""
 
     @queue_group.command("pause")
     @click.argument("name")
@@ -59,6 +59,61 @@ def commands(handle_errors: Wrap, table: Table) -> list[click.Command]:
             return
         click.echo(paused_table(rows, table) if rows else "no queue is paused")
 
+    @queue_group.command("policy")
+    @click.argument("name")
+    @click.option("--max-running", type=int, help="At most N of the queue's jobs running at once (all workers).")
+    @click.option("--rate-limit", type=int, help="At most N claims per --rate-period (token bucket, burst N).")
+    @click.option("--rate-period", type=float, help="Seconds of --rate-limit.")
+    @click.option("--group-max-running", type=int, help="At most N running jobs per group (jobs.group_key).")
+    @click.option("--group-rate-limit", type=int, help="At most N claims per --group-rate-period, per group.")
+    @click.option("--group-rate-period", type=float, help="Seconds of --group-rate-limit.")
+    @click.option("--fair-share", is_flag=True, help="Weighted fair share between groups (see `pgq queue weight`).")
+    @click.option("--aging-step", type=float, help="Seconds of waiting that raise a job one priority band (to 5).")
+    @click.option("--clear", is_flag=True, help="Remove the queue's rules (and its groups' weights).")
+    @click.pass_obj
+    @handle_errors
+    def queue_policy(obj: Any, name: str, clear: bool, **rules: Any) -> None:
+        """Set queue NAME's claim rules (replacing its previous ones), or --clear them."""
+        with obj.queue() as queue:
+            if clear:
+                if any(v not in (None, False) for v in rules.values()):
+                    raise click.UsageError("--clear takes no rule")
+                changed = queue.clear_queue_policy(name)
+                click.echo(f"queue {name}: rules removed" if changed else f"queue {name} had no rules")
+                return
+            queue.set_queue_policy(name, **rules)
+        click.echo(f"queue {name}: " + ", ".join(f"{k}={v}" for k, v in rules.items() if v not in (None, False)))
+
+    @queue_group.command("policies")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.pass_obj
+    @handle_errors
+    def queue_policies(obj: Any, as_json: bool) -> None:
+        """Queues with claim rules: the rules and their use now (running, tokens left, runnable jobs)."""
+        with obj.queue() as queue:
+            rows = queue.queue_policies()
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+            return
+        click.echo(table(["queue", "running/max", "rate", "tokens", "per group", "fair share", "aging", "runnable"],
+                         [(r.queue, f"{r.running}/{_dash(r.max_running)}", _rate(r.rate_limit, r.rate_period),
+                           _dash(None if r.tokens is None else round(r.tokens, 1)),
+                           _group_rules(r), "yes" if r.fair_share else "no",
+                           _dash(None if r.aging_step is None else f"{r.aging_step:g}s"), r.runnable)
+                          for r in rows]) if rows else "no queue has claim rules")
+
+    @queue_group.command("weight")
+    @click.argument("name")
+    @click.argument("group")
+    @click.argument("weight", type=float)
+    @click.pass_obj
+    @handle_errors
+    def queue_weight(obj: Any, name: str, group: str, weight: float) -> None:
+        """Set GROUP's WEIGHT in queue NAME's fair share (default 1; the queue needs a policy)."""
+        with obj.queue() as queue:
+            queue.set_group_weight(name, group, weight)
+        click.echo(f"queue {name}: group {group!r} weight {weight:g}")
+
     @click.command("schedules")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @click.pass_obj
@@ -78,6 +133,21 @@ def commands(handle_errors: Wrap, table: Table) -> list[click.Command]:
                            _when(r.next_tick) if r.enabled else "disabled", _when(r.last_tick)) for r in rows]))
 
     return [queue_group, schedules]
+
+
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _rate(limit: int | None, period: float | None) -> str:
+    return "-" if limit is None else f"{limit}/{period:g}s"
+
+
+def _group_rules(row: Any) -> str:
+    rules = [f"{row.group_max_running} running"] if row.group_max_running is not None else []
+    if row.group_rate_limit is not None:
+        rules.append(_rate(row.group_rate_limit, row.group_rate_period))
+    return ", ".join(rules) or "-"
 
 
 def _when(value: Any) -> str:

@@ -24,7 +24,7 @@ from pgq.queries.enqueue import EnqueueAttempt, EnqueueQueries
 from pgq.queries.maintenance import MaintenanceQueries, Rescue
 from pgq.queries.memory import MemoryQueries
 from pgq.queries.mirror import MirrorQueries
-from pgq.queries.scheduling import PauseQueries, ScheduleQueries
+from pgq.queries.scheduling import PauseQueries, PolicyQueries, ScheduleQueries
 from pgq.queries.worker import Heartbeat, WorkerQueries
 from pgq.sqlfiles import head_revision
 
@@ -36,6 +36,7 @@ __all__ = [
     "MemoryQueries",
     "MirrorQueries",
     "PauseQueries",
+    "PolicyQueries",
     "Queries",
     "Rescue",
     "ScheduleQueries",

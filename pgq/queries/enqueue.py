@@ -60,6 +60,7 @@ def _copy_lines(specs: Sequence[JobSpec], ids: Sequence[int], now: dt.datetime) 
     timed = any(s.run_at is not None or s.delay_seconds for s in specs)
     timeouts = any(s.timeout_seconds is not None for s in specs)
     retries = any(s.backoff is not None for s in specs)
+    groups = any(s.group_key is not None for s in specs)
     lines = []
     for job_id, spec in zip(ids, specs, strict=True):
         payload = spec.payload_json
@@ -76,11 +77,18 @@ def _copy_lines(specs: Sequence[JobSpec], ids: Sequence[int], now: dt.datetime) 
         if retries:
             b = spec.backoff
             line += "\t\\N\t\\N\t\\N\t\\N" if b is None else f"\t{b.base!r}\t{b.factor!r}\t{b.max!r}\t{b.jitter!r}"
+        if groups:
+            line += "\t\\N" if spec.group_key is None else "\t" + _copy_text(spec.group_key)
         lines.append(line + "\n")
-    return _copy_columns(timed, timeouts, retries), lines
+    return _copy_columns(timed, timeouts, retries, groups), lines
 
 
-def _copy_columns(timed: bool, timeouts: bool, retries: bool) -> str:
+def _copy_text(value: str) -> str:
+    """``value`` as a field of COPY's text format (backslash, tab and line breaks escaped)."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_columns(timed: bool, timeouts: bool, retries: bool, groups: bool) -> str:
     """The column list of a COPY into jobs (constant names only)."""
     columns = "id, task, payload, queue, priority, max_attempts"
     if timed:
@@ -89,6 +97,8 @@ def _copy_columns(timed: bool, timeouts: bool, retries: bool) -> str:
         columns += ", timeout"
     if retries:
         columns += ", retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter"
+    if groups:
+        columns += ", group_key"
     return columns
 
 
@@ -102,7 +112,7 @@ class EnqueueQueries(QueriesBase):
         # COPY statements by the column list _copy_lines chooses (constant names only).
         self._copy_jobs = {
             columns: f"COPY {s}.jobs ({columns}) FROM STDIN"
-            for columns in {_copy_columns(*flags) for flags in itertools.product((False, True), repeat=3)}
+            for columns in {_copy_columns(*flags) for flags in itertools.product((False, True), repeat=4)}
         }
         self._enqueue = (
             f"SELECT ord, job_id, created FROM {s}.enqueue_jobs("
@@ -126,10 +136,11 @@ class EnqueueQueries(QueriesBase):
         )
         self._insert_one = (
             f"INSERT INTO {s}.jobs (task, payload, queue, priority, run_at, max_attempts, timeout,"
-            " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter)"
+            " retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, group_key)"
             " VALUES (%s::text, %s::text::jsonb, %s::text, %s::smallint,"
             " coalesce(%s::timestamptz, now() + make_interval(secs => coalesce(%s::float8, 0))),"
-            " %s::int, make_interval(secs => %s::float8), %s::float8, %s::float8, %s::float8, %s::float8)"
+            " %s::int, make_interval(secs => %s::float8), %s::float8, %s::float8, %s::float8, %s::float8,"
+            " %s::text)"
             " RETURNING id"
         )
         # The transaction id too: if the connection breaks during the COMMIT,
@@ -182,22 +193,28 @@ class EnqueueQueries(QueriesBase):
             attempt.commit_sent = True
             return self._enqueue_by_function(conn, specs)
         if len(specs) == 1:
-            spec = specs[0]
             attempt.commit_sent = True
-            if (spec.run_at is None and not spec.delay_seconds and spec.timeout_seconds is None
-                    and spec.backoff is None):
-                rows = execute(conn, self._insert_plain,
-                               [spec.task, spec.payload_json, spec.queue, spec.priority, spec.max_attempts])
-                return [(int(rows[0][0]), True)]
-            rows = execute(conn, self._insert_one, [
-                spec.task, spec.payload_json, spec.queue, spec.priority, spec.run_at, spec.delay_seconds,
-                spec.max_attempts, spec.timeout_seconds, *_backoff_columns(spec),
-            ])
-            return [(int(rows[0][0]), True)]
+            return [self._insert(conn, specs[0])]
         if isinstance(conn, psycopg.Connection):
             return self._enqueue_by_copy(conn, specs, attempt)
         attempt.commit_sent = True
+        if any(s.group_key is not None for s in specs):
+            # enqueue_jobs() takes no group: one INSERT each, in the caller's transaction.
+            return [self._insert(conn, spec) for spec in specs]
         return self._enqueue_by_function(conn, specs)
+
+    def _insert(self, conn: Any, spec: JobSpec) -> tuple[int, bool]:
+        """One job without a unique key or parents: one INSERT (five parameters in the common case)."""
+        if (spec.run_at is None and not spec.delay_seconds and spec.timeout_seconds is None
+                and spec.backoff is None and spec.group_key is None):
+            rows = execute(conn, self._insert_plain,
+                           [spec.task, spec.payload_json, spec.queue, spec.priority, spec.max_attempts])
+        else:
+            rows = execute(conn, self._insert_one, [
+                spec.task, spec.payload_json, spec.queue, spec.priority, spec.run_at, spec.delay_seconds,
+                spec.max_attempts, spec.timeout_seconds, *_backoff_columns(spec), spec.group_key,
+            ])
+        return int(rows[0][0]), True
 
     def _enqueue_by_copy(
         self, conn: psycopg.Connection[Any], specs: Sequence[JobSpec], attempt: EnqueueAttempt

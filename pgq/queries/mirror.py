@@ -34,19 +34,22 @@ class MirrorQueries:
             f"SELECT id, queue, priority, run_at FROM {s}.runnable_jobs_after("
             "%s::timestamptz, %s::bigint, now(), %s::int)"
         )
-        self._runnable = (
-            f"SELECT id, queue, priority FROM {s}.jobs"
-            " WHERE id = ANY (%s::bigint[]) AND status IN ('queued', 'retrying') AND run_at <= now()"
-            # Paused queues' jobs are not offered (pgq.scheduling.pause; the claim refuses them).
+        # Paused queues' jobs are not offered (pgq.scheduling.pause), nor those of queues with
+        # claim rules (pgq.scheduling.policy): the claim by id refuses both.
+        offered = (
             f" AND NOT EXISTS (SELECT 1 FROM {s}.queue_pauses AS p WHERE p.queue = jobs.queue AND p.resumed_at IS NULL)"
+            f" AND NOT EXISTS (SELECT 1 FROM {s}.queue_policies AS r WHERE r.queue = jobs.queue)"
+        )
+        self._runnable = (
+            f"SELECT id, queue, greatest(priority, effective_priority) FROM {s}.jobs"
+            " WHERE id = ANY (%s::bigint[]) AND status IN ('queued', 'retrying') AND run_at <= now()" + offered
         )
         self._live_workers = (
             f"SELECT id FROM {s}.workers WHERE id = ANY (%s::uuid[]) AND status IN ('active', 'draining')"
         )
         self._runnable_count = (
             f"SELECT queue, count(*) FROM {s}.jobs"
-            " WHERE status IN ('queued', 'retrying') AND run_at <= now()"
-            f" AND NOT EXISTS (SELECT 1 FROM {s}.queue_pauses AS p WHERE p.queue = jobs.queue AND p.resumed_at IS NULL)"
+            " WHERE status IN ('queued', 'retrying') AND run_at <= now()" + offered +
             " GROUP BY queue"
         )
 

@@ -77,3 +77,47 @@ class ScheduleQueries:
 
     def list(self, conn: Any) -> list[tuple[Any, ...]]:
         return execute(conn, self._list)
+
+
+class PolicyQueries:
+    """The statements of queue claim rules (``pgq.scheduling.policy``), for one schema."""
+
+    COLUMNS = ("queue, max_running, running, rate_limit, extract(epoch FROM rate_period), tokens, group_max_running,"
+               " group_rate_limit, extract(epoch FROM group_rate_period), fair_share, extract(epoch FROM aging_step),"
+               " runnable, groups_with_state, updated_at")
+
+    def __init__(self, schema: str) -> None:
+        s = quote_ident(schema)
+        self._set = (
+            f"SELECT queue FROM {s}.set_queue_policy(%s::text, %s::int, %s::int,"
+            " make_interval(secs => %s::float8), %s::int, %s::int, make_interval(secs => %s::float8),"
+            " %s::boolean, make_interval(secs => %s::float8))"
+        )
+        self._clear = f"SELECT {s}.clear_queue_policy(%s::text)"
+        self._weight = f"SELECT weight FROM {s}.set_group_weight(%s::text, %s::text, %s::float8)"
+        self._usage = f"SELECT {self.COLUMNS} FROM {s}.queue_policy_usage ORDER BY queue"
+        self._ruled = f"SELECT queue FROM {s}.queue_policies WHERE queue = ANY (%s::text[])"
+        self._age = f"SELECT {s}.age_jobs()"
+
+    def store(self, conn: Any, values: Sequence[Any]) -> None:
+        """``set_queue_policy`` with (queue, max_running, rate_limit, rate_period seconds, group_max_running,
+        group_rate_limit, group_rate_period seconds, fair_share, aging_step seconds)."""
+        execute(conn, self._set, list(values))
+
+    def clear(self, conn: Any, queue: str) -> bool:
+        return bool(execute(conn, self._clear, [queue])[0][0])
+
+    def set_weight(self, conn: Any, queue: str, group_key: str, weight: float) -> None:
+        execute(conn, self._weight, [queue, group_key, weight])
+
+    def usage(self, conn: Any) -> list[tuple[Any, ...]]:
+        """Rows of ``queue_policy_usage`` in ``COLUMNS`` order, by queue."""
+        return execute(conn, self._usage)
+
+    def ruled(self, conn: Any, queues: Sequence[str]) -> frozenset[str]:
+        """Which of ``queues`` have a policy (claimed from Postgres only, also in Redis mode)."""
+        return frozenset(str(r[0]) for r in execute(conn, self._ruled, [list(queues)]))
+
+    def age(self, conn: Any) -> int:
+        """``age_jobs()``: the number of jobs raised by aging."""
+        return int(execute(conn, self._age)[0][0])

@@ -61,12 +61,12 @@ class WorkerQueries(QueriesBase):
             f"SELECT {_JOB_SELECT} FROM {s}.get_runnable_jobs_v2(%s::text[], %s::uuid, %s::int, %s::bigint, %s::bigint)"
         )
         # Seconds until the next scheduled (delayed or retrying) job of these
-        # queues is due: one index probe per queue and priority on the claim index.
+        # queues is due: one index probe per queue and (effective) priority on the claim index.
         self._next_due = (
             f"SELECT extract(epoch FROM min(n.run_at) - now())"
             f" FROM unnest(%s::text[]) AS q(queue), generate_series(1, 5) AS p(priority),"
             f" LATERAL (SELECT run_at FROM {s}.jobs AS j"
-            "           WHERE j.queue = q.queue AND j.priority = p.priority"
+            "           WHERE j.queue = q.queue AND greatest(j.priority, j.effective_priority) = p.priority"
             "             AND j.status IN ('queued', 'retrying') AND j.run_at > now()"
             "           ORDER BY j.run_at LIMIT 1) AS n"
         )
@@ -76,7 +76,7 @@ class WorkerQueries(QueriesBase):
             f"SELECT extract(epoch FROM min(n.run_at) - now())"
             f" FROM unnest(%s::text[]) AS q(queue), generate_series(1, 5) AS p(priority),"
             f" LATERAL (SELECT run_at FROM {s}.jobs AS j"
-            "           WHERE j.queue = q.queue AND j.priority = p.priority"
+            "           WHERE j.queue = q.queue AND greatest(j.priority, j.effective_priority) = p.priority"
             "             AND j.status IN ('queued', 'retrying')"
             "           ORDER BY j.run_at LIMIT 1) AS n"
         )

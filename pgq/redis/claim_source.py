@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import socket
 import threading
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pgq.clock import Clock, SystemClock
 from pgq.errors import RedisUnavailable
-from pgq.queries import MirrorQueries
+from pgq.queries import MirrorQueries, PolicyQueries
 from pgq.redis.keys import AHEAD_SECONDS, BLOCK_SECONDS, MAX_RESOLVED, RESOLVED_FLUSH_SECONDS
 
 if TYPE_CHECKING:
@@ -98,6 +99,10 @@ class RedisClaimSource:
         self.worker_id = worker_id
         self.queues = list(queues)
         self.queries = MirrorQueries(client.settings.schema)
+        self.policies = PolicyQueries(client.settings.schema)
+        # Whether a queue of this worker has claim rules, and when that was read.
+        self._ruled = False
+        self._rules_checked = -math.inf
         self.counters = counters
         self.poll_every = client.settings.redis_poll_interval_seconds
         self._next_poll = self.clock.monotonic() + self.poll_every
@@ -133,12 +138,29 @@ class RedisClaimSource:
 
     def claim(self, n: int, *, thorough: bool = False) -> list[Job]:
         """Claim up to ``n`` jobs: from Redis ids when the accelerator answers, else (or when
-        Redis is empty and a safety-net poll is due, or ``thorough``) from Postgres."""
-        jobs = self.claim_from_redis(n, thorough=thorough)
+        Redis is empty and a safety-net poll is due, or ``thorough``) from Postgres.
+
+        While one of this worker's queues has claim rules (``pgq.scheduling.policy``),
+        every claim takes the Postgres path: only the database can weigh a claim
+        against the rules, and the mirror does not offer those queues' jobs.
+        """
+        jobs = None if self._ruled_queues() else self.claim_from_redis(n, thorough=thorough)
         if jobs is None:
             jobs = self.fallback.claim(n, thorough=thorough)
             self._claimed_from_postgres(jobs)
         return jobs
+
+    def _ruled_queues(self) -> bool:
+        """Whether one of this worker's queues has claim rules (read at most once per
+        ``poll_interval_seconds``; while it does, Redis does not wake this worker)."""
+        now = self.clock.monotonic()
+        if now >= self._rules_checked + self.client.settings.poll_interval_seconds:
+            self._rules_checked = now
+            with self.pool().connection() as conn:
+                self._ruled = bool(self.policies.ruled(conn, self.queues))
+            if self._ruled:
+                self.trusted = False
+        return self._ruled
 
     def idle_wait(self, poll_seconds: float) -> float:
         """Trusted: until the safety-net poll (Redis wakes this worker; due retries reach

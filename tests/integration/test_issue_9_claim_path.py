@@ -277,14 +277,17 @@ def test_single_queue_claim_still_walks_the_claim_index(conn: Conn, now: dt.date
     try:
         plan = "\n".join(r[0] for r in conn.execute(
             "EXPLAIN SELECT id FROM jobs WHERE queue = 'default' AND status IN ('queued', 'retrying')"
-            " AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED").fetchall())
+            " AND run_at <= now() ORDER BY greatest(priority, effective_priority) DESC, run_at, id LIMIT 100"
+            " FOR UPDATE SKIP LOCKED").fetchall())
     finally:
         conn.execute("RESET search_path")
-    source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'pgq.lock_runnable_jobs'::regproc").fetchone()[0]
+    # Revision 0012: the fast path lives in lock_plain_jobs (queues without claim rules).
+    source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'pgq.lock_plain_jobs'::regproc").fetchone()[0]
     # The statement above is the fast path's, word for word (whitespace aside), and its plan is
     # the claim index under LockRows under Limit: no sort, no other scan.
     assert " ".join("""SELECT id FROM jobs WHERE queue = v_queues[1] AND status IN ('queued', 'retrying')
-                       AND run_at <= p_now ORDER BY priority DESC, run_at, id LIMIT p_max_jobs
+                       AND run_at <= p_now ORDER BY greatest(priority, effective_priority) DESC, run_at, id
+                       LIMIT p_max_jobs
                        FOR UPDATE SKIP LOCKED""".split()) in " ".join(source.split())
     assert "Index Scan using jobs_claim_idx" in plan and "Sort" not in plan, plan
     assert plan.index("Limit") < plan.index("LockRows") < plan.index("jobs_claim_idx"), plan
