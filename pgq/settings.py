@@ -31,7 +31,7 @@ PREPARED_STATEMENTS = ("auto", "on", "off")
 # raw "/" or "?" in it ends its user part. Redacting too much beats too little.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@]*:)(?P<secret>.*)(?P<tail>@)", re.I)
 _KV_PASSWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|(?:\\.|\S)+)", re.I)
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&]*)", re.I)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&][a-z_]*password=)(?P<secret>[^&]*)", re.I)
 
 
 def redact_url(url: str | None) -> str | None:
@@ -41,6 +41,14 @@ def redact_url(url: str | None) -> str | None:
     for pattern in (_URL_PASSWORD, _KV_PASSWORD, _QUERY_PASSWORD):
         url = pattern.sub(lambda m: f"{m.group('head')}***{m.groupdict().get('tail') or ''}", url)
     return url
+
+
+def scrub(message: str, url: str | None) -> str:
+    """``message`` with every password-like part of ``url`` replaced by ``***``."""
+    if url:
+        for secret in sorted(password_candidates(url), key=len, reverse=True):
+            message = message.replace(secret, "***")
+    return message
 
 
 def password_candidates(url: str) -> set[str]:
@@ -281,6 +289,10 @@ class Settings:
                 "PGQ_REDIS_PREFIX must be 1 to 64 letters, digits or _ . : - (no braces or spaces), "
                 f"got {self.redis_prefix!r}"
             )
+        if self.redis_url is not None:
+            from pgq.redis.topology import parse_topology  # no redis import; validates the scheme
+
+            parse_topology(self.redis_url)
         if self.redis_heartbeat_ttl_seconds <= self.heartbeat_interval_seconds:
             raise ConfigurationError(
                 "PGQ_REDIS_HEARTBEAT_TTL_SECONDS must be longer than PGQ_HEARTBEAT_INTERVAL_SECONDS "

@@ -78,22 +78,26 @@ class OwnedRedis:
     temporary directory between restarts).
     """
 
-    def __init__(self, *, persistence: bool = False, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
+    def __init__(self, *, persistence: bool = False, bind: tuple[str, ...] = ("127.0.0.1",), args: tuple[str, ...] = (),
+                 url: str | None = None) -> None:
         self.binary = redis_server_binary()
         self.bind = bind  # the addresses it listens on (the first is the one ``url`` names)
         self.port = free_port()
         self.directory = tempfile.mkdtemp(prefix="pgq-redis-")
         self.persistence = persistence
+        self.args = args  # more redis-server options (cluster, TLS, ACL users: tests/redis_topology.py)
+        self._url = url  # how to reach it when it is not plain redis:// on self.port ("{port}" is filled in)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self._url.format(port=self.port) if self._url else f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> OwnedRedis:
         args = [self.binary, "--port", str(self.port), "--bind", *self.bind, "--dir", self.directory,
                 "--appendonly", "no", "--protected-mode", "no", "--logfile", os.path.join(self.directory, "log")]
         args += ["--save", "3600 1"] if self.persistence else ["--save", ""]
+        args += list(self.args)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not answers(self.url, 0.2):

@@ -12,6 +12,11 @@ every connection to the server. A test arms one cut at a time:
 - ``cut_all()``: close every open connection now (the server "went away"
   while the client's connection was idle).
 
+``delay_seconds`` (0 by default) holds every chunk that long in each direction,
+so a round trip through the proxy costs twice that more: ``python
+tests/tcp_proxy.py --target 127.0.0.1:5432 --delay-ms 2.5`` runs one as a
+process of its own (for a bench with 5 ms to the database; it prints its port).
+
 ``cuts`` records what was cut, so a test can check that its cut happened.
 ``CuttingProxy(host, port, delay_ms=d)`` also delays every chunk by ``d`` ms in
 each direction (a round trip of ``2 d`` ms more): a database far away, where the
@@ -89,6 +94,7 @@ class CuttingProxy:
         self._pairs: list[_Pair] = []
         self._rule: tuple[str, bytes] | None = None
         self.cuts: list[str] = []
+        self.delay_seconds = 0.0
         self.reply_dropped = threading.Event()
         # Called (in the proxy's thread) when a reply is dropped, before the client sees the cut.
         self.on_reply_dropped: Callable[[], None] | None = None
@@ -201,6 +207,10 @@ class CuttingProxy:
             except OSError:
                 pair.close()
                 return
+
+    def _hold(self) -> None:
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)  # the injected network delay itself
 
     def stop(self) -> None:
         self._stopped.set()

@@ -149,7 +149,7 @@ class _Leader:
 def _clear(redis: Any) -> None:
     """Delete the bench's keys (a previous level's ids refer to deleted jobs)."""
     client = redis._client
-    keys = list(client.scan_iter(match=redis.keys.base + "*", count=1000))
+    keys = list(client.scan_iter(match=redis.keys.pattern, count=1000))
     for start in range(0, len(keys), 500):
         client.unlink(*keys[start:start + 500])
 

@@ -18,22 +18,53 @@ failure sends the caller down the Postgres path (``get_runnable_jobs``).
 Nothing here imports the ``redis`` package until a client is created, and
 pgq's core imports this package only when ``redis_url`` is set.
 
-Key layout (``P`` = ``{<redis_prefix>:<schema>}``; the braces are a Redis
-Cluster hash tag, so one deployment's keys share a slot and scripts may touch
-them together)::
+Key layout (layout 2). ``P`` = ``{<redis_prefix>:<schema>}`` holds the
+deployment's keys; ``Q`` = ``{<redis_prefix>:<schema>:q:<queue>}`` holds one
+queue's keys. The braces are Redis Cluster hash tags: each queue's keys share
+one slot of their own, so on a Cluster the queues spread across the nodes, and
+every Lua script touches the keys of one queue only (a script's keys must
+share a slot)::
 
-    P:ready:<queue>        sorted set: runnable ids; score = (5 - priority) * 2**50 + id
-    P:wake:<queue>         list: wake-up tokens for idle workers (capped)
-    P:popped:<worker>      hash: pop number -> "<pop time ms> <id> <id> ...": the batches a
-                           worker popped and has not claimed yet (usually none or one)
-    P:owners               set: workers that may have popped batches
-    P:popped-at            sorted set: id -> when it was last popped (ms), for the last 10 s
+    Q:ready                sorted set: runnable ids; score = (5 - priority) * 2**50 + id
+    Q:wake                 list: wake-up tokens for idle workers (capped)
+    Q:popped:<worker>      hash: pop number -> "<pop time ms> <id> <id> ...": the batches a
+                           worker popped from this queue and has not claimed yet
+    Q:owners               set: workers that may have popped batches of this queue
+    Q:popped-at            sorted set: id -> when it was last popped (ms), for the last 10 s
+    Q:wake-worker:<worker> list: interrupts one worker's blocking wait (shutdown)
+    Q:built                string: the ready set is complete (set by a rebuild, or by the
+                           first registration of a new queue); absent after the node lost
+                           its data, and then pops of this queue answer "use Postgres"
+    Q:building             the queue's rebuild token
     P:heartbeat:<worker>   string with a TTL: cheap liveness (Postgres heartbeats stay authoritative)
-    P:wake-worker:<worker> list: interrupts one worker's blocking wait (shutdown)
-    P:queues               set: queues ever mirrored (for status and stale checks)
-    P:mirror               hash: epoch, horizon, reconciled_at, full_at; exists only once a
-                           full rebuild completed; absent after FLUSHALL or a restart
+    P:queues               set: queues ever mirrored (registered by pushes and workers)
+    P:mirror               hash: epoch, horizon, reconciled_at, full_at, layout; exists only
+                           once a full rebuild completed; absent after FLUSHALL or a restart
     P:building, P:reconciler   rebuild token, reconciler lease
+
+What spans queues is done without a multi-slot script. A worker of several
+queues reads the head of each (one pipelined round trip, which also deletes
+its claimed batches) and pops, with one script per queue, the queues that
+hold the best ``n`` ids; priority across queues is as exact as that snapshot.
+On a Cluster a blocking ``BLPOP`` reaches one slot, so such a worker first
+takes any waiting token of its queues and then blocks on one queue in turn.
+Registering a queue (``SADD`` to ``P:queues``) is a command of its own beside
+the push. Data loss is detected per queue: a node that restarted empty, or a
+replica promoted before it received ``Q:built``, leaves its queues unmarked;
+their pops answer "use Postgres" and the reconciler rebuilds exactly those
+queues (a token per queue, published only if the node kept it). A mirror
+hash without ``layout = 2`` was written by an older pgq: the reconciler
+deletes the old keys (``P:ready:<queue>``, ``P:wake:<queue>``, ``P:popped:*``,
+``P:owners``, ``P:popped-at``) and rebuilds. Stop every worker of the older
+version first: it would pop the old keys that nobody fills any more.
+
+Topologies (``pgq.redis.topology``): ``PGQ_REDIS_URL`` names one server
+(``redis://``, ``rediss://`` for TLS), a Sentinel-managed master
+(``redis+sentinel://host:port,.../<master>``: the master is looked up again
+after a failover) or a Redis Cluster (``redis+cluster://host:port,...``).
+The circuit breaker is per client, not per node: while one Cluster node is
+down, calls for its queues fail and every queue of that process takes the
+Postgres path during each back-off.
 
 Why one sorted set per queue rather than three lists (high/medium/low):
 ZADD is idempotent, so a duplicate push, a re-mirrored id or a retried write

@@ -109,6 +109,7 @@ class RedisClaimSource:
         # Redis answered and the mirror is built: waits may rely on Redis wake-ups.
         self.trusted = False
         self._batches = itertools.count(1)
+        self._turn = 0  # which queue a worker of several blocks on next (Redis Cluster)
         # Guards the collections below. Redis calls are made outside it: every
         # batch has a number of its own, so a deletion and a pop never touch the
         # same entry, and no thread waits for another's round trip.
@@ -170,6 +171,14 @@ class RedisClaimSource:
 
     def registered(self) -> None:
         self.heartbeat(0)
+        self._register()
+
+    def _register(self) -> None:
+        """Name this worker's queues to Redis: a queue new there is marked built at once."""
+        try:
+            self.client.register(self.queues)
+        except RedisUnavailable as exc:
+            log.debug("queues not registered in Redis: %s", exc)
 
     def background(self, wake: Callable[[], None], idle: threading.Event,
                    stop: threading.Event) -> list[tuple[Callable[[], None], str]]:
@@ -280,6 +289,7 @@ class RedisClaimSource:
         if popped is None:
             self.trusted = False
             self._count("redis_not_built")
+            self._register()
             return None, batch
         self.trusted = True
         return popped, batch
@@ -303,7 +313,7 @@ class RedisClaimSource:
                 reserve, self._reserve = self._reserve, []
                 batches = [*done, self._reserve_batch] if reserve else done
             try:
-                self.client.give_back(self.worker, batches, take + reserve)
+                self.client.give_back(self.worker, self.queues, batches, take + reserve)
             except RedisUnavailable as exc:  # left in Redis: see retire and the reconciler
                 log.debug("could not give back popped ids: %s", exc)
             raise
@@ -345,7 +355,7 @@ class RedisClaimSource:
         if not claimed:
             return
         try:
-            self.client.forget_batches(self.worker, claimed)
+            self.client.forget_batches(self.worker, self.queues, claimed)
         except RedisUnavailable as exc:
             self._keep_claimed(claimed)
             log.debug("popped batches not deleted: %s", exc)
@@ -389,14 +399,15 @@ class RedisClaimSource:
         Claimed batches are deleted first: an idle worker pops nothing that would."""
         self.forget_claimed()
         try:
-            return self.client.wait_for_work(self.worker, self.queues, timeout)
+            self._turn += 1
+            return self.client.wait_for_work(self.worker, self.queues, timeout, self._turn)
         except RedisUnavailable:
             self.trusted = False
             return None
 
     def interrupt_wait(self) -> None:
         try:
-            self.client.interrupt_wait(self.worker)
+            self.client.interrupt_wait(self.worker, self.queues)
         except RedisUnavailable:
             pass
 
@@ -406,7 +417,7 @@ class RedisClaimSource:
             self._claimed = []
             self._reserve = []
         try:
-            ids = sorted(set(self.client.retire(self.worker)) | held)
+            ids = sorted(set(self.client.retire(self.worker, self.queues)) | held)
             if ids:
                 with self.pool().connection() as conn:
                     entries = self.queries.runnable_entries(conn, ids)

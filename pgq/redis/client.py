@@ -7,12 +7,19 @@ and ``pgq status`` read. Every command is bounded by
 scripts live in ``scripts/*.lua`` and are read like ``db/`` SQL files. What
 the ids mean and when to call what is decided by the claim source and the
 reconciler; this module imports ``redis`` only when a client is created.
+
+Every script reads and writes the keys of one queue (one Cluster slot: see the
+key layout in ``pgq.redis``); what spans queues is several calls (``pop`` of
+several queues, ``give_back``, ``retire``) or a pipeline of single-key
+commands, which redis-py's Cluster client splits by node. The client is a
+``redis.Redis``, a Sentinel master client or a ``RedisCluster`` (``topology``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -24,9 +31,13 @@ from pgq.clock import Clock
 from pgq.errors import ConfigurationError, RedisUnavailable
 from pgq.redis.breaker import CircuitBreaker
 from pgq.redis.keys import BLOCK_SECONDS, PAGE, POPPED_AT_KEEP_MS, WAKE_CAP, Keys, batch_ids, score
-from pgq.settings import Settings, redact_url
+from pgq.redis.topology import connect, parse_topology
+from pgq.settings import Settings, redact_url, scrub
 
 log = logging.getLogger("pgq.redis")
+
+#: A client adds a queue it pushes to to the set of mirrored queues at most this often (seconds).
+REGISTER_SECONDS = 10.0
 
 T = TypeVar("T")
 
@@ -81,31 +92,35 @@ class RedisClient:
         self.keys = Keys(settings.redis_prefix, settings.schema)
         self.url = redact_url(settings.redis_url) or ""
         timeout = settings.redis_timeout_seconds
+        self.topology = parse_topology(settings.redis_url)
         try:
             # One immediate retry on a connection error: after a Redis restart every
             # pooled socket is dead, and the retry opens a fresh one. Not on a timeout
             # (Retry's default errors include it): a hung Redis would double the bound.
-            self._client: Any = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            self._client: Any = connect(
+                self.topology, socket_timeout=timeout, socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)), retry_on_timeout=False,
-                decode_responses=True,
-                client_name="pgq",
+                decode_responses=True, client_name="pgq",
             )
-            self._blocking: Any = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=timeout + BLOCK_SECONDS, socket_connect_timeout=timeout,
+            self._blocking: Any = connect(
+                self.topology, socket_timeout=timeout + BLOCK_SECONDS, socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
                 client_name="pgq-wait",
             )
-        except ValueError as exc:
-            raise ConfigurationError(f"PGQ_REDIS_URL is not a valid Redis URL ({self.url}): {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"PGQ_REDIS_URL is not a valid Redis URL ({self.url}): {scrub(str(exc), settings.redis_url)}") from None
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._pop = self._client.register_script(read_script("pop", POPPED_AT_KEEP_MS=POPPED_AT_KEEP_MS))
         self._offer = self._client.register_script(read_script("offer"))
         self._retire = self._client.register_script(read_script("retire"))
+        self._give_back = self._client.register_script(read_script("give_back"))
+        self._finish_queue = self._client.register_script(read_script("finish_queue"))
         self._lease = self._client.register_script(read_script("lease"))
         self._finish_build = self._client.register_script(read_script("finish_build"))
         self._commit = self._client.register_script(read_script("commit"))
         self.breaker = CircuitBreaker(clock)
+        self._registered: dict[str, float] = {}  # queue -> when this client last added it to P:queues
         self.closed = False
 
     def __repr__(self) -> str:
@@ -130,10 +145,12 @@ class RedisClient:
         try:
             result = fn()
         except self._errors as exc:
+            self._registered.clear()  # Redis may come back empty: register the queues again
             if self.breaker.failed() and not self.closed:
                 log.warning("Redis at %s unavailable (%s during %s); using the Postgres path until it answers",
-                            self.url, exc, what)
-            raise RedisUnavailable(f"Redis at {self.url} failed during {what}: {exc}") from exc
+                            self.url, scrub(str(exc), self.settings.redis_url), what)
+            raise RedisUnavailable(
+                f"Redis at {self.url} failed during {what}: {scrub(str(exc), self.settings.redis_url)}") from exc
         if self.breaker.down and self.breaker.succeeded():
             log.warning("Redis at %s answers again; using the accelerator", self.url)
         return result
@@ -168,12 +185,38 @@ class RedisClient:
             for queue, args in by_queue.items():
                 for start in range(0, len(args), 2 * PAGE):
                     added += int(self._offer(
-                        keys=[k.queues, k.ready(queue), k.wake(queue), k.popped_at],
-                        args=[queue, WAKE_CAP, popped_before, *args[start:start + 2 * PAGE]],
+                        keys=[k.ready(queue), k.wake(queue), k.popped_at(queue)],
+                        args=[WAKE_CAP, popped_before, *args[start:start + 2 * PAGE]],
                     ))
+            self.register(list(by_queue))
             return added
 
         return self._call("push", run)
+
+    def register(self, queues: Sequence[str]) -> None:
+        """Add ``queues`` to the set of mirrored queues (again every ``REGISTER_SECONDS``).
+        A queue new to that set has nothing to lose: its ready set is marked built,
+        so its workers use Redis from its first push. A known queue without the
+        mark lost its data, and waits for the reconciler to rebuild it. Called by
+        pushes and by workers (for their queues). Raises ``RedisUnavailable``."""
+        now = time.monotonic()
+        due = [q for q in queues if now - self._registered.get(q, -REGISTER_SECONDS) >= REGISTER_SECONDS]
+        if not due:
+            return
+
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for q in due:
+                pipe.sadd(self.keys.queues, q)
+            new = [q for q, added in zip(due, pipe.execute(), strict=True) if added]
+            if new:
+                pipe = self._client.pipeline(transaction=False)
+                for q in new:
+                    pipe.set(self.keys.built(q), "new", nx=True)
+                pipe.execute()
+
+        self._call("register", run)
+        self._registered.update((q, now) for q in due)
 
     def push_quietly(self, entries: Iterable[tuple[int, str, int]]) -> int:
         """``push``, but a Redis failure only logs: the reconciler mirrors the jobs later."""
@@ -187,47 +230,86 @@ class RedisClient:
     def pop(self, worker: str, queues: Sequence[str], n: int, batch: str,
             claimed: Sequence[str] = (), ahead: int = 0) -> list[tuple[int, int, str]] | None:
         """Pop up to ``n`` ids in priority order, recorded as ``worker``'s batch ``batch``,
-        after deleting its ``claimed`` batches (the same round trip). With one queue
-        and a backlog of at least ``n + 2 * ahead`` ids, pops ``ahead`` more.
+        after deleting its ``claimed`` batches (the same round trip for one queue).
+        With one queue and a backlog of at least ``n + 2 * ahead`` ids, pops ``ahead`` more.
 
-        Returns ``[(id, score, queue), ...]``, or None when the mirror is not built
-        (after FLUSHALL or a restart, until the reconciler rebuilds it).
-        Raises ``RedisUnavailable`` (then nothing was deleted or popped).
+        Several queues live in several slots: one round trip reads the head of each
+        (and deletes the claimed batches), then each queue with ids among the best
+        ``n`` is popped by a script of its own (see ``scripts/pop.lua``).
+
+        Returns ``[(id, score, queue), ...]``, or None when a queue's ready set is not
+        built (after FLUSHALL, a restart or a lost node, until the reconciler rebuilds it).
+        Raises ``RedisUnavailable`` (then nothing was popped).
         """
+        if len(queues) == 1:
+            return self._call("pop", lambda: self._pop_queue(worker, queues[0], n, batch, claimed, ahead))
+        heads = self._call("pop", lambda: self._heads(worker, queues, n, claimed))
+        if heads is None:
+            return None
+        want: dict[str, int] = defaultdict(int)
+        for _, _, queue in sorted(heads)[:n]:
+            want[queue] += 1
+        popped: list[tuple[int, int, str]] = []
+        for queue, count in want.items():
+            got = self._call("pop", lambda q=queue, c=count: self._pop_queue(worker, q, c, batch, (), 0))  # type: ignore[misc]
+            popped += got or []
+        return sorted(popped, key=lambda e: (e[1], e[0]))
+
+    def _pop_queue(self, worker: str, queue: str, n: int, batch: str, claimed: Sequence[str],
+                   ahead: int) -> list[tuple[int, int, str]] | None:
         k = self.keys
-        keys = [k.mirror, k.owners, k.popped(worker), *[k.ready(q) for q in queues], *[k.wake(q) for q in queues],
-                k.popped_at]
-        args: list[str | int] = [n, worker, len(queues), batch, ahead, len(claimed), *claimed]
-        reply = self._call("pop", lambda: self._pop(keys=keys, args=args))
+        keys = [k.built(queue), k.owners(queue), k.popped(worker, queue), k.ready(queue), k.wake(queue),
+                k.popped_at(queue)]
+        reply = self._pop(keys=keys, args=[n, worker, batch, ahead, len(claimed), *claimed])
         if not reply or int(reply[0]) == 0:
             return None
-        if len(queues) == 1:
-            only = queues[0]
-            return [(int(reply[i]), int(float(reply[i + 1])), only) for i in range(1, len(reply), 2)]
-        return [(int(reply[i]), int(float(reply[i + 1])), queues[int(reply[i + 2]) - 1])
-                for i in range(1, len(reply), 3)]
+        return [(int(reply[i]), int(float(reply[i + 1])), queue) for i in range(1, len(reply), 2)]
 
-    def forget_batches(self, worker: str, batches: Sequence[str]) -> None:
-        """Delete popped batches of ``worker`` (claimed, or given back by the reconciler)."""
-        if batches:
-            self._call("forget batches", lambda: self._client.hdel(self.keys.popped(worker), *batches))
+    def _heads(self, worker: str, queues: Sequence[str], n: int,
+               claimed: Sequence[str]) -> list[tuple[int, int, str]] | None:
+        """The first ``n`` (score, id, queue) of each queue, or None if one is not built."""
+        pipe = self._client.pipeline(transaction=False)
+        for q in queues:
+            if claimed:
+                pipe.hdel(self.keys.popped(worker, q), *claimed)
+            pipe.exists(self.keys.built(q))
+            pipe.zrange(self.keys.ready(q), 0, n - 1, withscores=True)
+        replies = pipe.execute()
+        if claimed:
+            replies = [r for i, r in enumerate(replies) if i % 3]
+        heads: list[tuple[int, int, str]] = []
+        for q, built, items in zip(queues, replies[::2], replies[1::2], strict=True):
+            if not built:
+                return None
+            heads += [(int(s), int(i), q) for i, s in items]
+        return heads
 
-    def give_back(self, worker: str, batches: Sequence[str], entries: Sequence[tuple[int, int, str]]) -> None:
-        """Return popped ids that were not claimed (``(id, score, queue)``) to the ready
-        sets, and delete the ``batches`` they were popped in."""
-        k = self.keys
-        by_queue: dict[str, dict[str, int]] = defaultdict(dict)
-        for job_id, job_score, queue in entries:
-            by_queue[queue][str(job_id)] = job_score
+    def forget_batches(self, worker: str, queues: Sequence[str], batches: Sequence[str]) -> None:
+        """Delete popped batches of ``worker`` in ``queues`` (claimed, or given back by the reconciler)."""
+        if not batches:
+            return
 
         def run() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            if batches:
-                pipe.hdel(k.popped(worker), *batches)
-            for queue, members in by_queue.items():
-                pipe.zadd(k.ready(queue), members)
-                pipe.lpush(k.wake(queue), "1")
+            pipe = self._client.pipeline(transaction=False)
+            for q in queues:
+                pipe.hdel(self.keys.popped(worker, q), *batches)
             pipe.execute()
+
+        self._call("forget batches", run)
+
+    def give_back(self, worker: str, queues: Sequence[str], batches: Sequence[str],
+                  entries: Sequence[tuple[int, int, str]]) -> None:
+        """Return popped ids that were not claimed (``(id, score, queue)``) to the ready
+        sets, and delete the ``batches`` they were popped in (in each of ``queues``)."""
+        k = self.keys
+        by_queue: dict[str, list[int | str]] = {q: [] for q in queues}
+        for job_id, job_score, queue in entries:
+            by_queue.setdefault(queue, []).extend((job_score, job_id))
+
+        def run() -> None:
+            for queue, args in by_queue.items():
+                self._give_back(keys=[k.popped(worker, queue), k.ready(queue), k.wake(queue)],
+                                args=[len(batches), *batches, *args])
 
         self._call("give back", run)
 
@@ -247,35 +329,72 @@ class RedisClient:
 
         self._call("forget", run)
 
-    def retire(self, worker: str) -> list[int]:
-        """Delete ``worker``'s popped batches, heartbeat and wake list; return the ids it held."""
+    def retire(self, worker: str, queues: Sequence[str]) -> list[int]:
+        """Delete ``worker``'s popped batches and wake lists in ``queues``, and its
+        heartbeat; return the ids it held."""
         k = self.keys
-        keys = [k.popped(worker), k.owners, k.heartbeat(worker), k.worker_wake(worker)]
-        batches = self._call("retire", lambda: self._retire(keys=keys, args=[worker]))
-        return [job_id for value in batches for job_id in batch_ids(value)]
+
+        def run() -> list[str]:
+            batches: list[str] = []
+            for q in queues:
+                batches += self._retire(keys=[k.popped(worker, q), k.owners(q), k.worker_wake(worker, q)],
+                                        args=[worker])
+            self._client.delete(k.heartbeat(worker))
+            return batches
+
+        return [job_id for value in self._call("retire", run) for job_id in batch_ids(value)]
 
     def heartbeat(self, worker: str, info: dict[str, Any]) -> None:
         """Write the worker's liveness key with a TTL of ``redis_heartbeat_ttl_seconds``."""
         ttl_ms = int(self.settings.redis_heartbeat_ttl_seconds * 1000)
         self._call("heartbeat", lambda: self._client.set(self.keys.heartbeat(worker), json.dumps(info), px=ttl_ms))
 
-    def wait_for_work(self, worker: str, queues: Sequence[str], timeout: float = BLOCK_SECONDS) -> bool:
-        """Block until a wake-up token arrives for one of ``queues`` (True) or ``timeout`` passes.
+    def wait_for_work(self, worker: str, queues: Sequence[str], timeout: float = BLOCK_SECONDS,
+                      turn: int = 0) -> bool:
+        """Block until a wake-up token arrives for one of ``queues`` (True) or ``timeout``
+        passes, or the wait is interrupted (False).
 
-        Raises ``RedisUnavailable`` (at once during the back-off).
+        On Redis Cluster one ``BLPOP`` reaches one slot: a worker of several queues
+        takes any token waiting in them (one round trip), then blocks on the
+        queue of its ``turn``. Raises ``RedisUnavailable`` (at once during the back-off).
         """
-        keys = [*[self.keys.wake(q) for q in queues], self.keys.worker_wake(worker)]
-        reply = self._call("wait", lambda: self._blocking.blpop(keys, timeout=timeout))
-        return reply is not None and reply[0] != self.keys.worker_wake(worker)
+        k = self.keys
+        if not self.topology.cluster or len(queues) == 1:
+            keys = [*[k.wake(q) for q in queues], *[k.worker_wake(worker, q) for q in queues]]
+            reply = self._call("wait", lambda: self._blocking.blpop(keys, timeout=timeout))
+            return reply is not None and reply[0] in keys[:len(queues)]
 
-    def interrupt_wait(self, worker: str) -> None:
+        def poll() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for q in queues:
+                pipe.lpop(k.wake(q))
+            return list(pipe.execute())
+
+        if any(self._call("wait", poll)):
+            return True
+        q = queues[turn % len(queues)]
+        keys = [k.wake(q), k.worker_wake(worker, q)]
+        reply = self._call("wait", lambda: self._blocking.blpop(keys, timeout=timeout / len(queues)))
+        return reply is not None and reply[0] == keys[0]
+
+    def interrupt_wait(self, worker: str, queues: Sequence[str]) -> None:
         """Make ``worker``'s blocking wait return now."""
-        self._call("interrupt", lambda: self._client.lpush(self.keys.worker_wake(worker), "1"))
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for q in queues:
+                pipe.lpush(self.keys.worker_wake(worker, q), "1")
+            pipe.execute()
+
+        self._call("interrupt", run)
 
     # ------------------------------------------------------------ reconciler
     def time_ms(self) -> int:
-        """Redis' clock, in milliseconds (the pop times in ``popped-at`` are on it)."""
-        seconds, micros = self._call("time", lambda: self._client.time())
+        """Redis' clock, in milliseconds (the pop times in ``popped-at`` are on it;
+        on Cluster, one node's clock: keep the nodes' clocks in step)."""
+        reply = self._call("time", lambda: self._client.time())
+        if isinstance(reply, dict):  # RedisCluster asks one node per call, or all of them
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
         return int(seconds) * 1000 + int(micros) // 1000
 
     def state(self) -> dict[str, str]:
@@ -286,22 +405,67 @@ class RedisClient:
         """Take or extend the reconciler lease; True if ``owner`` holds it."""
         return bool(self._call("lease", lambda: self._lease(keys=[self.keys.lease], args=[owner, int(ttl_seconds * 1000)])))
 
-    def begin_build(self) -> str:
+    def begin_build(self, queues: Sequence[str] = (), *, whole: bool = True) -> str:
+        """Start a rebuild: a token in each of ``queues``' slots, and in the mirror's
+        slot for a ``whole`` rebuild."""
         token = uuid.uuid4().hex
-        self._call("build", lambda: self._client.set(self.keys.building, token, ex=3600))
+
+        def run() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            if whole:
+                pipe.set(self.keys.building, token, ex=3600)
+            for q in queues:
+                pipe.set(self.keys.queue_building(q), token, ex=3600)
+            pipe.execute()
+
+        self._call("build", run)
         return token
 
-    def finish_build(self, token: str, horizon: str, now: str) -> bool:
+    def finish_queues(self, token: str, queues: Sequence[str], epoch: str) -> list[str]:
+        """Mark the ready sets of ``queues`` built where the rebuild's token survived;
+        return those marked."""
+        k = self.keys
+
+        def run() -> list[str]:
+            return [q for q in queues
+                    if self._finish_queue(keys=[k.queue_building(q), k.built(q)], args=[token, epoch])]
+
+        return self._call("build", run)
+
+    def finish_build(self, token: str, horizon: str, now: str) -> str | None:
+        """Publish the mirror hash if the rebuild's token survived; return its epoch (None if not)."""
         epoch = uuid.uuid4().hex
         keys = [self.keys.building, self.keys.mirror]
-        return bool(self._call("build", lambda: self._finish_build(keys=keys, args=[token, epoch, horizon, now])))
+        args = [token, epoch, horizon, now, Keys.LAYOUT]
+        return epoch if self._call("build", lambda: self._finish_build(keys=keys, args=args)) else None
+
+    def unbuilt(self, queues: Sequence[str]) -> list[str]:
+        """Those of ``queues`` whose ready set is not marked built (a node lost its data)."""
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for q in queues:
+                pipe.exists(self.keys.built(q))
+            return list(pipe.execute())
+
+        return [q for q, built in zip(queues, self._call("built", run), strict=True) if not built]
+
+    def delete_legacy(self) -> int:
+        """Delete the keys of the layout before per-queue slots; return how many existed."""
+        old_owners = f"{self.keys.base}:owners"
+
+        def run() -> int:
+            owners = sorted(self._client.smembers(old_owners))
+            keys = self.keys.legacy(sorted(self._client.smembers(self.keys.queues)), owners)
+            return sum(int(self._client.delete(key)) for key in keys)
+
+        return self._call("legacy", run)
 
     def commit(self, epoch: str, horizon: str, now: str, *, full: bool) -> bool:
         args = [epoch, horizon, now, "1" if full else "0"]
         return bool(self._call("commit", lambda: self._commit(keys=[self.keys.mirror], args=args)))
 
-    def owners(self) -> list[str]:
-        return sorted(self._call("owners", lambda: self._client.smembers(self.keys.owners)))
+    def owners(self, queue: str) -> list[str]:
+        return sorted(self._call("owners", lambda: self._client.smembers(self.keys.owners(queue))))
 
     def beating(self, workers: Sequence[str]) -> set[str]:
         """Those of ``workers`` whose heartbeat key exists."""
@@ -313,12 +477,12 @@ class RedisClient:
 
         return {w for w, alive in zip(workers, self._call("heartbeats", run), strict=True) if alive}
 
-    def popped_batches(self, workers: Sequence[str]) -> dict[str, dict[str, tuple[int, list[int]]]]:
-        """The popped batches of ``workers``: worker -> {batch: (pop time ms, ids)}."""
+    def popped_batches(self, queue: str, workers: Sequence[str]) -> dict[str, dict[str, tuple[int, list[int]]]]:
+        """The popped batches of ``workers`` in ``queue``: worker -> {batch: (pop time ms, ids)}."""
         def run() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for w in workers:
-                pipe.hgetall(self.keys.popped(w))
+                pipe.hgetall(self.keys.popped(w, queue))
             return list(pipe.execute())
 
         found = self._call("popped", run)
@@ -350,7 +514,7 @@ class RedisClient:
 
     def counts(self) -> tuple[int, int]:
         """(ids popped and not claimed yet, workers with a live heartbeat key)."""
-        held = sum(len(ids) for batches in self.popped_batches(self.owners()).values()
+        held = sum(len(ids) for q in self.queues() for batches in self.popped_batches(q, self.owners(q)).values()
                    for _, ids in batches.values())
 
         def run() -> int:

@@ -1,8 +1,8 @@
 """Redis key names and the numbers that shape the Redis mirror.
 
-``Keys`` names every key of one deployment (``P`` = ``{<redis_prefix>:<schema>}``;
-the braces are a Redis Cluster hash tag, so one deployment's keys share a
-slot and scripts may touch them together); the layout is drawn in the
+``Keys`` names every key of one deployment: its own keys in the slot of
+``{<redis_prefix>:<schema>}`` and each queue's keys in a slot of their own
+(Redis Cluster hash tags); the layout is drawn in the
 package docstring (``pgq.redis``). ``score`` orders a ready set.
 """
 
@@ -46,28 +46,62 @@ def batch_ids(value: str) -> list[int]:
 
 
 class Keys:
-    """Redis key names of one deployment (prefix and schema)."""
+    """Redis key names of one deployment (prefix and schema).
+
+    Deployment keys share the slot of ``base`` (``{<prefix>:<schema>}``); each
+    queue's keys share the slot of ``slot(queue)`` (``{<prefix>:<schema>:q:<queue>}``),
+    one of its own, so on Redis Cluster the queues spread across the nodes and
+    every script touches the keys of one queue only.
+    """
+
+    #: Written into the mirror hash by a rebuild; a mirror without it was built with
+    #: an older layout, whose keys the next rebuild deletes.
+    LAYOUT = "2"
 
     def __init__(self, prefix: str, schema: str) -> None:
-        self.base = "{" + f"{prefix}:{schema}" + "}"
-        self.owners = f"{self.base}:owners"
+        self.name = f"{prefix}:{schema}"
+        self.base = "{" + self.name + "}"
+        #: A SCAN pattern matching every key of this deployment (its queues' too).
+        self.pattern = "{" + self.name + "[:}]*"
         self.queues = f"{self.base}:queues"
         self.mirror = f"{self.base}:mirror"
         self.building = f"{self.base}:building"
         self.lease = f"{self.base}:reconciler"
-        self.popped_at = f"{self.base}:popped-at"
+
+    def slot(self, queue: str) -> str:
+        """The hash tag of ``queue``'s keys."""
+        return "{" + f"{self.name}:q:{queue}" + "}"
 
     def ready(self, queue: str) -> str:
-        return f"{self.base}:ready:{queue}"
+        return f"{self.slot(queue)}:ready"
 
     def wake(self, queue: str) -> str:
-        return f"{self.base}:wake:{queue}"
+        return f"{self.slot(queue)}:wake"
 
-    def popped(self, worker: str) -> str:
-        return f"{self.base}:popped:{worker}"
+    def built(self, queue: str) -> str:
+        """Exists once the queue's ready set was rebuilt from Postgres (absent after data loss)."""
+        return f"{self.slot(queue)}:built"
+
+    def queue_building(self, queue: str) -> str:
+        return f"{self.slot(queue)}:building"
+
+    def owners(self, queue: str) -> str:
+        return f"{self.slot(queue)}:owners"
+
+    def popped_at(self, queue: str) -> str:
+        return f"{self.slot(queue)}:popped-at"
+
+    def popped(self, worker: str, queue: str) -> str:
+        return f"{self.slot(queue)}:popped:{worker}"
+
+    def worker_wake(self, worker: str, queue: str) -> str:
+        return f"{self.slot(queue)}:wake-worker:{worker}"
 
     def heartbeat(self, worker: str) -> str:
         return f"{self.base}:heartbeat:{worker}"
 
-    def worker_wake(self, worker: str) -> str:
-        return f"{self.base}:wake-worker:{worker}"
+    def legacy(self, queues: list[str], owners: list[str]) -> list[str]:
+        """Keys of the layout before per-queue slots (layout 1), for deletion."""
+        return [f"{self.base}:owners", f"{self.base}:popped-at",
+                *[f"{self.base}:ready:{q}" for q in queues], *[f"{self.base}:wake:{q}" for q in queues],
+                *[f"{self.base}:popped:{w}" for w in owners]]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pgq.db import translated
 from pgq.errors import RedisUnavailable
 from pgq.queries import MirrorQueries, PauseQueries
-from pgq.redis.keys import ABANDONED_MS, HEAD_CHECK, MAX_LOOKBACK_SECONDS, PAGE
+from pgq.redis.keys import ABANDONED_MS, HEAD_CHECK, MAX_LOOKBACK_SECONDS, PAGE, Keys
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -101,8 +101,17 @@ class Reconciler:
 
     def _pass(self, conn: Any, full: bool, quick: bool) -> ReconcileReport:
         state = self.client.state()
-        if not state.get("epoch"):
+        if not state.get("epoch") or state.get("layout") != Keys.LAYOUT:
+            if state.get("epoch"):
+                log.warning("the Redis mirror has an older key layout: rebuilding it (%d old key(s) deleted)",
+                            self.client.delete_legacy())
             return self._rebuild(conn)
+        # A node that lost its data (a restart without persistence, a Cluster
+        # failover to a replica that had not caught up on the marker): rebuild
+        # the queues whose ready sets are no longer marked built.
+        lost = self.client.unbuilt(self.client.queues())
+        if lost:
+            self._rebuild_queues(conn, lost, state["epoch"])
         # The horizon is read first, in a statement of its own: whatever commits
         # after the window scan's snapshot started after this horizon or was open then.
         horizon, now = self.queries.horizon(conn)
@@ -127,20 +136,32 @@ class Reconciler:
         return report
 
     def _rebuild(self, conn: Any) -> ReconcileReport:
-        token = self.client.begin_build()
+        queues = sorted(set(self.client.queues()) | set(self.queries.runnable_counts(conn)))
+        token = self.client.begin_build(queues)
         horizon, now = self.queries.horizon(conn)
         offered, added = self._offer_window(conn, "-infinity")
         reclaimed, _ = self._reclaim_popped(conn)
-        built = self.client.finish_build(token, horizon.isoformat(), now.isoformat())
-        if built:
+        epoch = self.client.finish_build(token, horizon.isoformat(), now.isoformat())
+        if epoch is not None:
+            self.client.finish_queues(token, queues, epoch)
             log.log(logging.WARNING if offered else logging.INFO,
                     "Redis mirror built from Postgres: %d runnable job(s)", offered)
         else:
             log.warning("Redis lost its data during the mirror rebuild; the next pass starts over")
-        return ReconcileReport(True, True, offered, added, 0, reclaimed, 0, built, horizon)
+        return ReconcileReport(True, True, offered, added, 0, reclaimed, 0, epoch is not None, horizon)
 
-    def _offer_window(self, conn: Any, after: dt.datetime | str) -> tuple[int, int]:
-        """Mirror every runnable, due job after ``after`` (paged); return (seen, added)."""
+    def _rebuild_queues(self, conn: Any, queues: list[str], epoch: str) -> None:
+        """Rebuild the ready sets of ``queues`` (their node lost its data); their
+        workers take the Postgres path until each is marked built again."""
+        token = self.client.begin_build(queues, whole=False)
+        offered, _ = self._offer_window(conn, "-infinity", only=set(queues))
+        done = self.client.finish_queues(token, queues, epoch)
+        log.warning("Redis lost the ready sets of %d queue(s): rebuilt %d from Postgres (%d runnable job(s))",
+                    len(queues), len(done), offered)
+
+    def _offer_window(self, conn: Any, after: dt.datetime | str, only: set[str] | None = None) -> tuple[int, int]:
+        """Mirror every runnable, due job after ``after`` (paged; of the queues ``only``
+        when given); return (seen, added)."""
         after_id = 0
         seen = added = 0
         while True:
@@ -149,8 +170,9 @@ class Reconciler:
             cutoff = self.client.time_ms()
             rows = self.queries.runnable_after(conn, after, after_id, PAGE)
             if rows:
-                seen += len(rows)
-                added += self.client.push(((i, q, p) for i, q, p, _ in rows), popped_before=cutoff)
+                entries = [(i, q, p) for i, q, p, _ in rows if only is None or q in only]
+                seen += len(entries)
+                added += self.client.push(entries, popped_before=cutoff)
                 after, after_id = rows[-1][3], rows[-1][0]
                 if self._owner is not None:
                     self.lead(self._owner)  # a long rebuild keeps its lease
@@ -162,38 +184,48 @@ class Reconciler:
         calls runnable): every batch of a worker Postgres says is gone, and batches
         of live workers popped ``ABANDONED_MS`` ago (they could not give them back).
         Returns (dead workers cleaned, ids of abandoned batches looked at)."""
-        owners = self.client.owners()
+        by_queue = {q: self.client.owners(q) for q in self.client.queues()}
+        owners = sorted({w for ws in by_queue.values() for w in ws})
         if not owners:
             return [], 0
-        beating = self.client.beating(owners)
-        suspects = [w for w in owners if w not in beating]
-        dead: list[str] = []
-        if suspects:
-            ids = []
-            for w in suspects:
-                try:
-                    ids.append(uuid.UUID(w))
-                except ValueError:
-                    continue
-            live = {str(u) for u in self.queries.live_workers(conn, ids)}
-            dead = [w for w in suspects if w not in live]
+        dead = self._dead(conn, owners)
         for worker in dead:
-            held = self.client.retire(worker)
+            held = self.client.retire(worker, [q for q, ws in by_queue.items() if worker in ws])
             if held:
                 self.client.push(self.queries.runnable_entries(conn, held))
         if dead:
             log.info("mirror: gave back the popped ids of %d dead worker(s)", len(dead))
         now_ms = self.client.time_ms()  # pop times are on Redis' clock
-        old = {w: {b: ids for b, (popped_ms, ids) in batches.items() if now_ms - popped_ms >= ABANDONED_MS}
-               for w, batches in self.client.popped_batches([w for w in owners if w not in dead]).items()}
-        look = [i for batches in old.values() for ids in batches.values() for i in ids]
-        if look:
-            self.client.push(self.queries.runnable_entries(conn, look))
-            for worker, batches in old.items():
-                self.client.forget_batches(worker, list(batches))
+        looked = 0
+        for queue, workers in by_queue.items():
+            batches = self.client.popped_batches(queue, [w for w in workers if w not in dead])
+            old = {w: {b: ids for b, (popped_ms, ids) in found.items() if now_ms - popped_ms >= ABANDONED_MS}
+                   for w, found in batches.items()}
+            look = [i for found in old.values() for ids in found.values() for i in ids]
+            if look:
+                self.client.push(self.queries.runnable_entries(conn, look))
+                for worker, found in old.items():
+                    self.client.forget_batches(worker, [queue], list(found))
+                looked += len(look)
+        if looked:
             log.info("mirror: gave back %d id(s) of batches popped %d s ago and never claimed",
-                     len(look), ABANDONED_MS // 1000)
-        return dead, len(look)
+                     looked, ABANDONED_MS // 1000)
+        return dead, looked
+
+    def _dead(self, conn: Any, owners: list[str]) -> list[str]:
+        """Those of ``owners`` without a heartbeat key that Postgres says are gone."""
+        beating = self.client.beating(owners)
+        suspects = [w for w in owners if w not in beating]
+        if not suspects:
+            return []
+        ids = []
+        for w in suspects:
+            try:
+                ids.append(uuid.UUID(w))
+            except ValueError:
+                continue
+        live = {str(u) for u in self.queries.live_workers(conn, ids)}
+        return [w for w in suspects if w not in live]
 
     def _remove_stale(self, conn: Any, per_queue: int | None) -> int:
         """Remove ids Postgres says are not runnable (not due, claimed, finished)

@@ -68,6 +68,8 @@ from typing import Any
 
 import psycopg
 
+from pgq.redis.keys import Keys
+
 TERMINAL = ("completed", "dead")
 
 
@@ -327,14 +329,15 @@ def audit(conn: psycopg.Connection[Any], expected: int) -> AuditReport:
     return r
 
 
-def mirror_leftovers(conn: psycopg.Connection[Any], client: Any, base: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Ids held by the Redis mirror under the key base ``{<prefix>:<schema>}`` (ready sets
-    and popped batches) whose job Postgres does not call runnable (terminal, running, or
-    no such job): key -> [(id, status)]."""
+def mirror_leftovers(conn: psycopg.Connection[Any], client: Any, keys: Keys) -> dict[str, list[tuple[Any, ...]]]:
+    """Ids held by the Redis mirror of one deployment (``keys``: ready sets and popped
+    batches of every queue) whose job Postgres does not call runnable (terminal, running,
+    or no such job): key -> [(id, status)]. ``client`` may be a Redis Cluster client
+    (its SCAN visits every primary)."""
     held: dict[str, list[int]] = {}
-    for key in client.scan_iter(match=base + ":ready:*", count=1000):
+    for key in client.scan_iter(match=keys.ready("*"), count=1000):
         held[key] = [int(m) for m in client.zrange(key, 0, -1)]
-    for key in client.scan_iter(match=base + ":popped:*", count=1000):
+    for key in client.scan_iter(match=keys.popped("*", "*"), count=1000):
         # A popped batch is stored as "<pop time ms> <id> <id> ...".
         held[key] = [int(i) for value in client.hvals(key) for i in value.split()[1:]]
     leftovers = {}

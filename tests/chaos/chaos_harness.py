@@ -37,7 +37,7 @@ from chaos_audit import (AuditReport, audit, describe_leftovers, mirror_leftover
 from chaos_cluster import Cluster
 from pgq.errors import PgqError
 from pgq.health.evacuation import EXIT_EVACUATED
-from pgq.redis.keys import ABANDONED_MS
+from pgq.redis.keys import ABANDONED_MS, Keys
 from redis_service import OwnedRedis, unique_prefix
 
 HERE = Path(__file__).resolve().parent
@@ -633,9 +633,9 @@ class ChaosRun:
         return report
 
     @property
-    def redis_base(self) -> str:
-        """The run's Redis keys start with this (``{<prefix>:<schema>}``)."""
-        return "{" + f"{self.redis_prefix}:{self.env['PGQ_SCHEMA']}" + "}"
+    def redis_base(self) -> Keys:
+        """The run's Redis key names."""
+        return Keys(self.redis_prefix, self.env["PGQ_SCHEMA"])
 
     def _await_clean_mirror(self, timeout: float = ABANDONED_MS / 1000 + 15.0) -> list[str]:
         """Redis mode, queue drained, workers still running: wait until the workers' own

@@ -52,8 +52,9 @@ def own_redis() -> Iterator[OwnedRedis]:
 def test_redis_killed_flushed_and_hung_mid_run_loses_and_duplicates_nothing(
         chaos: Callable[..., ChaosRun], scale: Scale, own_redis: OwnedRedis, pytestconfig: pytest.Config) -> None:
     # Offered at 100 jobs/s, so that work is still flowing after the last fault (the workers
-    # must be seen claiming through Redis again). In CI, Redis mode runs half the jobs (3,000).
-    run = chaos(name="redis kill -9, FLUSHALL, SIGSTOP", jobs=scale.pick(6000, 12000), workers=3,
+    # must be seen claiming through Redis again). In CI, Redis mode runs half the jobs (4,500:
+    # six faults, each waited out until claims go through Redis again, take about 30 s).
+    run = chaos(name="redis kill -9, FLUSHALL, SIGSTOP", jobs=scale.pick(9000, 12000), workers=3,
                 concurrency=4, seed=7, redis=own_redis, rate=100.0, chunk=10,
                 env={"PGQ_REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT)})
     run.start()

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_every_script_file_has_a_header_and_is_loaded_by_the_client() -> None:
     files = sorted(p.stem for p in client.SCRIPTS.glob("*.lua"))
-    assert files == ["commit", "finish_build", "lease", "offer", "pop", "retire"]
+    assert files == ["commit", "finish_build", "finish_queue", "give_back", "lease", "offer", "pop", "retire"]
     loaded = set(re.findall(r'read_script\("(\w+)"', Path(client.__file__).read_text(encoding="utf-8")))
     assert loaded == set(files)
     for name in files:

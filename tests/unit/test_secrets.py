@@ -143,5 +143,11 @@ def test_redaction_hides_any_password_in_every_spelling(password: str, user: str
     for url in spellings:
         redacted = redact_url(url)
         assert redacted is not None and password not in redacted, url
-        s = Settings(database_url=url, redis_url=url, listen_database_url=url)
+        as_redis = "rediss+sentinel://" + url.split("://", 1)[1] if "://" in url else None  # the same secret
+        try:
+            s = Settings(database_url=url, redis_url=as_redis, listen_database_url=url)
+            assert password not in repr(s) and password not in str(s)
+        except pgq.ConfigurationError as exc:  # malformed as a Sentinel URL (no port): the error hides it too
+            assert password not in str(exc)
+        s = Settings(database_url=url, listen_database_url=url)
         assert password not in repr(s) and password not in str(s)

@@ -32,6 +32,12 @@ def rsettings(settings: pgq.Settings, redis_url: str, redis_prefix: str) -> pgq.
 
 
 @pytest.fixture
+def short_settings(settings: pgq.Settings) -> pgq.Settings:
+    """``settings`` with the short intervals of the Redis tests (no Redis yet)."""
+    return short(settings)
+
+
+@pytest.fixture
 def owned_redis() -> Iterator[OwnedRedis]:
     server = OwnedRedis().start()
     yield server

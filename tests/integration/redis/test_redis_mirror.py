@@ -111,7 +111,7 @@ def test_worker_claims_in_priority_order_and_leaves_no_popped_batch_behind(
     assert order == [1, 3, 2, 4, 0]
     assert w.counters.extra["redis_claimed"] == 5
     assert w.counters.extra.get("redis_safety_polls", 0) == 1  # the final empty run_once asked Postgres
-    assert r.exists(keys.popped(str(w.id))) == 0
+    assert r.exists(keys.popped(str(w.id), "default")) == 0
     assert conn.execute("SELECT count(*) FROM pgq.jobs WHERE status = 'completed'").fetchone() == (5,)
 
 
@@ -156,7 +156,7 @@ def test_stale_ids_are_dropped_not_run(q: pgq.Queue, r: Any, keys: Keys, conn: p
     assert w.counters.extra["redis_dropped"] == 3
     assert status(conn, cancelled) == "cancelled" and status(conn, completed) == "completed"
     assert status(conn, not_due) == "retrying"
-    assert ready(r, keys) == [] and r.exists(keys.popped(str(w.id))) == 0
+    assert ready(r, keys) == [] and r.exists(keys.popped(str(w.id), "default")) == 0
     # Once due, the dropped retry comes back through the reconciler, and runs.
     conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = %s", (not_due,))
     reconcile()
@@ -298,11 +298,11 @@ def test_ids_a_dead_worker_popped_go_back_to_the_ready_set(
     popped = q.redis.pop(ghost, ["default"], 2, "1")
     assert popped is not None and [i for i, _, _ in popped] == ids[:2]
     assert ready(r, keys) == ids[2:]
-    assert r.hget(keys.popped(ghost), "1").split()[1:] == [str(i) for i in ids[:2]]
+    assert r.hget(keys.popped(ghost, "default"), "1").split()[1:] == [str(i) for i in ids[:2]]
     report = reconcile()
     assert report.reclaimed_workers == [ghost]
     assert ready(r, keys) == ids
-    assert r.exists(keys.popped(ghost)) == 0
+    assert r.exists(keys.popped(ghost, "default")) == 0
 
 
 def test_a_live_workers_batch_popped_long_ago_and_never_claimed_goes_back(
@@ -318,12 +318,12 @@ def test_a_live_workers_batch_popped_long_ago_and_never_claimed_goes_back(
     q.redis.pop(holder, ["default"], 2, "1")
     q.redis.pop(holder, ["default"], 1, "2")
     conn.execute("UPDATE pgq.jobs SET status = 'cancelled' WHERE id = %s", (ids[1],))
-    popped_ms = int(r.hget(keys.popped(holder), "1").split()[0])
-    r.hset(keys.popped(holder), "1", f"{popped_ms - ABANDONED_MS - 1} {ids[0]} {ids[1]}")
+    popped_ms = int(r.hget(keys.popped(holder, "default"), "1").split()[0])
+    r.hset(keys.popped(holder, "default"), "1", f"{popped_ms - ABANDONED_MS - 1} {ids[0]} {ids[1]}")
     report = reconcile()
     assert report.abandoned == 2 and report.reclaimed_workers == []
     assert ready(r, keys) == [ids[0], ids[3]]  # the cancelled one is not given back
-    assert list(r.hgetall(keys.popped(holder))) == ["2"]  # the recent batch is left alone
+    assert list(r.hgetall(keys.popped(holder, "default"))) == ["2"]  # the recent batch is left alone
 
 
 def test_a_busy_worker_deletes_claimed_batches_with_its_next_pop_and_a_quiet_one_at_once(
@@ -338,14 +338,14 @@ def test_a_busy_worker_deletes_claimed_batches_with_its_next_pop_and_a_quiet_one
     popped = r.hgetall  # what Redis says this worker popped and has not claimed
     first = wm.claim_from_redis(2)
     assert first is not None and [j.id for j in first] == ids[:2]
-    assert list(popped(keys.popped(wm.worker))) == ["1"]  # claimed; deleted by the next pop
+    assert list(popped(keys.popped(wm.worker, "default"))) == ["1"]  # claimed; deleted by the next pop
     wm.finished([ids[0]])  # still holding a job: no Redis call
-    assert list(popped(keys.popped(wm.worker))) == ["1"]
+    assert list(popped(keys.popped(wm.worker, "default"))) == ["1"]
     second = wm.claim_from_redis(1)
     assert second is not None and [j.id for j in second] == [ids[2]]
-    assert list(popped(keys.popped(wm.worker))) == ["2"]
+    assert list(popped(keys.popped(wm.worker, "default"))) == ["2"]
     wm.finished([ids[1], ids[2]])  # holds no job any more: deletes what it claimed
-    assert r.exists(keys.popped(wm.worker)) == 0
+    assert r.exists(keys.popped(wm.worker, "default")) == 0
 
 
 def claim_source(q: pgq.Queue, worker_id: uuid.UUID, clock: ManualClock | None = None) -> RedisClaimSource:
@@ -380,7 +380,7 @@ def test_a_busy_worker_pops_ahead_and_claims_what_it_popped_without_popping_agai
     # Two pops to measure the rate, a third with 50 ahead; the fourth claim took from those.
     assert wm.counters.extra["redis_pops"] == 3
     assert r.zcard(keys.ready("default")) == 300 - 80
-    (batch,) = r.hvals(keys.popped(wm.worker))  # only the batch with ids popped ahead is left
+    (batch,) = r.hvals(keys.popped(wm.worker, "default"))  # only the batch with ids popped ahead is left
     assert batch.split()[1:] == [str(i) for i in ids[20:80]]
     # The database refuses the next claim: what was taken and what was popped ahead go back.
     with q.pool.connection() as c:
@@ -388,7 +388,7 @@ def test_a_busy_worker_pops_ahead_and_claims_what_it_popped_without_popping_agai
     with factories.raises_sqlstate("PQ002"):
         wm.claim_from_redis(10)
     assert ready(r, keys) == ids[40:]
-    assert r.exists(keys.popped(wm.worker)) == 0
+    assert r.exists(keys.popped(wm.worker, "default")) == 0
     assert factories.statuses(conn, ids[40:]) == dict.fromkeys(ids[40:], "queued")
 
 
@@ -422,7 +422,7 @@ def test_jobs_released_at_shutdown_go_back_to_redis_at_once(
     jobs = wm.claim_from_redis(3)
     assert jobs is not None and len(jobs) == 3
     wm.forget_claimed()
-    assert ready(r, keys) == [] and r.exists(keys.popped(wm.worker)) == 0
+    assert ready(r, keys) == [] and r.exists(keys.popped(wm.worker, "default")) == 0
     wm.finished([ids[0]])
     with q.pool.connection() as c:  # what a shutdown does with jobs it did not start
         q.queries.release_jobs(c, worker_id, ids[1:], [1, 1])
@@ -434,7 +434,7 @@ def test_without_a_built_mirror_workers_use_postgres_until_it_is_rebuilt(
     q: pgq.Queue, r: Any, keys: Keys, conn: psycopg.Connection[Any], reconcile: Callable[..., Any],
 ) -> None:
     ids = q.enqueue_many([{"task": "t"} for _ in range(4)])
-    r.delete(keys.mirror, keys.ready("default"))  # what FLUSHALL does to this deployment
+    r.delete(keys.mirror, keys.ready("default"), keys.built("default"))  # what FLUSHALL does to this deployment
     w = worker(q, concurrency=2)
     assert w.run_once() == 2
     assert w.counters.extra["redis_not_built"] >= 1 and "redis_claimed" not in w.counters.extra
@@ -505,3 +505,43 @@ def test_status_shows_ids_in_redis_against_runnable_in_postgres(
 def test_redis_client_refuses_a_malformed_url(settings: pgq.Settings) -> None:
     with pytest.raises(pgq.ConfigurationError, match="PGQ_REDIS_URL"):
         RedisClient(settings.replace(redis_url="http://not-redis"))
+
+
+def test_a_queue_whose_node_lost_its_data_uses_postgres_until_only_it_is_rebuilt(
+    q: pgq.Queue, r: Any, keys: Keys, reconcile: Callable[..., Any],
+) -> None:
+    a = q.enqueue_many([{"task": "t", "queue": "a"} for _ in range(3)])
+    b = q.enqueue_many([{"task": "t", "queue": "b"} for _ in range(3)])
+    assert q.redis is not None
+    assert popped_ids(q.redis.pop("w", ["a", "b"], 2, "1")) == [(a[0], "a"), (a[1], "a")]
+    # Queue b's node restarted empty (Redis Cluster: its slot's keys only).
+    r.delete(*[k for k in r.scan_iter(match=keys.slot("b") + ":*")])
+    assert q.redis.pop("w", ["b"], 1, "2") is None  # not built: the Postgres path
+    assert q.redis.pop("w", ["a", "b"], 1, "3") is None  # a worker of both waits for b too
+    assert popped_ids(q.redis.pop("w", ["a"], 1, "4")) == [(a[2], "a")]
+    report = reconcile()
+    assert not report.rebuilt  # the mirror hash survived: only b is rebuilt
+    assert ready(r, keys, "b") == b and r.exists(keys.built("b"))
+    assert popped_ids(q.redis.pop("w", ["b"], 3, "5")) == [(i, "b") for i in b]
+
+
+def test_the_single_slot_layout_is_deleted_and_the_mirror_rebuilt(
+    q: pgq.Queue, r: Any, keys: Keys, reconcile: Callable[..., Any],
+) -> None:
+    ids = q.enqueue_many([{"task": "t"} for _ in range(3)])
+    old = {f"{keys.base}:ready:default": "zset", f"{keys.base}:wake:default": "list",
+           f"{keys.base}:popped:w": "hash", f"{keys.base}:owners": "set", f"{keys.base}:popped-at": "zset"}
+    r.zadd(f"{keys.base}:ready:default", {"999999": 1})
+    r.lpush(f"{keys.base}:wake:default", "1")
+    r.hset(f"{keys.base}:popped:w", "1", "0 999999")
+    r.sadd(f"{keys.base}:owners", "w")
+    r.zadd(f"{keys.base}:popped-at", {"999999": 0})
+    r.hdel(keys.mirror, "layout")  # a mirror built by pgq before per-queue slots
+    report = reconcile()
+    assert report.rebuilt and r.hget(keys.mirror, "layout") == Keys.LAYOUT
+    assert not any(r.exists(k) for k in old)
+    assert ready(r, keys) == ids
+
+
+def popped_ids(popped: list[tuple[int, int, str]] | None) -> list[tuple[int, str]] | None:
+    return None if popped is None else [(i, queue) for i, _, queue in popped]
