@@ -30,6 +30,7 @@ from chaos_report import record
 from pgq.health.evacuation import EXIT_EVACUATED
 
 EVACUATION_ENV = {
+    "PGQ_EVACUATION": "true",  # off in the harness's BASE_ENV for the other scenarios
     "PGQ_EVACUATION_AFTER_SAMPLES": "3",
     "PGQ_EVACUATION_HORIZON_SECONDS": "30",
     "PGQ_EVACUATION_GRACE_SECONDS": "2",
