@@ -59,6 +59,32 @@ def commands(handle_errors: Wrap, table: Table) -> list[click.Command]:
             return
         click.echo(paused_table(rows, table) if rows else "no queue is paused")
 
+    _policy_commands(queue_group, handle_errors, table)
+
+    @click.command("schedules")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.pass_obj
+    @handle_errors
+    def schedules(obj: Any, as_json: bool) -> None:
+        """Periodic schedules: expression, time zone, task, catch-up policy, next and last tick."""
+        with obj.queue() as queue:
+            rows = queue.schedules()
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+            return
+        if not rows:
+            click.echo("no schedules")
+            return
+        click.echo(table(["schedule", "cron", "timezone", "task", "queue", "catch up", "next tick", "last tick"],
+                         [(r.name, r.cron, r.timezone, r.task, r.queue, r.catch_up,
+                           _when(r.next_tick) if r.enabled else "disabled", _when(r.last_tick)) for r in rows]))
+
+    return [queue_group, schedules]
+
+
+def _policy_commands(queue_group: click.Group, handle_errors: Wrap, table: Table) -> None:
+    """``pgq queue policy|policies|weight``: a queue's claim rules (``pgq.scheduling.policy``)."""
+
     @queue_group.command("policy")
     @click.argument("name")
     @click.option("--max-running", type=int, help="At most N of the queue's jobs running at once (all workers).")
@@ -113,26 +139,6 @@ def commands(handle_errors: Wrap, table: Table) -> list[click.Command]:
         with obj.queue() as queue:
             queue.set_group_weight(name, group, weight)
         click.echo(f"queue {name}: group {group!r} weight {weight:g}")
-
-    @click.command("schedules")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.pass_obj
-    @handle_errors
-    def schedules(obj: Any, as_json: bool) -> None:
-        """Periodic schedules: expression, time zone, task, catch-up policy, next and last tick."""
-        with obj.queue() as queue:
-            rows = queue.schedules()
-        if as_json:
-            click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
-            return
-        if not rows:
-            click.echo("no schedules")
-            return
-        click.echo(table(["schedule", "cron", "timezone", "task", "queue", "catch up", "next tick", "last tick"],
-                         [(r.name, r.cron, r.timezone, r.task, r.queue, r.catch_up,
-                           _when(r.next_tick) if r.enabled else "disabled", _when(r.last_tick)) for r in rows]))
-
-    return [queue_group, schedules]
 
 
 def _dash(value: Any) -> str:
