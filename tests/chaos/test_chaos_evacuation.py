@@ -180,3 +180,26 @@ def test_a_healthy_fleet_raises_no_alarm(
         " loop_lag_ms, stuck_handlers, capacity, health_score FROM pgq.worker_health_logs"
         " WHERE metric_type = 'heartbeat' AND health_score < 0.3")
     assert alarms == []
+
+
+def test_a_small_fleet_working_through_poison_jobs_stays(
+        chaos: Callable[..., ChaosRun], scale: Scale, pytestconfig: pytest.Config, case: tuple[str, str]) -> None:
+    # A third of the jobs fail on every attempt: each worker's samples fail often, in runs
+    # long enough for its own rule, but the jobs fail on the other worker too. The defect
+    # this guards against: healthy workers of a small fleet evacuated themselves over poison.
+    run = chaos(name="poison, two workers", jobs=scale.pick(800, 8000), workers=2, concurrency=4, seed=23,
+                job_ms=(5, 15), env=EVACUATION_ENV, fail_share=0.35, rate=RATE, chunk=10)
+    run.start()
+    report = run.finish()
+    scores = run.db.query("SELECT worker_id, array_agg(health_score ORDER BY logged_at, id)"
+                          " FROM pgq.worker_health_logs WHERE metric_type = 'heartbeat'"
+                          " AND jobs_completed + jobs_failed > 0 GROUP BY worker_id")
+    in_a_row = max((longest_run(s) for _, s in scores), default=0)
+    record(pytestconfig, {**run.summary(report), "failing_in_a_row": in_a_row})
+
+    assert report.violations == [], "\n".join(report.violations)
+    assert report.lost == 0 and report.duplicated == 0
+    # The workers' own rule did call for an evacuation, and they stayed.
+    assert in_a_row >= AFTER_SAMPLES, scores
+    assert run.db.query("SELECT id, evacuation_reason FROM pgq.workers WHERE evacuated_at IS NOT NULL") == []
+    assert [f.kind for f in run.faults] == []
