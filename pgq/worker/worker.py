@@ -354,7 +354,7 @@ class Worker:
             try:
                 with translated(self.settings.database_url), self._pool().connection() as conn:
                     peers = PeerWindow(*self.queries.peer_window(conn, self.id, self.queues, window,
-                                                                 list(self.counters.failed_jobs)))
+                                                                 self.counters.failed_jobs.read()))
             except Exception as exc:  # the worker's own evidence decides
                 log.warning("could not weigh worker %s against its peers (%s)", self.id, exc)
             else:
