@@ -161,8 +161,10 @@ class PeerWindow:
     def relative_score(self, latest: Mapping[str, Any], rss_limit_bytes: float | None) -> float:
         """The worker's score measured against its peers rather than against itself.
 
-        The errors component counts only the error rate above the peers' (failures the
-        jobs cause everywhere are not this worker's), the speed component compares its
+        The errors component counts only the error rate above the peers', as a share of
+        the attempts that succeed on them (failures the jobs cause everywhere are not
+        this worker's; failing half of what the peers complete is critical, as failing
+        half its attempts is on its own), the speed component compares its
         median run time with the peers' median instead of its own history; the other
         components (stuck handlers, outcome flow, event loop, memory) are the latest
         sample's, which belong to the process alone. The error rates are the window's,
@@ -172,7 +174,10 @@ class PeerWindow:
 
         own_rate = self.failed / (self.completed + self.failed + s.ERROR_PRIOR)
         peers_rate = self.peers_failed / max(1, self.peers_completed + self.peers_failed)
-        errors = min(1.0, max(0.0, 1 - s.ERROR_SLOPE * max(0.0, own_rate - peers_rate)))
+        # The share of the attempts that succeed on the peers which fail here: the absolute
+        # rate when the peers never fail, and 1 when nothing succeeds here.
+        excess = max(0.0, own_rate - peers_rate) / (1 - peers_rate) if peers_rate < 1 else 0.0
+        errors = min(1.0, max(0.0, 1 - s.ERROR_SLOPE * excess))
         speed, p50 = 1.0, latest.get("latency_p50_ms") or self.p50_ms
         if p50 and self.peers_p50_ms and p50 > 0 and self.peers_p50_ms > 0:
             speed = min(1.0, s.SLOWDOWN_TOLERANCE * self.peers_p50_ms / p50)

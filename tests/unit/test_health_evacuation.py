@@ -152,6 +152,12 @@ def test_a_worker_failing_far_more_than_its_busy_peers_goes() -> None:
         is None
 
 
+def test_a_worker_failing_most_of_what_succeeds_on_its_peers_goes() -> None:
+    # 65 % failing against the peers' 20 %: it fails 56 % of the attempts that succeed elsewhere.
+    w = window(completed=33, failed=67, peers_completed=80, peers_failed=20, peers_score=0.8)
+    assert w.why_stay(FAILING_SAMPLE, None) is None
+
+
 def test_a_worker_much_slower_than_its_busy_peers_goes_and_one_as_slow_stays() -> None:
     slow = {"jobs_completed": 10, "jobs_failed": 0, "latency_p50_ms": 400.0}
     w = window(completed=10, failed=0, p50_ms=400.0, peers_completed=50, peers_score=1.0)
