@@ -40,13 +40,13 @@ def interval(value: object, name: str) -> dt.timedelta:
         delta = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         if not 0 <= value <= MAX_ADVANCE.total_seconds():
-            raise ValidationError(f"{name} must be from 0 to {MAX_ADVANCE.days} days in seconds, got {value!r}")
+            raise ValidationError(f"{name} must be from 0 to 100 years ({MAX_ADVANCE.total_seconds():.0f} seconds), "
+                                  f"got {value!r}")
         delta = dt.timedelta(seconds=value)
     else:
         raise ValidationError(f"{name} must be a number of seconds or a datetime.timedelta, got {value!r}")
     if not dt.timedelta(0) <= delta <= MAX_ADVANCE:
-        raise ValidationError(f"{name} must be from 0 to {MAX_ADVANCE.days} days (time only moves forward), "
-                              f"got {delta!r}")
+        raise ValidationError(f"{name} must be from 0 to 100 years (time only moves forward), got {delta!r}")
     return delta
 
 
