@@ -6,10 +6,12 @@ use the server clock, and PostgreSQL's ``now()`` cannot be moved. So
 ``QueueClock.advance(d)`` moves the queue's past instead: in one transaction
 it moves every timestamp stored in the pgq schema ``d`` earlier (``run_at`` of
 delayed jobs and retries, the schedules' next ticks, rate-limit refills,
-heartbeats, finished times, ...). To every stored function that reads the
-clock that is the same as ``d`` having passed. What it does not move: time in
-your own tables, timestamps inside JSON (payloads, results, snapshots), and a
-Redis mirror's copy (its reconciler re-reads Postgres).
+finished times, ...). To every stored function that reads the clock that is
+the same as ``d`` having passed. What it does not move: the workers' rows and
+health samples (a worker is a process that lives in real time: its heartbeats
+keep their pace, so an advance never makes a live worker stale), time in your
+own tables, timestamps inside JSON (payloads, results, snapshots), and a Redis
+mirror's copy (its reconciler re-reads Postgres).
 """
 
 from __future__ import annotations

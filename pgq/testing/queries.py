@@ -2,8 +2,8 @@
 
 Reads of the jobs, their parents and the attempts one worker made (for
 ``enqueued`` and ``run_until_empty``), and the clock's one write: moving
-every timestamp stored in the schema back by an interval
-(``pgq.testing.clock``). None of these is a stored function on purpose: a
+every timestamp stored in the schema back by an interval, the workers' own
+excepted (``pgq.testing.clock``). None of these is a stored function on purpose: a
 function that rewrites the queue's past has no place in a production database.
 """
 
@@ -27,14 +27,16 @@ class KitQueries:
         self.schema = schema
         self._now = "SELECT now()"
         # Every timestamptz column a table of the schema stores (generated columns are
-        # computed; a partition is updated through its parent, never twice).
+        # computed; a partition is updated through its parent, never twice), but the
+        # workers' own: a worker is a process living in real time, whose heartbeats keep
+        # their pace whatever the queue's clock says (aging them would make a live worker stale).
         self._columns = (
             "SELECT c.relname, a.attname FROM pg_class AS c"
             " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
             " JOIN pg_attribute AS a ON a.attrelid = c.oid"
             " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
             "   AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''"
-            "   AND a.atttypid = 'timestamptz'::regtype"
+            "   AND a.atttypid = 'timestamptz'::regtype AND c.relname NOT IN ('workers', 'worker_health_logs')"
             " ORDER BY c.relname, a.attnum"
         )
         # Wake LISTENing workers of the queues whose jobs the shift made due.

@@ -107,7 +107,7 @@ def test_advancing_keeps_the_claim_order_of_due_and_delayed_jobs(pgq_queue: pgq.
     assert run_until_empty(pgq_queue).ran == [now_job, delayed]
 
 
-def test_advancing_moves_every_timestamp_of_the_schema(pgq_queue: pgq.Queue, pgq_clock: QueueClock,
+def test_advancing_moves_every_timestamp_of_the_schema_but_the_workers(pgq_queue: pgq.Queue, pgq_clock: QueueClock,
                                                       pgq_db_url: str) -> None:
     @pgq_queue.task(name="step")
     def step() -> None: ...
@@ -123,7 +123,7 @@ def test_advancing_moves_every_timestamp_of_the_schema(pgq_queue: pgq.Queue, pgq
     assert job_before and job_after and worker_before and worker_after
     shift = dt.timedelta(seconds=900)
     assert [b - a for a, b in zip(job_after, job_before, strict=True)] == [shift] * 3
-    assert [b - a for a, b in zip(worker_after, worker_before, strict=True)] == [shift] * 2
+    assert worker_after == worker_before  # a worker lives in real time: the clock never makes it stale
     # Enqueued with a 600 s delay, that is still what it was: created_at moved with run_at.
     assert_enqueued(pgq_queue, "step", delay=600, count=1)
 
