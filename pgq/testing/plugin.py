@@ -24,7 +24,7 @@ import pytest
 
 from pgq.errors import ConfigurationError
 from pgq.queue import Queue
-from pgq.settings import TEST_DATABASE_URL_VARIABLE, Settings, testing_environment
+from pgq.settings import TEST_DATABASE_URL_VARIABLE, Settings, environment_for_tests
 from pgq.testing import use_database
 from pgq.testing.clock import QueueClock
 from pgq.testing.databases import (
@@ -63,7 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configured(config: pytest.Config) -> tuple[str | None, str, str]:
     """(the admin URL the user configured or None, where it came from, the Docker engine's address)."""
-    env_url, docker_host = testing_environment()
+    env_url, docker_host = environment_for_tests()
     option = config.getoption("pgq_database_url")
     if option:
         return option, "--pgq-database-url", docker_host
