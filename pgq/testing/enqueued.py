@@ -13,12 +13,12 @@ import datetime as dt
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from pgq.db import translated
 from pgq.errors import ValidationError
-from pgq.job import JobStatus
+from pgq.job import Job, JobStatus
 from pgq.testing.queries import KitQueries
 
 if TYPE_CHECKING:
@@ -31,24 +31,12 @@ DELAY_TOLERANCE_SECONDS = 0.001
 
 
 @dataclass(frozen=True)
-class EnqueuedJob:
-    """A job as enqueued (and its status now). Times are the database's."""
+class EnqueuedJob(Job):
+    """A job as ``q.get`` reads it (its status now), plus what was asked at enqueue. Times are the database's."""
 
-    id: int
-    task: str
-    queue: str
-    payload: dict[str, Any]
-    priority: int
-    status: JobStatus
-    run_at: dt.datetime
-    created_at: dt.datetime
-    delay: float  # seconds from enqueue to run_at (a retry moves run_at: then from enqueue to the retry)
-    attempts: int
-    max_attempts: int
-    timeout: float | None  # seconds
-    unique_key: str | None
-    group_key: str | None
-    depends_on: tuple[int, ...]  # parent job ids, ascending
+    group_key: str | None = None
+    delay: float = 0.0  # seconds from enqueue to run_at (a retry moves run_at: then from enqueue to the retry)
+    depends_on: tuple[int, ...] = ()  # parent job ids, ascending
 
     def describe(self) -> str:
         parents = f" depends_on={list(self.depends_on)}" if self.depends_on else ""
@@ -124,7 +112,7 @@ _FILTERS: dict[str, tuple[Callable[[object], Any], _Check]] = {
     "delay": (lambda v: _seconds(v, "delay"), lambda job, v: abs(job.delay - v) <= DELAY_TOLERANCE_SECONDS),
     "max_attempts": (lambda v: _whole(v, "max_attempts", 1), lambda job, v: job.max_attempts == v),
     "timeout": (lambda v: _seconds(v, "timeout"),
-                lambda job, v: job.timeout is not None and abs(job.timeout - v) <= DELAY_TOLERANCE_SECONDS),
+                lambda job, v: job.timeout is not None and abs(job.timeout.total_seconds() - v) <= DELAY_TOLERANCE_SECONDS),
     "unique_key": (lambda v: _text(v, "unique_key"), lambda job, v: job.unique_key == v),
     "group_key": (lambda v: _text(v, "group_key"), lambda job, v: job.group_key == v),
     "depends_on": (_parents, lambda job, v: job.depends_on == v),
@@ -142,9 +130,8 @@ def _checked_filters(queue: object, given: Mapping[str, Any]) -> dict[str, Any]:
 def _read(queue: Queue) -> list[EnqueuedJob]:
     with translated(queue.settings.database_url), queue.pool.connection() as conn:
         rows = KitQueries(queue.settings.schema).jobs(conn, MAX_JOBS)
-    return [EnqueuedJob(id=r[0], task=r[1], queue=r[2], payload=r[3], priority=r[4], status=JobStatus(r[5]), run_at=r[6],
-                        created_at=r[7], delay=r[8], attempts=r[9], max_attempts=r[10], timeout=r[11], unique_key=r[12],
-                        group_key=r[13], depends_on=tuple(r[14])) for r in rows]
+    return [EnqueuedJob(**{f.name: getattr(job, f.name) for f in fields(Job)}, group_key=group_key, delay=delay,
+                        depends_on=tuple(parents)) for job, group_key, delay, parents in rows]
 
 
 def _differences(job: EnqueuedJob, filters: Mapping[str, Any]) -> list[str]:

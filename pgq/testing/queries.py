@@ -10,13 +10,14 @@ function that rewrites the queue's past has no place in a production database.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 from uuid import UUID
 
 from psycopg import sql
 
 from pgq.db import execute, quote_ident
+from pgq.job import JOB_COLUMNS, Job, job_from_row
+from pgq.queries.base import _JOB_SELECT
 
 
 class KitQueries:
@@ -44,10 +45,9 @@ class KitQueries:
             f"SELECT {s}.notify_queues(ARRAY(SELECT DISTINCT queue FROM {s}.jobs"
             "  WHERE status IN ('queued', 'retrying') AND run_at <= now()))"
         )
+        # A Job's columns (as QueueControl.get reads them), then what the kit adds.
         self._jobs = (
-            "SELECT j.id, j.task, j.queue, j.payload::text, j.priority, j.status::text, j.run_at, j.created_at,"
-            " extract(epoch FROM j.run_at - j.created_at)::float8, j.attempts, j.max_attempts,"
-            " extract(epoch FROM j.timeout)::float8, j.unique_key, j.group_key,"
+            f"SELECT {_JOB_SELECT}, group_key, extract(epoch FROM run_at - created_at)::float8,"
             f" ARRAY(SELECT d.parent_id FROM {s}.job_dependencies AS d WHERE d.child_id = j.id ORDER BY d.parent_id)"
             f" FROM {s}.jobs AS j ORDER BY j.id LIMIT %s"
         )
@@ -81,9 +81,12 @@ class KitQueries:
         execute(conn, self._notify_due)
         return changed
 
-    def jobs(self, conn: Any, limit: int) -> list[tuple[Any, ...]]:
-        """Every job (at most ``limit``, oldest first), payload parsed, with its parents' ids."""
-        return [(*row[:3], json.loads(row[3]), *row[4:]) for row in execute(conn, self._jobs, [limit])]
+    def jobs(self, conn: Any, limit: int) -> list[tuple[Job, str | None, float, list[int]]]:
+        """Every job (at most ``limit``, oldest first) with its group key, delay (seconds from
+        enqueue to run_at) and parents' ids."""
+        n = len(JOB_COLUMNS)
+        return [(job_from_row(row[:n]), row[n], float(row[n + 1]), list(row[n + 2]))
+                for row in execute(conn, self._jobs, [limit])]
 
     def attempts(self, conn: Any, worker_id: UUID) -> list[tuple[Any, ...]]:
         """(job_id, task, attempt, outcome, error_type, error_message, traceback, duration_ms) of each

@@ -60,8 +60,8 @@ def test_the_run_result_sorts_jobs_by_their_status_now() -> None:
 
 
 def test_an_enqueued_job_describes_itself_on_one_line() -> None:
-    job = EnqueuedJob(7, "mail.send", "emails", {"to": "a@b.c", "cc": []}, 5, JobStatus.WAITING, T0, T0, 90.0, 0, 3,
-                      None, "welcome:1", None, (3, 5))
+    job = EnqueuedJob(7, "emails", "mail.send", {"to": "a@b.c", "cc": []}, 5, JobStatus.WAITING, T0, 0, 3, None,
+                      "welcome:1", None, None, None, None, None, T0, T0, delay=90.0, depends_on=(3, 5))
     assert job.describe() == ('job 7: task=\'mail.send\' queue=\'emails\' payload={"cc": [], "to": "a@b.c"} priority=5 '
                               "status=waiting delay=90 unique_key='welcome:1' depends_on=[3, 5]")
 
