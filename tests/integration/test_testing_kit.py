@@ -128,6 +128,30 @@ def test_advancing_moves_every_timestamp_of_the_schema_but_the_workers(pgq_queue
     assert_enqueued(pgq_queue, "step", delay=600, count=1)
 
 
+def test_an_advance_wakes_a_listening_worker_without_waiting_for_its_poll(pgq_settings: pgq.Settings) -> None:
+    # The worker polls every 300 s and would sleep until the job's run_at (an hour away):
+    # only the NOTIFY sent with the advance can wake it within the test's bound.
+    with pgq.Queue(pgq_settings.replace(poll_interval_seconds=300.0)) as q:
+        ran = threading.Event()
+
+        @q.task(name="remind")
+        def remind() -> None:
+            ran.set()
+
+        job_id = q.enqueue("remind", delay=3600)
+        worker = q.worker(concurrency=1, install_signal_handlers=False, run_maintenance=False)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            factories.eventually(lambda: worker.started, "the worker to start")
+            QueueClock(q).advance(3600)
+            assert ran.wait(60), "the advance did not wake the worker"
+            factories.eventually(lambda: q.get(job_id).status is pgq.JobStatus.COMPLETED, "the outcome")
+        finally:
+            worker.stop(now=True)
+            thread.join(30)
+
+
 def test_a_periodic_task_ticks_when_the_clock_reaches_its_ticks(pgq_queue: pgq.Queue, pgq_clock: QueueClock) -> None:
     ran: list[int] = []
 
