@@ -8,6 +8,7 @@ is on (``pgq.health.worker_exporter``), so every part that counts can also measu
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +35,10 @@ class JobRecorder(Protocol):
     def acknowledged(self, kind: str, outcomes: int, seconds: float) -> None: ...
 
 
+#: How many of the latest failed jobs ``WorkerCounters.failed_jobs`` keeps.
+FAILED_JOBS_KEPT = 32
+
+
 @dataclass
 class WorkerCounters:
     """Counts since the worker started. ``extra`` holds the claim source's own counts
@@ -47,6 +52,8 @@ class WorkerCounters:
     claim_round_trips: int = 0
     ack_round_trips: int = 0
     errors: int = 0
+    #: The latest jobs whose failure this worker wrote (an evacuation asks whether they failed elsewhere too).
+    failed_jobs: deque[int] = field(default_factory=lambda: deque(maxlen=FAILED_JOBS_KEPT), repr=False, compare=False)
     extra: dict[str, int] = field(default_factory=dict)
     # Health measurements for the heartbeat's samples (issue 11); switched by PGQ_HEALTH_SAMPLING.
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics, repr=False, compare=False)
