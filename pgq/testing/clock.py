@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pgq.db import translated
 from pgq.errors import ValidationError
 from pgq.scheduling.cron import register_periodic
-from pgq.testing.queries import KitQueries
+from pgq.queries import KitQueries
 
 if TYPE_CHECKING:
     from pgq.queue import Queue

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pgq.db import translated
 from pgq.errors import ValidationError
 from pgq.job import Job, JobStatus
-from pgq.testing.queries import KitQueries
+from pgq.queries import KitQueries
 
 if TYPE_CHECKING:
     from pgq.queue import Queue, Task

@@ -18,7 +18,7 @@ from pgq.db import translated
 from pgq.errors import PgqError, ValidationError
 from pgq.job import Job, JobStatus
 from pgq.scheduling.cron import CronService
-from pgq.testing.queries import KitQueries
+from pgq.queries import KitQueries
 
 if TYPE_CHECKING:
     from pgq.queue import Queue

@@ -187,10 +187,11 @@ def test_run_until_empty_deregisters_its_worker_and_ends_its_threads(pgq_queue: 
     def step() -> None: ...
 
     pgq_queue.enqueue("step")
+    before = set(threading.enumerate())  # other tests' workers may have left threads of their own
     run_until_empty(pgq_queue, concurrency=3)
     with psycopg.connect(pgq_db_url, autocommit=True) as conn:
         assert conn.execute("SELECT status::text FROM pgq.workers").fetchall() == [("stopped",)]
-    for thread in [t for t in threading.enumerate() if t.name.startswith("pgq-job-")]:
+    for thread in [t for t in threading.enumerate() if t not in before and t.name.startswith("pgq-job-")]:
         thread.join(timeout=10)
         assert not thread.is_alive(), "a runner thread of run_until_empty's worker outlived it"
 
