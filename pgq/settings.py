@@ -34,6 +34,17 @@ _KV_PASSWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<secret>'(?:[
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&][a-z_]*password=)(?P<secret>[^&]*)", re.I)
 
 
+# The test kit's server (``pgq.testing``): an admin URL, read by ``environment_for_tests``.
+TEST_DATABASE_URL_VARIABLE = "PGQ_TEST_DATABASE_URL"
+
+
+def environment_for_tests(environ: Mapping[str, str] | None = None) -> tuple[str | None, str]:
+    """What ``pgq.testing`` reads of the environment: (``PGQ_TEST_DATABASE_URL`` or None,
+    the Docker engine's address from ``DOCKER_HOST``, default the local socket)."""
+    env = os.environ if environ is None else environ
+    return env.get(TEST_DATABASE_URL_VARIABLE) or None, env.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
 def redact_url(url: str | None) -> str | None:
     """Return ``url`` (a URL or key=value DSN) with any password replaced by ``***``."""
     if url is None:

@@ -9,8 +9,9 @@ to do with them is the caller's business.
 The statements live by concern, each next to the method that sends it:
 ``enqueue`` (producers), ``worker`` (a worker's row, claims, outcomes),
 ``control`` (inspecting and controlling jobs, the dead letter queue),
-``maintenance`` (the leader's rescues and pruning) and ``mirror`` (the
-optional Redis accelerator's ``MirrorQueries``). ``Queries`` combines the
+``maintenance`` (the leader's rescues and pruning), ``mirror`` (the
+optional Redis accelerator's ``MirrorQueries``) and ``testing`` (the test
+kit's reads and its clock, ``KitQueries``). ``Queries`` combines the
 first four; import every name from here.
 """
 
@@ -25,6 +26,7 @@ from pgq.queries.maintenance import MaintenanceQueries, Rescue
 from pgq.queries.memory import MemoryQueries
 from pgq.queries.mirror import MirrorQueries
 from pgq.queries.scheduling import PauseQueries, PolicyQueries, ScheduleQueries
+from pgq.queries.testing import KitQueries
 from pgq.queries.worker import Heartbeat, WorkerQueries
 from pgq.sqlfiles import head_revision
 
@@ -33,6 +35,7 @@ __all__ = [
     "DeadLetter",
     "EnqueueAttempt",
     "Heartbeat",
+    "KitQueries",
     "MemoryQueries",
     "MirrorQueries",
     "PauseQueries",

@@ -301,6 +301,13 @@ class Worker:
         self._acknowledger.flush_all()
         return len(jobs)
 
+    def close(self) -> None:
+        """End what ``run_once()`` started: stop the runner's threads and event loop, and
+        deregister the worker. ``run()`` does this itself on return; the worker claims
+        nothing afterwards."""
+        self._stopping.set()
+        self._shutdown()
+
     def stop(self, *, now: bool = False) -> None:
         """Stop claiming; let running jobs finish (``now``: skip the grace period)."""
         self._stopping.set()

@@ -32,6 +32,7 @@ from factories import eventually, raises_sqlstate
 from pgq.cli import main
 from pgq.maintenance import Maintenance
 from pgq.scheduling.cron import CronService, Schedule, register
+from pgq.testing import QueueClock
 
 pytestmark = pytest.mark.integration
 
@@ -344,7 +345,7 @@ def test_periodic_tasks_are_stored_by_the_worker_and_ticked_by_the_maintenance_l
         assert [(s.name, s.cron, s.timezone, s.task, s.queue) for s in q.schedules()] == [
             ("cleanup", "0 3 * * *", "UTC", "cleanup", "default"),
             ("report-5", "*/5 * * * *", "Europe/Paris", "report-5", "reports")]
-        conn.execute("UPDATE pgq.schedules SET next_tick = now() - interval '1 minute' WHERE name = 'report-5'")
+        assert QueueClock(q).advance_to_next_tick("report-5") <= dt.timedelta(minutes=5)
         assert Maintenance(q.settings, q.pool).run_once().cron.enqueued.keys() == {"report-5"}  # type: ignore[union-attr]
         assert worker.run_once() == 1
 

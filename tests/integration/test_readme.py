@@ -35,6 +35,7 @@ import pytest
 import pgq
 from pgq.queue import _JOB_OPTIONS, Queue, Task
 from pgq.settings import Settings
+from pgq.testing import QueueClock, assert_enqueued, enqueued, run_until_empty, use_database
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +164,13 @@ API: dict[str, set[str] | None] = {
     "Fatal": None,  # **details
     "Settings": SETTINGS_FIELDS,
     "from_env": _params(Settings.from_env)[0] | SETTINGS_FIELDS,
+    # pgq.testing ("Testing your own tasks"); enqueued's queue= filter arrives in **job_queue.
+    "run_until_empty": _params(run_until_empty)[0],
+    "enqueued": _params(enqueued)[0] | {"queue"},
+    "assert_enqueued": _params(assert_enqueued)[0] | {"queue"},
+    "advance": _params(QueueClock.advance)[0],
+    "advance_to_next_tick": _params(QueueClock.advance_to_next_tick)[0],
+    "use_database": _params(use_database)[0],
 }
 assert _params(Task.enqueue)[1] and _params(Task.spec)[1]  # both take the job options as **options
 

@@ -22,6 +22,7 @@ import pgq
 from factories import eventually
 from pgq.clock import ManualClock
 from pgq.queries import Queries
+from pgq.testing import QueueClock
 from pgq.worker.positions import START_GRACE_SECONDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
@@ -101,11 +102,6 @@ def executions(conn: psycopg.Connection[Any], job_id: int) -> list[tuple[Any, ..
     return conn.execute(
         "SELECT attempt, outcome::text, error_type, worker_id FROM pgq.job_executions WHERE job_id = %s ORDER BY id",
         (job_id,)).fetchall()
-
-
-def make_due(conn: psycopg.Connection[Any]) -> None:
-    """Bring every retrying job's run_at to now instead of waiting for its backoff."""
-    conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE status = 'retrying'")
 
 
 def worker_status(conn: psycopg.Connection[Any], worker_id: uuid.UUID) -> str:
@@ -201,7 +197,7 @@ def test_failures_retry_with_backoff_then_go_to_the_dead_letter_queue(q: pgq.Que
         expected = backoff.base_delay(attempt)
         assert expected * 0.9 <= float(row[0]) <= expected * 1.1
         assert worker.run_once() == 0  # not due yet
-        make_due(conn)
+        QueueClock(q).advance(expected * 1.1)  # the longest backoff the jitter allows passes
     assert worker.run_once() == 1
     job = q.get(job_id)
     assert (job.status, job.attempts) == (pgq.JobStatus.DEAD, 3)
@@ -231,7 +227,7 @@ def test_retry_signal_overrides_the_backoff(q: pgq.Queue, conn: psycopg.Connecti
                        " WHERE j.id = %s", (job_id,)).fetchone()
     assert row is not None
     assert (row[0], float(row[1]), row[2], row[3]) == ("retrying", 42.0, "Retry", "429 from the API")
-    make_due(conn)
+    QueueClock(q).advance(42)
     assert worker.run_once() == 1  # Retry on the last attempt: the attempts are used up
     assert status(conn, job_id) == "dead"
     assert q.dead_letters()[0].reason == "exhausted"
