@@ -296,28 +296,28 @@ def test_two_pgq_worker_processes_the_leader_killed_mid_tick_enqueue_the_tick_on
 
     def blocked() -> int:
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                            " AND wait_event = 'advisory'").fetchone()[0]
+                            " AND wait_event = 'advisory' AND datname = current_database()").fetchone()[0]
 
     def active() -> int:
         return int(conn.execute("SELECT count(*) FROM pgq.workers WHERE status = 'active'").fetchone()[0])
 
     leader = start()
-    eventually(lambda: blocked() == 1, "the first worker's maintenance blocked half-way through its tick", 30.0)
+    eventually(lambda: blocked() == 1, "the first worker's maintenance blocked half-way through its tick", 90.0)
     follower = start()
     procs = [leader, follower]
     try:
-        eventually(lambda: active() == 2, "the second worker registered", 30.0)
+        eventually(lambda: active() == 2, "the second worker registered", 90.0)
         assert blocked() == 1  # the follower's rounds do not get the leader lock
         leader.send_signal(signal.SIGKILL)
         leader.wait(10)
         holder.execute("SELECT pg_advisory_unlock(777)")
         eventually(lambda: keys(conn) == [f"pgq.cron:s@{tick.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z"],
-                   "the tick enqueued by the follower", 30.0)
+                   "the tick enqueued by the follower", 90.0)
         procs.append(start())  # a restarted process competes with the follower from now on
         # The killed leader is found stale by a maintenance round (the new leader's), and the
         # restarted process registers: rounds of both go on, and the tick stays enqueued once.
         eventually(lambda: conn.execute("SELECT array_agg(status::text ORDER BY started_at) FROM pgq.workers")
-                   .fetchone()[0] == ["stale", "active", "active"], "the dead leader stale, two workers active", 30.0)
+                   .fetchone()[0] == ["stale", "active", "active"], "the dead leader stale, two workers active", 90.0)
         assert len(keys(conn)) == 1
         assert schedule_row(conn, "s") == (tick + dt.timedelta(minutes=1), tick)
     finally:
