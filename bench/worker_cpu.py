@@ -83,6 +83,9 @@ def one_round(url: str, jobs: int, concurrency: int, batch: int) -> dict[str, An
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"jobs": jobs, "completed": done[0] if done else None, "concurrency": concurrency, "batch": batch,
             "jobs_per_s": round(jobs / wall), "worker_us_per_job": round(cpu / jobs * 1e6, 2),
+            "worker_sys_us_per_job": round((after.ru_stime - before.ru_stime) / jobs * 1e6, 2),
+            "context_switches_per_job": round((after.ru_nvcsw - before.ru_nvcsw + after.ru_nivcsw - before.ru_nivcsw)
+                                              / jobs, 2),
             "backend_us_per_job": round((db_after - db_before) / jobs * 1e6, 2),
             "claim_round_trips": worker.counters.claim_round_trips,
             "ack_round_trips": worker.counters.ack_round_trips, "load": os.getloadavg()[0], "pgq": os.path.dirname(pgq.__file__)}
