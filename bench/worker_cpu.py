@@ -6,7 +6,8 @@ only ``pgq`` and the standard library, so ``/other/.venv/bin/python
 bench/worker_cpu.py`` measures the other checkout's pgq). Each round pre-loads
 ``--jobs`` no-op jobs (``enqueue_many``, not measured) into schema
 ``pgq_cpu``, then runs ``Worker.run(burst=True)`` in this process with
-``--concurrency`` threads and measures:
+``--concurrency`` threads (``--set FIELD=JSON``: a ``Settings`` field, e.g.
+``health_sampling=false``) and measures:
 
 - ``worker_us_per_job``: this process's CPU time (user + system,
   ``getrusage(RUSAGE_SELF)``) during the run, per job;
@@ -58,8 +59,8 @@ def _backend_cpu(conn: psycopg.Connection[Any]) -> float:
     return total / CLOCK_TICKS
 
 
-def one_round(url: str, jobs: int, concurrency: int, batch: int) -> dict[str, Any]:
-    settings = pgq.Settings(database_url=url, schema=SCHEMA, claim_batch_size=batch, listen=False)
+def one_round(url: str, jobs: int, concurrency: int, batch: int, **overrides: Any) -> dict[str, Any]:
+    settings = pgq.Settings(database_url=url, schema=SCHEMA, claim_batch_size=batch, listen=False, **overrides)
     q = pgq.Queue(settings, strict_tasks=False)
     q.task(name=TASK, queue="cpu")(_noop)
     with psycopg.connect(url, autocommit=True) as meter:
@@ -82,6 +83,7 @@ def one_round(url: str, jobs: int, concurrency: int, batch: int) -> dict[str, An
         meter.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"jobs": jobs, "completed": done[0] if done else None, "concurrency": concurrency, "batch": batch,
+            "settings": overrides,
             "jobs_per_s": round(jobs / wall), "worker_us_per_job": round(cpu / jobs * 1e6, 2),
             "worker_sys_us_per_job": round((after.ru_stime - before.ru_stime) / jobs * 1e6, 2),
             "context_switches_per_job": round((after.ru_nvcsw - before.ru_nvcsw + after.ru_nivcsw - before.ru_nivcsw)
@@ -98,11 +100,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="a Settings field for the worker, e.g. health_sampling=false (repeatable)")
     args = parser.parse_args()
     sep = "&" if "?" in args.url else "?"
     url = f"{args.url}{sep}application_name={APP}"
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     for _ in range(args.rounds):
-        print(json.dumps(one_round(url, args.jobs, args.concurrency, args.batch)), flush=True)
+        print(json.dumps(one_round(url, args.jobs, args.concurrency, args.batch, **overrides)), flush=True)
 
 
 if __name__ == "__main__":
