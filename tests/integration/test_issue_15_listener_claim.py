@@ -58,6 +58,14 @@ def _worker(settings: pgq.Settings, ran: list[int]) -> tuple[pgq.Queue, Recorded
     return q, queries, q.worker(concurrency=4, install_signal_handlers=False, run_maintenance=False)
 
 
+def _shut_down(w: pgq.Worker, runner: threading.Thread, *queues: pgq.Queue) -> None:
+    w.stop()
+    runner.join(timeout=60)
+    for q in queues:
+        q.close()
+    assert not runner.is_alive()
+
+
 def _wait_idle(w: pgq.Worker) -> None:
     assert w._idle.wait(WAIT), "the worker never went idle"  # set after the listener started
     listener = w._listener
@@ -75,11 +83,7 @@ def test_an_idle_worker_claims_a_notified_job_on_its_listen_thread(settings: pgq
         job_id = producer.enqueue("note")
         assert producer.wait(job_id, timeout=WAIT) is None
     finally:
-        w.stop()
-        runner.join(timeout=60)
-        producer.close()
-        q.close()
-    assert not runner.is_alive()
+        _shut_down(w, runner, producer, q)
     assert ran == [job_id]
     # Before: a claimer thread (pgq-claim-N) claimed it, woken by the claim loop.
     assert [name for name, ids in queries.claims if job_id in ids] == ["pgq-listener"]
@@ -124,11 +128,7 @@ def test_between_the_listeners_claim_and_the_hand_over_the_job_is_held_and_a_sto
         runner.join(timeout=60)
     finally:
         release.set()
-        w.stop()
-        runner.join(timeout=60)
-        producer.close()
-        q.close()
-    assert not runner.is_alive()
+        _shut_down(w, runner, producer, q)
     assert seen_held == [[job_id]]
     assert [name for name, ids in queries.claims if job_id in ids] == ["pgq-listener"]
     query = sql.SQL("SELECT status::text, worker_id, attempts, (SELECT count(*) FROM {0}.job_executions AS e"
