@@ -21,7 +21,7 @@ import logging
 import re
 import select
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -421,6 +421,13 @@ def translated(url: str | None = None) -> Iterator[None]:
         if getattr(exc, "orig", None) is not None and isinstance(exc.orig, psycopg.Error):  # type: ignore[attr-defined]
             raise translate(exc, url) from exc
         raise
+
+
+def int_array(values: Iterable[int]) -> str:
+    """The Postgres array literal of integers (``'{1,2,3}'``), for a parameter the statement
+    casts (``%s::bigint[]``). psycopg dumps a list element by element: for the hundreds of
+    ids of a completion batch the literal costs the worker a fifth of the CPU time."""
+    return "{" + ",".join(map(str, map(int, values))) + "}"
 
 
 def execute(conn: Any, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

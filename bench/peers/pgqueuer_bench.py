@@ -6,9 +6,13 @@ installed with ``Queries.install()`` and dropped); prints one JSON object on
 stdout. Configuration, from pgqueuer's performance-tuning guide and its own
 benchmark tool:
 
-- worker: ``PgQueuer`` (a ``QueueManager``) on one dedicated asyncpg connection
-  (``AsyncpgDriver``: the guide's advice for workers; asyncpg is the faster of
-  its drivers), under uvloop as ``pgq run`` does, ``batch_size=100`` (the guide:
+- worker: ``PgQueuer`` (a ``QueueManager``) on an asyncpg connection pool
+  (``PgQueuer.from_asyncpg_pool``, ``min_size=5, max_size=20``: the guide's
+  "Connection Pooling" section recommends a pool driver for high-throughput
+  deployments, with its own example sizes; the LISTEN connection is one of the
+  pool's, the dequeues and acknowledgements borrow others) under uvloop as
+  ``pgq run`` does (``driver=connection``: the one dedicated connection of
+  earlier runs), ``batch_size=100`` (the guide:
   raise it for short jobs), ``max_concurrent_tasks`` unset (it is a safety cap
   and must be at least twice the batch size), async handlers;
 - ``optimize_autovacuum()`` after install (``pgq autovac`` in the checklist);
@@ -44,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "durability": "durable",       # durable | balanced | volatile
     "autovac": True,               # apply pgqueuer's recommended autovacuum settings
     "uvloop": True,                # as `pgq run` does
+    "driver": "pool",              # pool (the guide, for high throughput) | connection (one dedicated)
+    "pool_min_size": 5,            # the guide's example pool
+    "pool_max_size": 20,
 }
 
 
@@ -60,8 +67,10 @@ def describe(workload: str, s: dict[str, Any]) -> tuple[dict[str, str], dict[str
     versions = {p: metadata.version(p) for p in ("pgqueuer", "asyncpg", "uvloop", "psycopg")}
     versions["python"] = sys.version.split()[0]
     config: dict[str, Any] = {
-        "driver": "asyncpg: AsyncpgDriver on one dedicated connection per worker process "
-                  "(docs: a direct connection, not a pool, for the QueueManager)",
+        "driver": (f"asyncpg: PgQueuer.from_asyncpg_pool, a pool of {s['pool_min_size']}-{s['pool_max_size']} "
+                   "connections per worker process (docs, Performance Tuning > Connection Pooling: a pool "
+                   "driver for high-throughput deployments)" if s["driver"] == "pool" else
+                   "asyncpg: PgQueuer.from_asyncpg_connection, one dedicated connection per worker process"),
         "event_loop": "uvloop" if s["uvloop"] else "asyncio",
         "schema": "Queries.install() into a fresh database"
                   + ("; Queries.optimize_autovacuum() (= `pgq autovac`)" if s["autovac"] else ""),
@@ -72,7 +81,7 @@ def describe(workload: str, s: dict[str, Any]) -> tuple[dict[str, str], dict[str
     }
     if workload in ("throughput", "latency"):
         config.update({
-            "worker": "PgQueuer.from_asyncpg_connection(conn).run(...) in each worker process",
+            "worker": f"PgQueuer.from_asyncpg_{s['driver']}(...).run(...) in each worker process",
             "worker_processes": s["workers"],
             "analyze_after_preload": bool(s["analyze"]) if workload == "throughput" else None,
             "batch_size": s["batch_size"],
@@ -147,8 +156,16 @@ async def _worker(shared: common.Shared, url: str, s: dict[str, Any], drain: boo
     from pgqueuer.models import Job
     from pgqueuer.types import QueueExecutionMode
 
-    conn = await _connect(url)
-    pgq = PgQueuer.from_asyncpg_connection(conn)
+    if s["driver"] == "pool":
+        import asyncpg
+
+        conn = await asyncpg.create_pool(url, min_size=s["pool_min_size"], max_size=s["pool_max_size"])
+        pgq = PgQueuer.from_asyncpg_pool(conn)
+    elif s["driver"] == "connection":
+        conn = await _connect(url)
+        pgq = PgQueuer.from_asyncpg_connection(conn)
+    else:
+        raise ValueError(f"driver must be 'pool' or 'connection', got {s['driver']!r}")
 
     @pgq.entrypoint("noop")
     async def noop(job: Job) -> None:
@@ -172,7 +189,7 @@ async def _worker(shared: common.Shared, url: str, s: dict[str, Any], drain: boo
         dequeue_timeout=timedelta(seconds=s["dequeue_timeout_s"]),
         mode=QueueExecutionMode.drain if drain else QueueExecutionMode.continuous,
     )
-    if not conn.is_closed():
+    if s["driver"] == "pool" or not conn.is_closed():
         await conn.close()
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from pgq.db import execute, quote_ident
+from pgq.db import execute, int_array, quote_ident
 from pgq.job import Job, job_from_row
 from pgq.queries.base import _JOB_SELECT, QueriesBase
 
@@ -192,7 +192,7 @@ class WorkerQueries(QueriesBase):
     ) -> set[int]:
         # Results are mostly None (handlers that return nothing): then send no array at all.
         results = None if all(r is None for r in results_json) else list(results_json)
-        rows = execute(conn, self._complete, [worker_id, list(job_ids), list(attempts), results])
+        rows = execute(conn, self._complete, [worker_id, int_array(job_ids), int_array(attempts), results])
         return {int(r[0]) for r in rows}
 
     def fail_job(
@@ -203,4 +203,4 @@ class WorkerQueries(QueriesBase):
         return bool(execute(conn, self._fail, params)[0][0])
 
     def release_jobs(self, conn: Any, worker_id: UUID, job_ids: Sequence[int], attempts: Sequence[int]) -> set[int]:
-        return {int(r[0]) for r in execute(conn, self._release, [worker_id, list(job_ids), list(attempts)])}
+        return {int(r[0]) for r in execute(conn, self._release, [worker_id, int_array(job_ids), int_array(attempts)])}

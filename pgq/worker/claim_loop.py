@@ -8,7 +8,9 @@ connection: while one waits for the database, the jobs of another are
 dispatched and run, so a busy worker never idles between round trips. The
 jobs of the claims are dispatched in the order the claims were requested
 (``InOrder``), whichever comes back first, so jobs start in the order of
-their claim positions (``positions``). A refused claim ends claiming when the
+their claim positions (``positions``). An idle worker's NOTIFY is claimed on
+the LISTEN thread itself (``claim_or_announce``): one thread hand-off less
+between the notification and the handler. A refused claim ends claiming when the
 worker was asked to drain, and registers the worker again when it was marked
 stale. Claims themselves are the ``ClaimSource``'s business.
 """
@@ -119,6 +121,9 @@ class ClaimLoop:
         # asked for: that claim may have looked before the job was committed, so an
         # empty answer from it does not mean the queue is empty.
         self._announced = False
+        # True while ``run`` claims in a long-running mode: the LISTEN thread may then
+        # claim for an idle worker itself (``claim_or_announce``).
+        self._open = False
 
     # ------------------------------------------------------------ one claim
     def claim(self, n: int, *, thorough: bool = False) -> list[Job]:
@@ -204,13 +209,33 @@ class ClaimLoop:
                     for i in range(self.limit())]
         for thread in claimers:
             thread.start()
+        with self._lock:
+            # A burst run ends when Postgres says nothing is left (``_burst_wait``):
+            # every claim of it goes through the loop, so that none is out at that moment.
+            self._open = not burst
         try:
             self._loop(burst, len(claimers))
         finally:
+            with self._lock:
+                self._open = False
             for _ in claimers:
                 self._requests.put(None)
             for thread in claimers:
                 thread.join()  # a claim in flight ends (or fails) within the statement timeout
+            self._await_listener_claim()
+
+    def _await_listener_claim(self) -> None:
+        """Wait until a claim the LISTEN thread started has delivered its jobs (a claim
+        ends, or fails, within the statement timeout), so that shutdown finds them."""
+        # Counted in waits rather than read from ``self.clock``: a test's manual clock
+        # does not move while this waits.
+        for _ in range(int((self.settings.statement_timeout_seconds + 5.0) / 0.05)):
+            with self._lock:
+                if self._out == 0:
+                    return
+            self._wake.wait(0.05)
+            self._wake.clear()
+        log.warning("a claim of the LISTEN thread did not come back before shutdown")
 
     def _loop(self, burst: bool, limit: int) -> None:
         backoff = 0.05
@@ -284,6 +309,37 @@ class ClaimLoop:
             self._idle.clear()
         return False
 
+    def claim_or_announce(self) -> None:
+        """A NOTIFY for this worker's queues, on the LISTEN thread: claim here when the worker is idle.
+
+        An idle worker's claim loop waits for a wake-up and would hand the claim
+        to a claimer thread, which hands the jobs to a runner thread: three thread
+        hand-offs between the notification and the handler, each a scheduling
+        delay on a busy machine. Claiming on the LISTEN thread itself leaves one
+        (to the runner). Only when nothing is claimed or being claimed and the
+        loop waits for work (``idle``); otherwise the loop is told
+        (``work_announced``) and claims as usual. Counts as one of the claims in
+        flight until its jobs are dispatched, so the loop does not end a run or
+        claim past ``claims_in_flight`` meanwhile.
+        """
+        if not self._idle.is_set() or self.acknowledger.behind():
+            self.work_announced()
+            return
+        with self._lock:
+            want = 0
+            if self._open and self._out == 0 and self._idle.is_set() and not self._stopping.is_set():
+                want = size_claim(concurrency=self.concurrency, batch_size=self.current_batch(),
+                                  rate=self._rate.rate, in_flight=len(self.runner.in_flight),
+                                  claiming=self._claiming).want
+            if want > 0:
+                self._out += 1
+                self._claiming += want
+        if want <= 0:
+            self.work_announced()
+            return
+        # The ticket outside the runner's lock: a delivery holds the order's lock, then takes it.
+        self._run_claim(self._order.ticket(), want, thorough=False)
+
     def work_announced(self) -> None:
         """New work may be there (a NOTIFY for these queues, or LISTEN reconnected): claim.
 
@@ -355,17 +411,21 @@ class ClaimLoop:
             if request is None:
                 return
             ticket, want = request
-            jobs: list[Job] = []
-            error: Exception | None = None
-            try:
-                if not self._stopping.is_set():
-                    jobs = self.claim(want, thorough=burst)
-            except PgqError as exc:
-                error = exc
-            except Exception as exc:  # a bug: keep the worker alive, report it like a failed claim
-                log.exception("claim failed unexpectedly")
-                error = exc
-            self._order.done(ticket, (want, jobs, error), self._deliver)
+            self._run_claim(ticket, want, thorough=burst)
+
+    def _run_claim(self, ticket: int, want: int, *, thorough: bool) -> None:
+        """Run one claim counted in ``_out``; its jobs are dispatched in ticket order."""
+        jobs: list[Job] = []
+        error: Exception | None = None
+        try:
+            if not self._stopping.is_set():
+                jobs = self.claim(want, thorough=thorough)
+        except PgqError as exc:
+            error = exc
+        except Exception as exc:  # a bug: keep the worker alive, report it like a failed claim
+            log.exception("claim failed unexpectedly")
+            error = exc
+        self._order.done(ticket, (want, jobs, error), self._deliver)
 
     def _deliver(self, result: tuple[int, list[Job], Exception | None]) -> None:
         """Dispatch a claim's jobs, account for the claim, wake the loop."""

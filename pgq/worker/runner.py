@@ -115,6 +115,10 @@ class Runner:
         self.lock = threading.Lock()
         # Claimed jobs not finished yet: buffered (waiting for a runner) and running.
         self.in_flight: dict[int, Slot] = {}
+        # The started slots with a deadline (jobs with a timeout), by id(slot): the claim
+        # loop checks deadlines on every turn, and most jobs have none, so it looks here
+        # rather than at every slot in flight (hundreds at a high rate).
+        self._deadlines: dict[int, Slot] = {}
         self.finished = 0  # jobs finished since the start (the prefetch rate counts them)
         # A finished job wakes the claim loop only when the number of jobs in
         # flight falls to this level (set by the loop before it waits): at 20,000
@@ -203,6 +207,7 @@ class Runner:
                     timeout = slot.job.timeout_seconds
                     if timeout is not None:
                         slot.deadline = self.clock.monotonic() + timeout
+                        self._deadlines[id(slot)] = slot
             if skip:
                 self.finish(slot, None)
                 continue
@@ -251,6 +256,7 @@ class Runner:
         handler ran past its deadline): that thread must end.
         """
         with self.lock:
+            self._deadlines.pop(id(slot), None)
             detached = slot.detached
             if detached:
                 self.stuck -= 1
@@ -283,8 +289,8 @@ class Runner:
         now = self.clock.monotonic()
         expired: list[tuple[Slot, bool]] = []  # (slot, whether this call failed its job)
         with self.lock:
-            for slot in self.in_flight.values():
-                if slot.deadline is not None and now >= slot.deadline:
+            for slot in self._deadlines.values():
+                if slot.deadline is not None and now >= slot.deadline and self.in_flight.get(slot.job.id) is slot:
                     failed = not slot.reported
                     if failed:
                         slot.reported = True
@@ -295,8 +301,10 @@ class Runner:
             for slot, _ in killed:
                 # Its process is killed below; its runner thread returns at once.
                 slot.deadline = None
+                del self._deadlines[id(slot)]
             for slot, _ in expired:
                 # Every other slot with a deadline is a sync handler's, on a runner thread.
+                del self._deadlines[id(slot)]
                 del self.in_flight[slot.job.id]
                 slot.detached = True
                 self.stuck += 1
@@ -331,7 +339,8 @@ class Runner:
 
     def nearest_deadline(self) -> float | None:
         with self.lock:
-            return min((s.deadline for s in self.in_flight.values() if s.deadline is not None), default=None)
+            return min((s.deadline for s in self._deadlines.values()
+                        if s.deadline is not None and self.in_flight.get(s.job.id) is s), default=None)
 
     def abandon(self, job_id: int, why: str) -> None:
         """The job is no longer this worker's (cancelled, rescued, timed out): stop its handler

@@ -459,7 +459,7 @@ class Worker:
                 if self._reconciler is not None:
                     self._reconciler.on_job_available()
             elif payload in self.queues:
-                self._claims.work_announced()
+                self._claims.claim_or_announce()
         elif channel == self.queries.channel_job_cancelled:
             try:
                 job_id = int(payload)
