@@ -257,7 +257,15 @@ async def make_async_pool(
     prepared_statements: str = "auto",
 ) -> AsyncConnectionPool[PgqAsyncConnection]:
     """``make_pool`` for asyncio: an open ``AsyncConnectionPool`` (no thread: its
-    workers are tasks on the running event loop, which it belongs to)."""
+    workers are tasks on the running event loop, which it belongs to).
+
+    Its ``min_size`` connections are open when it returns. psycopg_pool opens more
+    (up to ``max_size``) in a background task; psycopg 3.3 turns the cancellation of
+    a connection attempt into an ``OperationalError``, so an attempt still running
+    when ``asyncio.run()`` cancels every task leaves that task alive and the loop
+    never ends. ``Queue`` therefore passes ``min_size=max_size``: no background
+    attempt once the pool is open (only when a broken connection is replaced).
+    """
     check_url(url)
     with translated(url):
         async with await connect_async(url) as probe:
@@ -280,7 +288,7 @@ async def make_async_pool(
         timeout=30.0,
         reconnect_timeout=60.0,
     )
-    await pool.open()
+    await pool.open(wait=True, timeout=30.0)
     return pool
 
 

@@ -231,7 +231,7 @@ class AsyncSide:
                     settings = self.queue.settings
                     url = settings.require_database_url()
                     pool = await make_async_pool(
-                        url, max_size=settings.pool_size, name=f"pgq-async-{settings.schema}",
+                        url, max_size=settings.pool_size, min_size=settings.pool_size, name=f"pgq-async-{settings.schema}",
                         statement_timeout_seconds=settings.statement_timeout_seconds,
                         prepared_statements=settings.prepared_statements)
                     try:
@@ -292,7 +292,8 @@ class AsyncSide:
                     if self._listening is not None and not self._listening.done():
                         self._listening.set_result(None)
                         self._tasks.append(self.loop.create_task(self._check(), name="pgq-async-check"))
-                    self._dirty.set()  # changes may have come while not listening: read again
+                    if self.listens > 1:
+                        self._dirty.set()  # changes may have come while not listening: read again
                     backoff = 0.05
                     async for _note in conn.notifies():
                         self._dirty.set()
