@@ -94,6 +94,14 @@ class Task:
         """Enqueue with per-job options (queue, priority, delay, run_at, unique_key, …)."""
         return self.owner.enqueue(self.name, payload, **options)
 
+    async def defer_async(self, **payload: Any) -> int:
+        """``defer`` for asyncio (``Queue.enqueue_async``)."""
+        return await self.owner.enqueue_async(self.name, payload)
+
+    async def enqueue_async(self, payload: Mapping[str, Any] | None = None, **options: Any) -> int:
+        """``enqueue`` for asyncio (``Queue.enqueue_async``)."""
+        return await self.owner.enqueue_async(self.name, payload, **options)
+
     def spec(self, payload: Mapping[str, Any] | None = None, **options: Any) -> JobSpec:
         """A validated ``JobSpec`` for ``Queue.enqueue_many``."""
         return self.owner.job_spec(self.name, payload, **options)
