@@ -226,23 +226,13 @@ def make_pool(
     # Fail fast with a clear message when the database cannot be reached at all.
     with translated(url), connect(url) as probe:
         pooled = behind_pooler(probe)
-    kwargs, local_timeout_ms = _pool_setup(url, pooled, name, statement_timeout_seconds, prepared_statements)
+    arguments, local_timeout_ms = _pool_arguments(url, pooled, name, min_size, max_size, statement_timeout_seconds,
+                                                  prepared_statements)
 
     def configure(conn: PgqConnection) -> None:
         conn.local_statement_timeout_ms = local_timeout_ms
 
-    pool = ConnectionPool(
-        driver_url(url),
-        connection_class=PgqConnection,
-        min_size=min(min_size, max_size),
-        max_size=max_size,
-        kwargs=kwargs,
-        configure=configure,
-        name=name,
-        open=False,
-        timeout=30.0,
-        reconnect_timeout=60.0,
-    )
+    pool = ConnectionPool(connection_class=PgqConnection, configure=configure, **arguments)
     pool.open()
     return pool
 
@@ -271,37 +261,30 @@ async def make_async_pool(
         async with await connect_async(url) as probe:
             row = await (await probe.execute(_SERVER_PID, prepare=False)).fetchone()
             pooled = row is not None and int(row[0]) != probe.info.backend_pid
-    kwargs, local_timeout_ms = _pool_setup(url, pooled, name, statement_timeout_seconds, prepared_statements)
+    arguments, local_timeout_ms = _pool_arguments(url, pooled, name, min_size, max_size, statement_timeout_seconds,
+                                                  prepared_statements)
 
     async def configure(conn: PgqAsyncConnection) -> None:
         conn.local_statement_timeout_ms = local_timeout_ms
 
-    pool = AsyncConnectionPool(
-        driver_url(url),
-        connection_class=PgqAsyncConnection,
-        min_size=min(min_size, max_size),
-        max_size=max_size,
-        kwargs=kwargs,
-        configure=configure,
-        name=name,
-        open=False,
-        timeout=30.0,
-        reconnect_timeout=60.0,
-    )
+    pool = AsyncConnectionPool(connection_class=PgqAsyncConnection, configure=configure, **arguments)
     await pool.open(wait=True, timeout=30.0)
     return pool
 
 
-def _pool_setup(url: str, pooled: bool, name: str, statement_timeout_seconds: float,
-                prepared_statements: str) -> tuple[dict[str, Any], int]:
-    """``pool_options`` for a pool whose probe found (or not) a pooler; says so at INFO."""
+def _pool_arguments(url: str, pooled: bool, name: str, min_size: int, max_size: int, statement_timeout_seconds: float,
+                    prepared_statements: str) -> tuple[dict[str, Any], int]:
+    """The arguments of a (sync or async) pool whose probe found (or not) a pooler, said
+    at INFO (see ``pool_options``), and the per-transaction statement timeout (ms, or 0)."""
     kwargs, local_timeout_ms = pool_options(url, behind_a_pooler=pooled, statement_timeout_seconds=statement_timeout_seconds,
                                             prepared_statements=prepared_statements)
     if pooled:
         log.info("%s: a connection pooler answers at %s: prepared statements %s, statement timeout %s",
                  name, redact_url(url), "off" if kwargs.get("prepare_threshold", 5) is None else "on",
                  f"{local_timeout_ms} ms per transaction" if local_timeout_ms else "off")
-    return kwargs, local_timeout_ms
+    arguments = {"conninfo": driver_url(url), "min_size": min(min_size, max_size), "max_size": max_size,
+                 "kwargs": kwargs, "name": name, "open": False, "timeout": 30.0, "reconnect_timeout": 60.0}
+    return arguments, local_timeout_ms
 
 
 def hung_up(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:

@@ -132,6 +132,56 @@ def success(client: _Guarded) -> None:
         log.warning("Redis at %s answers again; using the accelerator", client.url)
 
 
+def require_redis_url(settings: Settings) -> str:
+    """``settings.redis_url``; ``ConfigurationError`` when unset."""
+    if not settings.redis_url:
+        raise ConfigurationError("the Redis accelerator needs PGQ_REDIS_URL (or redis_url=)")
+    return settings.redis_url
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a failed Redis command raises (redis-py's errors and socket errors)."""
+    import redis
+
+    return (redis.RedisError, OSError)
+
+
+def open_redis(settings: Settings, *, asyncio: bool = False, name: str = "pgq", extra_timeout: float = 0.0,
+               retries: int = 1) -> Any:
+    """A redis-py client (``redis.asyncio`` with ``asyncio``) for ``settings.redis_url``, any topology.
+
+    Commands time out after ``redis_timeout_seconds`` (+ ``extra_timeout`` for
+    blocking ones). ``retries`` immediate retries on a connection error: after a
+    Redis restart every pooled socket is dead, and the retry opens a fresh one.
+    Never on a timeout (Retry's default errors include it): a hung Redis would
+    double the bound.
+
+    Raises:
+        ConfigurationError: the ``redis`` package is missing or the URL is malformed.
+    """
+    url = require_redis_url(settings)
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        if asyncio:
+            from redis.asyncio.retry import Retry
+        else:
+            from redis.retry import Retry  # type: ignore[assignment]
+    except ImportError:
+        raise ConfigurationError(
+            "PGQ_REDIS_URL is set but the redis package is not installed: pip install 'pgq[redis]'"
+        ) from None
+    timeout = settings.redis_timeout_seconds
+    try:
+        return connect(parse_topology(url), asyncio=asyncio, socket_timeout=timeout + extra_timeout,
+                       socket_connect_timeout=timeout,
+                       retry=Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)),
+                       retry_on_timeout=False, decode_responses=True, client_name=name)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"PGQ_REDIS_URL is not a valid Redis URL ({redact_url(url)}): {scrub(str(exc), url)}") from None
+
+
 class RedisClient:
     """Talks to Redis for one pgq schema, with bounded timeouts and a circuit breaker.
 
@@ -146,39 +196,11 @@ class RedisClient:
     """
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
-        if not settings.redis_url:
-            raise ConfigurationError("the Redis accelerator needs PGQ_REDIS_URL (or redis_url=)")
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:
-            raise ConfigurationError(
-                "PGQ_REDIS_URL is set but the redis package is not installed: pip install 'pgq[redis]'"
-            ) from None
-        self.settings = settings
-        self.keys = Keys(settings.redis_prefix, settings.schema)
-        self.url = redact_url(settings.redis_url) or ""
-        timeout = settings.redis_timeout_seconds
-        self.topology = parse_topology(settings.redis_url)
-        try:
-            # One immediate retry on a connection error: after a Redis restart every
-            # pooled socket is dead, and the retry opens a fresh one. Not on a timeout
-            # (Retry's default errors include it): a hung Redis would double the bound.
-            self._client: Any = connect(
-                self.topology, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)), retry_on_timeout=False,
-                decode_responses=True, client_name="pgq",
-            )
-            self._blocking: Any = connect(
-                self.topology, socket_timeout=timeout + BLOCK_SECONDS, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
-                client_name="pgq-wait",
-            )
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"PGQ_REDIS_URL is not a valid Redis URL ({self.url}): {scrub(str(exc), settings.redis_url)}") from None
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.settings, self.keys, self.url = settings, Keys(settings.redis_prefix, settings.schema), redact_url(settings.redis_url) or ""
+        self.topology = parse_topology(require_redis_url(settings))
+        self._client: Any = open_redis(settings)
+        self._blocking: Any = open_redis(settings, name="pgq-wait", extra_timeout=BLOCK_SECONDS, retries=0)
+        self._errors = redis_errors()
         self._pop = self._client.register_script(read_script("pop", POPPED_AT_KEEP_MS=POPPED_AT_KEEP_MS))
         self._offer = self._client.register_script(read_script("offer"))
         self._retire = self._client.register_script(read_script("retire"))

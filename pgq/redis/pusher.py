@@ -17,12 +17,21 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from pgq.errors import ConfigurationError, RedisUnavailable
+from pgq.errors import RedisUnavailable
 from pgq.redis.breaker import CircuitBreaker
-from pgq.redis.client import failure, guard, offer_calls, read_script, registration, registration_due, success
+from pgq.redis.client import (
+    failure,
+    guard,
+    offer_calls,
+    open_redis,
+    read_script,
+    redis_errors,
+    registration,
+    registration_due,
+    success,
+)
 from pgq.redis.keys import Keys
-from pgq.redis.topology import connect, parse_topology
-from pgq.settings import Settings, redact_url, scrub
+from pgq.settings import Settings, redact_url
 
 log = logging.getLogger("pgq.redis")
 
@@ -35,31 +44,9 @@ class AsyncPusher:
     """
 
     def __init__(self, settings: Settings) -> None:
-        if not settings.redis_url:
-            raise ConfigurationError("the Redis accelerator needs PGQ_REDIS_URL (or redis_url=)")
-        try:
-            import redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError:
-            raise ConfigurationError(
-                "PGQ_REDIS_URL is set but the redis package is not installed: pip install 'pgq[redis]'"
-            ) from None
-        self.settings = settings
-        self.keys = Keys(settings.redis_prefix, settings.schema)
-        self.url = redact_url(settings.redis_url) or ""
-        timeout = settings.redis_timeout_seconds
-        try:
-            # As RedisClient: one immediate retry on a connection error, none on a timeout.
-            self._client: Any = connect(
-                parse_topology(settings.redis_url), asyncio=True, socket_timeout=timeout,
-                socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-                retry_on_timeout=False, decode_responses=True, client_name="pgq",
-            )
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"PGQ_REDIS_URL is not a valid Redis URL ({self.url}): {scrub(str(exc), settings.redis_url)}") from None
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.settings, self.keys, self.url = settings, Keys(settings.redis_prefix, settings.schema), redact_url(settings.redis_url) or ""
+        self._client: Any = open_redis(settings, asyncio=True)
+        self._errors = redis_errors()
         self._offer = self._client.register_script(read_script("offer"))
         self.breaker = CircuitBreaker()
         self._registered: dict[str, float] = {}
