@@ -1,7 +1,7 @@
 """A NOTIFY when jobs change status, for the waiters of the asyncio API.
 
 Revision ID: 0017
-Revises: 0014
+Revises: 0021
 Create Date: 2026-12-03
 
 Issue 13, part 2.
@@ -20,7 +20,7 @@ from alembic import op
 from pgq.migrate import enter_schema, run_sql_file
 
 revision = "0017"
-down_revision = "0014"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
