@@ -13,7 +13,7 @@
 CREATE SCHEMA pgq;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0021
+-- alembic revision: 0017
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -250,6 +250,7 @@ CREATE INDEX jobs_running_idx ON pgq.jobs USING btree (worker_id) WHERE (status 
 CREATE UNIQUE INDEX jobs_unique_key_idx ON pgq.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (status = ANY (ARRAY['waiting'::pgq.job_status, 'queued'::pgq.job_status, 'running'::pgq.job_status, 'retrying'::pgq.job_status])));
 CREATE INDEX jobs_waiting_idx ON pgq.jobs USING btree (queue) WHERE (status = 'waiting'::pgq.job_status);
 CREATE TRIGGER jobs_notify_job_available AFTER INSERT ON pgq.jobs REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION pgq.notify_job_available();
+CREATE TRIGGER jobs_notify_job_status AFTER DELETE OR UPDATE OF status ON pgq.jobs FOR EACH STATEMENT EXECUTE FUNCTION pgq.notify_job_status();
 CREATE TRIGGER jobs_set_updated_at BEFORE UPDATE ON pgq.jobs FOR EACH ROW WHEN (NOT old.updated_at IS DISTINCT FROM new.updated_at) EXECUTE FUNCTION pgq.set_updated_at();
 
 -- ==================== table queue_pauses
@@ -2501,6 +2502,19 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.notify_job_available() IS 'Trigger function (after INSERT on jobs, per statement): one NOTIFY per queue that received a job runnable now.';
+
+-- ==================== function notify_job_status()
+CREATE OR REPLACE FUNCTION pgq.notify_job_status()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM pg_catalog.pg_notify(TG_TABLE_SCHEMA || '_job_status', '');
+    RETURN NULL;
+END
+$function$;
+COMMENT ON FUNCTION pgq.notify_job_status() IS 'Trigger: after a statement that changes the status of jobs (or deletes jobs), NOTIFY <schema>_job_status (empty payload) for the waiters of Queue.wait_async.';
+GRANT EXECUTE ON FUNCTION pgq.notify_job_status() TO PUBLIC;
 
 -- ==================== function notify_queues(p_queues text[])
 CREATE OR REPLACE FUNCTION pgq.notify_queues(p_queues text[])

@@ -17,18 +17,19 @@ they live next to the code that needs them (``pgq.queries`` imports this module)
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import re
 import select
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.errors
 from psycopg import sql
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from pgq.clock import Clock, SystemClock
 from pgq.errors import (
@@ -108,17 +109,28 @@ def connect(url: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Conn
     """Open one psycopg connection; a wrong DSN raises ``ConfigurationError`` (password redacted)."""
     try:
         return psycopg.connect(driver_url(url), autocommit=autocommit, **kwargs)
-    except psycopg.ProgrammingError as exc:
-        error = ConfigurationError(
-            f"PGQ_DATABASE_URL is not a valid connection string ({redact_url(url)}): {_scrub(str(exc), url)}"
-        )
-    except psycopg.OperationalError as exc:
-        error = ConfigurationError(
-            f"cannot connect to the database at {redact_url(url)}: {_scrub(str(exc).strip(), url)}"
-        )
+    except (psycopg.ProgrammingError, psycopg.OperationalError) as exc:
+        error = _connect_error(exc, url)
     # Raised outside the handler: "from None" would still keep the driver's error as
     # __context__, whose message may quote the whole URL, password included.
     raise error
+
+
+async def connect_async(url: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+    """``connect`` for asyncio: one ``psycopg.AsyncConnection``, the same errors."""
+    try:
+        return await psycopg.AsyncConnection.connect(driver_url(url), autocommit=autocommit, **kwargs)
+    except (psycopg.ProgrammingError, psycopg.OperationalError) as exc:
+        error = _connect_error(exc, url)
+    raise error  # outside the handler, for the reason given in connect()
+
+
+def _connect_error(exc: psycopg.Error, url: str) -> ConfigurationError:
+    if isinstance(exc, psycopg.ProgrammingError):
+        return ConfigurationError(
+            f"PGQ_DATABASE_URL is not a valid connection string ({redact_url(url)}): {_scrub(str(exc), url)}"
+        )
+    return ConfigurationError(f"cannot connect to the database at {redact_url(url)}: {_scrub(str(exc).strip(), url)}")
 
 
 def check_url(url: str) -> None:
@@ -141,6 +153,12 @@ class PgqConnection(psycopg.Connection[Any]):
     round trip; 0 when the session carries it already (a direct connection) or
     there is none.
     """
+
+    local_statement_timeout_ms: int = 0
+
+
+class PgqAsyncConnection(psycopg.AsyncConnection[Any]):
+    """``PgqConnection`` for asyncio (the pool of ``Queue``'s ``*_async`` methods)."""
 
     local_statement_timeout_ms: int = 0
 
@@ -208,33 +226,68 @@ def make_pool(
     # Fail fast with a clear message when the database cannot be reached at all.
     with translated(url), connect(url) as probe:
         pooled = behind_pooler(probe)
+    arguments, local_timeout_ms = _pool_arguments(url, pooled, name, min_size, max_size, statement_timeout_seconds,
+                                                  prepared_statements)
+
+    def configure(conn: PgqConnection) -> None:
+        conn.local_statement_timeout_ms = local_timeout_ms
+
+    pool = ConnectionPool(connection_class=PgqConnection, configure=configure, **arguments)
+    pool.open()
+    return pool
+
+
+async def make_async_pool(
+    url: str,
+    *,
+    max_size: int,
+    name: str = "pgq-async",
+    min_size: int = 1,
+    statement_timeout_seconds: float = 0.0,
+    prepared_statements: str = "auto",
+) -> AsyncConnectionPool[PgqAsyncConnection]:
+    """``make_pool`` for asyncio: an open ``AsyncConnectionPool`` (no thread: its
+    workers are tasks on the running event loop, which it belongs to).
+
+    Its ``min_size`` connections are open when it returns. psycopg_pool opens more
+    (up to ``max_size``) in a background task; psycopg 3.3 turns the cancellation of
+    a connection attempt into an ``OperationalError``, so an attempt still running
+    when ``asyncio.run()`` cancels every task leaves that task alive and the loop
+    never ends. ``Queue`` therefore passes ``min_size=max_size``: no background
+    attempt once the pool is open (only when a broken connection is replaced).
+    """
+    check_url(url)
+    with translated(url):
+        async with await connect_async(url) as probe:
+            row = await (await probe.execute(_SERVER_PID, prepare=False)).fetchone()
+            pooled = row is not None and int(row[0]) != probe.info.backend_pid
+    arguments, local_timeout_ms = _pool_arguments(url, pooled, name, min_size, max_size, statement_timeout_seconds,
+                                                  prepared_statements)
+
+    async def configure(conn: PgqAsyncConnection) -> None:
+        conn.local_statement_timeout_ms = local_timeout_ms
+
+    pool = AsyncConnectionPool(connection_class=PgqAsyncConnection, configure=configure, **arguments)
+    await pool.open(wait=True, timeout=30.0)
+    return pool
+
+
+def _pool_arguments(url: str, pooled: bool, name: str, min_size: int, max_size: int, statement_timeout_seconds: float,
+                    prepared_statements: str) -> tuple[dict[str, Any], int]:
+    """The arguments of a (sync or async) pool whose probe found (or not) a pooler, said
+    at INFO (see ``pool_options``), and the per-transaction statement timeout (ms, or 0)."""
     kwargs, local_timeout_ms = pool_options(url, behind_a_pooler=pooled, statement_timeout_seconds=statement_timeout_seconds,
                                             prepared_statements=prepared_statements)
     if pooled:
         log.info("%s: a connection pooler answers at %s: prepared statements %s, statement timeout %s",
                  name, redact_url(url), "off" if kwargs.get("prepare_threshold", 5) is None else "on",
                  f"{local_timeout_ms} ms per transaction" if local_timeout_ms else "off")
-
-    def configure(conn: PgqConnection) -> None:
-        conn.local_statement_timeout_ms = local_timeout_ms
-
-    pool = ConnectionPool(
-        driver_url(url),
-        connection_class=PgqConnection,
-        min_size=min(min_size, max_size),
-        max_size=max_size,
-        kwargs=kwargs,
-        configure=configure,
-        name=name,
-        open=False,
-        timeout=30.0,
-        reconnect_timeout=60.0,
-    )
-    pool.open()
-    return pool
+    arguments = {"conninfo": driver_url(url), "min_size": min(min_size, max_size), "max_size": max_size,
+                 "kwargs": kwargs, "name": name, "open": False, "timeout": 30.0, "reconnect_timeout": 60.0}
+    return arguments, local_timeout_ms
 
 
-def hung_up(conn: psycopg.Connection[Any]) -> bool:
+def hung_up(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """True when this idle connection is closed, broken, or the server spoke on it unasked.
 
     A pooled connection rests idle between operations; if the server went away
@@ -278,6 +331,25 @@ def live_connection(pool: ConnectionPool[Any]) -> Iterator[Any]:
             yield conn
     finally:
         pool.putconn(conn)
+
+
+@contextlib.asynccontextmanager
+async def live_connection_async(pool: AsyncConnectionPool[Any]) -> AsyncIterator[Any]:
+    """``live_connection`` for an ``AsyncConnectionPool``."""
+    for _ in range(pool.max_size + 1):
+        conn = await pool.getconn()
+        if not hung_up(conn):
+            break
+        log.info("a pooled connection was closed by the server while idle; replacing it")
+        await conn.close()
+        await pool.putconn(conn)
+    else:
+        conn = await pool.getconn()
+    try:
+        async with conn:
+            yield conn
+    finally:
+        await pool.putconn(conn)
 
 
 # Connection failures that configuration, not waiting, will fix.
@@ -448,9 +520,30 @@ def execute(conn: Any, statement: str, params: Sequence[Any] = ()) -> list[tuple
         cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []
     exec_driver_sql = getattr(conn, "exec_driver_sql", None)
-    if exec_driver_sql is None:
+    if exec_driver_sql is None or inspect.iscoroutinefunction(exec_driver_sql):
         raise ValidationError(
-            f"connection= must be a SQLAlchemy Connection or a psycopg Connection, got {type(conn).__name__}"
+            f"connection= must be a SQLAlchemy Connection or a psycopg Connection (an async one goes to the "
+            f"*_async calls), got {type(conn).__name__}"
         )
     result = exec_driver_sql(statement, tuple(params))
+    return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
+
+
+async def execute_async(conn: Any, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """``execute`` on a psycopg ``AsyncConnection`` or a SQLAlchemy ``AsyncConnection``."""
+    if isinstance(conn, PgqAsyncConnection) and conn.local_statement_timeout_ms:
+        async with conn.pipeline():  # as in execute(): one round trip, one transaction
+            await conn.execute(_LOCAL_TIMEOUT, [str(conn.local_statement_timeout_ms)])
+            cur = await conn.execute(statement, params)
+        return await cur.fetchall() if cur.description else []
+    if isinstance(conn, psycopg.AsyncConnection):
+        cur = await conn.execute(statement, params)
+        return await cur.fetchall() if cur.description else []
+    exec_driver_sql = getattr(conn, "exec_driver_sql", None)
+    if exec_driver_sql is None or not inspect.iscoroutinefunction(exec_driver_sql):
+        raise ValidationError(
+            "connection= of an *_async call must be a SQLAlchemy AsyncConnection or a psycopg AsyncConnection, "
+            f"got {type(conn).__name__}"
+        )
+    result = await exec_driver_sql(statement, tuple(params))
     return [tuple(row) for row in result.fetchall()] if result.returns_rows else []

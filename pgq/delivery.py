@@ -7,24 +7,21 @@ the bulk (COPY) path asks the database, on another connection, whether its
 transaction committed (``pg_xact_status``); jobs that all carry a unique key
 are sent again, the key deduplicating against the live job, unless a finished
 job carries one of the keys (the first send may have committed and run); anything else
-raises ``EnqueueOutcomeUnknown`` with what is known. ``queue.py`` calls
-``deliver``; the statements are in ``pgq.queries``.
+raises ``EnqueueOutcomeUnknown`` with what is known. ``queue.py`` runs
+``deliver`` (an operation, for its sync and async executors alike); the
+statements are in ``pgq.queries``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from collections.abc import Sequence
 
 from pgq.clock import Clock, SystemClock
-from pgq.db import connection_lost, live_connection, translate
-from pgq.errors import DatabaseError, EnqueueOutcomeUnknown, PgqError
+from pgq.db import translate
+from pgq.errors import DatabaseError, EnqueueOutcomeUnknown
 from pgq.job import JobSpec
+from pgq.operations import Attempt, Op, Sent, Sleep
 from pgq.queries import EnqueueAttempt, Queries
 
 log = logging.getLogger("pgq.queue")
@@ -38,18 +35,19 @@ RESOLVE_SECONDS = 5.0
 
 
 def deliver(
-    pool: ConnectionPool[Any],
     queries: Queries,
     specs: Sequence[JobSpec],
     *,
     idempotent: bool,
     url: str | None,
     clock: Clock | None = None,
-    sleep: Callable[[float], None] = time.sleep,
     with_parents: bool | None = None,
     trace_context: str | None = None,
-) -> list[tuple[int, bool]]:
+) -> Op[list[tuple[int, bool]]]:
     """Enqueue ``specs`` on a pooled connection; return ``(job_id, created)`` in order.
+
+    An operation (``pgq.operations``): each send is an ``Attempt`` on a fresh pooled
+    connection, so the same rules serve ``Queue.enqueue`` and ``enqueue_async``.
 
     Args:
         idempotent: sending the jobs twice cannot create two (every job has a
@@ -64,51 +62,48 @@ def deliver(
     clock = clock or SystemClock()
     for send in range(1, MAX_SENDS + 1):
         attempt = EnqueueAttempt()
-        conn: psycopg.Connection[Any] | None = None
-        try:
-            with live_connection(pool) as conn:
-                return queries.enqueue_jobs(conn, specs, attempt, with_parents, trace_context)
-        except PgqError:
-            raise
-        except (psycopg.Error, PoolTimeout) as exc:
-            if isinstance(exc, PoolTimeout) or not connection_lost(exc, conn):
-                # No connection could be had, or the server refused the statement
-                # (its transaction rolled back): nothing was written.
-                raise translate(exc, url) from exc
-            outcome = _outcome(pool, queries, specs, attempt, idempotent, url, clock, sleep)
-            if outcome == "committed":
-                assert attempt.job_ids is not None
-                log.warning("the connection broke during an enqueue's COMMIT; it had committed (%d job(s))",
-                            len(attempt.job_ids))
-                return [(job_id, True) for job_id in attempt.job_ids]
-            if outcome == "unknown":
-                raise _unknown(specs, attempt, exc, url) from exc
-            if send == MAX_SENDS:
-                raise DatabaseError(
-                    f"the connection broke {MAX_SENDS} times before the enqueue was committed; "
-                    f"nothing was written: {translate(exc, url)}"
-                ) from exc
-            log.warning("the connection broke during an enqueue (%s); nothing was committed, sending it again",
-                        translate(exc, url))
+        sent: Sent = yield Attempt(queries.enqueue_jobs.op(specs, attempt, with_parents, trace_context))
+        exc = sent.error
+        if exc is None:
+            rows: list[tuple[int, bool]] = sent.value
+            return rows
+        if not sent.lost:
+            # No connection could be had, or the server refused the statement
+            # (its transaction rolled back): nothing was written.
+            raise translate(exc, url) from exc
+        outcome = yield from _outcome(queries, specs, attempt, idempotent, url, clock)
+        if outcome == "committed":
+            assert attempt.job_ids is not None
+            log.warning("the connection broke during an enqueue's COMMIT; it had committed (%d job(s))",
+                        len(attempt.job_ids))
+            return [(job_id, True) for job_id in attempt.job_ids]
+        if outcome == "unknown":
+            raise _unknown(specs, attempt, exc, url) from exc
+        if send == MAX_SENDS:
+            raise DatabaseError(
+                f"the connection broke {MAX_SENDS} times before the enqueue was committed; "
+                f"nothing was written: {translate(exc, url)}"
+            ) from exc
+        log.warning("the connection broke during an enqueue (%s); nothing was committed, sending it again",
+                    translate(exc, url))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _outcome(
-    pool: ConnectionPool[Any], queries: Queries, specs: Sequence[JobSpec], attempt: EnqueueAttempt,
-    idempotent: bool, url: str | None, clock: Clock, sleep: Callable[[float], None],
-) -> str:
+    queries: Queries, specs: Sequence[JobSpec], attempt: EnqueueAttempt, idempotent: bool, url: str | None,
+    clock: Clock,
+) -> Op[str]:
     """'aborted' (safe to send again), 'committed' (COPY ids are in), or 'unknown'."""
     if not attempt.commit_sent:
         return "aborted"  # the COMMIT (or the autocommit statement) never left
     if attempt.transaction_id is not None:
-        return _resolve(pool, queries, attempt.transaction_id, url, clock, sleep)
-    if idempotent and _keys_settle_a_resend(pool, queries, specs, url):
+        return (yield from _resolve(queries, attempt.transaction_id, url, clock))
+    if idempotent and (yield from _keys_settle_a_resend(queries, specs, url)):
         return "aborted"
     return "unknown"
 
 
-def _keys_settle_a_resend(pool: ConnectionPool[Any], queries: Queries, specs: Sequence[JobSpec],
-                          url: str | None) -> bool:
+def _keys_settle_a_resend(queries: Queries, specs: Sequence[JobSpec], url: str | None) -> Op[bool]:
     """True when sending unique-key jobs again cannot run one twice.
 
     A unique key deduplicates against the live job only. If the first send
@@ -119,22 +114,18 @@ def _keys_settle_a_resend(pool: ConnectionPool[Any], queries: Queries, specs: Se
     job may be this enqueue's, or an older one with the same key).
     """
     keys = [s.unique_key for s in specs if s.unique_key is not None]
-    try:
-        with live_connection(pool) as conn:
-            finished = queries.finished_unique_keys(conn, keys)
-    except (psycopg.Error, PoolTimeout) as exc:
-        log.info("cannot check the unique keys of a broken enqueue: %s", translate(exc, url))
+    sent: Sent = yield Attempt(queries.finished_unique_keys.op(keys))
+    if sent.error is not None:
+        log.info("cannot check the unique keys of a broken enqueue: %s", translate(sent.error, url))
         return False
+    finished: set[str] = sent.value
     if finished:
         log.warning("the connection broke after a unique-key enqueue was sent, and %d of its key(s) belong to "
                     "finished jobs; not sending it again", len(finished))
     return not finished
 
 
-def _resolve(
-    pool: ConnectionPool[Any], queries: Queries, transaction_id: str, url: str | None, clock: Clock,
-    sleep: Callable[[float], None],
-) -> str:
+def _resolve(queries: Queries, transaction_id: str, url: str | None, clock: Clock) -> Op[str]:
     """Ask the database whether ``transaction_id`` committed, for up to ``RESOLVE_SECONDS``.
 
     While it is still in progress (its backend has not noticed the broken
@@ -145,22 +136,30 @@ def _resolve(
     delay = 0.01
     ended = False
     while True:
-        try:
-            with live_connection(pool) as conn:
-                status = queries.transaction_status(conn, transaction_id)
-                if status in ("committed", "aborted"):
-                    return status
-                if status is None:
-                    return "unknown"
-                if not ended:
-                    ended = queries.end_orphaned_transaction(conn, transaction_id)
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.info("cannot ask whether transaction %s committed yet: %s", transaction_id, translate(exc, url))
+        sent: Sent = yield Attempt(_ask(queries, transaction_id, end=not ended))
+        if sent.error is not None:
+            log.info("cannot ask whether transaction %s committed yet: %s", transaction_id,
+                     translate(sent.error, url))
+        else:
+            status, signalled = sent.value
+            if status in ("committed", "aborted"):
+                return str(status)
+            if status is None:
+                return "unknown"
+            ended = ended or signalled
         remaining = deadline - clock.monotonic()
         if remaining <= 0:
             return "unknown"
-        sleep(min(delay, remaining))
+        yield Sleep(min(delay, remaining))
         delay = min(delay * 2, 0.5)
+
+
+def _ask(queries: Queries, transaction_id: str, *, end: bool) -> Op[tuple[str | None, bool]]:
+    """The transaction's status; still in progress and ``end``: terminate its session (signalled?)."""
+    status = yield from queries.transaction_status.op(transaction_id)
+    if status in ("committed", "aborted") or status is None or not end:
+        return status, False
+    return status, (yield from queries.end_orphaned_transaction.op(transaction_id))
 
 
 def _unknown(

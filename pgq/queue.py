@@ -6,8 +6,10 @@ delegates every statement to ``pgq.queries``. This module has the producer
 side (tasks, enqueue) and the plumbing; inspecting and controlling enqueued
 jobs (get, wait, cancel, the dead letter queue, stats, drain) is its base
 class ``QueueControl``'s (``queue_control.py``). Running jobs is ``pgq.worker``'s.
-The ``*_async`` methods are awaitable counterparts for asyncio services: they
-run the same code in a thread, so every rule has one implementation.
+Each producer call is written once, as an operation (``pgq.operations``), and
+run by a sync executor or, for its ``*_async`` counterpart, by an async one on
+psycopg's async pool (``pgq.queue_io``): no thread is borrowed, and no rule
+has a second copy.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -24,9 +27,11 @@ from psycopg_pool import ConnectionPool
 from pgq.db import live_connection, make_pool, translated
 from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, UnknownTask, ValidationError
-from pgq.job import DEFAULT_PRIORITY, Job, JobSpec, Ref, validate_isolation, validate_task_name
+from pgq.job import DEFAULT_PRIORITY, JobSpec, Ref, validate_isolation, validate_task_name
+from pgq.operations import Op, Push
 from pgq.queries import Queries, ensure_current
 from pgq.queue_control import QueueControl
+from pgq.queue_io import AsyncExecutor, AsyncSide, SyncExecutor
 from pgq.retry import Backoff
 from pgq.scheduling.graph import has_parents, order_graph, reject_refs
 from pgq.scheduling import cron
@@ -37,6 +42,8 @@ if TYPE_CHECKING:
     from pgq.memory.search import Similar
     from pgq.redis.client import RedisClient
     from pgq.worker import Worker
+
+log = logging.getLogger("pgq.queue")
 
 F = TypeVar("F", bound=Callable[..., Any])
 OnDuplicate = Literal["return", "raise"]
@@ -87,6 +94,14 @@ class Task:
         """Enqueue with per-job options (queue, priority, delay, run_at, unique_key, …)."""
         return self.owner.enqueue(self.name, payload, **options)
 
+    async def defer_async(self, **payload: Any) -> int:
+        """``defer`` for asyncio (``Queue.enqueue_async``)."""
+        return await self.owner.enqueue_async(self.name, payload)
+
+    async def enqueue_async(self, payload: Mapping[str, Any] | None = None, **options: Any) -> int:
+        """``enqueue`` for asyncio (``Queue.enqueue_async``)."""
+        return await self.owner.enqueue_async(self.name, payload, **options)
+
     def spec(self, payload: Mapping[str, Any] | None = None, **options: Any) -> JobSpec:
         """A validated ``JobSpec`` for ``Queue.enqueue_many``."""
         return self.owner.job_spec(self.name, payload, **options)
@@ -109,6 +124,8 @@ class Queue(QueueControl):
         self._pool: ConnectionPool[Any] | None = None
         self._pool_lock = threading.Lock()
         self._redis: RedisClient | None = None
+        # The *_async calls' pool, LISTEN connection and Redis client, on one event loop (pgq.queue_io).
+        self._async_side: AsyncSide | None = None
         # @periodic schedules, stored by each worker at start (pgq.scheduling.cron).
         self.periodic_schedules: dict[str, cron.Schedule] = {}
         #: OpenTelemetry spans (``Settings.tracing``, pgq[tracing]); None when off.
@@ -145,30 +162,48 @@ class Queue(QueueControl):
             with live_connection(self.pool) as conn:
                 return fn(conn, *args)
 
-    def _send(self, specs: Sequence[JobSpec], *, idempotent: bool, connection: Any,
-              with_parents: bool) -> list[tuple[int, bool]]:
-        """Insert ``specs`` (in a ``pgq.enqueue`` span when tracing is on, see ``pgq.tracing``)."""
+    def _sync(self, connection: Any = None) -> SyncExecutor:
+        """The executor of a sync call: on ``connection`` (the caller's transaction) or the pool."""
+        return SyncExecutor(self, connection)
+
+    def _async(self, connection: Any = None) -> AsyncExecutor:
+        """The executor of an ``*_async`` call, on the running event loop's ``AsyncSide``."""
+        loop = asyncio.get_running_loop()
+        side = self._async_side
+        if side is None or side.loop is not loop:
+            with self._pool_lock:
+                side = self._async_side
+                if side is None or side.loop is not loop:
+                    if side is not None and side.pool is not None:
+                        log.warning("pgq.Queue used from a new event loop; the previous loop's pool was not "
+                                    "closed (await queue.aclose() before its loop ends)")
+                    side = self._async_side = AsyncSide(self, loop)
+        return AsyncExecutor(side, connection)
+
+    def _send(self, specs: Sequence[JobSpec], *, idempotent: bool, transactional: bool,
+              with_parents: bool) -> Op[list[tuple[int, bool]]]:
+        """Insert ``specs`` (in a ``pgq.enqueue`` span when tracing is on, see ``pgq.tracing``):
+        in the caller's transaction as is, else with ``delivery.deliver``'s retries."""
         if self.tracer is None:
-            return self._insert(specs, idempotent, connection, with_parents, None)
+            return (yield from self._insert(specs, idempotent, transactional, with_parents, None))
         with self.tracer.enqueue(specs) as traced:
-            rows = self._insert(specs, idempotent, connection, with_parents, traced.context_json)
+            rows = yield from self._insert(specs, idempotent, transactional, with_parents, traced.context_json)
             traced.enqueued(rows)
             return rows
 
-    def _insert(self, specs: Sequence[JobSpec], idempotent: bool, connection: Any, with_parents: bool,
-                trace_context: str | None) -> list[tuple[int, bool]]:
-        """Insert ``specs``: on the caller's connection as is, else with ``delivery.deliver``'s retries."""
-        if connection is not None:
-            rows: list[tuple[int, bool]] = self._run(self.queries.enqueue_jobs, specs, None, with_parents,
-                                                     trace_context, connection=connection)
-            return rows
-        with translated(self.settings.database_url):
-            pool = self.pool
-        return deliver(pool, self.queries, specs, idempotent=idempotent, url=self.settings.database_url,
-                       with_parents=with_parents, trace_context=trace_context)
+    def _insert(self, specs: Sequence[JobSpec], idempotent: bool, transactional: bool, with_parents: bool,
+                trace_context: str | None) -> Op[list[tuple[int, bool]]]:
+        if transactional:
+            return (yield from self.queries.enqueue_jobs.op(specs, None, with_parents, trace_context))
+        return (yield from deliver(self.queries, specs, idempotent=idempotent, url=self.settings.database_url,
+                                   with_parents=with_parents, trace_context=trace_context))
 
     def close(self) -> None:
-        """Close the pool (and the Redis client). The queue may be used again (it reopens)."""
+        """Close the pool (and the Redis client). The queue may be used again (it reopens).
+
+        The async side (``*_async`` calls) belongs to its event loop: close it with
+        ``await queue.aclose()`` (or ``async with queue:``) before that loop ends.
+        """
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.close()
@@ -176,6 +211,19 @@ class Queue(QueueControl):
             if self._redis is not None:
                 self._redis.close()
                 self._redis = None
+
+    async def aclose(self) -> None:
+        """Close the async side (its pool, LISTEN connection and Redis client) and the sync one."""
+        side, self._async_side = self._async_side, None
+        if side is not None:
+            await side.close()
+        self.close()
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     @property
     def redis(self) -> RedisClient | None:
@@ -190,21 +238,22 @@ class Queue(QueueControl):
                     self._redis = RedisClient(self.settings)
         return self._redis
 
-    def _push(self, specs: Sequence[JobSpec], rows: Sequence[tuple[int, bool]]) -> None:
+    def _push(self, specs: Sequence[JobSpec], rows: Sequence[tuple[int, bool]]) -> Op[None]:
         """Redis mode: mirror the jobs just enqueued (and committed) that are due now.
 
         Delayed jobs are mirrored by the reconciler when they fall due. A Redis
         failure only logs: Postgres committed the jobs, so they are enqueued.
         """
-        client = self.redis
-        if client is None:
+        if self.settings.redis_url is None:
             return
         now = dt.datetime.now(dt.UTC)  # only picks which ids to suggest; claims use the database clock
-        client.push_quietly(
+        entries = [
             (job_id, spec.queue, spec.priority)
             for spec, (job_id, created) in zip(specs, rows, strict=True)
             if created and not spec.depends_on and not spec.delay_seconds and (spec.run_at is None or spec.run_at <= now)
-        )
+        ]
+        if entries:
+            yield Push(entries)
 
     def __enter__(self) -> Queue:
         return self
@@ -352,17 +401,35 @@ class Queue(QueueControl):
                 committed (pgq retries by itself whenever that is safe; see the README).
             DatabaseError: the database failed; nothing was written.
         """
+        return self._sync(connection).run(self._enqueue(task, payload, on_duplicate, connection is not None, options))
+
+    async def enqueue_async(
+        self,
+        task: str | Task,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        on_duplicate: OnDuplicate = "return",
+        connection: Any = None,
+        **options: Any,
+    ) -> int:
+        """``enqueue`` for asyncio (the same rules; ``connection``: a SQLAlchemy ``AsyncConnection``
+        or a psycopg ``AsyncConnection`` with an open transaction)."""
+        return await self._async(connection).run(
+            self._enqueue(task, payload, on_duplicate, connection is not None, options))
+
+    def _enqueue(self, task: str | Task, payload: Mapping[str, Any] | None, on_duplicate: OnDuplicate,
+                 transactional: bool, options: dict[str, Any]) -> Op[int]:
         if on_duplicate not in ("return", "raise"):
             raise ValidationError(f"on_duplicate must be 'return' or 'raise', got {on_duplicate!r}")
         _check_options(options)
         spec = self.job_spec(task, payload, **options)
         reject_refs(spec)
-        rows = self._send([spec], idempotent=spec.unique_key is not None and on_duplicate == "return",
-                          connection=connection, with_parents=bool(spec.depends_on))
+        rows = yield from self._send([spec], idempotent=spec.unique_key is not None and on_duplicate == "return",
+                                     transactional=transactional, with_parents=bool(spec.depends_on))
         ((job_id, created),) = rows
-        if connection is None:
+        if not transactional:
             # Transactional enqueues are mirrored by the reconciler once the caller commits.
-            self._push([spec], rows)
+            yield from self._push([spec], rows)
         if not created and on_duplicate == "raise":
             raise DuplicateJob(spec.unique_key or "", job_id)
         return job_id
@@ -379,6 +446,35 @@ class Queue(QueueControl):
         ``enqueue`` (without unique keys the database is asked whether the batch
         committed); ``EnqueueOutcomeUnknown`` when that cannot be known.
         """
+        return self._sync(connection).run(self._enqueue_many(jobs, connection is not None))
+
+    async def enqueue_many_async(
+        self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, connection: Any = None
+    ) -> list[int]:
+        """``enqueue_many`` for asyncio (COPY on psycopg's async connection; ``connection`` as
+        for ``enqueue_async``)."""
+        return await self._async(connection).run(self._enqueue_many(jobs, connection is not None))
+
+    def _enqueue_many(self, jobs: Iterable[JobSpec | Mapping[str, Any]], transactional: bool) -> Op[list[int]]:
+        specs = self._specs(jobs)
+        if not specs:
+            return []
+        idempotent = all(s.unique_key is not None for s in specs)
+        if has_parents(specs):
+            # Parents are sent first (scheduling.graph); the ids come back in input order.
+            ordered, position = order_graph(specs)
+            rows = yield from self._send(ordered, idempotent=idempotent, transactional=transactional,
+                                         with_parents=True)
+            if not transactional:
+                yield from self._push(ordered, rows)  # the roots; released children reach Redis through the reconciler
+            return [rows[position[i]][0] for i in range(len(specs))]
+        rows = yield from self._send(specs, idempotent=idempotent, transactional=transactional, with_parents=False)
+        if not transactional:
+            yield from self._push(specs, rows)
+        return [job_id for job_id, _created in rows]
+
+    def _specs(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[JobSpec]:
+        """Validate ``enqueue_many``'s items (``JobSpec`` or dict); the first bad one raises."""
         if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
             raise ValidationError(f"jobs must be a list of JobSpecs or dicts, got {type(jobs).__name__}")
         specs: list[JobSpec] = []
@@ -400,24 +496,7 @@ class Queue(QueueControl):
                     raise type(exc)(f"job {index}: {exc}") from None
             else:
                 raise ValidationError(f"job {index}: expected a JobSpec or a dict, got {type(item).__name__}")
-        if not specs:
-            return []
-        if has_parents(specs):
-            return self._enqueue_graph(specs, connection)
-        rows = self._send(specs, idempotent=all(s.unique_key is not None for s in specs), connection=connection,
-                          with_parents=False)
-        if connection is None:
-            self._push(specs, rows)
-        return [job_id for job_id, _created in rows]
-
-    def _enqueue_graph(self, specs: list[JobSpec], connection: Any) -> list[int]:
-        """``enqueue_many`` with parents: sent parents first (``scheduling.graph``); ids in input order."""
-        ordered, position = order_graph(specs)
-        rows = self._send(ordered, idempotent=all(s.unique_key is not None for s in specs), connection=connection,
-                          with_parents=True)
-        if connection is None:
-            self._push(ordered, rows)  # the roots; released children reach Redis through the reconciler
-        return [rows[position[i]][0] for i in range(len(specs))]
+        return specs
 
     # ------------------------------------------------------------ inspection and control
     # get, cancel, dead_letters, requeue_dead, purge_dead, stats, wait, drain_worker:
@@ -430,24 +509,6 @@ class Queue(QueueControl):
         with Memory(self) as memory:
             return memory.similar(job_id, k)
 
-
-    # ------------------------------------------------------------ asyncio counterparts
-    async def enqueue_async(self, task: str | Task, payload: Mapping[str, Any] | None = None, **options: Any) -> int:
-        """Awaitable ``enqueue`` (same validation and SQL, run in a thread)."""
-        return await asyncio.to_thread(lambda: self.enqueue(task, payload, **options))
-
-    async def enqueue_many_async(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[int]:
-        """Awaitable ``enqueue_many``."""
-        items = list(jobs)
-        return await asyncio.to_thread(self.enqueue_many, items)
-
-    async def get_async(self, job_id: int) -> Job:
-        """Awaitable ``get``."""
-        return await asyncio.to_thread(self.get, job_id)
-
-    async def wait_async(self, job_id: int, timeout: float | None = None) -> Any:
-        """Awaitable ``wait``."""
-        return await asyncio.to_thread(self.wait, job_id, timeout)
 
     # ------------------------------------------------------------ workers
     def worker(self, queues: Sequence[str] | None = None, concurrency: int = 10, **options: Any) -> Worker:

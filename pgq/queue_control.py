@@ -4,7 +4,9 @@ Read a job, wait for its result, cancel it; list, requeue and purge the dead
 letter queue; the ``pgq status`` figures; ask a worker to drain, or evacuate it. Each method
 validates its arguments, then runs its statements (``pgq.queries``) through
 the queue's connection handling (``Queue._run``); the producer side (tasks,
-enqueue) and that plumbing stay in ``queue.py``.
+enqueue) and that plumbing stay in ``queue.py``. The producer's calls (get,
+cancel, wait, the dead letter queue) are each one operation with a sync and an
+``*_async`` entry point (see ``pgq.queue_io``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from pgq.errors import JobFailed, JobNotFound, ValidationError, WaitTimeout
 from pgq.job import Job, JobStatus, validate_queue_name
+from pgq.operations import NextChange, Op, Push, Watch
 from pgq.queries import PURGE_BATCH, DeadLetter
 from pgq.scheduling import pause, policy
 from pgq.stats import QueueStats, collect_stats
 
 if TYPE_CHECKING:
     from pgq.queries import Queries
+    from pgq.queue_io import AsyncExecutor, SyncExecutor
     from pgq.redis.client import RedisClient
     from pgq.settings import Settings
 
@@ -41,10 +45,21 @@ class QueueControl:
 
         def _run(self, fn: Callable[..., Any], *args: Any, connection: Any = None) -> Any: ...
 
+        def _sync(self, connection: Any = None) -> SyncExecutor: ...
+
+        def _async(self, connection: Any = None) -> AsyncExecutor: ...
+
     def get(self, job_id: int, *, connection: Any = None) -> Job:
         """Return the job; raise ``JobNotFound`` for an unknown id."""
+        return self._sync(connection).run(self._get(job_id))
+
+    async def get_async(self, job_id: int, *, connection: Any = None) -> Job:
+        """``get`` for asyncio."""
+        return await self._async(connection).run(self._get(job_id))
+
+    def _get(self, job_id: int) -> Op[Job]:
         _check_id(job_id)
-        job: Job | None = self._run(self.queries.get_job, job_id, connection=connection)
+        job = yield from self.queries.get_job.op(job_id)
         if job is None:
             raise JobNotFound(f"job {job_id} does not exist")
         return job
@@ -57,16 +72,30 @@ class QueueControl:
         finishes with later is discarded. Returns False if it was already cancelled.
         Raises ``JobNotFound``, or ``InvalidTransition`` for a completed or dead job.
         """
+        return self._sync(connection).run(self._cancel(job_id))
+
+    async def cancel_async(self, job_id: int, *, connection: Any = None) -> bool:
+        """``cancel`` for asyncio."""
+        return await self._async(connection).run(self._cancel(job_id))
+
+    def _cancel(self, job_id: int) -> Op[bool]:
         _check_id(job_id)
-        return bool(self._run(self.queries.cancel_job, job_id, connection=connection))
+        return (yield from self.queries.cancel_job.op(job_id))
 
     def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Open dead-letter entries (oldest first), optionally of one queue."""
+        return self._sync().run(self._dead_letters(queue, limit))
+
+    async def dead_letters_async(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """``dead_letters`` for asyncio."""
+        return await self._async().run(self._dead_letters(queue, limit))
+
+    def _dead_letters(self, queue: str | None, limit: int) -> Op[list[DeadLetter]]:
         if queue is not None:
             validate_queue_name(queue)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2**31 - 1:
             raise ValidationError(f"limit must be a whole number from 1 to {2**31 - 1}, got {limit!r}")
-        return list(self._run(self.queries.dead_letters, queue, limit))
+        return (yield from self.queries.dead_letters.op(queue, limit))
 
     def requeue_dead(self, job_ids: Sequence[int] | None = None, *, queue: str | None = None,
                      with_dependents: bool = False) -> list[int]:
@@ -76,6 +105,14 @@ class QueueControl:
         is unknown or not dead raises and nothing is requeued. ``with_dependents``: the
         waiting descendants cancelled because of these jobs go back to waiting.
         """
+        return self._sync().run(self._requeue_dead(job_ids, queue, with_dependents))
+
+    async def requeue_dead_async(self, job_ids: Sequence[int] | None = None, *, queue: str | None = None,
+                                 with_dependents: bool = False) -> list[int]:
+        """``requeue_dead`` for asyncio."""
+        return await self._async().run(self._requeue_dead(job_ids, queue, with_dependents))
+
+    def _requeue_dead(self, job_ids: Sequence[int] | None, queue: str | None, with_dependents: bool) -> Op[list[int]]:
         if not isinstance(with_dependents, bool):
             raise ValidationError(f"with_dependents must be True or False, got {with_dependents!r}")
         if job_ids is not None:
@@ -83,13 +120,11 @@ class QueueControl:
         if queue is not None:
             validate_queue_name(queue)
         requeue = self.queries.graph.requeue_dead_with_dependents if with_dependents else self.queries.requeue_dead_jobs
-        requeued: list[int] = self._run(requeue, job_ids, queue)
-        client = self.redis
-        if requeued and client is not None:
+        requeued = yield from requeue.op(job_ids, queue)
+        if requeued and self.settings.redis_url is not None:
             from pgq.queries import MirrorQueries
 
-            entries = self._run(MirrorQueries(self.settings.schema).runnable_entries, requeued)
-            client.push_quietly(entries)
+            yield Push((yield from MirrorQueries(self.settings.schema).runnable_entries.op(requeued)))
         return list(requeued)
 
     def purge_dead(self, job_ids: Sequence[int] | None = None, *, older_than: float = 0.0) -> list[int]:
@@ -100,6 +135,13 @@ class QueueControl:
         short transaction, so a large dead letter queue never holds one long one; a
         batch that fails leaves the earlier batches purged. Returns the purged ids.
         """
+        return self._sync().run(self._purge_dead(job_ids, older_than))
+
+    async def purge_dead_async(self, job_ids: Sequence[int] | None = None, *, older_than: float = 0.0) -> list[int]:
+        """``purge_dead`` for asyncio."""
+        return await self._async().run(self._purge_dead(job_ids, older_than))
+
+    def _purge_dead(self, job_ids: Sequence[int] | None, older_than: float) -> Op[list[int]]:
         if job_ids is not None:
             job_ids = _check_ids(job_ids)
         if not _is_seconds(older_than):
@@ -107,11 +149,11 @@ class QueueControl:
         purged: list[int] = []
         if job_ids is not None:
             for start in range(0, len(job_ids), PURGE_BATCH):
-                purged += self._run(self.queries.purge_dead_jobs, job_ids[start:start + PURGE_BATCH],
-                                    float(older_than))
+                purged += yield from self.queries.purge_dead_jobs.op(job_ids[start:start + PURGE_BATCH],
+                                                                     float(older_than))
             return purged
         while True:
-            done: list[int] = self._run(self.queries.purge_dead_jobs, None, float(older_than))
+            done = yield from self.queries.purge_dead_jobs.op(None, float(older_than))
             purged += done
             if len(done) < PURGE_BATCH:
                 return purged
@@ -123,18 +165,32 @@ class QueueControl:
     def wait(self, job_id: int, timeout: float | None = None, *, poll_interval: float = 0.05) -> Any:
         """Wait until the job is completed and return its result.
 
+        Polls the job's status (every 5 ms at first, then every ``poll_interval`` seconds).
         Raises ``JobFailed`` when it ends dead or cancelled, ``WaitTimeout`` after
         ``timeout`` seconds, ``JobNotFound`` for an unknown id.
         """
+        return self._sync().run(self._wait(job_id, timeout, poll_interval))
+
+    async def wait_async(self, job_id: int, timeout: float | None = None, *, poll_interval: float = 0.05) -> Any:
+        """``wait`` for asyncio, woken by NOTIFY instead of polling.
+
+        The status is read once, then again only when a notification says some job
+        changed status (one LISTEN connection per event loop serves every waiter, and
+        reads their jobs in one statement). ``poll_interval`` applies only with
+        ``Settings.listen`` off (poll-only mode).
+        """
+        return await self._async().run(self._wait(job_id, timeout, poll_interval))
+
+    def _wait(self, job_id: int, timeout: float | None, poll_interval: float) -> Op[Any]:
         _check_id(job_id)
         if timeout is not None and not _is_seconds(timeout):
             raise ValidationError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
         if not _is_seconds(poll_interval) or poll_interval == 0:
             raise ValidationError(f"poll_interval must be a finite number of seconds > 0, got {poll_interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = min(0.005, poll_interval)
+        watch = yield Watch(job_id, float(poll_interval))  # before the first read: no change is missed
         while True:
-            row = self._run(self.queries.job_outcome, job_id)
+            row = yield from self.queries.job_outcome.op(job_id)
             if row is None:
                 raise JobNotFound(f"job {job_id} does not exist")
             status, result, last_error = row
@@ -142,11 +198,10 @@ class QueueControl:
                 return result
             if status in (JobStatus.DEAD, JobStatus.CANCELLED):
                 raise JobFailed(job_id, status, last_error)
-            if deadline is not None and time.monotonic() >= deadline:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 raise WaitTimeout(f"job {job_id} is still {status} after {timeout} s")
-            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)  # polling interval; the loop re-checks the database
-            delay = min(delay * 2, poll_interval)
+            yield NextChange(watch, remaining)
 
     def drain_worker(self, worker_id: uuid.UUID) -> bool:
         """Ask a worker to drain (``pgq.drain_worker``; worker transition active -> draining).

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import (baseline, depth, enqueue, graph, health, latency, memory, metrics, peers, quick, redis, rules, scale,
-               snapshots, soak, steady, throughput)
+from . import (async_enqueue, baseline, depth, enqueue, graph, health, latency, memory, metrics, peers, quick, redis,
+               rules, scale, snapshots, soak, steady, throughput)
 
 # In the order `pgq bench all` runs them: the baseline first, so that every later
 # figure can be given as a fraction of it; the peers last, next to pgq's figures.
 SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (
     baseline, enqueue, throughput, graph, rules, steady, latency, scale, depth, peers, quick, redis, soak, health,
-    snapshots, metrics, memory)}
+    snapshots, metrics, memory, async_enqueue)}

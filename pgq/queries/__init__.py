@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgq.errors import SchemaNotReady
+from pgq.operations import Op, run
 from pgq.queries.control import PURGE_BATCH, ControlQueries, DeadLetter
 from pgq.queries.enqueue import EnqueueAttempt, EnqueueQueries
 from pgq.queries.maintenance import MaintenanceQueries, Rescue
@@ -43,6 +44,7 @@ __all__ = [
     "Queries",
     "Rescue",
     "ScheduleQueries",
+    "check_revision",
     "ensure_current",
 ]
 
@@ -53,7 +55,12 @@ class Queries(EnqueueQueries, WorkerQueries, ControlQueries, MaintenanceQueries)
 
 def ensure_current(conn: Any, schema: str) -> None:
     """Raise ``SchemaNotReady`` unless ``schema`` is at this pgq's head revision."""
-    current = Queries(schema).schema_revision(conn)
+    run(conn, check_revision(schema))
+
+
+def check_revision(schema: str) -> Op[None]:
+    """``ensure_current`` as an operation (for the async pool too)."""
+    current = yield from Queries(schema).schema_revision.op()
     needed = head_revision()
     if current != needed:
         raise SchemaNotReady(current, needed, schema)

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from pgq.db import execute, quote_ident
 from pgq.job import Job, job_from_row
+from pgq.operations import Op, Statement, operation
 from pgq.queries.base import _JOB_SELECT, QueriesBase
 
 
@@ -45,6 +46,7 @@ class ControlQueries(QueriesBase):
         s = quote_ident(schema)
         self._get = f"SELECT {_JOB_SELECT} FROM {s}.jobs WHERE id = %s::bigint"
         self._status = f"SELECT status, result, last_error FROM {s}.jobs WHERE id = %s::bigint"
+        self._statuses = f"SELECT id, status, result, last_error FROM {s}.jobs WHERE id = ANY(%s::bigint[])"
         self._dead_letters = (
             f"SELECT d.job_id, d.queue, d.task, d.reason, d.last_error, j.attempts, d.moved_at, d.error_history"
             f" FROM {s}.dead_letter_queue AS d JOIN {s}.jobs AS j ON j.id = d.job_id"
@@ -99,16 +101,25 @@ class ControlQueries(QueriesBase):
         self._revision = f"SELECT version_num FROM {s}.alembic_version"
         self._revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
 
-    def get_job(self, conn: Any, job_id: int) -> Job | None:
-        rows = execute(conn, self._get, [job_id])
+    @operation
+    def get_job(self, job_id: int) -> Op[Job | None]:
+        rows = yield Statement(self._get, [job_id])
         return job_from_row(rows[0]) if rows else None
 
-    def job_outcome(self, conn: Any, job_id: int) -> tuple[str, Any, str | None] | None:
-        rows = execute(conn, self._status, [job_id])
+    @operation
+    def job_outcome(self, job_id: int) -> Op[tuple[str, Any, str | None] | None]:
+        rows = yield Statement(self._status, [job_id])
         return (str(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
-    def dead_letters(self, conn: Any, queue: str | None, limit: int) -> list[DeadLetter]:
-        rows = execute(conn, self._dead_letters, [queue, queue, limit])
+    @operation
+    def job_outcomes(self, job_ids: Sequence[int]) -> Op[dict[int, tuple[str, Any, str | None]]]:
+        """``job_outcome`` of several jobs in one statement (ids that do not exist are left out)."""
+        rows = yield Statement(self._statuses, [list(job_ids)])
+        return {int(r[0]): (str(r[1]), r[2], r[3]) for r in rows}
+
+    @operation
+    def dead_letters(self, queue: str | None, limit: int) -> Op[list[DeadLetter]]:
+        rows = yield Statement(self._dead_letters, [queue, queue, limit])
         return [DeadLetter(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], list(r[7])) for r in rows]
 
     def dead_letter_count(self, conn: Any) -> int:
@@ -124,24 +135,28 @@ class ControlQueries(QueriesBase):
     def workers(self, conn: Any) -> list[tuple[Any, ...]]:
         return execute(conn, self._workers)
 
-    def schema_revision(self, conn: Any) -> str | None:
+    @operation
+    def schema_revision(self) -> Op[str | None]:
         """The Alembic revision of the schema, or None when it was never migrated."""
-        if not execute(conn, self._revision_exists, [f"{quote_ident(self.schema)}.alembic_version"])[0][0]:
+        if not (yield Statement(self._revision_exists, [f"{quote_ident(self.schema)}.alembic_version"]))[0][0]:
             return None
-        rows = execute(conn, self._revision)
+        rows = yield Statement(self._revision)
         return str(rows[0][0]) if rows else None
 
-    def cancel_job(self, conn: Any, job_id: int) -> bool:
-        return bool(execute(conn, self._cancel, [job_id])[0][0])
+    @operation
+    def cancel_job(self, job_id: int) -> Op[bool]:
+        return bool((yield Statement(self._cancel, [job_id]))[0][0])
 
-    def requeue_dead_jobs(self, conn: Any, job_ids: Sequence[int] | None, queue: str | None) -> list[int]:
+    @operation
+    def requeue_dead_jobs(self, job_ids: Sequence[int] | None, queue: str | None) -> Op[list[int]]:
         ids = None if job_ids is None else list(job_ids)
-        return [int(r[0]) for r in execute(conn, self._requeue, [ids, queue])]
+        return [int(r[0]) for r in (yield Statement(self._requeue, [ids, queue]))]
 
-    def purge_dead_jobs(self, conn: Any, job_ids: Sequence[int] | None, older_than_seconds: float) -> list[int]:
+    @operation
+    def purge_dead_jobs(self, job_ids: Sequence[int] | None, older_than_seconds: float) -> Op[list[int]]:
         """One bounded batch: at most ``PURGE_BATCH`` dead jobs purged (call again while it returns that many)."""
         ids = None if job_ids is None else list(job_ids)
-        return [int(r[0]) for r in execute(conn, self._purge, [ids, older_than_seconds])]
+        return [int(r[0]) for r in (yield Statement(self._purge, [ids, older_than_seconds]))]
 
     def drain_worker(self, conn: Any, worker_id: UUID) -> bool:
         """Ask a worker to drain (``drain_worker``, commits): active -> draining.

@@ -9,19 +9,17 @@ session. Retrying is ``delivery``'s decision, not this module's.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-
-from pgq.db import execute, quote_ident
-from pgq.queries.graph import GraphQueries
+from pgq.db import quote_ident
 from pgq.job import JobSpec
+from pgq.operations import CAN_COPY, CopyIn, Op, Statement, Transaction, operation
 from pgq.queries.base import QueriesBase
+from pgq.queries.graph import GraphQueries
 
 
 @dataclass
@@ -177,10 +175,11 @@ class EnqueueQueries(QueriesBase):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_xid = %s::xid8::xid"
         )
 
+    @operation
     def enqueue_jobs(
-        self, conn: Any, specs: Sequence[JobSpec], attempt: EnqueueAttempt | None = None,
+        self, specs: Sequence[JobSpec], attempt: EnqueueAttempt | None = None,
         with_parents: bool | None = None, trace_context: str | None = None,
-    ) -> list[tuple[int, bool]]:
+    ) -> Op[list[tuple[int, bool]]]:
         """Insert ``specs``; return ``(job_id, created)`` in input order.
 
         Three paths, chosen for speed, all leaving the same rows (the column
@@ -190,8 +189,9 @@ class EnqueueQueries(QueriesBase):
         - jobs with a unique key go through ``enqueue_jobs()`` in the database,
           which resolves a key held by a live job to that job's id;
         - one job without a key is a single ``INSERT ... RETURNING id``;
-        - many jobs without keys on a psycopg connection are written with COPY
-          (ids drawn from the sequence first, so they come back in input order).
+        - many jobs without keys on a psycopg connection (sync or async) are
+          written with COPY (ids drawn from the sequence first, so they come
+          back in input order).
 
         Every path is one transaction; a delay is added to the database's
         transaction time, never to the client clock. ``attempt`` records how far
@@ -204,21 +204,24 @@ class EnqueueQueries(QueriesBase):
         attempt = attempt or EnqueueAttempt()
         if any(s.depends_on for s in specs) if with_parents is None else with_parents:
             attempt.commit_sent = True  # job graphs: enqueue_jobs_v2 (pgq/queries/graph.py)
-            return self._through_function(conn, specs, lambda: self.graph.enqueue_with_parents(conn, specs),
-                                          trace_context)
+            return (yield from self._through_function(specs, self.graph.enqueue_with_parents.op(specs), trace_context))
         if any(s.unique_key is not None for s in specs):
             attempt.commit_sent = True
-            return self._through_function(conn, specs, lambda: self._enqueue_by_function(conn, specs), trace_context)
+            return (yield from self._through_function(specs, self._enqueue_by_function(specs), trace_context))
         if len(specs) == 1:
             attempt.commit_sent = True
-            return [self._insert(conn, specs[0], trace_context)]
-        if isinstance(conn, psycopg.Connection):
-            return self._enqueue_by_copy(conn, specs, attempt, trace_context)
+            return [(yield from self._insert(specs[0], trace_context))]
+        if (yield CAN_COPY):
+            rows: list[tuple[int, bool]] = yield Transaction(self._enqueue_by_copy(specs, attempt, trace_context))
+            return rows
         attempt.commit_sent = True
         if any(s.group_key is not None for s in specs):
             # enqueue_jobs() takes no group: one INSERT each, in the caller's transaction.
-            return [self._insert(conn, spec, trace_context) for spec in specs]
-        return self._through_function(conn, specs, lambda: self._enqueue_by_function(conn, specs), trace_context)
+            inserted = []
+            for spec in specs:
+                inserted.append((yield from self._insert(spec, trace_context)))
+            return inserted
+        return (yield from self._through_function(specs, self._enqueue_by_function(specs), trace_context))
 
     @staticmethod
     def _one_job(spec: JobSpec) -> list[Any]:
@@ -226,69 +229,71 @@ class EnqueueQueries(QueriesBase):
         return [spec.task, spec.payload_json, spec.queue, spec.priority, spec.run_at, spec.delay_seconds,
                 spec.max_attempts, spec.timeout_seconds, *_backoff_columns(spec), spec.group_key]
 
-    def _through_function(self, conn: Any, specs: Sequence[JobSpec], send: Callable[[], list[tuple[int, bool]]],
-                          trace_context: str | None) -> list[tuple[int, bool]]:
-        """``send()`` (an enqueue of ``specs`` through a stored function); with a trace
+    def _through_function(self, specs: Sequence[JobSpec], send: Op[list[tuple[int, bool]]],
+                          trace_context: str | None) -> Op[list[tuple[int, bool]]]:
+        """``send`` (an enqueue of ``specs`` through a stored function); with a trace
         context or group keys, in one transaction with ``attach_trace_context`` /
         ``attach_group_keys`` for the jobs it created, so that no worker claims one of
         them before its context and group are stored."""
         groups = any(spec.group_key is not None for spec in specs)
         if trace_context is None and not groups:
-            return send()
-        own = isinstance(conn, psycopg.Connection) and conn.autocommit
-        with conn.transaction() if own else contextlib.nullcontext():
-            rows = send()
-            created = [job_id for job_id, was_created in rows if was_created]
-            if created and trace_context is not None:
-                execute(conn, self._attach_trace, [created, trace_context])
-            if created and groups:
-                execute(conn, self._attach_groups, [[job_id for job_id, _ in rows],
-                                                    [spec.group_key for spec in specs]])
+            return (yield from send)
+        rows: list[tuple[int, bool]] = yield Transaction(self._attach(specs, send, trace_context, groups))
         return rows
 
-    def _insert(self, conn: Any, spec: JobSpec, trace_context: str | None = None) -> tuple[int, bool]:
+    def _attach(self, specs: Sequence[JobSpec], send: Op[list[tuple[int, bool]]], trace_context: str | None,
+                groups: bool) -> Op[list[tuple[int, bool]]]:
+        rows = yield from send
+        created = [job_id for job_id, was_created in rows if was_created]
+        if created and trace_context is not None:
+            yield Statement(self._attach_trace, [created, trace_context])
+        if created and groups:
+            yield Statement(self._attach_groups, [[job_id for job_id, _ in rows], [spec.group_key for spec in specs]])
+        return rows
+
+    def _insert(self, spec: JobSpec, trace_context: str | None = None) -> Op[tuple[int, bool]]:
         """One job without a unique key or parents: one INSERT (five parameters in the common case)."""
         if trace_context is not None:
-            rows = execute(conn, self._insert_traced, [*self._one_job(spec), trace_context])
+            rows = yield Statement(self._insert_traced, [*self._one_job(spec), trace_context])
         elif (spec.run_at is None and not spec.delay_seconds and spec.timeout_seconds is None
                 and spec.backoff is None and spec.group_key is None):
-            rows = execute(conn, self._insert_plain,
-                           [spec.task, spec.payload_json, spec.queue, spec.priority, spec.max_attempts])
+            rows = yield Statement(self._insert_plain,
+                                   [spec.task, spec.payload_json, spec.queue, spec.priority, spec.max_attempts])
         else:
-            rows = execute(conn, self._insert_one, self._one_job(spec))
+            rows = yield Statement(self._insert_one, self._one_job(spec))
         return int(rows[0][0]), True
 
     def _enqueue_by_copy(
-        self, conn: psycopg.Connection[Any], specs: Sequence[JobSpec], attempt: EnqueueAttempt,
-        trace_context: str | None = None,
-    ) -> list[tuple[int, bool]]:
-        # On an autocommit (pooled) connection the batch is its own transaction; on
-        # a caller's connection it joins the caller's transaction, which decides.
-        with conn.transaction() if conn.autocommit else contextlib.nullcontext():
-            ((now, ids, xid),) = execute(conn, self._reserve_ids, [len(specs)])
-            attempt.transaction_id, attempt.job_ids = xid, [int(i) for i in ids]
-            columns, lines = _copy_lines(specs, ids, now, trace_context)
-            with conn.cursor().copy(self._copy_jobs[columns]) as copy:
-                # Blocks of rows: the server parses one while the next is formatted.
-                for start in range(0, len(lines), _COPY_BLOCK):
-                    copy.write("".join(lines[start:start + _COPY_BLOCK]))
-            attempt.commit_sent = True  # leaving the block sends COMMIT
+        self, specs: Sequence[JobSpec], attempt: EnqueueAttempt, trace_context: str | None = None,
+    ) -> Op[list[tuple[int, bool]]]:
+        # Run as a Transaction: on an autocommit (pooled) connection the batch is its
+        # own transaction; on a caller's connection it joins the caller's, which decides.
+        ((now, ids, xid),) = yield Statement(self._reserve_ids, [len(specs)])
+        attempt.transaction_id, attempt.job_ids = xid, [int(i) for i in ids]
+        columns, lines = _copy_lines(specs, ids, now, trace_context)
+        # Blocks of rows: the server parses one while the next is formatted.
+        yield CopyIn(self._copy_jobs[columns],
+                     ["".join(lines[start:start + _COPY_BLOCK]) for start in range(0, len(lines), _COPY_BLOCK)])
+        attempt.commit_sent = True  # leaving the transaction sends COMMIT
         return [(int(job_id), True) for job_id in ids]
 
-    def transaction_status(self, conn: Any, transaction_id: str) -> str | None:
+    @operation
+    def transaction_status(self, transaction_id: str) -> Op[str | None]:
         """``pg_xact_status``: 'committed', 'aborted', 'in progress' (None: too old to know)."""
-        value = execute(conn, self._xact_status, [transaction_id])[0][0]
+        value = (yield Statement(self._xact_status, [transaction_id]))[0][0]
         return None if value is None else str(value)
 
-    def finished_unique_keys(self, conn: Any, keys: Sequence[str]) -> set[str]:
+    @operation
+    def finished_unique_keys(self, keys: Sequence[str]) -> Op[set[str]]:
         """Those of ``keys`` that a job past its live statuses (completed, dead, cancelled) carries."""
-        return {str(r[0]) for r in execute(conn, self._finished_keys, [list(keys)])}
+        return {str(r[0]) for r in (yield Statement(self._finished_keys, [list(keys)]))}
 
-    def end_orphaned_transaction(self, conn: Any, transaction_id: str) -> bool:
+    @operation
+    def end_orphaned_transaction(self, transaction_id: str) -> Op[bool]:
         """Terminate the session still running ``transaction_id``, if any; True if one was signalled."""
-        return any(bool(r[0]) for r in execute(conn, self._end_orphan, [transaction_id]))
+        return any(bool(r[0]) for r in (yield Statement(self._end_orphan, [transaction_id])))
 
-    def _enqueue_by_function(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
+    def _enqueue_by_function(self, specs: Sequence[JobSpec]) -> Op[list[tuple[int, bool]]]:
         """Insert ``specs`` through the ``enqueue_jobs()`` stored function (one round trip)."""
         base = [
             [s.task for s in specs],
@@ -308,8 +313,8 @@ class EnqueueQueries(QueriesBase):
         run_at = [s.run_at for s in specs]
         if any(s.delay_seconds for s in specs):
             params = [*base, run_at, [s.delay_seconds for s in specs], *rest]
-            rows = execute(conn, self._enqueue_delayed, params)
+            rows = yield Statement(self._enqueue_delayed, params)
         else:
-            rows = execute(conn, self._enqueue, [*base, run_at, *rest])
+            rows = yield Statement(self._enqueue, [*base, run_at, *rest])
         rows.sort(key=lambda r: r[0])
         return [(int(r[1]), bool(r[2])) for r in rows]

@@ -8,10 +8,9 @@ specs come ordered parents first (``graph.order_graph``), refs as positions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-from pgq.db import execute, quote_ident
+from pgq.db import quote_ident
 from pgq.job import JobSpec, Ref
+from pgq.operations import Op, Statement, operation
 
 
 class GraphQueries:
@@ -30,12 +29,14 @@ class GraphQueries:
             " %s::int[], %s::bigint[], %s::int[])"
         )
 
-    def requeue_dead_with_dependents(self, conn: Any, job_ids: Sequence[int] | None, queue: str | None) -> list[int]:
+    @operation
+    def requeue_dead_with_dependents(self, job_ids: Sequence[int] | None, queue: str | None) -> Op[list[int]]:
         """``requeue_dead_jobs_v2(..., p_with_dependents => true)``: the ids requeued."""
         ids = None if job_ids is None else list(job_ids)
-        return [int(r[0]) for r in execute(conn, self._requeue, [ids, queue])]
+        return [int(r[0]) for r in (yield Statement(self._requeue, [ids, queue]))]
 
-    def enqueue_with_parents(self, conn: Any, specs: Sequence[JobSpec]) -> list[tuple[int, bool]]:
+    @operation
+    def enqueue_with_parents(self, specs: Sequence[JobSpec]) -> Op[list[tuple[int, bool]]]:
         """Insert ``specs`` (parents before children) with their edges; ``(job_id, created)`` in order."""
         child: list[int] = []
         parent_id: list[int | None] = []
@@ -45,7 +46,7 @@ class GraphQueries:
                 child.append(i)
                 parent_id.append(None if isinstance(parent, Ref) else parent)
                 parent_ord.append(parent.index + 1 if isinstance(parent, Ref) else None)
-        rows = execute(conn, self._enqueue, [
+        rows = yield Statement(self._enqueue, [
             [s.task for s in specs],
             [s.payload_json for s in specs],
             [s.queue for s in specs],

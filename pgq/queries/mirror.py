@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from pgq.db import execute, quote_ident
+from pgq.operations import Op, Statement, operation
 from pgq.job import Job, job_from_row
 from pgq.queries.base import _JOB_SELECT
 
@@ -90,9 +91,10 @@ class MirrorQueries:
         rows = execute(conn, self._after, [after_run_at, after_id, limit])
         return [(int(r[0]), str(r[1]), int(r[2]), r[3]) for r in rows]
 
-    def runnable_entries(self, conn: Any, job_ids: Sequence[int]) -> list[tuple[int, str, int]]:
+    @operation
+    def runnable_entries(self, job_ids: Sequence[int]) -> Op[list[tuple[int, str, int]]]:
         """``(id, queue, priority)`` of those ids that are runnable and due now, in queues not paused."""
-        return [(int(r[0]), str(r[1]), int(r[2])) for r in execute(conn, self._runnable, [list(job_ids)])]
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in (yield Statement(self._runnable, [list(job_ids)]))]
 
     def live_workers(self, conn: Any, worker_ids: Sequence[UUID]) -> set[UUID]:
         """Those of ``worker_ids`` that Postgres counts as alive (active or draining)."""

@@ -17,15 +17,16 @@ commands, which redis-py's Cluster client splits by node. The client is a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pgq.clock import Clock
 from pgq.errors import ConfigurationError, RedisUnavailable
@@ -64,6 +65,123 @@ def read_script(name: str, **constants: int) -> str:
     return text
 
 
+def offer_calls(keys: Keys, entries: Iterable[tuple[int, str, int]],
+                popped_before: int) -> tuple[list[str], list[tuple[list[str], list[Any]]]]:
+    """A push of ``(id, queue, priority)`` entries as calls of ``scripts/offer.lua``:
+    the queues touched, and ``(keys, args)`` of each call (a page of ids each)."""
+    by_queue: dict[str, list[int]] = defaultdict(list)
+    for job_id, queue, priority in entries:
+        by_queue[queue] += [score(job_id, priority), job_id]
+    calls = [
+        ([keys.ready(queue), keys.wake(queue), keys.popped_at(queue)],
+         [WAKE_CAP, popped_before, *args[start:start + 2 * PAGE]])
+        for queue, args in by_queue.items()
+        for start in range(0, len(args), 2 * PAGE)
+    ]
+    return list(by_queue), calls
+
+
+def registration_due(registered: dict[str, float], queues: Sequence[str], now: float) -> list[str]:
+    """Those of ``queues`` this client has not added to the mirrored set in ``REGISTER_SECONDS``."""
+    return [q for q in queues if now - registered.get(q, -REGISTER_SECONDS) >= REGISTER_SECONDS]
+
+
+#: A pipeline of commands: ``(method name, args, kwargs)`` each.
+Commands = list[tuple[str, tuple[Any, ...], dict[str, Any]]]
+
+
+def registration(keys: Keys, due: Sequence[str]) -> Generator[Commands, list[Any], None]:
+    """The pipelines that register ``due`` queues (see ``RedisClient.register``); each
+    yields its commands and receives their replies."""
+    added = yield [("sadd", (keys.queues, q), {}) for q in due]
+    new = [q for q, was_added in zip(due, added, strict=True) if was_added]
+    if new:
+        yield [("set", (keys.built(q), "new"), {"nx": True}) for q in new]
+
+
+class _Guarded(Protocol):
+    """What ``guard``, ``failure`` and ``success`` need of a client (sync or async)."""
+
+    url: str
+    closed: bool
+    breaker: CircuitBreaker
+    settings: Settings
+    _registered: dict[str, float]
+
+
+def guard(client: _Guarded) -> None:
+    """Raise ``RedisUnavailable`` at once when the client is closed or its breaker is open."""
+    if client.closed:
+        raise RedisUnavailable(f"Redis client for {client.url} is closed")
+    if not client.breaker.allows():
+        raise RedisUnavailable(f"Redis at {client.url} is unavailable (retrying shortly)")
+
+
+def failure(client: _Guarded, what: str, exc: BaseException) -> RedisUnavailable:
+    """Record a failed command (breaker, log once per outage); the error to raise."""
+    client._registered.clear()  # Redis may come back empty: register the queues again
+    if client.breaker.failed() and not client.closed:
+        log.warning("Redis at %s unavailable (%s during %s); using the Postgres path until it answers",
+                    client.url, scrub(str(exc), client.settings.redis_url), what)
+    return RedisUnavailable(f"Redis at {client.url} failed during {what}: {scrub(str(exc), client.settings.redis_url)}")
+
+
+def success(client: _Guarded) -> None:
+    """Record a command that worked (log the recovery once)."""
+    if client.breaker.down and client.breaker.succeeded():
+        log.warning("Redis at %s answers again; using the accelerator", client.url)
+
+
+def require_redis_url(settings: Settings) -> str:
+    """``settings.redis_url``; ``ConfigurationError`` when unset."""
+    if not settings.redis_url:
+        raise ConfigurationError("the Redis accelerator needs PGQ_REDIS_URL (or redis_url=)")
+    return settings.redis_url
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a failed Redis command raises (redis-py's errors and socket errors)."""
+    import redis
+
+    return (redis.RedisError, OSError)
+
+
+def open_redis(settings: Settings, *, asyncio: bool = False, name: str = "pgq", extra_timeout: float = 0.0,
+               retries: int = 1) -> Any:
+    """A redis-py client (``redis.asyncio`` with ``asyncio``) for ``settings.redis_url``, any topology.
+
+    Commands time out after ``redis_timeout_seconds`` (+ ``extra_timeout`` for
+    blocking ones). ``retries`` immediate retries on a connection error: after a
+    Redis restart every pooled socket is dead, and the retry opens a fresh one.
+    Never on a timeout (Retry's default errors include it): a hung Redis would
+    double the bound.
+
+    Raises:
+        ConfigurationError: the ``redis`` package is missing or the URL is malformed.
+    """
+    url = require_redis_url(settings)
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        if asyncio:
+            from redis.asyncio.retry import Retry
+        else:
+            from redis.retry import Retry  # type: ignore[assignment]
+    except ImportError:
+        raise ConfigurationError(
+            "PGQ_REDIS_URL is set but the redis package is not installed: pip install 'pgq[redis]'"
+        ) from None
+    timeout = settings.redis_timeout_seconds
+    try:
+        return connect(parse_topology(url), asyncio=asyncio, socket_timeout=timeout + extra_timeout,
+                       socket_connect_timeout=timeout,
+                       retry=Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)),
+                       retry_on_timeout=False, decode_responses=True, client_name=name)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"PGQ_REDIS_URL is not a valid Redis URL ({redact_url(url)}): {scrub(str(exc), url)}") from None
+
+
 class RedisClient:
     """Talks to Redis for one pgq schema, with bounded timeouts and a circuit breaker.
 
@@ -78,39 +196,11 @@ class RedisClient:
     """
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
-        if not settings.redis_url:
-            raise ConfigurationError("the Redis accelerator needs PGQ_REDIS_URL (or redis_url=)")
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:
-            raise ConfigurationError(
-                "PGQ_REDIS_URL is set but the redis package is not installed: pip install 'pgq[redis]'"
-            ) from None
-        self.settings = settings
-        self.keys = Keys(settings.redis_prefix, settings.schema)
-        self.url = redact_url(settings.redis_url) or ""
-        timeout = settings.redis_timeout_seconds
-        self.topology = parse_topology(settings.redis_url)
-        try:
-            # One immediate retry on a connection error: after a Redis restart every
-            # pooled socket is dead, and the retry opens a fresh one. Not on a timeout
-            # (Retry's default errors include it): a hung Redis would double the bound.
-            self._client: Any = connect(
-                self.topology, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)), retry_on_timeout=False,
-                decode_responses=True, client_name="pgq",
-            )
-            self._blocking: Any = connect(
-                self.topology, socket_timeout=timeout + BLOCK_SECONDS, socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
-                client_name="pgq-wait",
-            )
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"PGQ_REDIS_URL is not a valid Redis URL ({self.url}): {scrub(str(exc), settings.redis_url)}") from None
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.settings, self.keys, self.url = settings, Keys(settings.redis_prefix, settings.schema), redact_url(settings.redis_url) or ""
+        self.topology = parse_topology(require_redis_url(settings))
+        self._client: Any = open_redis(settings)
+        self._blocking: Any = open_redis(settings, name="pgq-wait", extra_timeout=BLOCK_SECONDS, retries=0)
+        self._errors = redis_errors()
         self._pop = self._client.register_script(read_script("pop", POPPED_AT_KEEP_MS=POPPED_AT_KEEP_MS))
         self._offer = self._client.register_script(read_script("offer"))
         self._retire = self._client.register_script(read_script("retire"))
@@ -138,21 +228,12 @@ class RedisClient:
         return self.breaker.failures
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        if self.closed:
-            raise RedisUnavailable(f"Redis client for {self.url} is closed")
-        if not self.breaker.allows():
-            raise RedisUnavailable(f"Redis at {self.url} is unavailable (retrying shortly)")
+        guard(self)
         try:
             result = fn()
         except self._errors as exc:
-            self._registered.clear()  # Redis may come back empty: register the queues again
-            if self.breaker.failed() and not self.closed:
-                log.warning("Redis at %s unavailable (%s during %s); using the Postgres path until it answers",
-                            self.url, scrub(str(exc), self.settings.redis_url), what)
-            raise RedisUnavailable(
-                f"Redis at {self.url} failed during {what}: {scrub(str(exc), self.settings.redis_url)}") from exc
-        if self.breaker.down and self.breaker.succeeded():
-            log.warning("Redis at %s answers again; using the accelerator", self.url)
+            raise failure(self, what, exc) from exc
+        success(self)
         return result
 
     def close(self) -> None:
@@ -173,22 +254,13 @@ class RedisClient:
         after it (the reconciler's offers; see ``scripts/offer.lua``).
         Raises ``RedisUnavailable``.
         """
-        by_queue: dict[str, list[int]] = defaultdict(list)
-        for job_id, queue, priority in entries:
-            by_queue[queue] += [score(job_id, priority), job_id]
-        if not by_queue:
+        queues, offers = offer_calls(self.keys, entries, popped_before)
+        if not offers:
             return 0
-        k = self.keys
 
         def run() -> int:
-            added = 0
-            for queue, args in by_queue.items():
-                for start in range(0, len(args), 2 * PAGE):
-                    added += int(self._offer(
-                        keys=[k.ready(queue), k.wake(queue), k.popped_at(queue)],
-                        args=[WAKE_CAP, popped_before, *args[start:start + 2 * PAGE]],
-                    ))
-            self.register(list(by_queue))
+            added = sum(int(self._offer(keys=keys, args=args)) for keys, args in offers)
+            self.register(queues)
             return added
 
         return self._call("push", run)
@@ -200,20 +272,19 @@ class RedisClient:
         mark lost its data, and waits for the reconciler to rebuild it. Called by
         pushes and by workers (for their queues). Raises ``RedisUnavailable``."""
         now = time.monotonic()
-        due = [q for q in queues if now - self._registered.get(q, -REGISTER_SECONDS) >= REGISTER_SECONDS]
+        due = registration_due(self._registered, queues, now)
         if not due:
             return
 
         def run() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for q in due:
-                pipe.sadd(self.keys.queues, q)
-            new = [q for q, added in zip(due, pipe.execute(), strict=True) if added]
-            if new:
-                pipe = self._client.pipeline(transaction=False)
-                for q in new:
-                    pipe.set(self.keys.built(q), "new", nx=True)
-                pipe.execute()
+            steps = registration(self.keys, due)
+            replies: Any = None
+            with contextlib.suppress(StopIteration):
+                while True:
+                    pipe = self._client.pipeline(transaction=False)
+                    for name, args, kwargs in steps.send(replies):
+                        getattr(pipe, name)(*args, **kwargs)
+                    replies = pipe.execute()
 
         self._call("register", run)
         self._registered.update((q, now) for q in due)

@@ -18,6 +18,7 @@ Query options ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` and
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -98,26 +99,24 @@ def _node(text: str, url: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def connect(topology: Topology, **kwargs: Any) -> Any:
+def connect(topology: Topology, *, asyncio: bool = False, **kwargs: Any) -> Any:
     """A redis-py client for ``topology``; ``kwargs`` go to every connection
-    (timeouts, retry, decode_responses, client_name)."""
-    import redis
-
+    (timeouts, retry, decode_responses, client_name). ``asyncio``: the
+    ``redis.asyncio`` client of the same topology (its modules mirror redis-py's)."""
+    module: Any = importlib.import_module("redis.asyncio" if asyncio else "redis")
     if topology.kind == "single":
-        return redis.Redis.from_url(topology.url, **kwargs)
+        return module.Redis.from_url(topology.url, **kwargs)
     tls: dict[str, Any] = {"ssl": True, **{k: v for k, v in topology.options.items() if k in TLS_OPTIONS}} \
         if topology.tls else {}
     auth: dict[str, Any] = {"username": topology.username, "password": topology.password}
     if topology.kind == "cluster":
-        from redis import cluster
-
+        cluster = importlib.import_module(f"{module.__name__}.cluster")
         for name in ("retry", "retry_on_timeout"):  # the cluster client retries on its own (re-reading the slots)
             kwargs.pop(name, None)
         node: Any = cluster.ClusterNode  # untyped in redis-py
         return cluster.RedisCluster(startup_nodes=[node(h, p) for h, p in topology.nodes],
                             **auth, **tls, **kwargs)
-    from redis import sentinel
-
+    sentinel = importlib.import_module(f"{module.__name__}.sentinel")
     own: dict[str, Any] = {k.removeprefix("sentinel_"): v for k, v in topology.options.items() if k in SENTINEL_OPTIONS}
     own.update({k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs})
     own.update(tls)

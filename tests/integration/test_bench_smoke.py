@@ -82,6 +82,16 @@ def test_enqueue(db_url: str) -> None:
     assert "vs_baseline" not in r  # no baseline ran in this invocation
 
 
+def test_async_compares_one_event_loop_with_threads_in_interleaved_rounds(db_url: str) -> None:
+    (r,) = bench(db_url, "async", "-n", "60", "--concurrency", "10", "--rounds", "2")
+    assert r["settings"] == {"jobs": 60, "concurrency": 10, "pool_size": 4, "rounds": 2}
+    for name in ("async", "threads", "one_thread"):
+        assert [p["jobs"] for p in r["phases"][name]] == [60, 60]
+        assert all(p["latency_ms"]["n"] == 60 and p["latency_ms"]["p99"] > 0 for p in r["phases"][name])
+        assert r[f"{name}_jobs_per_s"] == r["median"][name]["jobs_per_s"] > 0
+    assert r["async_vs_threads"] == round(r["async_jobs_per_s"] / r["threads_jobs_per_s"], 3)
+
+
 def test_throughput(db_url: str) -> None:
     (r,) = bench(db_url, "throughput", "-n", "200", "-w", "1", "-c", "4")
     assert r["settings"] == {"jobs": 200, "workers": 1, "concurrency": 4, "batch_size": 100, "job_sleep_ms": 0.0}

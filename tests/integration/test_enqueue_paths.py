@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 import pgq
+from pgq.operations import run
 from pgq.job import JobSpec
 from pgq.queries import Queries
 from tests.factories import drain_notifications
@@ -64,7 +65,7 @@ def comparable(row: dict[str, Any]) -> dict[str, Any]:
 
 def test_copy_and_single_insert_leave_the_rows_the_function_leaves(conn: psycopg.Connection[Any]) -> None:
     queries = Queries("pgq")
-    by_function = [job_id for job_id, _ in queries._enqueue_by_function(conn, specs())]
+    by_function = [job_id for job_id, _ in run(conn, queries._enqueue_by_function(specs()))]
     by_copy = [job_id for job_id, _ in queries.enqueue_jobs(conn, specs())]
     one_by_one = [queries.enqueue_jobs(conn, [spec])[0][0] for spec in specs()]
 

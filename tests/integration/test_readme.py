@@ -158,6 +158,14 @@ API: dict[str, set[str] | None] = {
     "run_once": _params(pgq.Worker.run_once)[0],
     "stop": _params(pgq.Worker.stop)[0],
     "enqueue_async": _params(Queue.enqueue_async)[0] | _JOB_OPTIONS,
+    "enqueue_many_async": _params(Queue.enqueue_many_async)[0],
+    "get_async": _params(Queue.get_async)[0],
+    "cancel_async": _params(Queue.cancel_async)[0],
+    "wait_async": _params(Queue.wait_async)[0],
+    "dead_letters_async": _params(Queue.dead_letters_async)[0],
+    "requeue_dead_async": _params(Queue.requeue_dead_async)[0],
+    "purge_dead_async": _params(Queue.purge_dead_async)[0],
+    "defer_async": None,  # **payload, as defer
     "Backoff": {f.name for f in dataclasses.fields(pgq.Backoff)} if dataclasses.is_dataclass(pgq.Backoff)
     else _params(pgq.Backoff.__init__)[0],
     "Retry": _params(pgq.Retry.__init__)[0],
