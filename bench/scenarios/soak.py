@@ -64,6 +64,9 @@ PARAMS = [
     options.number("--max-attempts", 3, "Attempts of a failing job.", click.IntRange(1, 100)),
     options.number("--retention-seconds", 60.0, "Completed jobs older than this are pruned.", click.FloatRange(0)),
     options.number("--sample-seconds", 10.0, "Length of a sampling window.", click.FloatRange(0.2)),
+    options.number("--dead-retention-seconds", float("inf"),
+                   "Dead jobs older than this are purged by maintenance (PGQ_DEAD_JOB_RETENTION_SECONDS); "
+                   "inf keeps them.", click.FloatRange(0)),
 ]
 ALL: list[dict[str, Any]] = []  # minutes long: run on its own, never in `all`
 
@@ -169,12 +172,13 @@ def producer_main(spec: SoakSpec, line: Line) -> None:
 # ---------------------------------------------------------------- the run
 def run(env: Env, tmp: Path, *, minutes: float, rate: float, workers: int, concurrency: int, batch_size: int,
         sleep_ms: float, slow_ms: float, slow_fraction: float, fail_fraction: float, max_attempts: int,
-        retention_seconds: float, sample_seconds: float) -> Run:
+        retention_seconds: float, sample_seconds: float, dead_retention_seconds: float) -> Run:
     reset_schema(env)
     duration = minutes * 60.0
     total = max(1, int(rate * duration))
     # Maintenance (stale sweep, timeouts, pruning) runs in the workers, often enough for the retention.
     settings = env.settings(claim_batch_size=batch_size, job_retention_seconds=retention_seconds,
+                            dead_job_retention_seconds=dead_retention_seconds,
                             maintenance_interval_seconds=min(5.0, max(0.5, retention_seconds / 4)))
 
     def spec(path: str) -> SoakSpec:
@@ -212,6 +216,7 @@ def run(env: Env, tmp: Path, *, minutes: float, rate: float, workers: int, concu
                     "batch_size": batch_size, "job_sleep_ms": sleep_ms, "slow_ms": slow_ms,
                     "slow_fraction": slow_fraction, "fail_fraction": fail_fraction, "max_attempts": max_attempts,
                     "retention_seconds": retention_seconds, "sample_seconds": sample_seconds,
+                    "dead_retention_seconds": dead_retention_seconds,
                     "maintenance_interval_seconds": settings.maintenance_interval_seconds}
     return Run(envelope(env, NAME, run_settings, metrics), series)
 
@@ -352,8 +357,9 @@ def _integrity(env: Env, ids: np.ndarray, kind: np.ndarray, runs: np.ndarray,
                max_attempts: int) -> dict[str, Any]:
     """Every enqueued job accounted for, run as often as it had to, the DLQ exact.
 
-    A job missing from the table was pruned, which happens only to completed jobs;
-    a recorded handler run of it that ended well proves it ran.
+    A job missing from the table was pruned, which happens only to completed jobs
+    (a recorded handler run of it proves it ran), or to dead ones past
+    ``--dead-retention-seconds`` (after all their attempts ran).
     """
     s = quote_ident(SCHEMA)
     rows = env.conn.execute(
@@ -364,7 +370,8 @@ def _integrity(env: Env, ids: np.ndarray, kind: np.ndarray, runs: np.ndarray,
     run_ids, run_counts = np.unique(runs[:, 0], return_counts=True)
     ran = np.nan_to_num(by_id(run_ids, run_counts.astype(np.float64), ids), nan=0.0)
     failing = kind == FAIL
-    lost = (failing & (status != DEAD)  # dead jobs are never pruned
+    # A failing job is dead, or was purged as dead (--dead-retention-seconds) after all its attempts ran.
+    lost = (failing & (status != DEAD) & ~((status == PRUNED) & (ran >= max_attempts))
             | ~failing & (((status == PRUNED) & (ran == 0)) | ((status != PRUNED) & (status != COMPLETED))))
     duplicated = np.where(failing, np.maximum(0, ran - max_attempts), np.maximum(0, ran - 1))
     dlq = np.asarray([r[0] for r in env.conn.execute(
@@ -372,8 +379,8 @@ def _integrity(env: Env, ids: np.ndarray, kind: np.ndarray, runs: np.ndarray,
     return {"completed_or_pruned": int((~failing & ((status == PRUNED) | (status == COMPLETED))).sum()),
             "dead": int(dlq.size), "handler_runs": int(runs.shape[0]), "lost": int(lost.sum()),
             "duplicated": int(duplicated.sum()),
-            "dead_letters_exact": bool(np.array_equal(np.unique(dlq), np.unique(ids[failing]))),
-            "pruned": int((status == PRUNED).sum())}
+            "dead_letters_exact": bool(np.array_equal(np.unique(dlq), np.unique(ids[failing & (status == DEAD)]))),
+            "pruned": int((status == PRUNED).sum()), "dead_purged": int((failing & (status == PRUNED)).sum())}
 
 
 def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -384,7 +391,8 @@ def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
         ("pickup (enqueue commit -> start)", _latency(record["pickup_latency_ms"])),
         ("jobs / handler runs / pruned", f"{record['jobs']:,} / {record['handler_runs']:,} / {record['pruned']:,}"),
         ("lost / duplicated / DLQ exact", f"{record['lost']} / {record['duplicated']} / "
-                                          f"{'yes' if record['dead_letters_exact'] else 'NO'} ({record['dead']} dead)"),
+                                          f"{'yes' if record['dead_letters_exact'] else 'NO'} ({record['dead']} dead, "
+                                          f"{record.get('dead_purged', 0)} purged)"),
         ("pgq tables max / final", f"{_mb(record['tables_bytes_max'])} / {_mb(record['tables_bytes_final'])}"
                                    f" (second half x{record['tables_growth_second_half']})"),
         ("jobs dead tuples, max", f"{record['jobs_dead_tuples_max']:,}"),
