@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ from pgq.health.queries import HealthQueries
 from pgq.health.retention import prune_samples
 from pgq.errors import PgqError
 from pgq.queries import PolicyQueries, Queries, Rescue
+from pgq.queries.control import PURGE_BATCH
 from pgq.scheduling.cron import CronReport, CronService
 from pgq.settings import Settings
 from pgq.snapshots.auto import AutoReport, AutoSnapshots
@@ -57,6 +60,8 @@ class PruneReport:
     # True when the time budget ran out while batches still came back full:
     # prunable jobs are left for the next round (pruning is behind).
     backlog: bool = False
+    # Dead jobs purged (PGQ_DEAD_JOB_RETENTION_SECONDS set), after the finished ones, in the same budget.
+    dead_jobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,40 +161,54 @@ class Maintenance:
         return min(self.settings.prune_time_budget_seconds, self.settings.heartbeat_interval_seconds / 2)
 
     def prune(self, conn: Any) -> PruneReport:
-        """Delete finished jobs past the retention period, in batches, within the time budget.
+        """Delete finished jobs past the retention period, in batches, within the time budget;
+        then, with ``dead_job_retention_seconds`` set, dead jobs past theirs, in the time left.
 
-        Each batch is one ``prune_jobs`` call in its own transaction, which takes
-        the leader lock again: when another worker took the lead meanwhile, this
-        one stops (the other prunes). A batch that comes back short means
-        nothing prunable is left.
+        Each batch is one ``prune_jobs`` (``purge_dead_jobs``) call in its own
+        transaction, which takes the leader lock again: when another worker took the
+        lead meanwhile, this one stops (the other prunes). A batch that comes back
+        short means nothing prunable is left.
         """
         settings = self.settings
-        batch_size = settings.prune_batch_size
         started = self.clock.monotonic()
         deadline = started + self.prune_budget_seconds()
-        jobs = batches = 0
-        backlog = False
+        jobs, batches, backlog, leading = self._batches(
+            conn, lambda c: self.queries.prune_jobs_if_leader(c, settings.job_retention_seconds,
+                                                              settings.prune_batch_size),
+            settings.prune_batch_size, deadline)
+        dead = 0
+        if leading and not backlog and math.isfinite(settings.dead_job_retention_seconds):
+            dead, more, backlog, _ = self._batches(
+                conn, lambda c: self.queries.purge_dead_jobs_if_leader(c, settings.dead_job_retention_seconds),
+                PURGE_BATCH, deadline)
+            batches += more
+        report = PruneReport(jobs, batches, round(self.clock.monotonic() - started, 3), backlog, dead)
+        if backlog:
+            log.warning("maintenance: pruned %d finished and %d dead job(s) in %d batch(es) in %.1f s; the time "
+                        "budget (PGQ_PRUNE_TIME_BUDGET_SECONDS) ran out with more to prune, left for the next round",
+                        report.jobs, report.dead_jobs, report.batches, report.seconds)
+        elif jobs or dead:
+            log.info("maintenance: pruned %d finished job(s) in %d batch(es) in %.2f s%s",
+                     report.jobs, report.batches, report.seconds,
+                     f" ({dead} dead job(s) past PGQ_DEAD_JOB_RETENTION_SECONDS among them)" if dead else "")
+        return report
+
+    def _batches(self, conn: Any, batch: Callable[[Any], int | None], size: int,
+                 deadline: float) -> tuple[int, int, bool, bool]:
+        """Run ``batch`` (one leader-only delete, its own transaction) until it comes back short,
+        the lead is lost or the deadline passes: (rows, batches, budget ran out, still leading)."""
+        rows = batches = 0
         while True:
             with conn.transaction():
-                deleted = self.queries.prune_jobs_if_leader(conn, settings.job_retention_seconds, batch_size)
+                deleted = batch(conn)
             if deleted is None:  # another worker leads now
-                break
-            jobs += deleted
+                return rows, batches, False, False
+            rows += deleted
             batches += 1
-            if deleted < batch_size:
-                break
+            if deleted < size:
+                return rows, batches, False, True
             if self.clock.monotonic() >= deadline:
-                backlog = True
-                break
-        report = PruneReport(jobs, batches, round(self.clock.monotonic() - started, 3), backlog)
-        if backlog:
-            log.warning("maintenance: pruned %d finished job(s) in %d batch(es) in %.1f s; the time budget "
-                        "(PGQ_PRUNE_TIME_BUDGET_SECONDS) ran out with more to prune, left for the next round",
-                        report.jobs, report.batches, report.seconds)
-        elif jobs:
-            log.info("maintenance: pruned %d finished job(s) in %d batch(es) in %.2f s",
-                     report.jobs, report.batches, report.seconds)
-        return report
+                return rows, batches, True, True
 
     def _round(self, conn: Any) -> MaintenanceReport:
         with conn.transaction():

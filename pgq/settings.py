@@ -180,6 +180,11 @@ class Settings:
     prune_time_budget_seconds: float = 5.0
     # Rows of workers stopped or stale for longer than this are deleted.
     worker_retention_seconds: float = 7 * 24 * 3600.0
+    # Dead jobs that died longer ago than this are purged by the maintenance leader,
+    # with their dead letters and history (as `pgq dlq purge --older-than`); inf (the
+    # default) keeps them until an operator purges them. Kept dead jobs each hold a
+    # page of every jobs and job_executions index (README, "Table size").
+    dead_job_retention_seconds: float = math.inf
     # --- health (issue 11)
     # Each heartbeat records a health sample of the worker (one row of
     # worker_health_logs, in the heartbeat's own statement); measured cost in
@@ -331,6 +336,10 @@ class Settings:
         keep = self.worker_retention_seconds
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep < math.inf:
             raise ConfigurationError(f"PGQ_WORKER_RETENTION_SECONDS must be a number of seconds >= 0, got {keep!r}")
+        keep = self.dead_job_retention_seconds
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep <= math.inf:
+            raise ConfigurationError(
+                f"PGQ_DEAD_JOB_RETENTION_SECONDS must be a number of seconds >= 0 (inf: keep dead jobs), got {keep!r}")
         self._check_health()
 
     def _check_health(self) -> None:

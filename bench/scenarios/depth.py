@@ -9,6 +9,9 @@ rest completed jobs of the bench queue with their ``job_executions`` rows
 ``VACUUM ANALYZE`` and (where allowed) ``CHECKPOINT``, for both sizes alike
 (the fill's insert rate into ``jobs`` is reported: it is the database's own
 cost of a jobs row, constraints and indexes included).
+Before each burn-down, one claim of ``--batch-size`` jobs and their completion
+run under ``auto_explain`` in a transaction rolled back (``bench.plans``): the
+record keeps both plans with ``ANALYZE`` and ``BUFFERS`` at each size.
 Reported: both runs and ``large_vs_small`` = large rate / small rate.
 """
 
@@ -21,7 +24,7 @@ from typing import Any
 import click
 import psycopg
 
-from .. import options
+from .. import options, plans
 from ..common import Env, Run, envelope, rate, ratio, reset_schema
 from ..measure import Workers, burn_down, preload
 from ..names import BENCH_QUEUE, SCHEMA, TASK
@@ -62,9 +65,10 @@ def run(env: Env, tmp: Path, *, jobs: int, workers: int, concurrency: int, batch
         reset_schema(env)
         fill = _fill(env, rows, backlog_fraction)
         first, last = preload(env, jobs)
+        explained = plans.claim_and_complete(env.url, BENCH_QUEUE, batch_size)
         metrics, series = burn_down(env, tmp, crew, first, last, label=f"burn-down over {rows:,} rows")
         timelines[f"depth {rows:,} rows"] = metrics.pop("timeline")
-        runs[name] = {"rows_before": rows, "fill": fill, **metrics}
+        runs[name] = {"rows_before": rows, "fill": fill, **metrics, "plans": explained}
     result = {
         "large_vs_small": ratio(runs["large"]["process_jobs_per_s"], runs["small"]["process_jobs_per_s"]),
         **runs,
@@ -81,8 +85,16 @@ def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
         out.append((f"{r['rows_before']:,} rows before",
                     f"{r['process_jobs_per_s']:>10,.0f} jobs/s{cost_text(r)}; lost+duplicated {r['lost_or_duplicated']}"
                     f" (filled in {r['fill']['seconds']} s, jobs at {r['fill']['jobs_rows_per_s'] or 0:,.0f} rows/s)"))
+        out.append((f"  one claim, one completion of {r['plans'].get('batch', '-')}", _plans_text(r["plans"])))
     out.append(("large / small", f"{record['large_vs_small']:.0%}" if record["large_vs_small"] else "-"))
     return out
+
+
+def _plans_text(explained: dict[str, Any]) -> str:
+    if not explained.get("available"):
+        return f"no plans: {explained.get('why')}"
+    return "; ".join(f"{k} {explained[k]['ms']} ms, buffers hit {explained[k]['shared_hit']:,} read "
+                     f"{explained[k]['shared_read']:,}" for k in ("claim", "complete"))
 
 
 def _fill(env: Env, rows: int, backlog_fraction: float) -> dict[str, Any]:

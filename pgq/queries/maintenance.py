@@ -39,6 +39,11 @@ class MaintenanceQueries(QueriesBase):
             f"SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext(%s))"
             f" THEN {s}.prune_jobs(make_interval(secs => %s::float8), %s::int) END"
         )
+        # One batch of purging dead jobs, the same way (count of the ids purge_dead_jobs returns).
+        self._purge_dead_if_leader = (
+            f"SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext(%s))"
+            f" THEN (SELECT count(*) FROM {s}.purge_dead_jobs(NULL, make_interval(secs => %s::float8))) END"
+        )
         self._prune_workers = f"SELECT {s}.prune_workers(make_interval(secs => %s::float8), %s::int)"
         # One leader per database and schema for maintenance (SPEC §12: only
         # per-database advisory locks, no global singleton).
@@ -68,6 +73,12 @@ class MaintenanceQueries(QueriesBase):
         """One batch of ``prune_jobs`` if this transaction gets the maintenance lock, else None."""
         value = execute(conn, self._prune_if_leader,
                         [f"pgq-maintenance:{self.schema}", older_than_seconds, limit])[0][0]
+        return None if value is None else int(value)
+
+    def purge_dead_jobs_if_leader(self, conn: Any, older_than_seconds: float) -> int | None:
+        """One batch of ``purge_dead_jobs`` (at most ``PURGE_BATCH`` jobs) if this transaction
+        gets the maintenance lock, else None."""
+        value = execute(conn, self._purge_dead_if_leader, [f"pgq-maintenance:{self.schema}", older_than_seconds])[0][0]
         return None if value is None else int(value)
 
     def prune_workers(self, conn: Any, older_than_seconds: float, limit: int) -> int:

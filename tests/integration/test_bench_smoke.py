@@ -139,6 +139,12 @@ def test_depth(db_url: str) -> None:
     assert r["large"]["fill"]["backlog"] == 200 and r["large"]["fill"]["history"] == 1800
     for run in ("small", "large"):
         check_burn_down(r[run], 200)
+        plans = r[run]["plans"]  # one claim of a batch and its completion, under auto_explain (superuser here)
+        assert plans["available"] is True and plans["claimed"] == 100
+        for step, statement in (("claim", "get_runnable_jobs_v2("), ("complete", "complete_jobs(")):
+            assert statement in plans[step]["plans"][-1] and plans[step]["ms"] > 0
+            assert plans[step]["shared_hit"] + plans[step]["shared_read"] > 0 and plans[step]["statements"]
+    assert "Index Scan using jobs_claim_idx" in "".join(r["large"]["plans"]["claim"]["plans"])
     assert r["large_vs_small"] > 0
 
 

@@ -40,3 +40,16 @@ def test_soak_runs_producers_and_workers_and_accounts_for_every_job(db_url: str)
     assert sum(w["runs_per_s"] for w in r["windows"]) * 0.5 == pytest.approx(r["handler_runs"], abs=1)
     assert r["samples"][-1]["final"] and r["samples"][-1]["depth"] == 0
     assert set(r["autovacuum"]) == {"autovacuum", "autovacuum_naptime", "autovacuum_vacuum_cost_delay"}
+    assert all("jobs_pkey" in s["relations"] and s["dead_letters"] >= 0 for s in r["samples"])
+    assert r["dead_purged"] == 0  # dead jobs are kept by default
+
+
+def test_soak_with_a_dead_job_retention_accounts_for_the_purged_dead_jobs(db_url: str) -> None:
+    (r,) = bench(db_url, "soak", "--minutes", "0.05", "--rate", "200", "-w", "1", "-c", "4",
+                 "--sample-seconds", "0.5", "--retention-seconds", "0.5", "--dead-retention-seconds", "0",
+                 "--fail-fraction", "0.1", "--max-attempts", "2")
+    assert r["settings"]["dead_retention_seconds"] == 0
+    assert r["lost"] == 0 and r["duplicated"] == 0
+    # Purged dead jobs ran all their attempts; the dead letters left are exactly the failing jobs still dead.
+    assert r["dead_purged"] > 0 and r["dead_letters_exact"] is True
+    assert r["handler_runs"] == r["jobs"] + r["dead"] + r["dead_purged"]

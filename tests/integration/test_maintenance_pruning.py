@@ -167,3 +167,77 @@ def test_a_worker_whose_row_was_pruned_is_told_it_is_not_registered(
     with pytest.raises(pgq.InvalidTransition, match="not registered"), q.pool.connection() as pooled, \
             pgq.db.translated():
         q.queries.heartbeat_worker(pooled, worker_id, 0, [])
+
+
+# --- dead jobs past PGQ_DEAD_JOB_RETENTION_SECONDS (issue 15: a kept dead job holds an index page each)
+def dead_jobs(conn: psycopg.Connection[Any], count: int, *, hours_ago: float) -> list[int]:
+    """``count`` dead jobs that died ``hours_ago``, each with its dead letter and one failed execution."""
+    died = factories.db_now(conn) - dt.timedelta(hours=hours_ago)
+    ids = [factories.insert_job(conn, status="dead", finished_at=died, last_error="boom") for _ in range(count)]
+    for job_id in ids:
+        factories.insert_dead_letter(conn, job_id)
+        conn.execute("INSERT INTO pgq.job_executions (job_id, life, attempt, started_at, finished_at, outcome)"
+                     " VALUES (%s, 1, 1, %s, %s, 'failed')", (job_id, died, died))
+    return ids
+
+
+def test_dead_jobs_are_kept_by_default(q: pgq.Queue, conn: psycopg.Connection[Any]) -> None:
+    kept = dead_jobs(conn, 2, hours_ago=24 * 365)
+    report = pgq.Maintenance(q.settings, q.pool, q.queries).run_once()
+    assert report.prune.dead_jobs == 0
+    assert factories.statuses(conn, kept) == {i: "dead" for i in kept}
+
+
+def test_dead_jobs_past_their_retention_go_with_their_dead_letters_and_history(
+    q: pgq.Queue, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture,
+) -> None:
+    old = dead_jobs(conn, 3, hours_ago=3)
+    young = dead_jobs(conn, 2, hours_ago=1)
+    finished_jobs(conn, 4)  # completed, past the job retention: pruned first
+    requeued = dead_jobs(conn, 1, hours_ago=3)[0]
+    q.requeue_dead([requeued])  # queued again: no longer dead, never purged
+
+    with caplog.at_level(logging.INFO, logger="pgq.maintenance"):
+        report = maintenance(q, dead_job_retention_seconds=2 * 3600).run_once()
+
+    assert (report.prune.jobs, report.prune.dead_jobs) == (4, 3)
+    assert "3 dead job(s) past PGQ_DEAD_JOB_RETENTION_SECONDS" in caplog.text
+    remaining = {r[0] for r in conn.execute("SELECT id FROM pgq.jobs").fetchall()}
+    assert remaining == {*young, requeued}
+    assert conn.execute("SELECT count(*) FROM pgq.dead_letter_queue WHERE job_id = ANY (%s)", (old,)).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM pgq.job_executions WHERE job_id = ANY (%s)", (old,)).fetchone() == (0,)
+    assert len(factories.dead_letters(conn, young[0])) == 1
+
+
+def test_dead_jobs_wait_while_finished_ones_are_behind(q: pgq.Queue, conn: psycopg.Connection[Any]) -> None:
+    dead_jobs(conn, 1, hours_ago=3)
+    finished_jobs(conn, 45)
+    report = maintenance(q, prune_batch_size=10, prune_time_budget_seconds=2.5,
+                         dead_job_retention_seconds=3600).run_once()
+    assert (report.prune.jobs, report.prune.dead_jobs, report.prune.backlog) == (30, 0, True)
+
+
+def test_purging_dead_jobs_stops_when_another_worker_takes_the_lead(
+    q: pgq.Queue, conn: psycopg.Connection[Any], connect: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dead = dead_jobs(conn, 2, hours_ago=3)
+    leader = maintenance(q, dead_job_retention_seconds=3600)
+    other = connect(autocommit=False)
+    purge = leader.queries.purge_dead_jobs_if_leader
+    answers: list[int | None] = []
+
+    def lead_taken_first(c: Any, older_than: float) -> int | None:
+        # Between the finished jobs' batch (committed) and the dead jobs' one, another worker leads.
+        other.execute("SELECT pg_advisory_xact_lock(hashtext('pgq-maintenance:pgq'))")
+        answers.append(purge(c, older_than))
+        return answers[-1]
+
+    monkeypatch.setattr(leader.queries, "purge_dead_jobs_if_leader", lead_taken_first)
+    try:
+        with q.pool.connection() as pooled:
+            report = leader.prune(pooled)
+    finally:
+        other.rollback()
+
+    assert answers == [None] and report.dead_jobs == 0 and report.batches == 1
+    assert factories.statuses(conn, dead) == {i: "dead" for i in dead}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -294,6 +295,14 @@ def test_retention_settings_come_from_the_environment() -> None:
         5000, 5.0, 7 * 24 * 3600.0)
 
 
+def test_dead_jobs_are_kept_until_purged_unless_a_dead_job_retention_is_set() -> None:
+    assert Settings().dead_job_retention_seconds == math.inf
+    assert Settings.from_env({"PGQ_DEAD_JOB_RETENTION_SECONDS": "86400"}).dead_job_retention_seconds == 86400.0
+    assert Settings.from_env({"PGQ_DEAD_JOB_RETENTION_SECONDS": "inf"}).dead_job_retention_seconds == math.inf
+    with pytest.raises(ConfigurationError, match="PGQ_DEAD_JOB_RETENTION_SECONDS must be a float"):
+        Settings.from_env({"PGQ_DEAD_JOB_RETENTION_SECONDS": "a week"})
+
+
 @pytest.mark.parametrize(
     ("field", "value", "variable"),
     [
@@ -306,6 +315,10 @@ def test_retention_settings_come_from_the_environment() -> None:
         ("prune_time_budget_seconds", float("inf"), "PGQ_PRUNE_TIME_BUDGET_SECONDS"),
         ("worker_retention_seconds", -1, "PGQ_WORKER_RETENTION_SECONDS"),
         ("worker_retention_seconds", "7d", "PGQ_WORKER_RETENTION_SECONDS"),
+        ("dead_job_retention_seconds", -1, "PGQ_DEAD_JOB_RETENTION_SECONDS"),
+        ("dead_job_retention_seconds", float("nan"), "PGQ_DEAD_JOB_RETENTION_SECONDS"),
+        ("dead_job_retention_seconds", True, "PGQ_DEAD_JOB_RETENTION_SECONDS"),
+        ("dead_job_retention_seconds", "30d", "PGQ_DEAD_JOB_RETENTION_SECONDS"),
     ],
 )
 def test_bad_retention_settings_name_their_variable(field: str, value: object, variable: str) -> None:
