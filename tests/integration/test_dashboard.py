@@ -7,7 +7,7 @@ the pages render the seeded data, the charts' SVG elements exist, a requeue
 through the page changes the database, and an action without the token or
 with a missing or forged CSRF token is refused and changes nothing. Another
 server on the same database, logged in with ``pgq_viewer`` alone, renders every
-page and cannot change anything. Screenshots go to ``$PGQ_DASHBOARD_SCREENSHOTS``
+page and cannot change anything. Screenshots go to ``$PGQ_TEST_DASHBOARD_SCREENSHOTS``
 (docs/dashboard/ holds the committed ones) or to a temporary directory.
 
 A missing chromium or chromedriver fails the module: `apt-get install chromium chromium-driver`.
@@ -200,7 +200,7 @@ def browser() -> Iterator[WebDriver]:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = os.environ.get("PGQ_DASHBOARD_SCREENSHOTS")
+    target = os.environ.get("PGQ_TEST_DASHBOARD_SCREENSHOTS")
     path = Path(target) if target else tmp_path_factory.mktemp("screenshots")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -408,3 +408,23 @@ def test_read_only_by_default_and_bad_input_is_refused(world: World, site: str) 
                              headers={"Origin": "http://evil.example"})
         assert forged.status_code == 403
     assert factories.snapshot(world.admin) == before
+
+
+def test_basic_auth_acts_with_the_login_and_refuses_a_wrong_password(world: World) -> None:
+    dsn = world.login("pgq_viewer", "pgq_operator")
+    served = serve(Settings(database_url=dsn), Access(username="ops", password="correct horse"))
+    try:
+        with httpx.Client(base_url=served.url) as client:
+            token = client.get("/schedules").text.split('name="csrf_token" value="')[1].split('"')[0]
+            form = {"queue": "emails", "csrf_token": token}
+            asked = client.post("/queues/pause", data=form)
+            assert asked.status_code == 401 and asked.headers["www-authenticate"].startswith("Basic ")
+            assert client.post("/queues/pause", data=form, auth=("ops", "wrong horse")).status_code == 401
+            assert world.admin.execute("SELECT count(*) FROM pgq.paused_queues WHERE queue = 'emails'").fetchone() == (0,)
+            done = client.post("/queues/pause", data=form, auth=("ops", "correct horse"))
+            assert done.status_code == 303 and "paused" in done.headers["location"]
+    finally:
+        served.stop()
+    paused = world.admin.execute("SELECT paused_by FROM pgq.paused_queues WHERE queue = 'emails'").fetchone()
+    assert paused is not None and paused[0].startswith("pgqt_dash_")  # the dashboard's own login did it
+    world.admin.execute("SELECT pgq.resume_queue('emails')")
