@@ -7,6 +7,9 @@ with ``pgq.dashboard.create_app`` and serves it; the pages are
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import click
 
 from pgq.cli.common import Context, handle_errors
@@ -39,4 +42,12 @@ def dashboard(obj: Context, host: str, port: int, token: str | None, user: str |
     app = create_app(obj.settings(), access)
     mode = "read-only" if not access.actions_enabled else "actions need the token" if token else "actions need the login"
     click.echo(f"pgq dashboard on http://{host}:{port}/ ({mode})")
+    # uvicorn stops gracefully on SIGTERM or SIGINT, then raises the signal again for the
+    # handler it found installed: this one, so that a stop asked for exits 0 (as `pgq worker`).
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _exit_asked)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _exit_asked(_signal: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)

@@ -1,7 +1,7 @@
 """What the dashboard's pages read: SQLAlchemy Core selects on ``pgq.schema``'s tables.
 
 Every read is composed from the table metadata (and, for the views pgq
-already maintains, a lightweight ``table()`` naming their columns), with
+already maintains, ``Table``s naming their columns), with
 bound parameters; no SQL is built from strings. Each select is shaped to
 read an index, never the whole ``jobs`` table: the live statuses through
 their partial indexes, the last hour through ``jobs_finished_idx`` and
@@ -19,20 +19,22 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Float,
+    MetaData,
     Select,
+    Table,
     and_,
     cast,
-    column,
     desc,
     func,
     literal,
     or_,
     select,
-    table,
     union_all,
 )
+from sqlalchemy.types import NullType
 from sqlalchemy.engine import Connection, Engine
 
 from pgq import schema as s
@@ -45,23 +47,20 @@ PAGE_SIZE = 50
 #: The charts' span: the last hour, in one-minute buckets.
 CHART_MINUTES = 60
 
-# The views pgq maintains (db/views/), with the columns the pages read.
-queue_stats = table(
-    "queue_stats", column("queue"), column("status"), column("priority"), column("jobs"), column("due"),
-    column("oldest_due_age"), schema=s.SCHEMA,
-)
-health_alerts = table(
-    "health_alerts", column("rule"), column("severity"), column("subject"), column("value"),
-    column("threshold"), column("firing"), column("detail"), schema=s.SCHEMA,
-)
-job_blockers = table(
-    "job_blockers", column("job_id"), column("reason"), column("effective_priority"), column("waiting_on"),
-    column("parent_statuses"), schema=s.SCHEMA,
-)
-paused_queues = table(
-    "paused_queues", column("queue"), column("paused_at"), column("paused_by"), column("waiting_jobs"),
-    schema=s.SCHEMA,
-)
+# The views pgq maintains (db/views/), with the columns the pages read: ``Table``s of a
+# metadata of their own (not pgq.schema's, which mirrors the tables), so that
+# ``schema_translate_map`` points them at the configured schema like the tables.
+_views = MetaData(schema=s.SCHEMA)
+
+
+def _view(name: str, *columns: str) -> Table:
+    return Table(name, _views, *(Column(c, NullType()) for c in columns))
+
+
+queue_stats = _view("queue_stats", "queue", "status", "priority", "jobs", "due", "oldest_due_age")
+health_alerts = _view("health_alerts", "rule", "severity", "subject", "value", "threshold", "firing", "detail")
+job_blockers = _view("job_blockers", "job_id", "reason", "effective_priority", "waiting_on", "parent_statuses")
+paused_queues = _view("paused_queues", "queue", "paused_at", "paused_by", "waiting_jobs")
 
 # Each branch's WHERE is the predicate of the partial index that answers it.
 _OPEN_DLQ = s.dead_letter_queue.c.requeued_at.is_(None)

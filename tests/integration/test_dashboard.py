@@ -19,7 +19,10 @@ import datetime as dt
 import os
 import secrets
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +45,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 import factories
 from pgq.dashboard import Access, create_app
+from pgq import migrate
 from pgq.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -428,3 +432,52 @@ def test_basic_auth_acts_with_the_login_and_refuses_a_wrong_password(world: Worl
     paused = world.admin.execute("SELECT paused_by FROM pgq.paused_queues WHERE queue = 'emails'").fetchone()
     assert paused is not None and paused[0].startswith("pgqt_dash_")  # the dashboard's own login did it
     world.admin.execute("SELECT pgq.resume_queue('emails')")
+
+
+def test_every_page_reads_the_configured_schema(db_url: str) -> None:
+    schema = f"pgqdash_{uuid.uuid4().hex[:8]}"
+    settings = Settings(database_url=db_url, schema=schema)
+    migrate.upgrade(settings)
+    try:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            job = factories.insert_job(conn, status="dead", last_error="boom", schema=schema)
+            factories.insert_dead_letter(conn, job, schema=schema)
+            factories.insert_worker(conn, schema=schema)
+        served = serve(settings, Access())
+        try:
+            with httpx.Client(base_url=served.url) as client:
+                for path in ("/", "/jobs", f"/jobs/{job}", "/workers", "/dlq", "/schedules"):
+                    page = client.get(path)
+                    assert page.status_code == 200, (path, page.text)
+                assert f'href="/jobs/{job}"' in client.get("/dlq").text
+        finally:
+            served.stop()
+    finally:
+        migrate.downgrade(settings, "base")
+        migrate.drop_roles(settings)
+
+
+def test_the_command_serves_the_dashboard_on_localhost(world: World) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "PGQ_DASHBOARD_TOKEN": TOKEN, "PGQ_DATABASE_URL": world.db_url}
+    process = subprocess.Popen([sys.executable, "-m", "pgq", "dashboard", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def answers() -> httpx.Response | None:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/jobs?queue=emails")
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                return None
+
+        page = factories.eventually(answers, "pgq dashboard to answer", timeout=60)
+        assert page.status_code == 200 and "send_email" in page.text and "sign in to act" in page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+    assert f"pgq dashboard on http://127.0.0.1:{port}/ (actions need the token)" in out
