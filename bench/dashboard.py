@@ -200,6 +200,7 @@ def main() -> None:
             "job (waiting on a parent)": lambda s: f"/jobs/{ids[s]['waiting']}",
             "workers": lambda s: "/workers",
             "dead letters": lambda s: "/dlq",
+            "dead letters, clustered": lambda s: "/dlq?clusters=1",
             "schedules": lambda s: "/schedules",
         }
         captured: dict[str, list[tuple[str, Any]]] = {s: [] for s in sizes}

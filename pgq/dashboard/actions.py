@@ -18,8 +18,10 @@ from pgq.errors import ValidationError
 from pgq.memory.clusters import Cluster, dlq_clusters
 from pgq.queue import Queue
 
-#: Dead jobs read to cluster the DLQ on the page (the oldest first; bench/RESULTS.md).
-CLUSTER_LIMIT = 10_000
+#: Dead jobs read to cluster the DLQ on the page (the oldest first): clustering costs about
+#: 1 ms per dead job (pgq.memory's normalising and embedding; bench/RESULTS.md), so the page
+#: clusters on request, at most this many.
+CLUSTER_LIMIT = 2_000
 #: Most job ids one form may name.
 MAX_IDS = 10_000
 

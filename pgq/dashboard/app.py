@@ -221,12 +221,17 @@ class Dashboard:
             except ValidationError as exc:
                 return self.error(request, 400, str(exc))
         letters = self.read(self.reads.dead_letters, queue_name)
-        try:
-            clusters, clusters_note = actions.clusters(self.queue), None
-        except PgqError as exc:
-            clusters, clusters_note = [], f"Could not cluster the dead letters: {exc}"
-        return self.render(request, "dlq.html", letters=letters, clusters=clusters[:20], clusters_note=clusters_note,
-                           queue_name=queue_name, cluster_limit=actions.CLUSTER_LIMIT)
+        # Clustering costs about 1 ms per dead job: only when asked for.
+        clustered = request.query_params.get("clusters") == "1"
+        clusters: list[Any] = []
+        clusters_note = None
+        if clustered:
+            try:
+                clusters = actions.clusters(self.queue)
+            except PgqError as exc:
+                clusters_note = f"Could not cluster the dead letters: {exc}"
+        return self.render(request, "dlq.html", letters=letters, clusters=clusters[:20], clustered=clustered,
+                           clusters_note=clusters_note, queue_name=queue_name, cluster_limit=actions.CLUSTER_LIMIT)
 
     def schedules(self, request: Request) -> Response:
         schedules, snapshots, paused = self.read(lambda c: (

@@ -279,8 +279,10 @@ def test_pages_render_the_database_and_the_charts_draw(world: World, site: str, 
     assert "3/8" in row and "0.55" in row
     browser.save_screenshot(str(shots / "workers.png"))
 
-    # Dead letters: the SMTP failures are one cluster.
+    # Dead letters: the SMTP failures are one cluster (clustered on request).
     browser.get(f"{site}/dlq")
+    assert not browser.find_elements(By.ID, "clusters")
+    browser.find_element(By.ID, "show-clusters").click()
     clusters = {int(r.get_attribute("data-cluster")): r.text for r in browser.find_elements(By.CSS_SELECTOR,
                                                                                           "#clusters tr[data-cluster]")}
     assert clusters[s.dead[0]].split()[1] == "4" and s.other_dead in clusters
@@ -347,6 +349,7 @@ def test_a_requeue_through_the_page_changes_the_database(world: World, site: str
     assert [status_of(world, j) for j in s.dead] == ["queued", "queued", "dead", "dead"]
     assert factories.executions(world.admin, s.dead[0])  # the history stays
     # The other cluster, purged from its row: the job and its dead letter are gone.
+    browser.get(f"{site}/dlq?clusters=1")
     browser.find_element(By.CSS_SELECTOR, f'#clusters tr[data-cluster="{s.other_dead}"] button.danger').click()
     assert browser.find_element(By.ID, "message").text == "Purged 1 dead job(s)."
     assert world.admin.execute("SELECT count(*) FROM pgq.jobs WHERE id = %s", (s.other_dead,)).fetchone() == (0,)
