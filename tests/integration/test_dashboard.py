@@ -367,19 +367,43 @@ def test_a_requeue_through_the_page_changes_the_database(world: World, site: str
     assert (evacuated["status"], evacuated["evacuation_reason"]) == ("draining", "health 0.55 and falling")
 
 
+def test_a_selection_that_changed_after_the_page_was_read_changes_only_what_is_still_dead(
+    world: World, site: str, browser: WebDriver,
+) -> None:
+    kept, taken = world.seeded.dead[2], world.seeded.dead[3]
+    sign_in(browser, site)
+    browser.get(f"{site}/dlq")
+    for job in (kept, taken):
+        browser.find_element(By.ID, f"select-{job}").click()
+    # Between the page's read and the click, someone else requeues one of the selection.
+    world.admin.execute("SELECT * FROM pgq.requeue_dead_jobs(ARRAY[%s]::bigint[])", (taken,))
+    browser.find_element(By.ID, "requeue-selected").click()
+    assert "Nothing was changed" in browser.find_element(By.ID, "error").text
+    assert (status_of(world, kept), status_of(world, taken)) == ("dead", "queued")
+    # A purge of a job requeued meanwhile leaves it alone: only dead jobs are purged.
+    browser.get(f"{site}/dlq")
+    browser.find_element(By.ID, f"select-{kept}").click()
+    world.admin.execute("SELECT * FROM pgq.requeue_dead_jobs(ARRAY[%s]::bigint[])", (kept,))
+    browser.find_element(By.ID, "purge-selected").click()
+    assert browser.find_element(By.ID, "message").text == "Purged 0 dead job(s)."
+    assert status_of(world, kept) == "queued"
+
+
 # ---------------------------------------------------------------- roles, read-only, bad input
 
 
 def test_the_viewer_role_renders_every_page_and_cannot_change_anything(world: World) -> None:
     served = serve(Settings(database_url=world.login("pgq_viewer")), Access(token=TOKEN))
+    dead = factories.insert_job(world.admin, status="dead", last_error="boom")
+    factories.insert_dead_letter(world.admin, dead)
     before = factories.snapshot(world.admin)
     try:
         with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
             for path in ("/", "/jobs", f"/jobs/{world.seeded.traced}", "/workers", "/dlq", "/schedules"):
                 assert client.get(path).status_code == 200, path
             token = client.get("/dlq").text.split('name="csrf_token" value="')[1].split('"')[0]
-            refused = client.post("/dlq/requeue", data={"job_id": str(world.seeded.dead[2]), "csrf_token": token})
-            assert refused.status_code == 400 and "Nothing was changed" in refused.text
+            refused = client.post("/dlq/requeue", data={"job_id": str(dead), "csrf_token": token})
+            assert refused.status_code == 400 and "permission denied" in refused.text
             refused = client.post("/queues/pause", data={"queue": "emails", "csrf_token": token})
             assert refused.status_code == 400
     finally:
