@@ -95,8 +95,9 @@ def seed(conn: psycopg.Connection[Any]) -> Seeded:
     for n in range(4):
         job = factories.insert_job(conn, queue="emails", task="send_email", status="dead", payload={"to": f"u{n}@x.org"},
                                    last_error=f"SMTPServerDisconnected: Connection unexpectedly closed (try {n})",
-                                   finished_at=ago(30 - n), unique_key=f"welcome:{n}")
-        factories.insert_execution(conn, job, attempt=3, worker_id=worker, started_at=ago(31 - n),
+                                   created_at=ago(40 - n), run_at=ago(31 - n), finished_at=ago(30 - n),
+                                   unique_key=f"welcome:{n}")
+        factories.insert_execution(conn, job, attempt=3, worker_id=worker, started_at=ago(30 - n) - dt.timedelta(seconds=2),
                                    finished_at=ago(30 - n), error_type="SMTPServerDisconnected",
                                    error_message=f"Connection unexpectedly closed (try {n})")
         factories.insert_dead_letter(conn, job)
