@@ -349,7 +349,12 @@ def create_app(settings: Settings, access: Access | None = None, *, engine: Engi
         yield
         dash.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # A page whose reads failed (the database is down, a role lacks a grant): say why, no traceback.
+        return dash.error(request, 503, f"The database did not answer this page: {exc}")
+
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)],
+                    exception_handlers={PgqError: unavailable})
     app.state.dashboard = dash
     return app
 

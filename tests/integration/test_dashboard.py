@@ -440,6 +440,13 @@ def test_read_only_by_default_and_bad_input_is_refused(world: World, site: str) 
                              headers={"Origin": "http://evil.example"})
         assert forged.status_code == 403
     assert factories.snapshot(world.admin) == before
+    # A login that may not read the tables: the page says so (503), with no traceback.
+    served = serve(Settings(database_url=world.login()), Access())
+    try:
+        page = httpx.get(f"{served.url}/workers")
+        assert page.status_code == 503 and "permission denied" in page.text and "Traceback" not in page.text
+    finally:
+        served.stop()
 
 
 def test_basic_auth_acts_with_the_login_and_refuses_a_wrong_password(world: World) -> None:
