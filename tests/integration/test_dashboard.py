@@ -42,10 +42,13 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import WebDriverWait
 
 import factories
 from pgq.dashboard import Access, create_app
-from pgq import migrate
+from pgq import migrate, snapshots
 from pgq.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -68,7 +71,7 @@ class Seeded:
     completed: int
 
 
-def seed(conn: psycopg.Connection[Any]) -> Seeded:
+def seed(conn: psycopg.Connection[Any], db_url: str) -> Seeded:
     now = factories.db_now(conn)
     ago = lambda minutes: now - dt.timedelta(minutes=minutes)  # noqa: E731
     worker = factories.insert_worker(conn, hostname="web-1", pid=101, queues=["emails", "reports"],
@@ -116,6 +119,7 @@ def seed(conn: psycopg.Connection[Any]) -> Seeded:
     conn.execute("INSERT INTO pgq.schedules (name, cron, task, queue, payload, next_tick)"
                  " VALUES ('nightly-report', '0 3 * * *', 'build_report', 'reports', %s, %s)",
                  (Jsonb({}), now + dt.timedelta(hours=5)))
+    snapshots.create(Settings(database_url=db_url), "FULL")
     return Seeded(dead, other_dead, child, parent, traced, worker, completed)
 
 
@@ -168,7 +172,7 @@ def world(clone_pool: Any, pg_server: Any) -> Iterator[World]:
             return make_conninfo(db_url, user=role)
 
         try:
-            yield World(admin, db_url, seed(admin), login)
+            yield World(admin, db_url, seed(admin, db_url), login)
         finally:
             for role in made:
                 admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
@@ -211,6 +215,15 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def submit(button: WebElement) -> None:
+    """Click a button that loads a page, and return once the browser shows the new one."""
+    driver = button.parent
+    old = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 60).until(staleness_of(old))
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def texts(driver: WebDriver, css: str) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
 
@@ -222,7 +235,7 @@ def status_of(world: World, job_id: int) -> str:
 def sign_in(driver: WebDriver, site: str) -> None:
     driver.get(f"{site}/login")
     driver.find_element(By.ID, "token").send_keys(TOKEN)
-    driver.find_element(By.ID, "sign-in").click()
+    submit(driver.find_element(By.ID, "sign-in"))
     assert "Signed in." in driver.find_element(By.ID, "message").text
 
 
@@ -283,7 +296,7 @@ def test_pages_render_the_database_and_the_charts_draw(world: World, site: str, 
     # Dead letters: the SMTP failures are one cluster (clustered on request).
     browser.get(f"{site}/dlq")
     assert not browser.find_elements(By.ID, "clusters")
-    browser.find_element(By.ID, "show-clusters").click()
+    submit(browser.find_element(By.ID, "show-clusters"))
     clusters = {int(r.get_attribute("data-cluster")): r.text for r in browser.find_elements(By.CSS_SELECTOR,
                                                                                           "#clusters tr[data-cluster]")}
     assert clusters[s.dead[0]].split()[1] == "4" and s.other_dead in clusters
@@ -292,6 +305,7 @@ def test_pages_render_the_database_and_the_charts_draw(world: World, site: str, 
     browser.get(f"{site}/schedules")
     assert "reports" in browser.find_element(By.ID, "paused").text
     assert "nightly-report" in browser.find_element(By.ID, "schedules").text
+    assert "FULL" in browser.find_element(By.ID, "snapshots").text  # the list, read without its body
     for name in ("overview", "jobs", "job", "workers", "dlq"):
         assert (shots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -305,13 +319,13 @@ def test_an_action_without_the_token_is_refused_and_changes_nothing(world: World
     victim = world.seeded.dead[3]
     browser.get(f"{site}/dlq")
     browser.find_element(By.ID, f"select-{victim}").click()
-    browser.find_element(By.ID, "requeue-selected").click()
+    submit(browser.find_element(By.ID, "requeue-selected"))
     assert "need the dashboard's token" in browser.find_element(By.ID, "error").text
     assert status_of(world, victim) == "dead"
     # A wrong token does not sign in either.
     browser.get(f"{site}/login")
     browser.find_element(By.ID, "token").send_keys("not-the-token-at-all")
-    browser.find_element(By.ID, "sign-in").click()
+    submit(browser.find_element(By.ID, "sign-in"))
     assert "not the dashboard's token" in browser.find_element(By.ID, "error").text
 
 
@@ -324,7 +338,7 @@ def test_a_missing_or_forged_csrf_token_is_refused_and_changes_nothing(world: Wo
         field = browser.find_element(By.CSS_SELECTOR, "#dlq-form input[name=csrf_token]")
         browser.execute_script(forge, field)
         browser.find_element(By.ID, f"select-{victim}").click()
-        browser.find_element(By.ID, "purge-selected").click()
+        submit(browser.find_element(By.ID, "purge-selected"))
         assert "CSRF token is missing or invalid" in browser.find_element(By.ID, "error").text
         assert status_of(world, victim) == "dead"
     # The browser's own token, with another browser's cookie, is refused too (the token is bound to it).
@@ -334,7 +348,7 @@ def test_a_missing_or_forged_csrf_token_is_refused_and_changes_nothing(world: Wo
     browser.delete_cookie("pgq_csrf")
     browser.add_cookie({"name": "pgq_csrf", "value": "0" * 32, "path": "/"})
     browser.find_element(By.ID, f"select-{victim}").click()
-    browser.find_element(By.ID, "purge-selected").click()
+    submit(browser.find_element(By.ID, "purge-selected"))
     assert "CSRF" in browser.find_element(By.ID, "error").text
     assert status_of(world, victim) == "dead"
 
@@ -345,24 +359,24 @@ def test_a_requeue_through_the_page_changes_the_database(world: World, site: str
     browser.get(f"{site}/dlq")
     for job in s.dead[:2]:
         browser.find_element(By.ID, f"select-{job}").click()
-    browser.find_element(By.ID, "requeue-selected").click()
+    submit(browser.find_element(By.ID, "requeue-selected"))
     assert browser.find_element(By.ID, "message").text == "Requeued 2 dead job(s)."
     assert [status_of(world, j) for j in s.dead] == ["queued", "queued", "dead", "dead"]
     assert factories.executions(world.admin, s.dead[0])  # the history stays
     # The other cluster, purged from its row: the job and its dead letter are gone.
     browser.get(f"{site}/dlq?clusters=1")
-    browser.find_element(By.CSS_SELECTOR, f'#clusters tr[data-cluster="{s.other_dead}"] button.danger').click()
+    submit(browser.find_element(By.CSS_SELECTOR, f'#clusters tr[data-cluster="{s.other_dead}"] button.danger'))
     assert browser.find_element(By.ID, "message").text == "Purged 1 dead job(s)."
     assert world.admin.execute("SELECT count(*) FROM pgq.jobs WHERE id = %s", (s.other_dead,)).fetchone() == (0,)
     # Resume the paused queue, then evacuate a worker, through their pages.
     browser.get(f"{site}/schedules")
-    browser.find_element(By.CSS_SELECTOR, "#paused button.act").click()
+    submit(browser.find_element(By.CSS_SELECTOR, "#paused button.act"))
     assert "Queue reports is resumed." in browser.find_element(By.ID, "message").text
     assert world.admin.execute("SELECT count(*) FROM pgq.paused_queues").fetchone() == (0,)
     browser.get(f"{site}/workers")
     row = browser.find_element(By.CSS_SELECTOR, f'#workers tr[data-worker="{s.worker}"]')
     row.find_element(By.NAME, "reason").send_keys("health 0.55 and falling")
-    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    submit(row.find_element(By.CSS_SELECTOR, "button.danger"))
     assert "is evacuated" in browser.find_element(By.ID, "message").text
     evacuated = factories.worker(world.admin, s.worker)
     assert (evacuated["status"], evacuated["evacuation_reason"]) == ("draining", "health 0.55 and falling")
@@ -378,14 +392,14 @@ def test_a_selection_that_changed_after_the_page_was_read_changes_only_what_is_s
         browser.find_element(By.ID, f"select-{job}").click()
     # Between the page's read and the click, someone else requeues one of the selection.
     world.admin.execute("SELECT * FROM pgq.requeue_dead_jobs(ARRAY[%s]::bigint[])", (taken,))
-    browser.find_element(By.ID, "requeue-selected").click()
+    submit(browser.find_element(By.ID, "requeue-selected"))
     assert "Nothing was changed" in browser.find_element(By.ID, "error").text
     assert (status_of(world, kept), status_of(world, taken)) == ("dead", "queued")
     # A purge of a job requeued meanwhile leaves it alone: only dead jobs are purged.
     browser.get(f"{site}/dlq")
     browser.find_element(By.ID, f"select-{kept}").click()
     world.admin.execute("SELECT * FROM pgq.requeue_dead_jobs(ARRAY[%s]::bigint[])", (kept,))
-    browser.find_element(By.ID, "purge-selected").click()
+    submit(browser.find_element(By.ID, "purge-selected"))
     assert browser.find_element(By.ID, "message").text == "Purged 0 dead job(s)."
     assert status_of(world, kept) == "queued"
 
