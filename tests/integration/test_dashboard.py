@@ -48,6 +48,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import factories
 from pgq.dashboard import Access, create_app
+import pgq
 from pgq import migrate, snapshots
 from pgq.settings import Settings
 
@@ -530,3 +531,33 @@ def test_the_command_serves_the_dashboard_on_localhost(world: World) -> None:
         out, _ = process.communicate(timeout=30)
     assert process.returncode == 0, out
     assert f"pgq dashboard on http://127.0.0.1:{port}/ (actions need the token)" in out
+
+
+@pytest.mark.search
+def test_a_failed_jobs_page_shows_similar_failures_from_the_memory(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=db_url, memory=True, memory_path=str(tmp_path / "memory"),
+                        memory_flush_interval_seconds=3600)
+    with pgq.connect(settings=settings) as q:
+        @q.task(name="send_email", max_attempts=2)
+        def send_email(mx: int, flaky: bool) -> None:
+            if flaky and pgq.current_job().job.attempts > 1:
+                return
+            raise TimeoutError(f"SMTP timeout after {mx}s talking to mx{mx}.mail.example.com")
+
+        retried = q.enqueue("send_email", {"mx": 3, "flaky": True})
+        dead = q.enqueue("send_email", {"mx": 17, "flaky": False})
+        worker = q.worker(queues=["default"], install_signal_handlers=False, run_maintenance=False)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while True:  # until nothing is due, retries made due at once
+                conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE status = 'retrying'")
+                if worker.run_once() == 0:
+                    break
+        assert worker.memory is not None
+        worker.memory.close(timeout=120)  # its thread writes what is left, then frees the local store
+    served = serve(settings, Access())
+    try:
+        page = httpx.get(f"{served.url}/jobs/{dead}").text
+        similar = page.split('id="similar"')[1].split("</table>")[0]
+        assert f'href="/jobs/{retried}"' in similar and "retry succeeded" in similar and "TimeoutError" in similar
+    finally:
+        served.stop()
