@@ -225,6 +225,11 @@ def submit(button: WebElement) -> None:
     WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
+def csrf_of(page: str) -> str:
+    """The CSRF token a page's forms carry (for the client's own cookie)."""
+    return page.split('name="csrf_token" value="')[1].split('"')[0]
+
+
 def texts(driver: WebDriver, css: str) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
 
@@ -417,7 +422,7 @@ def test_the_viewer_role_renders_every_page_and_cannot_change_anything(world: Wo
         with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
             for path in ("/", "/jobs", f"/jobs/{world.seeded.traced}", "/workers", "/dlq", "/schedules"):
                 assert client.get(path).status_code == 200, path
-            token = client.get("/dlq").text.split('name="csrf_token" value="')[1].split('"')[0]
+            token = csrf_of(client.get("/dlq").text)
             refused = client.post("/dlq/requeue", data={"job_id": str(dead), "csrf_token": token})
             assert refused.status_code == 400 and "permission denied" in refused.text
             refused = client.post("/queues/pause", data={"queue": "emails", "csrf_token": token})
@@ -434,13 +439,13 @@ def test_read_only_by_default_and_bad_input_is_refused(world: World, site: str) 
         with httpx.Client(base_url=served.url) as client:
             page = client.get("/dlq")
             assert "read-only" in page.text and "disabled" in page.text
-            token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+            token = csrf_of(page.text)
             refused = client.post("/dlq/purge", data={"job_id": str(world.seeded.dead[2]), "csrf_token": token})
             assert refused.status_code == 403 and "read-only" in refused.text
     finally:
         served.stop()
     with httpx.Client(base_url=site, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        token = client.get("/dlq").text.split('name="csrf_token" value="')[1].split('"')[0]
+        token = csrf_of(client.get("/dlq").text)
         for path, data in [("/dlq/requeue", {"job_id": "1; DROP TABLE pgq.jobs"}), ("/dlq/requeue", {}),
                            ("/dlq/requeue", {"job_id": str(world.seeded.parent)}),  # not dead
                            ("/workers/not-a-uuid/drain", {}), (f"/workers/{world.seeded.worker}/evacuate", {}),
@@ -469,7 +474,7 @@ def test_basic_auth_acts_with_the_login_and_refuses_a_wrong_password(world: Worl
     served = serve(Settings(database_url=dsn), Access(username="ops", password="correct horse"))
     try:
         with httpx.Client(base_url=served.url) as client:
-            token = client.get("/schedules").text.split('name="csrf_token" value="')[1].split('"')[0]
+            token = csrf_of(client.get("/schedules").text)
             form = {"queue": "emails", "csrf_token": token}
             asked = client.post("/queues/pause", data=form)
             assert asked.status_code == 401 and asked.headers["www-authenticate"].startswith("Basic ")
