@@ -244,7 +244,7 @@ COMMENT ON COLUMN pgq.jobs.updated_at IS 'Last change of the row (kept by a trig
 COMMENT ON COLUMN pgq.jobs.life IS 'Life of the job: 1, plus 1 for each requeue from the dead letter queue (a new life starts with attempts 0).';
 COMMENT ON COLUMN pgq.jobs.claim_position IS 'Position of the current (or last) claim in its worker''s sequence (get_runnable_jobs_v2, claim_jobs_v2); NULL for a claim without one. Above workers.started_through: the handler has not started.';
 COMMENT ON COLUMN pgq.jobs.free_rescues IS 'Rescues that gave the job back without charging an attempt, its handler having not started; at most max_attempts, then rescues charge again.';
-COMMENT ON COLUMN pgq.jobs.effective_priority IS 'Priority lent by waiting descendants (priority inheritance, lend_priority): above priority when a waiting job of higher priority depends on this one; NULL = none lent. The claim does not read it yet.';
+COMMENT ON COLUMN pgq.jobs.effective_priority IS 'The priority the claim orders by, with priority: greatest(priority, effective_priority). Raised by waiting descendants of higher priority (lend_priority; withdrawn when they are cancelled, withdraw_priority) and by aging (age_jobs); NULL = not raised.';
 COMMENT ON COLUMN pgq.jobs.group_key IS 'The job''s group (a tenant, a customer), or NULL: its queue''s per-group limits and fair share count it in this group.';
 COMMENT ON COLUMN pgq.jobs.trace_context IS 'W3C trace context (traceparent, tracestate) of the enqueue, when the producer traced it; NULL otherwise.';
 COMMENT ON CONSTRAINT jobs_payload_size ON pgq.jobs IS 'Payloads are at most 8 MiB as stored jsonb: a backstop for producers that skip the client-side PGQ_MAX_PAYLOAD_BYTES check.';
@@ -987,6 +987,9 @@ BEGIN
     END IF;
     UPDATE jobs SET status = 'cancelled', finished_at = p_now, updated_at = p_now
     WHERE id = p_job_id;
+    IF v_job.status = 'waiting' THEN
+        PERFORM withdraw_priority(ARRAY[p_job_id]);
+    END IF;
     IF EXISTS (SELECT 1 FROM job_dependencies AS d WHERE d.parent_id = p_job_id) THEN
         PERFORM cancel_waiting_descendants(p_job_id, p_now);
     END IF;
@@ -1028,6 +1031,7 @@ BEGIN
     SET status = 'cancelled', finished_at = p_now, last_error = v_reason, updated_at = p_now
     WHERE c.id = ANY (v_ids) AND c.status = 'waiting';
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    PERFORM withdraw_priority(v_ids);
     RETURN v_count;
 END
 $function$;
@@ -3034,6 +3038,7 @@ BEGIN
                 WHERE c.id = v_id AND c.status = 'waiting';
                 PERFORM cancel_waiting_descendants(v_id, p_now);
             END LOOP;
+            PERFORM lend_priority(v_below);
         END IF;
     END IF;
     RETURN QUERY SELECT unnest(v_requeued);
@@ -3301,3 +3306,50 @@ AS $function$
 $function$;
 COMMENT ON FUNCTION pgq.token_refill(p_tokens double precision, p_refilled_at timestamp with time zone, p_limit integer, p_period interval, p_now timestamp with time zone) IS 'Internal (rate limits): tokens in a bucket of capacity p_limit refilled at p_limit per p_period, which held p_tokens at p_refilled_at (NULL: full), at p_now.';
 GRANT EXECUTE ON FUNCTION pgq.token_refill(p_tokens double precision, p_refilled_at timestamp with time zone, p_limit integer, p_period interval, p_now timestamp with time zone) TO PUBLIC;
+
+-- ==================== function withdraw_priority(p_job_ids bigint[])
+CREATE OR REPLACE FUNCTION pgq.withdraw_priority(p_job_ids bigint[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_ids bigint[];
+    v_lowered integer;
+BEGIN
+    WITH RECURSIVE up(id) AS (
+        SELECT d.parent_id FROM job_dependencies AS d WHERE d.child_id = ANY (p_job_ids)
+        UNION
+        SELECT d.parent_id
+        FROM up JOIN jobs AS a ON a.id = up.id AND a.status = 'waiting'
+        JOIN job_dependencies AS d ON d.child_id = up.id
+    )
+    SELECT array_agg(j.id ORDER BY j.id) INTO v_ids FROM jobs AS j JOIN up ON up.id = j.id
+    WHERE j.effective_priority IS NOT NULL AND j.status IN ('waiting', 'queued', 'running', 'retrying');
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM 1 FROM jobs AS j WHERE j.id = ANY (v_ids) ORDER BY j.id FOR NO KEY UPDATE;
+    WITH RECURSIVE down(root, id) AS (
+        SELECT d.parent_id, d.child_id FROM job_dependencies AS d WHERE d.parent_id = ANY (v_ids)
+        UNION
+        SELECT down.root, d.child_id
+        FROM down JOIN jobs AS c ON c.id = down.id AND c.status = 'waiting'
+        JOIN job_dependencies AS d ON d.parent_id = down.id
+    ), lent AS (
+        SELECT a.id, max(c.priority) FILTER (WHERE c.priority > a.priority) AS p
+        FROM jobs AS a
+        LEFT JOIN down ON down.root = a.id
+        LEFT JOIN jobs AS c ON c.id = down.id AND c.status = 'waiting'
+        WHERE a.id = ANY (v_ids)
+        GROUP BY a.id, a.priority
+    )
+    UPDATE jobs AS j SET effective_priority = l.p
+    FROM lent AS l
+    WHERE j.id = l.id AND (l.p IS NULL OR l.p < j.effective_priority);
+    GET DIAGNOSTICS v_lowered = ROW_COUNT;
+    RETURN v_lowered;
+END
+$function$;
+COMMENT ON FUNCTION pgq.withdraw_priority(p_job_ids bigint[]) IS 'Internal (cancel_job, cancel_waiting_descendants): recomputes, only ever lowering, the effective_priority of the unfinished ancestors these jobs lent to, now that they stopped waiting; returns the rows lowered.';

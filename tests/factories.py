@@ -79,6 +79,22 @@ def insert_worker(
     return worker_id
 
 
+def insert_health_sample(conn: Conn, worker_id: uuid.UUID, *, completed: int, failed: int,
+                         health_score: float, latency_p50_ms: float | None = None,
+                         schema: str = SCHEMA) -> None:
+    """Insert one heartbeat health sample of ``worker_id``, logged now()."""
+    conn.execute(
+        _q(
+            "INSERT INTO {s}.worker_health_logs (worker_id, metric_type, metric_value, interval_seconds,"
+            " jobs_completed, jobs_failed, error_rate, latency_p50_ms, health_score)"
+            " VALUES (%s, 'heartbeat', %s, 1, %s, %s, %s, %s, %s)",
+            schema,
+        ),
+        (worker_id, health_score, completed, failed, failed / max(1, completed + failed), latency_p50_ms,
+         health_score),
+    )
+
+
 _JOB_DEFAULT_ATTEMPTS = {
     "waiting": 0, "queued": 0, "running": 1, "retrying": 1, "completed": 1, "dead": None, "cancelled": 0,
 }

@@ -1,7 +1,7 @@
 """The dashboard's roles: ``<schema>_viewer`` (read) and ``<schema>_operator`` (its actions).
 
 Revision ID: 0015
-Revises: 0014
+Revises: 0021
 Create Date: 2026-12-03
 
 Issue 13, part 1 (``pgq dashboard``). ``db/roles/014.sql`` creates both roles
@@ -20,7 +20,7 @@ from alembic import op
 from pgq.migrate import enter_schema, run_sql_file
 
 revision = "0015"
-down_revision = "0014"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 

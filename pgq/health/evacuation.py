@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pgq.health import DEGRADED, FAILING
 
@@ -25,6 +28,9 @@ HISTORY = 120
 #: of the degraded band: most of them clearly unwell, not one noisy sample), a failing
 #: worker's trouble is a shared cause and it does not evacuate.
 SHARED_CAUSE_BELOW = (FAILING + DEGRADED) / 2
+#: Outcomes the peers must have finished in the window before a worker is measured against them:
+#: fewer say too little of how the jobs themselves fare.
+MIN_PEER_OUTCOMES = 10
 #: A prediction evacuates when the fitted line is this likely past the threshold at the horizon.
 CONFIDENCE = 0.95
 
@@ -129,3 +135,88 @@ class EvacuationPolicy:
                     else "memory predicted to reach PGQ_HEALTH_RSS_LIMIT_BYTES"
                 return f"{what} in {p.seconds:.0f} s (probability {p.probability:.2f} within {horizon:.0f} s)"
         return None
+
+
+@dataclass(frozen=True)
+class PeerWindow:
+    """A worker's health samples of its last few intervals against its peers' (``Queries.peer_window``).
+
+    Peers are the other active workers sharing a queue with it; only samples in which
+    jobs finished count. ``failed_jobs``: the jobs that failed on this worker in the
+    window (the latest ones it remembers); ``failed_elsewhere``: how many of them
+    failed on another worker too.
+    """
+
+    completed: int
+    failed: int
+    p50_ms: float | None
+    peers: int
+    peers_completed: int
+    peers_failed: int
+    peers_p50_ms: float | None
+    peers_score: float | None
+    failed_jobs: int = 0
+    failed_elsewhere: int = 0
+
+    def relative_score(self, latest: Mapping[str, Any], rss_limit_bytes: float | None) -> float:
+        """The worker's score measured against its peers rather than against itself.
+
+        The errors component counts only the error rate above the peers', as a share of
+        the attempts that succeed on them (failures the jobs cause everywhere are not
+        this worker's; failing half of what the peers complete is critical, as failing
+        half its attempts is on its own), the speed component compares its
+        median run time with the peers' median instead of its own history; the other
+        components (stuck handlers, outcome flow, event loop, memory) are the latest
+        sample's, which belong to the process alone. The error rates are the window's,
+        the run time the latest sample's median (the window's when it has none).
+        """
+        from pgq.health import score as s  # numpy: only when an evacuation is weighed
+
+        own_rate = self.failed / (self.completed + self.failed + s.ERROR_PRIOR)
+        peers_rate = self.peers_failed / max(1, self.peers_completed + self.peers_failed)
+        # The share of the attempts that succeed on the peers which fail here: the absolute
+        # rate when the peers never fail, and 1 when nothing succeeds here.
+        excess = max(0.0, own_rate - peers_rate) / (1 - peers_rate) if peers_rate < 1 else 0.0
+        errors = min(1.0, max(0.0, 1 - s.ERROR_SLOPE * excess))
+        speed, p50 = 1.0, latest.get("latency_p50_ms") or self.p50_ms
+        if p50 and self.peers_p50_ms and p50 > 0 and self.peers_p50_ms > 0:
+            speed = min(1.0, s.SLOWDOWN_TOLERANCE * self.peers_p50_ms / p50)
+        return errors * speed * process_score(latest, rss_limit_bytes)
+
+    def why_stay(self, latest: Mapping[str, Any], rss_limit_bytes: float | None) -> str | None:
+        """Why a worker its own samples would evacuate stays (None: it is the odd one out, it goes).
+
+        Evacuation is for the odd one out: a restart helps a worker whose process is
+        unwell, not one whose jobs are. With peers that finished at least
+        ``MIN_PEER_OUTCOMES`` jobs in the window, it stays when they are failing too
+        (median score below ``SHARED_CAUSE_BELOW``) or when, measured against them
+        (``relative_score``), it is not failing. Without such peers, it stays when at
+        least half of the jobs that failed on it failed on another worker too (poison
+        jobs follow the job, not the worker); otherwise its own evidence decides.
+        """
+        if process_score(latest, rss_limit_bytes) < FAILING:
+            return None  # stuck handlers, outcome flow, event loop or memory: the process's own
+        if self.peers_completed + self.peers_failed >= MIN_PEER_OUTCOMES:
+            if self.peers_score is not None and self.peers_score < SHARED_CAUSE_BELOW:
+                return f"its peers are not healthy either (median score {self.peers_score:.2f}): a shared cause"
+            relative = self.relative_score(latest, rss_limit_bytes)
+            if relative >= FAILING:
+                return (f"measured against its peers it is not failing (score {relative:.2f}): "
+                        f"its jobs fail or run slowly on the other workers too")
+            return None
+        from pgq.health.score import ERROR_PRIOR, ERROR_SLOPE
+
+        errors = 1 - ERROR_SLOPE * self.failed / (self.completed + self.failed + ERROR_PRIOR)
+        if errors < FAILING and self.failed_jobs and 2 * self.failed_elsewhere >= self.failed_jobs:
+            return (f"{self.failed_elsewhere} of the {self.failed_jobs} jobs that failed on it failed on another "
+                    f"worker too: poison jobs, not a failing worker")
+        return None
+
+
+def process_score(latest: Mapping[str, Any], rss_limit_bytes: float | None) -> float:
+    """The latest sample's score without its jobs' outcomes and run times: what the process alone
+    accounts for (stuck handlers, outcome flow, event loop lag, memory)."""
+    from pgq.health.score import score_sample
+
+    own = {k: v for k, v in latest.items() if k not in ("jobs_completed", "jobs_failed", "latency_p50_ms")}
+    return score_sample(own, None, rss_limit_bytes)

@@ -71,10 +71,30 @@ class ControlQueries(QueriesBase):
         self._evacuation = (
             f"SELECT evacuation_reason FROM {s}.workers WHERE id = %s::uuid AND evacuated_at >= drain_requested_at"
         )
-        # The other live workers sharing a queue with a worker: how many, their median score.
-        self._peer_health = (
-            f"SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY health_score) FROM {s}.workers"
-            " WHERE status = 'active' AND id <> %s::uuid AND queues && %s::text[]"
+        # A worker's health samples of the last few intervals against those of the other live
+        # workers sharing a queue with it (only samples in which jobs finished: an idle peer
+        # says nothing); pgq.health.evacuation.PeerWindow reads the row.
+        self._peer_window = (
+            f"WITH peers AS (SELECT id FROM {s}.workers WHERE status = 'active' AND id <> %s::uuid"
+            "  AND queues && %s::text[]),"
+            " samples AS (SELECT l.worker_id = %s::uuid AS own, l.jobs_completed AS done,"
+            "  l.jobs_failed AS bad, l.latency_p50_ms AS p50, l.health_score AS score"
+            f"  FROM {s}.worker_health_logs AS l WHERE l.metric_type = 'heartbeat'"
+            "  AND l.logged_at > now() - make_interval(secs => %s)"
+            "  AND (l.worker_id = %s::uuid OR l.worker_id IN (SELECT id FROM peers))"
+            "  AND coalesce(l.jobs_completed, 0) + coalesce(l.jobs_failed, 0) > 0)"
+            " SELECT coalesce(sum(done) FILTER (WHERE own), 0), coalesce(sum(bad) FILTER (WHERE own), 0),"
+            "  percentile_cont(0.5) WITHIN GROUP (ORDER BY p50) FILTER (WHERE own),"
+            "  (SELECT count(*) FROM peers), coalesce(sum(done) FILTER (WHERE NOT own), 0),"
+            "  coalesce(sum(bad) FILTER (WHERE NOT own), 0),"
+            "  percentile_cont(0.5) WITHIN GROUP (ORDER BY p50) FILTER (WHERE NOT own),"
+            "  percentile_cont(0.5) WITHIN GROUP (ORDER BY score) FILTER (WHERE NOT own)"
+            " FROM samples"
+        )
+        # Of some jobs, those that failed (or timed out) on another worker than this one.
+        self._failed_elsewhere = (
+            f"SELECT count(DISTINCT job_id) FROM {s}.job_executions WHERE job_id = ANY(%s::bigint[])"
+            " AND worker_id IS DISTINCT FROM %s::uuid AND outcome IN ('failed', 'timed_out')"
         )
         self._revision = f"SELECT version_num FROM {s}.alembic_version"
         self._revision_exists = "SELECT to_regclass(%s) IS NOT NULL"
@@ -154,7 +174,13 @@ class ControlQueries(QueriesBase):
         rows = execute(conn, self._evacuation, [worker_id])
         return str(rows[0][0]) if rows else None
 
-    def peer_health(self, conn: Any, worker_id: UUID, queues: Sequence[str]) -> tuple[int, float | None]:
-        """The other active workers serving any of ``queues``: their number and median health score."""
-        row = execute(conn, self._peer_health, [worker_id, list(queues)])[0]
-        return int(row[0]), None if row[1] is None else float(row[1])
+    def peer_window(self, conn: Any, worker_id: UUID, queues: Sequence[str], window_seconds: float,
+                    failed_job_ids: Sequence[int]) -> tuple[Any, ...]:
+        """The figures of ``pgq.health.evacuation.PeerWindow``, in its field order: this worker's and its
+        live peers' samples of the last ``window_seconds`` (database time), then how many of
+        ``failed_job_ids`` failed on another worker too."""
+        row = execute(conn, self._peer_window,
+                      [worker_id, list(queues), worker_id, window_seconds, worker_id])[0]
+        elsewhere = execute(conn, self._failed_elsewhere, [list(failed_job_ids), worker_id])[0][0] \
+            if failed_job_ids else 0
+        return (*row, len(failed_job_ids), int(elsewhere))

@@ -263,6 +263,7 @@ class Acknowledger:
         self._written([job])
         if ok:
             self.counters.failed += 1
+            self.counters.failed_jobs.add(job.id)
             if self._exporter is not None:
                 self._exporter.failed(job, o.outcome)
             if self._observe is not None:

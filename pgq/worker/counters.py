@@ -8,6 +8,8 @@ is on (``pgq.health.worker_exporter``), so every part that counts can also measu
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +36,27 @@ class JobRecorder(Protocol):
     def acknowledged(self, kind: str, outcomes: int, seconds: float) -> None: ...
 
 
+#: How many of the latest failed jobs ``WorkerCounters.failed_jobs`` keeps.
+FAILED_JOBS_KEPT = 32
+
+
+class RecentIds:
+    """The latest ids added (at most ``keep``), added by one thread and read by another."""
+
+    def __init__(self, keep: int) -> None:
+        self._ids: deque[int] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def add(self, job_id: int) -> None:
+        with self._lock:
+            self._ids.append(job_id)
+
+    def read(self) -> list[int]:
+        """A copy (iterating the deque itself while the other thread appends would raise)."""
+        with self._lock:
+            return list(self._ids)
+
+
 @dataclass
 class WorkerCounters:
     """Counts since the worker started. ``extra`` holds the claim source's own counts
@@ -47,6 +70,8 @@ class WorkerCounters:
     claim_round_trips: int = 0
     ack_round_trips: int = 0
     errors: int = 0
+    #: The latest jobs whose failure this worker wrote (an evacuation asks whether they failed elsewhere too).
+    failed_jobs: RecentIds = field(default_factory=lambda: RecentIds(FAILED_JOBS_KEPT), repr=False, compare=False)
     extra: dict[str, int] = field(default_factory=dict)
     # Health measurements for the heartbeat's samples (issue 11); switched by PGQ_HEALTH_SAMPLING.
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics, repr=False, compare=False)

@@ -55,12 +55,12 @@ class Service(Protocol):
 class Heartbeat:
     """One worker's heartbeat (``run_once``: one beat). ``drain`` is called when the
     database answers that the worker is draining; ``evacuate`` (with the reason) when
-    ``policy`` says the worker's own samples call for an evacuation."""
+    ``policy`` says the worker's own samples call for an evacuation (with the latest sample)."""
 
     def __init__(self, pool: Callable[[], ConnectionPool], queries: Queries, worker_id: uuid.UUID, runner: Runner,
                  acknowledger: Acknowledger, source: ClaimSource, positions: Positions, clock: Clock, *,
                  drain: Callable[[str], None], policy: EvacuationPolicy | None = None,
-                 evacuate: Callable[[str], None] | None = None) -> None:
+                 evacuate: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.pool = pool
         self.queries = queries
         self.worker_id = worker_id
@@ -129,7 +129,7 @@ class Heartbeat:
         reason = self.policy.observe(self.clock.monotonic(), sample.get("health_score"), sample.get("rss_bytes"),
                                      finished=int(finished))
         if reason is not None and self._evacuate is not None:
-            self._evacuate(reason)
+            self._evacuate(reason, sample)
 
     def _sample_or_none(self, held: int) -> tuple[dict[str, Any] | None, Mark | None]:
         """The sample to send, or none (sampling off, or measuring failed: the heartbeat

@@ -26,13 +26,13 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pgq.scheduling.cron import register_periodic
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
 from pgq.errors import TooManyStuckHandlers, ValidationError
-from pgq.health.evacuation import SHARED_CAUSE_BELOW, EvacuationPolicy
+from pgq.health.evacuation import EvacuationPolicy, PeerWindow
 from pgq.maintenance import Maintenance
 from pgq.memory.writer import open_writer
 from pgq.notify import Listener
@@ -337,26 +337,31 @@ class Worker:
             log.warning("could not record the evacuation of worker %s (%s); evacuating anyway", self.id, exc)
         self._drain(f"evacuated: {reason}")
 
-    def _evacuate_unless_shared(self, reason: str) -> None:
-        """The policy says evacuate: do it, unless this worker's peers are failing too.
+    def _evacuate_unless_shared(self, reason: str, sample: dict[str, Any]) -> None:
+        """The policy says evacuate: do it, unless this worker is not the odd one out.
 
-        Evacuation is for the odd one out. When the other live workers of its
-        queues have a median score below 0.5 (``SHARED_CAUSE_BELOW``), the cause is shared (the jobs
-        themselves, the database, a dependency): replacing every worker would not
-        help and would restart the fleet at once. The policy asks again at the next
-        sample. Without peers, or when they cannot be read, the worker's own
-        evidence decides.
+        A restart helps a worker whose process is unwell, not one whose jobs are, nor
+        a fleet with a shared cause (the database, a dependency).
+        ``pgq.health.evacuation.PeerWindow.why_stay`` decides from the samples of the
+        last ``evacuation_after_samples`` intervals, this worker's against its peers'
+        (the other active workers of its queues), and from whether the jobs that failed
+        here failed elsewhere too; the policy asks again at the next sample. A memory
+        prediction concerns the process alone and is not weighed. When the figures
+        cannot be read, the worker's own evidence decides.
         """
-        try:
-            with translated(self.settings.database_url), self._pool().connection() as conn:
-                peers, median = self.queries.peer_health(conn, self.id, self.queues)
-        except Exception as exc:  # the worker's own evidence decides
-            log.warning("could not read the health of worker %s's peers (%s)", self.id, exc)
-            peers, median = 0, None
-        if peers and median is not None and median < SHARED_CAUSE_BELOW:
-            log.warning("worker %s would evacuate (%s), but its %d peer(s) are not healthy either (median score "
-                        "%.2f): a shared cause; staying", self.id, reason, peers, median)
-            return
+        if not reason.startswith("memory"):
+            window = (self.settings.evacuation_after_samples + 0.5) * self.settings.heartbeat_interval_seconds
+            try:
+                with translated(self.settings.database_url), self._pool().connection() as conn:
+                    peers = PeerWindow(*self.queries.peer_window(conn, self.id, self.queues, window,
+                                                                 self.counters.failed_jobs.read()))
+            except Exception as exc:  # the worker's own evidence decides
+                log.warning("could not weigh worker %s against its peers (%s)", self.id, exc)
+            else:
+                why = peers.why_stay(sample, self.settings.health_rss_limit_bytes)
+                if why is not None:
+                    log.warning("worker %s would evacuate (%s), but stays: %s", self.id, reason, why)
+                    return
         self.evacuate(reason)
 
     def heartbeat(self) -> None:

@@ -61,10 +61,10 @@ BASE_ENV = {
     "PGQ_POLL_INTERVAL_SECONDS": "0.2",
     "PGQ_SHUTDOWN_GRACE_SECONDS": "15",
     "PGQ_JOB_RETENTION_SECONDS": "86400",
-    # Self-evacuation off, but in the evacuation scenarios (test_chaos_evacuation.py): the
-    # chaos plans fail jobs on purpose, and a worker of a small fleet whose jobs all fail
-    # for a few heartbeats evacuates (poison jobs look like a failing worker when its one
-    # or two peers cannot outvote it); the other scenarios count on no worker leaving.
+    # Self-evacuation off, but in the evacuation scenarios (test_chaos_evacuation.py, which
+    # include a poison-heavy fleet that must stay): the other scenarios count on a fixed
+    # fleet, and by design a worker without busy peers whose failed jobs ran nowhere else
+    # (a partitioned fleet's lone survivor) may still evacuate once (docs/health.md §7).
     "PGQ_EVACUATION": "false",
 }
 
@@ -185,14 +185,15 @@ class WorkerProc:
 
 
 def plan_jobs(total: int, seed: int, *, slow_ms: tuple[int, int] = (200, 600),
-              job_ms: tuple[int, int] | None = None) -> list[dict[str, Any]]:
-    """The jobs of a scenario: mostly quick ones, some flaky, some failing for good, a few slow
-    (``job_ms``: every job works this long instead, from the range)."""
+              job_ms: tuple[int, int] | None = None, fail_share: float = 0.04) -> list[dict[str, Any]]:
+    """The jobs of a scenario: mostly quick ones, some flaky, some failing for good (``fail_share``
+    of them), a few slow (``job_ms``: every job works this long instead, from the range)."""
     rng = random.Random(seed)
     jobs = []
     for n in range(total):
         roll = rng.random()
-        kind = "fail" if roll < 0.04 else "flaky" if roll < 0.12 else "slow" if roll < 0.14 else "ok"
+        kind = "fail" if roll < fail_share else "flaky" if roll < fail_share + 0.08 \
+            else "slow" if roll < fail_share + 0.10 else "ok"
         ms = rng.randint(*slow_ms) if kind == "slow" else rng.randint(0, 15)
         if job_ms is not None:
             ms = rng.randint(*job_ms)
@@ -335,13 +336,13 @@ class ChaosRun:
                  jobs: int, workers: int, concurrency: int, seed: int, env: dict[str, str] | None = None,
                  chunk: int = 50, backlog: int | None = None, rate: float | None = None,
                  role: str | None = None, redis: OwnedRedis | None = None,
-                 job_ms: tuple[int, int] | None = None) -> None:
+                 job_ms: tuple[int, int] | None = None, fail_share: float = 0.04) -> None:
         self.cluster, self.url, self.mode, self.tmp = cluster, url, mode, tmp
         self.name, self.scale, self.concurrency = name, scale, concurrency
         self.rng = random.Random(seed)
         if not scale.long:
             jobs = round(jobs * mode.short_share)
-        self.plan = plan_jobs(jobs, seed, job_ms=job_ms)
+        self.plan = plan_jobs(jobs, seed, job_ms=job_ms, fail_share=fail_share)
         # Redis mode: the redis-server the workers use, and this run's own key prefix.
         self.redis = redis if mode.uses_redis else None
         self.redis_prefix = unique_prefix()

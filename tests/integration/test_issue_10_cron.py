@@ -271,6 +271,61 @@ def test_the_leader_killed_mid_tick_causes_neither_a_double_nor_a_gap(db_url: st
     assert [p.returncode for p in procs] == [-signal.SIGKILL, 0, 0], errors
 
 
+def test_two_pgq_worker_processes_the_leader_killed_mid_tick_enqueue_the_tick_once(
+        db_url: str, connect: Callable[..., Conn]) -> None:
+    # The same, with real `pgq worker` processes: each runs maintenance rounds (the leader
+    # lock is taken per round, and again per schedule's tick) on the database's own clock.
+    conn, holder = connect(), connect()
+    tick = conn.execute("SELECT date_trunc('minute', now())").fetchone()[0]  # due now
+    register(conn, "pgq", Schedule.build("* * * * *", "tick", name="s", queue="cron", catch_up="all"))
+    conn.execute("UPDATE pgq.schedules SET next_tick = %s WHERE name = 's'", (tick,))
+    conn.execute("""
+        CREATE FUNCTION public.hold_tick() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock(777); RETURN NEW; END $$;
+        CREATE TRIGGER hold_tick BEFORE INSERT ON pgq.jobs FOR EACH ROW EXECUTE FUNCTION public.hold_tick();
+    """)
+    holder.execute("SELECT pg_advisory_lock(777)")
+    env = os.environ | {"PGQ_DATABASE_URL": db_url, "PGQ_SCHEMA": "pgq", "PGQ_MAINTENANCE_INTERVAL_SECONDS": "0.1",
+                        "PGQ_HEARTBEAT_INTERVAL_SECONDS": "0.5", "PGQ_STALE_AFTER_SECONDS": "3",
+                        "PYTHONPATH": os.pathsep.join([str(CRON_PROCESS.parent), *sys.path])}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "pgq.cli", "worker", "cron_app:queue", "-q", "idle"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def blocked() -> int:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND wait_event = 'advisory'").fetchone()[0]
+
+    def active() -> int:
+        return int(conn.execute("SELECT count(*) FROM pgq.workers WHERE status = 'active'").fetchone()[0])
+
+    leader = start()
+    eventually(lambda: blocked() == 1, "the first worker's maintenance blocked half-way through its tick", 30.0)
+    follower = start()
+    procs = [leader, follower]
+    try:
+        eventually(lambda: active() == 2, "the second worker registered", 30.0)
+        assert blocked() == 1  # the follower's rounds do not get the leader lock
+        leader.send_signal(signal.SIGKILL)
+        leader.wait(10)
+        holder.execute("SELECT pg_advisory_unlock(777)")
+        eventually(lambda: keys(conn) == [f"pgq.cron:s@{tick.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z"],
+                   "the tick enqueued by the follower", 30.0)
+        procs.append(start())  # a restarted process competes with the follower from now on
+        # The killed leader is found stale by a maintenance round (the new leader's), and the
+        # restarted process registers: rounds of both go on, and the tick stays enqueued once.
+        eventually(lambda: conn.execute("SELECT array_agg(status::text ORDER BY started_at) FROM pgq.workers")
+                   .fetchone()[0] == ["stale", "active", "active"], "the dead leader stale, two workers active", 30.0)
+        assert len(keys(conn)) == 1
+        assert schedule_row(conn, "s") == (tick + dt.timedelta(minutes=1), tick)
+    finally:
+        for proc in procs[1:]:
+            proc.send_signal(signal.SIGTERM)
+        errors = [proc.communicate(timeout=30)[1] for proc in procs]
+    assert [p.returncode for p in procs] == [-signal.SIGKILL, 0, 0], errors
+
+
 # ---------------------------------------------------------------- API, maintenance, CLI
 
 

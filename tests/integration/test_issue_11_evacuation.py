@@ -73,33 +73,92 @@ def test_a_degraded_worker_claims_half_a_batch_and_a_failing_one_a_single_job(se
     assert worker.evacuation is None
 
 
-def test_a_failing_worker_stays_while_its_peers_fail_too_and_evacuates_once_they_are_healthy(
-        settings: pgq.Settings, conn: psycopg.Connection[Any]) -> None:
+def broken_queue(settings: pgq.Settings, **retry: Any) -> pgq.Queue:
+    """A queue whose task ``broken`` always raises; heartbeats are sent by the test, and one
+    failing sample is enough for the policy to propose an evacuation."""
     s = settings.replace(listen=False, heartbeat_interval_seconds=50.0, stale_after_seconds=120.0,
                          evacuation_after_samples=1, evacuation_horizon_seconds=0.0)
     q = pgq.connect(settings=s, strict_tasks=False)
 
-    @q.task(name="broken", max_attempts=1)
+    @q.task(name="broken", max_attempts=retry.pop("max_attempts", 1), **retry)
     def broken() -> None:
         raise RuntimeError("always fails")
 
-    peer = factories.insert_worker(conn, health_score=0.1)  # another worker of queue default, failing too
+    return q
+
+
+def fail_four(q: pgq.Queue, worker: pgq.Worker) -> None:
+    """Four jobs of ``broken`` run on ``worker`` and fail; its heartbeat then sends a failing sample."""
+    q.enqueue_many([{"task": "broken"} for _ in range(4)])
+    assert worker.run_once(4) == 4  # (a failing worker would claim 1 by itself)
+    worker.heartbeat()  # 4 of 4 failed: score 0.2, failing
+    assert (worker.health.latest or 1) < 0.3
+
+
+def test_a_failing_worker_stays_while_its_peers_fail_too_and_evacuates_once_they_are_healthy(
+        settings: pgq.Settings, conn: psycopg.Connection[Any]) -> None:
+    q = broken_queue(settings)
+    peer = factories.insert_worker(conn)  # another worker of queue default
     try:
         worker = q.worker(queues=["default"], concurrency=4, batch_size=4, install_signal_handlers=False,
                           run_maintenance=False)
-        for peer_score in (0.1, 0.9):
-            conn.execute("UPDATE pgq.workers SET health_score = %s WHERE id = %s", (peer_score, peer))
-            q.enqueue_many([{"task": "broken"} for _ in range(4)])
-            assert worker.run_once(4) == 4  # (a failing worker would claim 1 by itself)
-            worker.heartbeat()  # 4 of 4 failed: score 0.2, failing
-            assert (worker.health.latest or 1) < 0.3
-            if peer_score < 0.7:
-                assert worker.evacuation is None  # a shared cause: it stays
+        # The peer's samples: failing too (a shared cause), then busy and healthy.
+        factories.insert_health_sample(conn, peer, completed=2, failed=10, health_score=0.1)
+        fail_four(q, worker)
+        assert worker.evacuation is None
+        for _ in range(2):
+            factories.insert_health_sample(conn, peer, completed=40, failed=0, health_score=1.0)
+        fail_four(q, worker)
     finally:
         q.close()
     assert worker.evacuation == "health score 0.20 below 0.3 in 2 consecutive samples"
     assert conn.execute("SELECT status::text, evacuated_by FROM pgq.workers WHERE id = %s",
                         (worker.id,)).fetchone() == ("draining", "worker")
+
+
+def test_a_worker_whose_jobs_fail_as_often_on_its_busy_peers_stays(
+        settings: pgq.Settings, conn: psycopg.Connection[Any]) -> None:
+    # Poison jobs spread over a fleet: this worker's failing samples are bad luck, not its
+    # process (the defect: a healthy worker of a small fleet evacuated itself).
+    q = broken_queue(settings)
+    peer = factories.insert_worker(conn)
+    factories.insert_health_sample(conn, peer, completed=30, failed=30, health_score=0.6)
+    try:
+        worker = q.worker(queues=["default"], concurrency=4, batch_size=4, install_signal_handlers=False,
+                          run_maintenance=False)
+        fail_four(q, worker)
+        fail_four(q, worker)
+        assert worker.evacuation is None
+        # Peers that are not active, or whose samples left the window, are not compared with.
+        conn.execute("UPDATE pgq.workers SET status = 'stale', stopped_at = now() WHERE id = %s", (peer,))
+        fail_four(q, worker)
+    finally:
+        q.close()
+    assert worker.evacuation == "health score 0.20 below 0.3 in 3 consecutive samples"
+
+
+def test_poison_jobs_that_failed_on_another_worker_do_not_evacuate_a_worker_without_busy_peers(
+        settings: pgq.Settings, conn: psycopg.Connection[Any]) -> None:
+    q = broken_queue(settings, max_attempts=3, retry=pgq.Backoff(base=0.001, jitter=0.0))
+    try:
+        first = q.worker(queues=["default"], concurrency=4, batch_size=4, install_signal_handlers=False,
+                         run_maintenance=False)
+        second = q.worker(queues=["default"], concurrency=4, batch_size=4, install_signal_handlers=False,
+                          run_maintenance=False)
+        q.enqueue_many([{"task": "broken"} for _ in range(4)])
+        assert first.run_once(4) == 4  # their first attempts fail on another worker (no sample sent)
+        poison = [job_id for (job_id,) in conn.execute("SELECT id FROM pgq.jobs WHERE attempts = 1")]
+        eventually(lambda: second.run_once(4) == 4, "the retries claimed by the second worker")
+        second.heartbeat()
+        assert (second.health.latest or 1) < 0.3 and second.evacuation is None
+        assert len(poison) == 4 and factories.statuses(conn, poison) == dict.fromkeys(poison, "retrying")
+        # Jobs that fail only here are this worker's evidence: 4 poison + 8 of its own.
+        fail_four(q, second)
+        assert second.evacuation is None  # 4 of its 8 failures failed elsewhere too
+        fail_four(q, second)
+    finally:
+        q.close()
+    assert second.evacuation == "health score 0.20 below 0.3 in 3 consecutive samples"
 
 
 def test_a_failing_worker_evacuates_itself_and_hands_its_jobs_back(

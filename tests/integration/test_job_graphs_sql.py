@@ -116,6 +116,51 @@ def test_a_waiting_job_lends_its_priority_to_its_unfinished_ancestors(conn: psyc
     assert job(conn, grandparent)["effective_priority"] == 4
 
 
+def test_a_cancelled_lender_withdraws_its_priority_and_the_remaining_lenders_keep_theirs(
+        conn: psycopg.Connection[Any]) -> None:
+    grandparent = insert_job(conn, priority=1)
+    parent = enqueue(conn, depends_on=[grandparent], priority=2)
+    five = enqueue(conn, depends_on=[parent], priority=5)
+    four = enqueue(conn, depends_on=[parent], priority=4)
+    other_root = insert_job(conn, priority=1)
+    shared = enqueue(conn, depends_on=[other_root, parent], priority=3)  # a second path up
+    assert [job(conn, i)["effective_priority"] for i in (grandparent, parent, other_root)] == [5, 5, 3]
+    lowered = conn.execute("SELECT pgq.cancel_job(%s)", (five,)).fetchone()
+    assert lowered == (True,)
+    # The priority-4 lender is left: both ancestors come down to 4, not further.
+    assert [job(conn, i)["effective_priority"] for i in (grandparent, parent)] == [4, 4]
+    conn.execute("SELECT pgq.cancel_job(%s)", (four,))
+    assert [job(conn, i)["effective_priority"] for i in (grandparent, parent, other_root)] == [3, 3, 3]
+    conn.execute("SELECT pgq.cancel_job(%s)", (shared,))
+    # No lender left above their own priorities, but the parent: itself waiting, it still lends
+    # its own 2 to the grandparent.
+    assert [job(conn, i)["effective_priority"] for i in (grandparent, parent, other_root)] == [2, None, None]
+
+
+def test_lenders_cancelled_with_a_dead_parent_withdraw_from_their_other_ancestors(
+        conn: psycopg.Connection[Any]) -> None:
+    # child (5) waits on a and b; a dies: the child is cancelled and b, still queued, comes down.
+    a, worker = running(conn, priority=1, max_attempts=1)
+    b = insert_job(conn, priority=1)
+    child = enqueue(conn, depends_on=[a, b], priority=5)
+    assert job(conn, b)["effective_priority"] == 5
+    conn.execute("SELECT pgq.fail_job(%s, %s, 1, 'E', 'boom', p_fatal => true)", (a, worker))
+    assert job(conn, a)["status"] == "dead" and job(conn, child)["status"] == "cancelled"
+    assert job(conn, b)["effective_priority"] is None
+    # Requeued with its dependents, the child waits again and lends again.
+    conn.execute("SELECT * FROM pgq.requeue_dead_jobs_v2(ARRAY[%s]::bigint[], p_with_dependents => true)", (a,))
+    assert job(conn, child)["status"] == "waiting"
+    assert [job(conn, i)["effective_priority"] for i in (a, b)] == [5, 5]
+
+
+def test_withdrawing_only_ever_lowers(conn: psycopg.Connection[Any]) -> None:
+    parent = insert_job(conn, priority=1)
+    lender = enqueue(conn, depends_on=[parent], priority=3)
+    conn.execute("UPDATE pgq.jobs SET effective_priority = 2 WHERE id = %s", (parent,))  # below its lender
+    assert conn.execute("SELECT pgq.withdraw_priority(%s::bigint[])", ([lender],)).fetchone() == (0,)
+    assert job(conn, parent)["effective_priority"] == 2
+
+
 # ---------------------------------------------------------------- bad graphs
 
 

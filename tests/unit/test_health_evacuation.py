@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 import pgq
 from pgq.errors import ConfigurationError
-from pgq.health.evacuation import CONFIDENCE, EXIT_EVACUATED, EvacuationPolicy, claim_batch
+from pgq.health.evacuation import (CONFIDENCE, EXIT_EVACUATED, MIN_PEER_OUTCOMES, EvacuationPolicy, PeerWindow,
+                                   claim_batch, process_score)
 from pgq.health.score import DEGRADED, FAILING
 
 
@@ -124,3 +127,67 @@ def test_evacuation_settings_from_the_environment() -> None:
                                "PGQ_EVACUATION_AFTER_SAMPLES": "4", "PGQ_EVACUATION_HORIZON_SECONDS": "0"})
     assert (s.evacuation, s.evacuation_grace_seconds, s.evacuation_after_samples,
             s.evacuation_horizon_seconds) == (False, 2.5, 4, 0.0)
+
+
+# --- PeerWindow: is a worker its own samples would evacuate the odd one out?
+
+FAILING_SAMPLE = {"jobs_completed": 0, "jobs_failed": 8, "latency_p50_ms": 5.0, "capacity": 4, "stuck_handlers": 0}
+
+
+def window(**kw: Any) -> PeerWindow:
+    base: dict[str, Any] = dict(completed=0, failed=8, p50_ms=5.0, peers=2, peers_completed=0, peers_failed=0,
+                                peers_p50_ms=None, peers_score=None)
+    return PeerWindow(**(base | kw))
+
+
+@pytest.mark.parametrize("peers_failed", [40, 60])
+def test_a_worker_failing_no_more_than_its_busy_peers_stays(peers_failed: int) -> None:
+    w = window(completed=8, failed=8, peers_completed=100 - peers_failed, peers_failed=peers_failed,
+               peers_score=0.6)
+    assert w.why_stay(FAILING_SAMPLE, None) is not None
+
+
+def test_a_worker_failing_far_more_than_its_busy_peers_goes() -> None:
+    assert window(failed=20, peers_completed=95, peers_failed=5, peers_score=1.0).why_stay(FAILING_SAMPLE, None) \
+        is None
+
+
+def test_a_worker_failing_most_of_what_succeeds_on_its_peers_goes() -> None:
+    # 65 % failing against the peers' 20 %: it fails 56 % of the attempts that succeed elsewhere.
+    w = window(completed=33, failed=67, peers_completed=80, peers_failed=20, peers_score=0.8)
+    assert w.why_stay(FAILING_SAMPLE, None) is None
+
+
+def test_a_worker_much_slower_than_its_busy_peers_goes_and_one_as_slow_stays() -> None:
+    slow = {"jobs_completed": 10, "jobs_failed": 0, "latency_p50_ms": 400.0}
+    w = window(completed=10, failed=0, p50_ms=400.0, peers_completed=50, peers_score=1.0)
+    assert replace(w, peers_p50_ms=20.0).why_stay(slow, None) is None
+    assert replace(w, peers_p50_ms=300.0).why_stay(slow, None) is not None
+
+
+def test_peers_failing_too_are_a_shared_cause() -> None:
+    assert "shared cause" in (window(peers_completed=5, peers_failed=20, peers_score=0.2)
+                              .why_stay(FAILING_SAMPLE, None) or "")
+
+
+def test_idle_peers_are_not_compared_with() -> None:
+    # Peers that finished fewer than MIN_PEER_OUTCOMES jobs: the worker's own evidence decides.
+    w = window(peers_completed=MIN_PEER_OUTCOMES - 1, peers_score=1.0)
+    assert w.why_stay(FAILING_SAMPLE, None) is None
+
+
+@pytest.mark.parametrize(("failed_jobs", "elsewhere", "stays"), [(8, 4, True), (8, 8, True), (8, 3, False),
+                                                                 (0, 0, False)])
+def test_without_busy_peers_jobs_that_failed_elsewhere_too_are_poison(failed_jobs: int, elsewhere: int,
+                                                                       stays: bool) -> None:
+    w = window(peers=0, failed_jobs=failed_jobs, failed_elsewhere=elsewhere)
+    assert (w.why_stay(FAILING_SAMPLE, None) is not None) is stays
+
+
+def test_a_process_failing_by_itself_goes_whatever_its_peers_and_jobs() -> None:
+    # Memory at 99 % of its limit: the process's own trouble; neither poison nor peers keep it.
+    sample = FAILING_SAMPLE | {"rss_bytes": 990}
+    assert process_score(sample, 1000) < 0.3
+    assert window(failed_jobs=8, failed_elsewhere=8).why_stay(sample, 1000) is None
+    assert window(completed=8, failed=8, peers_completed=50, peers_failed=50, peers_score=0.6).why_stay(
+        sample, 1000) is None
