@@ -11,9 +11,11 @@
 
 -- ==================== schema
 CREATE SCHEMA pgq;
+GRANT USAGE ON SCHEMA pgq TO pgq_operator;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
+GRANT USAGE ON SCHEMA pgq TO pgq_viewer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0017
+-- alembic revision: 0015
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -29,6 +31,7 @@ CREATE TABLE pgq.alembic_version (
     CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
 GRANT SELECT ON TABLE pgq.alembic_version TO pgq_producer;
+GRANT SELECT ON TABLE pgq.alembic_version TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.alembic_version TO pgq_worker;
 
 -- ==================== table alert_rules
@@ -46,6 +49,7 @@ CREATE TABLE pgq.alert_rules (
 );
 COMMENT ON TABLE pgq.alert_rules IS 'Alert rules evaluated by the view health_alerts; a DBA tunes threshold, severity, window or enabled.';
 GRANT SELECT ON TABLE pgq.alert_rules TO pgq_producer;
+GRANT SELECT ON TABLE pgq.alert_rules TO pgq_viewer;
 COMMENT ON COLUMN pgq.alert_rules.rule IS 'Rule name (the view knows how to measure each).';
 COMMENT ON COLUMN pgq.alert_rules.severity IS 'warning or critical (pgq health --check exits 1 or 2).';
 COMMENT ON COLUMN pgq.alert_rules.threshold IS 'The rule fires when its measured value is above this.';
@@ -70,6 +74,7 @@ CREATE TABLE pgq.dead_letter_queue (
 );
 COMMENT ON TABLE pgq.dead_letter_queue IS 'Jobs that exhausted their attempts or failed fatally, with their error history.';
 GRANT SELECT ON TABLE pgq.dead_letter_queue TO pgq_producer;
+GRANT SELECT ON TABLE pgq.dead_letter_queue TO pgq_viewer;
 COMMENT ON COLUMN pgq.dead_letter_queue.id IS 'Dead letter id.';
 COMMENT ON COLUMN pgq.dead_letter_queue.job_id IS 'The dead job (jobs.id).';
 COMMENT ON COLUMN pgq.dead_letter_queue.queue IS 'Queue of the job when it died.';
@@ -98,6 +103,7 @@ CREATE TABLE pgq.group_states (
 );
 COMMENT ON TABLE pgq.group_states IS 'Per queue and group: fair-share weight (set_group_weight) and the claim''s state (virtual time, rate bucket).';
 GRANT SELECT ON TABLE pgq.group_states TO pgq_producer;
+GRANT SELECT ON TABLE pgq.group_states TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.group_states TO pgq_worker;
 COMMENT ON COLUMN pgq.group_states.queue IS 'The queue (it has a policy).';
 COMMENT ON COLUMN pgq.group_states.group_key IS 'The group (jobs.group_key); '''' for jobs without one.';
@@ -117,6 +123,7 @@ CREATE TABLE pgq.job_dependencies (
     CONSTRAINT job_dependencies_pkey PRIMARY KEY (parent_id, child_id)
 );
 COMMENT ON TABLE pgq.job_dependencies IS 'Edges of the job graph: the child runs after the parent completed.';
+GRANT SELECT ON TABLE pgq.job_dependencies TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.job_dependencies TO pgq_worker;
 COMMENT ON COLUMN pgq.job_dependencies.parent_id IS 'Job that must complete first.';
 COMMENT ON COLUMN pgq.job_dependencies.child_id IS 'Job that waits for the parent.';
@@ -141,6 +148,7 @@ CREATE TABLE pgq.job_executions (
     CONSTRAINT job_executions_pkey PRIMARY KEY (id)
 );
 COMMENT ON TABLE pgq.job_executions IS 'One row per finished attempt of a job; the running attempt is on the jobs row.';
+GRANT SELECT ON TABLE pgq.job_executions TO pgq_viewer;
 COMMENT ON COLUMN pgq.job_executions.id IS 'Execution id.';
 COMMENT ON COLUMN pgq.job_executions.job_id IS 'The job (jobs.id).';
 COMMENT ON COLUMN pgq.job_executions.attempt IS 'Attempt number within its life, from 1.';
@@ -207,6 +215,7 @@ CREATE TABLE pgq.jobs (
 ) WITH (fillfactor=50);
 COMMENT ON TABLE pgq.jobs IS 'One row per job: what to run, its status, attempts, owner and outcome. The queue itself.';
 GRANT SELECT ON TABLE pgq.jobs TO pgq_producer;
+GRANT SELECT ON TABLE pgq.jobs TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.jobs TO pgq_worker;
 GRANT INSERT (id, queue, task, payload, priority, run_at, max_attempts, timeout, retry_base_seconds, retry_factor, retry_max_seconds, retry_jitter, group_key, trace_context) ON TABLE pgq.jobs TO pgq_producer;
 GRANT USAGE ON SEQUENCE pgq.jobs_id_seq TO pgq_producer;
@@ -268,6 +277,7 @@ CREATE TABLE pgq.queue_pauses (
 );
 COMMENT ON TABLE pgq.queue_pauses IS 'Queue pauses (pause_queue, resume_queue): a queue is paused while its row has no resumed_at. The claim functions take no job of a paused queue. Write it through the functions.';
 GRANT SELECT ON TABLE pgq.queue_pauses TO pgq_producer;
+GRANT SELECT ON TABLE pgq.queue_pauses TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.queue_pauses TO pgq_worker;
 COMMENT ON COLUMN pgq.queue_pauses.queue IS 'The paused (or once paused) queue; a name jobs.queue could hold.';
 COMMENT ON COLUMN pgq.queue_pauses.paused_at IS 'When the current (or last) pause began (the pausing transaction''s time).';
@@ -307,6 +317,7 @@ CREATE TABLE pgq.queue_policies (
 );
 COMMENT ON TABLE pgq.queue_policies IS 'Claim rules per queue (set_queue_policy, clear_queue_policy): limits, rate limits, per-group rules, fair share, aging. Every claim obeys them (lock_policy_jobs); a queue with a policy is claimed from Postgres only.';
 GRANT SELECT ON TABLE pgq.queue_policies TO pgq_producer;
+GRANT SELECT ON TABLE pgq.queue_policies TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.queue_policies TO pgq_worker;
 COMMENT ON COLUMN pgq.queue_policies.queue IS 'The queue the rules apply to.';
 COMMENT ON COLUMN pgq.queue_policies.max_running IS 'At most this many of the queue''s jobs running at once, across all workers; NULL: no limit.';
@@ -357,6 +368,7 @@ CREATE TABLE pgq.schedules (
 );
 COMMENT ON TABLE pgq.schedules IS 'Periodic (cron) schedules: the maintenance leader enqueues one job per tick (enqueue_schedule_ticks). Applications register them (register_schedule); DBAs may edit them (set next_tick to NULL after changing cron).';
 GRANT SELECT ON TABLE pgq.schedules TO pgq_producer;
+GRANT SELECT ON TABLE pgq.schedules TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.schedules TO pgq_worker;
 COMMENT ON COLUMN pgq.schedules.name IS 'The schedule''s name (unique; by default the task''s name).';
 COMMENT ON COLUMN pgq.schedules.cron IS 'A five-field cron expression (minute hour day-of-month month day-of-week), read by croniter.';
@@ -402,6 +414,7 @@ CREATE TABLE pgq.state_snapshots (
 );
 COMMENT ON TABLE pgq.state_snapshots IS 'FULL and INCREMENTAL snapshots of queue state (non-terminal jobs, dependency edges, workers), for restore.';
 GRANT SELECT ON TABLE pgq.state_snapshots TO pgq_worker;
+GRANT SELECT (id, snapshot_type, origin, base_snapshot_id, full_snapshot_id, created_at, format_version, schema_revision, metadata, body_sha256) ON TABLE pgq.state_snapshots TO pgq_viewer;
 COMMENT ON COLUMN pgq.state_snapshots.id IS 'Snapshot id.';
 COMMENT ON COLUMN pgq.state_snapshots.snapshot_type IS 'FULL (the whole state) or INCREMENTAL (what changed since base_snapshot_id, deletions included).';
 COMMENT ON COLUMN pgq.state_snapshots.origin IS 'manual (pgq snapshot create), auto (the maintenance leader) or import (a file).';
@@ -446,6 +459,7 @@ CREATE TABLE pgq.worker_health_logs (
     CONSTRAINT worker_health_logs_sample_ranges CHECK (interval_seconds >= 0::double precision AND jobs_completed >= 0 AND jobs_failed >= 0 AND error_rate >= 0::double precision AND error_rate <= 1::double precision AND health_score >= 0::double precision AND health_score <= 1::double precision AND latency_p50_ms >= 0::double precision AND latency_p95_ms >= 0::double precision AND claim_rtt_ms >= 0::double precision AND ack_rtt_ms >= 0::double precision AND ack_lag_ms >= 0::double precision AND in_flight >= 0 AND capacity >= 0 AND stuck_handlers >= 0 AND rss_bytes >= 0 AND cpu_percent >= 0::double precision AND loop_lag_ms >= 0::double precision AND 'NaN'::real <> interval_seconds AND 'NaN'::real <> error_rate AND 'NaN'::real <> latency_p50_ms AND 'NaN'::real <> latency_p95_ms AND 'NaN'::real <> claim_rtt_ms AND 'NaN'::real <> ack_rtt_ms AND 'NaN'::real <> ack_lag_ms AND 'NaN'::real <> cpu_percent AND 'NaN'::real <> loop_lag_ms AND 'NaN'::real <> health_score)
 );
 COMMENT ON TABLE pgq.worker_health_logs IS 'Time series of worker metrics (jobs/s, error rate, latency, memory, load).';
+GRANT SELECT ON TABLE pgq.worker_health_logs TO pgq_viewer;
 COMMENT ON COLUMN pgq.worker_health_logs.id IS 'Log row id.';
 COMMENT ON COLUMN pgq.worker_health_logs.worker_id IS 'Worker that reported the metric.';
 COMMENT ON COLUMN pgq.worker_health_logs.metric_type IS 'Metric name, e.g. jobs_per_second, error_rate.';
@@ -504,6 +518,7 @@ CREATE TABLE pgq.workers (
     CONSTRAINT workers_stuck_handlers_nonnegative CHECK (stuck_handlers >= 0)
 );
 COMMENT ON TABLE pgq.workers IS 'Registry of worker processes, their heartbeats and health.';
+GRANT SELECT ON TABLE pgq.workers TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.workers TO pgq_worker;
 COMMENT ON COLUMN pgq.workers.id IS 'Worker id, chosen by the worker at start.';
 COMMENT ON COLUMN pgq.workers.hostname IS 'Host the worker runs on.';
@@ -638,6 +653,7 @@ CREATE VIEW pgq.health_alerts AS
      JOIN measured m ON rule = rule;
 COMMENT ON VIEW pgq.health_alerts IS 'The enabled alert rules of alert_rules evaluated now: rule, severity, subject (''*'', a queue or a worker), value, threshold, firing (value > threshold), detail.';
 GRANT SELECT ON TABLE pgq.health_alerts TO pgq_producer;
+GRANT SELECT ON TABLE pgq.health_alerts TO pgq_viewer;
 
 -- ==================== view job_blockers
 CREATE VIEW pgq.job_blockers AS
@@ -680,6 +696,7 @@ CREATE VIEW pgq.job_blockers AS
   WHERE status = ANY (ARRAY['waiting'::pgq.job_status, 'queued'::pgq.job_status, 'retrying'::pgq.job_status]);
 COMMENT ON VIEW pgq.job_blockers IS 'Why each waiting, queued or retrying job is not running: waiting on parent (waiting_on: their ids), not yet due, retrying backoff, queue paused, a queue or group limit or rate limit, or runnable; with its effective priority and group.';
 GRANT SELECT ON TABLE pgq.job_blockers TO pgq_producer;
+GRANT SELECT ON TABLE pgq.job_blockers TO pgq_viewer;
 
 -- ==================== view job_history
 CREATE VIEW pgq.job_history AS
@@ -718,6 +735,7 @@ UNION ALL
   WHERE status = 'running'::pgq.job_status;
 COMMENT ON VIEW pgq.job_history IS 'Every attempt of every job (finished ones and the running one), by life and attempt, for "what happened to job X".';
 GRANT SELECT ON TABLE pgq.job_history TO pgq_producer;
+GRANT SELECT ON TABLE pgq.job_history TO pgq_viewer;
 
 -- ==================== view job_status_estimates
 CREATE VIEW pgq.job_status_estimates AS
@@ -732,6 +750,7 @@ CREATE VIEW pgq.job_status_estimates AS
   WHERE oid = 'pgq.jobs'::regclass::oid;
 COMMENT ON VIEW pgq.job_status_estimates IS 'Estimated jobs per status from the table statistics (as of the last ANALYZE): the cheap count of finished jobs, which queue_stats leaves out.';
 GRANT SELECT ON TABLE pgq.job_status_estimates TO pgq_producer;
+GRANT SELECT ON TABLE pgq.job_status_estimates TO pgq_viewer;
 
 -- ==================== view paused_queues
 CREATE VIEW pgq.paused_queues AS
@@ -746,6 +765,7 @@ CREATE VIEW pgq.paused_queues AS
   WHERE resumed_at IS NULL;
 COMMENT ON VIEW pgq.paused_queues IS 'Queues paused now: since when, by whom (session user, application_name), and how many of their jobs wait (queued or retrying).';
 GRANT SELECT ON TABLE pgq.paused_queues TO pgq_producer;
+GRANT SELECT ON TABLE pgq.paused_queues TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.paused_queues TO pgq_worker;
 
 -- ==================== view queue_policy_usage
@@ -776,6 +796,7 @@ CREATE VIEW pgq.queue_policy_usage AS
    FROM pgq.queue_policies p;
 COMMENT ON VIEW pgq.queue_policy_usage IS 'Queues with claim rules: the rules, running jobs against max_running, tokens left, runnable jobs, groups with a state.';
 GRANT SELECT ON TABLE pgq.queue_policy_usage TO pgq_producer;
+GRANT SELECT ON TABLE pgq.queue_policy_usage TO pgq_viewer;
 GRANT SELECT ON TABLE pgq.queue_policy_usage TO pgq_worker;
 
 -- ==================== view queue_stats
@@ -824,6 +845,7 @@ CREATE VIEW pgq.queue_stats AS
   GROUP BY queue, status, priority;
 COMMENT ON VIEW pgq.queue_stats IS 'Jobs per queue, status and priority for the statuses still to run or to decide on (waiting, queued, running, retrying, dead), with how long the oldest due job has waited. Reads partial indexes only; finished jobs: job_status_estimates.';
 GRANT SELECT ON TABLE pgq.queue_stats TO pgq_producer;
+GRANT SELECT ON TABLE pgq.queue_stats TO pgq_viewer;
 
 -- ==================== view worker_status
 CREATE VIEW pgq.worker_status AS
@@ -846,6 +868,7 @@ CREATE VIEW pgq.worker_status AS
    FROM pgq.workers w;
 COMMENT ON VIEW pgq.worker_status IS 'Workers with heartbeat age, load, health, the number of jobs they are running and of their stuck handlers.';
 GRANT SELECT ON TABLE pgq.worker_status TO pgq_producer;
+GRANT SELECT ON TABLE pgq.worker_status TO pgq_viewer;
 
 -- ==================== function age_jobs(p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.age_jobs(p_now timestamp with time zone DEFAULT now())
@@ -1313,6 +1336,7 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.drain_worker(p_worker_id uuid, p_now timestamp with time zone) IS 'Ask a worker to drain: it claims nothing more (PQ005), finishes or releases its jobs and deregisters. Returns false when it was already draining. PQ002: stopped or unknown.';
+GRANT EXECUTE ON FUNCTION pgq.drain_worker(p_worker_id uuid, p_now timestamp with time zone) TO pgq_operator;
 GRANT EXECUTE ON FUNCTION pgq.drain_worker(p_worker_id uuid, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function enqueue_job(p_task text, p_payload jsonb, p_queue text, p_priority integer, p_delay interval, p_max_attempts integer, p_timeout interval, p_unique_key text, p_run_at timestamp with time zone, p_now timestamp with time zone)
@@ -1744,6 +1768,7 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.evacuate_worker(p_worker_id uuid, p_reason text, p_source text, p_now timestamp with time zone) IS 'Evacuate a worker: drain_worker plus the reason (workers.evacuation_reason); it releases unstarted jobs, gives back what still runs after PGQ_EVACUATION_GRACE_SECONDS, deregisters and exits 75. False when already evacuated. PQ004: bad reason or source; PQ002: stopped or unknown.';
+GRANT EXECUTE ON FUNCTION pgq.evacuate_worker(p_worker_id uuid, p_reason text, p_source text, p_now timestamp with time zone) TO pgq_operator;
 GRANT EXECUTE ON FUNCTION pgq.evacuate_worker(p_worker_id uuid, p_reason text, p_source text, p_now timestamp with time zone) TO pgq_worker;
 
 -- ==================== function fail_job(p_job_id bigint, p_worker_id uuid, p_attempt integer, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_outcome pgq.attempt_outcome, p_now timestamp with time zone)
@@ -2559,6 +2584,7 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone) IS 'Pause a queue: claims that start after the commit take none of its jobs; enqueue still works. True when it paused it, false when already paused.';
+GRANT EXECUTE ON FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone) TO pgq_operator;
 GRANT EXECUTE ON FUNCTION pgq.pause_queue(p_queue text, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function prune_health_logs(p_older_than interval, p_limit integer, p_now timestamp with time zone)
@@ -2722,6 +2748,7 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.purge_dead_jobs(p_job_ids bigint[], p_older_than interval, p_now timestamp with time zone) IS 'Deletes up to 10,000 dead jobs (all, or the named ids) dead for more than p_older_than, oldest first, with their dead letters and history; returns their ids. Call again while it returns 10,000 rows.';
+GRANT EXECUTE ON FUNCTION pgq.purge_dead_jobs(p_job_ids bigint[], p_older_than interval, p_now timestamp with time zone) TO pgq_operator;
 
 -- ==================== function record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text, p_retry_delay double precision, p_fatal boolean, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.record_failed_attempt(p_job_id bigint, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_traceback text DEFAULT NULL::text, p_retry_delay double precision DEFAULT NULL::double precision, p_fatal boolean DEFAULT false, p_now timestamp with time zone DEFAULT now())
@@ -2979,6 +3006,7 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone) IS 'Puts dead jobs (the named ids, or every dead job of p_queue or of all queues) back in their queue for a new life with a full set of attempts; returns their ids.';
+GRANT EXECUTE ON FUNCTION pgq.requeue_dead_jobs(p_job_ids bigint[], p_queue text, p_now timestamp with time zone) TO pgq_operator;
 
 -- ==================== function requeue_dead_jobs_v2(p_job_ids bigint[], p_queue text, p_with_dependents boolean, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.requeue_dead_jobs_v2(p_job_ids bigint[] DEFAULT NULL::bigint[], p_queue text DEFAULT NULL::text, p_with_dependents boolean DEFAULT false, p_now timestamp with time zone DEFAULT now())
@@ -3031,6 +3059,7 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.requeue_dead_jobs_v2(p_job_ids bigint[], p_queue text, p_with_dependents boolean, p_now timestamp with time zone) IS 'requeue_dead_jobs, and with p_with_dependents the descendants cancelled because of these jobs back to waiting; returns the ids requeued.';
+GRANT EXECUTE ON FUNCTION pgq.requeue_dead_jobs_v2(p_job_ids bigint[], p_queue text, p_with_dependents boolean, p_now timestamp with time zone) TO pgq_operator;
 
 -- ==================== function rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone)
 CREATE OR REPLACE FUNCTION pgq.rescue_job(p_job_id bigint, p_unstarted boolean, p_outcome pgq.attempt_outcome, p_error_type text, p_error_message text, p_retry_delay double precision, p_now timestamp with time zone)
@@ -3079,6 +3108,7 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone) IS 'Resume a paused queue: claims that start after the commit take its jobs again. True when it resumed it, false when it was not paused.';
+GRANT EXECUTE ON FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone) TO pgq_operator;
 GRANT EXECUTE ON FUNCTION pgq.resume_queue(p_queue text, p_now timestamp with time zone) TO pgq_producer;
 
 -- ==================== function retry_delay(p_attempt integer, p_base_seconds double precision, p_factor double precision, p_max_seconds double precision)

@@ -172,12 +172,13 @@ _MEMBERS = (
 
 
 def role_names(schema: str) -> list[str]:
-    """The roles revision 0003 creates for ``schema``: ``<schema>_producer``, ``<schema>_worker``."""
-    return [f"{schema}_producer", f"{schema}_worker"]
+    """The roles the revisions create for ``schema``: ``<schema>_producer`` and ``<schema>_worker``
+    (0003), ``<schema>_viewer`` and ``<schema>_operator`` (0015, the dashboard)."""
+    return [f"{schema}_producer", f"{schema}_worker", f"{schema}_viewer", f"{schema}_operator"]
 
 
 def drop_roles(settings: Settings) -> tuple[list[str], list[tuple[str, str]]]:
-    """Drop the schema's roles (``<schema>_producer``, ``<schema>_worker``) once nothing uses them.
+    """Drop the schema's roles (``<schema>_producer``, ``_worker``, ``_viewer``, ``_operator``) once nothing uses them.
 
     Roles are cluster-wide, so they outlive a schema dropped by hand or a
     database dropped whole. Refused, changing nothing, while this database's
@@ -185,7 +186,7 @@ def drop_roles(settings: Settings) -> tuple[list[str], list[tuple[str, str]]]:
     database still grants them a privilege or they own anything (Postgres then
     names what, and where). Memberships (``GRANT pgq_producer TO app_web``) go
     with the roles; they are returned so that the caller can say so. One
-    transaction: both roles go, or neither.
+    transaction: every role goes, or none.
 
     Returns:
         The roles dropped (those that existed) and the memberships removed, as

@@ -1,4 +1,4 @@
-"""The ``pgq`` command: migrate, worker, status, workers, dlq, bench, metrics.
+"""The ``pgq`` command: migrate, worker, status, workers, dlq, bench, metrics, dashboard.
 
 Thin by design: parse options, build ``Settings``, call one library function,
 print, exit. Exit codes: 0 success, 1 failed operation, 2 bad usage or
@@ -16,7 +16,7 @@ import logging
 
 import click
 
-from pgq.cli import bench, dlq, metrics, migrate, status, worker, workers
+from pgq.cli import bench, dashboard, dlq, metrics, migrate, status, worker, workers
 from pgq.cli.common import Context, format_table, handle_errors
 from pgq.cli.scheduling import commands as scheduling_commands
 from pgq.health.cli import commands as health_commands
@@ -47,6 +47,8 @@ main.add_command(dlq.dlq)
 main.add_command(bench.bench)
 # Prometheus (issue 11): pgq metrics (pgq/cli/metrics.py); workers: pgq worker --metrics-port.
 main.add_command(metrics.metrics)
+# The web dashboard (issue 13): pgq dashboard (pgq/cli/dashboard.py, pgq/dashboard/).
+main.add_command(dashboard.dashboard)
 
 # Worker health (issue 11): `pgq health`, `pgq workers health` (pgq/health/cli.py).
 for _command, _group in zip(health_commands(handle_errors), (main, workers.workers), strict=True):

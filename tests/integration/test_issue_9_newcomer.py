@@ -48,7 +48,7 @@ def schema(conn: psycopg.Connection[Any]) -> Iterator[str]:
     """A schema of its own (its roles are cluster-wide: no other test may share them)."""
     name = f"pgq_dr{os.getpid()}"
     yield name
-    for role in (f"{name}_producer", f"{name}_worker"):
+    for role in (f"{name}_producer", f"{name}_worker", f"{name}_viewer", f"{name}_operator"):
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
         if exists:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
@@ -56,9 +56,14 @@ def schema(conn: psycopg.Connection[Any]) -> Iterator[str]:
     conn.execute("DROP ROLE IF EXISTS pgq_dr_login")
 
 
+def all_roles(schema: str) -> list[str]:
+    """Every role a schema's migrations create, in name order."""
+    return [f"{schema}_operator", f"{schema}_producer", f"{schema}_viewer", f"{schema}_worker"]
+
+
 def _roles(conn: psycopg.Connection[Any], schema: str) -> list[str]:
-    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname IN (%s, %s) ORDER BY 1",
-                        [f"{schema}_producer", f"{schema}_worker"]).fetchall()
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname IN (%s, %s, %s, %s) ORDER BY 1",
+                        [f"{schema}_producer", f"{schema}_worker", f"{schema}_viewer", f"{schema}_operator"]).fetchall()
     return [str(r[0]) for r in rows]
 
 
@@ -68,21 +73,21 @@ def test_drop_roles_refuses_while_the_schema_is_migrated_then_drops_what_is_left
     monkeypatch.setenv("PGQ_DATABASE_URL", db_url)
     runner = CliRunner()
     assert runner.invoke(main, ["--schema", schema, "migrate"]).exit_code == 0
-    assert _roles(conn, schema) == [f"{schema}_producer", f"{schema}_worker"]
+    assert _roles(conn, schema) == all_roles(schema)
     conn.execute(sql.SQL("CREATE ROLE pgq_dr_login; GRANT {} TO pgq_dr_login").format(
         sql.Identifier(f"{schema}_producer")))
 
     refused = runner.invoke(main, ["--schema", schema, "migrate", "--drop-roles"])
     assert refused.exit_code == 1, refused.output
     assert "--downgrade --to base" in refused.output
-    assert _roles(conn, schema) == [f"{schema}_producer", f"{schema}_worker"]
+    assert _roles(conn, schema) == all_roles(schema)
 
     # Dropped by hand, the schema leaves its roles behind (they are cluster-wide).
     conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    assert _roles(conn, schema) == [f"{schema}_producer", f"{schema}_worker"]
+    assert _roles(conn, schema) == all_roles(schema)
     dropped = runner.invoke(main, ["--schema", schema, "migrate", "--drop-roles"])
     assert dropped.exit_code == 0, dropped.output
-    assert f"dropped {schema}_producer, {schema}_worker" in dropped.output
+    assert f"dropped {', '.join(all_roles(schema))}" in dropped.output
     assert f"pgq_dr_login is no longer a member of {schema}_producer" in dropped.output
     assert _roles(conn, schema) == []
     again = runner.invoke(main, ["--schema", schema, "migrate", "--drop-roles"])
@@ -104,7 +109,7 @@ def test_drop_roles_refuses_and_changes_nothing_while_a_privilege_still_uses_a_r
     assert refused.exit_code == 1, refused.output
     assert "Nothing was dropped" in refused.output and "app_table" in refused.output
     # One transaction: the producer role (droppable on its own) is still there too.
-    assert _roles(conn, schema) == [f"{schema}_producer", f"{schema}_worker"]
+    assert _roles(conn, schema) == all_roles(schema)
 
 
 def test_migrate_downgrade_to_base_removes_the_schema_objects_and_the_roles(

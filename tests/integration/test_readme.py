@@ -12,7 +12,8 @@ parameters, and its configuration table lists exactly the settings.
   blocks) must be a parameter of that call.
 - Every ``Settings`` field has a row ``PGQ_<FIELD>`` in the configuration table
   with its default, every row names a field, and every ``PGQ_*`` variable the
-  README mentions exists.
+  README mentions exists (a setting, or a ``pgq`` option's variable such as
+  ``PGQ_DASHBOARD_TOKEN``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pgq.testing import QueueClock, assert_enqueued, enqueued, run_until_empty, 
 pytestmark = pytest.mark.integration
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-TEST_VARIABLES = {"PGQ_TEST_DATABASE_URL", "PGQ_TEST_REDIS_URL"}
+TEST_VARIABLES = {"PGQ_TEST_DATABASE_URL", "PGQ_TEST_REDIS_URL", "PGQ_TEST_DASHBOARD_SCREENSHOTS"}
 
 
 def readme() -> str:
@@ -261,7 +262,25 @@ def test_every_setting_is_in_the_configuration_table_with_its_default() -> None:
     assert wrong == {}
 
 
+def cli_variables() -> set[str]:
+    """The ``PGQ_*`` variables that options of the ``pgq`` command read (``envvar=``), e.g. PGQ_DASHBOARD_TOKEN."""
+    import click
+
+    from pgq.cli import main
+
+    found: set[str] = set()
+    commands: list[click.Command] = [main]
+    while commands:
+        command = commands.pop()
+        if isinstance(command, click.Group):
+            commands.extend(command.commands.values())
+        for param in command.params:
+            envvar = getattr(param, "envvar", None)
+            found.update([envvar] if isinstance(envvar, str) else envvar or [])
+    return found
+
+
 def test_every_pgq_variable_the_readme_mentions_exists() -> None:
-    variables = {f"PGQ_{f.name.upper()}" for f in dataclasses.fields(Settings)} | TEST_VARIABLES
+    variables = {f"PGQ_{f.name.upper()}" for f in dataclasses.fields(Settings)} | TEST_VARIABLES | cli_variables()
     mentioned = set(re.findall(r"\bPGQ_[A-Z0-9_]*[A-Z0-9]\b", readme()))
     assert sorted(mentioned - variables) == []

@@ -39,6 +39,8 @@ from pgq.sqlfiles import read_sql
 pytestmark = pytest.mark.integration
 
 PRODUCER, WORKER = "pgq_producer", "pgq_worker"
+# Revision 0015 (db/roles/014.sql): the dashboard's roles.
+VIEWER, OPERATOR = "pgq_viewer", "pgq_operator"
 DENIED = "42501"  # insufficient_privilege
 
 
@@ -119,9 +121,11 @@ def role_exists(conn: psycopg.Connection[Any], name: str) -> bool:
 def test_migration_creates_nologin_roles_named_after_the_schema(conn: psycopg.Connection[Any]) -> None:
     rows = conn.execute(
         "SELECT rolname, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, shobj_description(oid, 'pg_authid')"
-        " FROM pg_roles WHERE rolname IN (%s, %s) ORDER BY rolname", (PRODUCER, WORKER)).fetchall()
-    assert [r[:5] for r in rows] == [(PRODUCER, False, False, False, False), (WORKER, False, False, False, False)]
-    assert "enqueue" in rows[0][5] and "claim" in rows[1][5]
+        " FROM pg_roles WHERE rolname IN (%s, %s, %s, %s) ORDER BY rolname",
+        (PRODUCER, WORKER, VIEWER, OPERATOR)).fetchall()
+    assert [r[:5] for r in rows] == [(role, False, False, False, False) for role in (OPERATOR, PRODUCER, VIEWER, WORKER)]
+    assert "requeue" in rows[0][5] and "enqueue" in rows[1][5] and "Changes nothing" in rows[2][5]
+    assert "claim" in rows[3][5]
 
 
 # What each role holds directly, by object (PUBLIC and the owner aside): the
@@ -217,6 +221,25 @@ EXPECTED_GRANTS = {
     },
 }
 
+# The dashboard (revision 0015, db/roles/014.sql): the viewer reads, the operator acts through functions.
+EXPECTED_GRANTS[VIEWER] = {
+    ("schema", "pgq", "USAGE"),
+    *(("table", name, "SELECT") for name in (
+        "jobs", "workers", "job_executions", "dead_letter_queue", "job_dependencies", "worker_health_logs",
+        "alert_rules", "queue_pauses", "schedules", "queue_policies", "group_states", "alembic_version",
+        "queue_stats", "worker_status", "job_history", "job_blockers", "health_alerts", "paused_queues",
+        "job_status_estimates", "queue_policy_usage")),
+    # The list of snapshots, not their bodies.
+    ("table", "state_snapshots", "SELECT (id, snapshot_type, origin, base_snapshot_id, full_snapshot_id, created_at,"
+                                 " format_version, schema_revision, metadata, body_sha256)"),
+}
+EXPECTED_GRANTS[OPERATOR] = {
+    ("schema", "pgq", "USAGE"),
+    *(("function", name, "EXECUTE") for name in (
+        "requeue_dead_jobs", "requeue_dead_jobs_v2", "purge_dead_jobs", "drain_worker", "evacuate_worker",
+        "pause_queue", "resume_queue")),
+}
+
 _DIRECT_GRANTS = """
 SELECT 'schema', n.nspname, a.privilege_type
 FROM pg_namespace AS n, aclexplode(n.nspacl) AS a
@@ -238,7 +261,7 @@ WHERE n.nspname = 'pgq' AND a.grantee = %(role)s::regrole
 """
 
 
-@pytest.mark.parametrize("role", [PRODUCER, WORKER])
+@pytest.mark.parametrize("role", [PRODUCER, WORKER, VIEWER, OPERATOR])
 def test_each_role_holds_exactly_its_grants(conn: psycopg.Connection[Any], role: str) -> None:
     held = {tuple(r) for r in conn.execute(_DIRECT_GRANTS, {"role": role}).fetchall()}
     assert held == EXPECTED_GRANTS[role]
@@ -268,6 +291,36 @@ def test_definer_functions_are_closed_to_public_and_pin_their_search_path(conn: 
         (["record_failed_attempt", "notify_queues", "retry_delay", "requeue_dead_jobs", "purge_dead_jobs",
           "requeue_dead_jobs_v2", "release_waiting_children", "lend_priority", "cancel_waiting_descendants"],)).fetchall()
     assert helpers == []
+
+
+def test_the_viewer_reads_everything_the_dashboard_shows_and_changes_nothing(
+    logins: Logins, conn: psycopg.Connection[Any],
+) -> None:
+    job = factories.insert_job(conn, status="dead", last_error="boom")
+    factories.insert_dead_letter(conn, job)
+    worker = factories.insert_worker(conn)
+    viewer = logins.create(VIEWER).dsn
+    with as_role(viewer) as c:
+        for relation in [name for kind, name, _p in EXPECTED_GRANTS[VIEWER] if kind == "table"]:
+            columns = "id, created_at" if relation == "state_snapshots" else "*"
+            c.execute(sql.SQL("SELECT {} FROM pgq.{} LIMIT 1").format(sql.SQL(columns), sql.Identifier(relation)))
+    assert denied(viewer, [
+        ("SELECT body FROM pgq.state_snapshots", ()),
+        ("UPDATE pgq.jobs SET status = 'queued' WHERE id = %s", (job,)),
+        ("DELETE FROM pgq.dead_letter_queue", ()),
+        ("INSERT INTO pgq.jobs (task) VALUES ('t')", ()),
+        ("SELECT pgq.requeue_dead_jobs(ARRAY[%s]::bigint[])", (job,)),
+        ("SELECT pgq.drain_worker(%s)", (worker,)),
+        ("SELECT pgq.enqueue_job('t')", ()),
+        ("SELECT pgq.cancel_job(%s)", (job,)),
+    ]) == []
+    # The operator acts through the functions only (and needs the viewer to read).
+    operator = logins.create(OPERATOR).dsn
+    assert denied(operator, [("SELECT 1 FROM pgq.jobs", ()), ("UPDATE pgq.workers SET status = 'draining'", ())]) == []
+    with as_role(operator) as c:
+        assert c.execute("SELECT * FROM pgq.requeue_dead_jobs(ARRAY[%s]::bigint[])", (job,)).fetchall() == [(job,)]
+        assert c.execute("SELECT pgq.drain_worker(%s)", (worker,)).fetchone() == (True,)
+    assert factories.job(conn, job)["status"] == "queued"
 
 
 # ---------------------------------------------------------------- producer
@@ -647,19 +700,20 @@ def test_definer_functions_ignore_the_callers_search_path_and_temporary_objects(
 
 
 def _schema_roles(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, bool]]:
-    return conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN (%s, %s) ORDER BY 1",
-                        (f"{schema}_producer", f"{schema}_worker")).fetchall()
+    return conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY (%s) ORDER BY 1",
+                        ([f"{schema}_{kind}" for kind in ("producer", "worker", "viewer", "operator")],)).fetchall()
 
 
 def test_each_schema_gets_its_own_roles_and_downgrade_drops_them(
     logins: Logins, conn: psycopg.Connection[Any], db_url: str,
 ) -> None:
     schema = f"pgqr_{uuid.uuid4().hex[:10]}"
-    logins.track(f"{schema}_producer")
-    logins.track(f"{schema}_worker")
+    for kind in ("producer", "worker", "viewer", "operator"):
+        logins.track(f"{schema}_{kind}")
     settings = pgq.Settings(database_url=db_url, schema=schema)
     upgrade(settings)
-    assert _schema_roles(conn, schema) == [(f"{schema}_producer", False), (f"{schema}_worker", False)]
+    assert _schema_roles(conn, schema) == [(f"{schema}_{kind}", False)
+                                           for kind in ("operator", "producer", "viewer", "worker")]
     # A producer of this schema is no producer of schema pgq.
     dsn = logins.create(f"{schema}_producer").dsn
     with as_role(dsn) as c:
@@ -692,8 +746,8 @@ def test_downgrade_keeps_roles_that_other_databases_still_use(conn: psycopg.Conn
     at_head = dump(conn, "pgq")
     downgrade(settings, "0002")
 
-    assert _schema_roles(conn, "pgq") == [(PRODUCER, False), (WORKER, False)]
-    for role in (PRODUCER, WORKER):
+    assert _schema_roles(conn, "pgq") == [(OPERATOR, False), (PRODUCER, False), (VIEWER, False), (WORKER, False)]
+    for role in (PRODUCER, WORKER, VIEWER, OPERATOR):
         assert conn.execute(_DIRECT_GRANTS, {"role": role}).fetchall() == []
     assert "pgq_producer" not in dump(conn, "pgq")
 
@@ -706,8 +760,8 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     logins: Logins, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture,
 ) -> None:
     schema = f"pgqr_{uuid.uuid4().hex[:10]}"
-    logins.track(f"{schema}_producer")
-    logins.track(f"{schema}_worker")
+    for kind in ("producer", "worker", "viewer", "operator"):
+        logins.track(f"{schema}_{kind}")
     owner = logins.create(options="NOCREATEROLE")
     owner_dsn = owner.dsn
     database = conn.execute("SELECT current_database()").fetchone()[0]
@@ -728,8 +782,9 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     # then 0009 for the producer's enqueue_jobs_v2 / enqueue_job_v2, then 0010 for each
     # role (pausing: the producer's functions, both roles' queue_pauses; then the schedules),
     # then 0011 for the worker's snapshot functions, then 0012 for each role (claim rules),
-    # then 0013 for the worker's evacuate_worker, then 0014 for each role (collect_metrics).
-    assert len(said) == 20 and all("CREATE ROLE" in m for m in said), said
+    # then 0013 for the worker's evacuate_worker, then 0014 for each role (collect_metrics),
+    # then 0015 for the dashboard's viewer and operator.
+    assert len(said) == 22 and all("CREATE ROLE" in m for m in said), said
     assert all("may not create roles" in m for m in said[:2]) and "roles/002.sql" in said[2], said
     assert all("003.sql" in m for m in said[3:5]), said
     assert "004.sql" in said[5], said
@@ -742,11 +797,12 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
     assert all("011.sql" in m for m in said[15:17]), said
     assert "012.sql" in said[17], said
     assert all("013.sql" in m and "collect_metrics" in m for m in said[18:20]), said
+    assert all("may not create roles" in m and "014.sql" in m for m in said[20:22]), said
     assert conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
         sql.Identifier(schema))).fetchone() == (head_revision(),)
     # The DBA creates the roles, and the owner runs the (idempotent) file again.
-    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN; CREATE ROLE {} NOLOGIN").format(
-        sql.Identifier(f"{schema}_producer"), sql.Identifier(f"{schema}_worker")))
+    for kind in ("producer", "worker", "viewer", "operator"):
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(f"{schema}_{kind}")))
     with as_role(owner_dsn) as c:
         c.add_notice_handler(lambda diag: warnings.append(diag.message_primary or ""))
         c.execute(sql.SQL("SET search_path TO {}, pg_catalog, pg_temp").format(sql.Identifier(schema)))
@@ -763,6 +819,7 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
         c.execute(read_sql("roles/011.sql"))
         c.execute(read_sql("roles/012.sql"))
         c.execute(read_sql("roles/013.sql"))
+        c.execute(read_sql("roles/014.sql"))
     producer = logins.create(f"{schema}_producer").dsn
     with as_role(producer) as c:
         job = c.execute(sql.SQL("SELECT {}.enqueue_job('t')").format(sql.Identifier(schema))).fetchone()
@@ -792,6 +849,9 @@ def test_a_migrating_role_that_may_not_create_roles_is_warned_and_a_dba_finishes
             sql.Identifier(schema))).fetchone() == (0,)
         assert c.execute(sql.SQL("SELECT count(*) FROM {}.collect_metrics() WHERE metric = 'workers'").format(
             sql.Identifier(schema))).fetchone() == (4,)
+    viewer = logins.create(f"{schema}_viewer").dsn
+    with as_role(viewer) as c:
+        assert c.execute(sql.SQL("SELECT count(*) FROM {}.jobs").format(sql.Identifier(schema))).fetchone() == (3,)
     assert warnings == []  # nothing skipped the second time
 
 
