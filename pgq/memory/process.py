@@ -34,14 +34,18 @@ def main() -> None:
                 request = pickle.load(requests)
             except EOFError:  # the worker is gone: nothing is left to write
                 break
-            if request[0] == "write":
-                _, batch, now, retry = request
-                if retry:
-                    sink.retry_now()
-                pickle.dump(sink.write(batch, now), answers, protocol=pickle.HIGHEST_PROTOCOL)
-                answers.flush()
-            else:
+            if request[0] != "write":
                 stopping = True
+                break
+            _, batch, now, retry = request
+            if retry:
+                sink.retry_now()
+            report = sink.write(batch, now)  # stored before the answer: a dead worker does not undo it
+            try:
+                pickle.dump(report, answers, protocol=pickle.HIGHEST_PROTOCOL)
+                answers.flush()
+            except BrokenPipeError:  # the worker died while this batch was written
+                break
     finally:
         sink.close()
     if stopping:

@@ -28,7 +28,7 @@ from pgq.errors import ConfigurationError, ContextStoreMismatch, ContextStoreUna
 from pgq.executor import Failed
 from pgq.memory.context import ExecutionContext
 from pgq.memory.store import ContextStore
-from pgq.memory.writer import MemoryWriter, ProcessSink, StoreSink
+from pgq.memory.writer import FinishedAttempt, MemoryWriter, ProcessSink, StoreSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.search]
 
@@ -364,3 +364,19 @@ def test_minilm_without_its_package_is_refused_when_the_writer_is_made(memory_se
     """The writer's process would make the embedder; the worker checks it can, at start, without loading it."""
     with pytest.raises(ConfigurationError, match="PGQ_MEMORY_EMBEDDER=minilm"):
         MemoryWriter(memory_settings.replace(memory_embedder="minilm"), "w")
+
+
+def test_the_writers_process_outlives_no_worker_and_keeps_what_it_was_given(memory_settings: pgq.Settings) -> None:
+    """A worker killed with SIGKILL closes its end of the pipe and never says stop: its child
+    writes the batch it has, closes the local store (free for the next worker) and exits."""
+    sink = ProcessSink(memory_settings, "w")
+    attempt = FinishedAttempt(7, 1, "default", "send_email", "failed", 1.7e9, 1.7e9 - 0.5, "TimeoutError",
+                              "SMTP timeout after 30s", None, ("to",), None)
+    assert sink.write([attempt], 1.7e9).stored == 1
+    process = sink.process
+    assert process is not None and process.stdin is not None and process.stdout is not None
+    process.stdin.close()  # what the kernel does for a killed worker
+    assert process.wait(60) == 0
+    process.stdout.close()
+    [point] = stored(memory_settings)  # the directory is free again
+    assert (point["job_id"], point["normalised"], point["duration_ms"]) == (7, "smtp timeout after <num>", 500.0)
