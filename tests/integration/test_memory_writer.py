@@ -380,3 +380,20 @@ def test_the_writers_process_outlives_no_worker_and_keeps_what_it_was_given(memo
     process.stdout.close()
     [point] = stored(memory_settings)  # the directory is free again
     assert (point["job_id"], point["normalised"], point["duration_ms"]) == (7, "smtp timeout after <num>", 500.0)
+
+
+def test_the_writers_process_ignores_the_signals_a_process_group_gets(memory_settings: pgq.Settings) -> None:
+    """Ctrl-C (SIGINT) or a supervisor's SIGTERM reaches the whole process group: the child
+    keeps serving so that the worker's last flush, which follows, is written."""
+    sink = ProcessSink(memory_settings, "w")
+    attempts = [FinishedAttempt(n, 1, "default", "t", "failed", 1.7e9 + n, None, "E", f"boom {n}", None, (), None)
+                for n in (1, 2)]
+    assert sink.write(attempts[:1], 1.7e9).stored == 1
+    assert sink.process is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        os.kill(sink.process.pid, sig)
+    assert sink.write(attempts[1:], 1.7e9).stored == 1
+    process = sink.process
+    sink.close()
+    assert process.returncode == 0
+    assert [p["job_id"] for p in stored(memory_settings)] == [1, 2]
