@@ -2,17 +2,23 @@
 
 ``python -m bench.memory_cost [--admin-url URL] [--jobs 20000] [--rounds 3]``
 migrates a template database once, then for each round and each mode (memory
-off, memory on in local mode) clones it, enqueues ``--jobs`` no-op jobs of
-which every tenth raises (``max_attempts=1``: it fails once and is dead), and
-times ``Worker.run(burst=True)`` from start to return (the writer's close
-included), and the processing alone (database time from the first start to
-the last outcome). Modes alternate so that drift hits both. Prints one JSON record.
+``off``; on in local mode with the writer in a ``process`` of its own, the
+default; on with the writer in a ``thread`` of the worker) clones it, enqueues
+``--jobs`` no-op jobs of which every tenth raises (``max_attempts=1``: it fails
+once and is dead), and times ``Worker.run(burst=True)`` from start to return
+(the writer's close included), and the processing alone (database time from
+the first start to the last outcome). CPU is the worker process's, and
+separately its children's (the writer's process). ``--warm`` starts the
+writer (and opens its store) before the clock: the steady state of a
+long-running worker, without the one-time start. Modes alternate so that
+drift hits all. Prints one JSON record.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import time
@@ -22,6 +28,7 @@ import psycopg
 
 import pgq
 from pgq.db import quote_ident
+from pgq.memory.writer import FinishedAttempt, MemoryWriter
 from pgq.migrate import upgrade
 
 TEMPLATE = "pgq_memory_cost_template"
@@ -38,10 +45,32 @@ def _recreate(admin: str, name: str, template: str | None = None) -> str:
     return _url(admin, name)
 
 
-def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None, schema: str = "pgq") -> dict[str, Any]:
-    """One burn-down: wall time of ``Worker.run(burst=True)``, database processing time, and the
-    process's CPU time per job (every thread: the worker's, the writer's, the embedder's)."""
-    settings = pgq.Settings(database_url=url, schema=schema, memory=memory_path is not None, memory_path=memory_path)
+MODES = ("off", "process", "thread")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def warm_up(memory: MemoryWriter) -> None:
+    """Start the writer and open its store before the clock starts (one context of a job that
+    does not exist), so that a run measures the steady state, not the one-time start: the
+    writer's process importing pgq, numpy and qdrant-client (or, in a thread, the worker
+    importing qdrant-client) is 1–2 s of CPU, paid once per worker process."""
+    now = time.time()
+    attempt = FinishedAttempt(0, 1, "warm-up", "warm-up", "failed", now, now, "WarmUp", "warm-up", None, (), None)
+    memory.sink.write([attempt], now)
+
+
+def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None, schema: str = "pgq",
+              writer: str = "process", warm: bool = False) -> dict[str, Any]:
+    """One burn-down: wall time of ``Worker.run(burst=True)``, database processing time, the
+    process's CPU time per job (every thread: the worker's, the writer's, the embedder's) and
+    its children's (the writer's process, counted once it has ended: ``run`` waits for it).
+    ``warm``: the writer is started before the clock (``warm_up``)."""
+    settings = pgq.Settings(database_url=url, schema=schema, memory=memory_path is not None, memory_path=memory_path,
+                            memory_writer=writer)
     with pgq.connect(settings=settings) as q:
         @q.task(name="work", max_attempts=1)
         def work(n: int) -> int:
@@ -52,9 +81,11 @@ def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None, sc
         for start in range(0, jobs, 5000):
             q.enqueue_many([q.job_spec("work", {"n": n}) for n in range(start, min(jobs, start + 5000))])
         worker = q.worker(concurrency=concurrency, install_signal_handlers=False, run_maintenance=False)
-        t, cpu = time.perf_counter(), time.process_time()
+        if warm and worker.memory is not None:
+            warm_up(worker.memory)
+        t, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
         worker.run(burst=True)
-        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+        seconds, cpu, children = time.perf_counter() - t, time.process_time() - cpu, _children_cpu() - children
         counters = worker.memory.counters.__dict__ if worker.memory is not None else None
         with q.pool.connection() as conn:
             # Database time from the first start to the last outcome: the burn-down without
@@ -63,7 +94,7 @@ def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None, sc
                                f" FROM {quote_ident(schema)}.jobs").fetchone()
         processing = float(row[0]) if row and row[0] is not None else float("nan")
     return {"seconds": round(seconds, 3), "processing_seconds": round(processing, 3),
-            "cpu_ms_per_job": round(cpu * 1000 / jobs, 4),
+            "cpu_ms_per_job": round(cpu * 1000 / jobs, 4), "child_cpu_ms_per_job": round(children * 1000 / jobs, 4),
             "jobs_per_second": round(jobs / processing, 1), "writer": counters}
 
 
@@ -73,23 +104,38 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--modes", default=",".join(MODES), help="off, process, thread (comma-separated)")
+    parser.add_argument("--warm", action="store_true", help="start the writer before the clock (steady state)")
     args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes takes {', '.join(MODES)}")
     upgrade(pgq.Settings(database_url=_recreate(args.admin_url, TEMPLATE)))
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for _ in range(args.rounds):
-        for mode in ("off", "on"):
+        for mode in modes:
             url = _recreate(args.admin_url, "pgq_memory_cost_run", TEMPLATE)
             with tempfile.TemporaryDirectory() as path:
-                runs[mode].append(burn_down(url, args.jobs, args.concurrency, path if mode == "on" else None))
-    medians = {mode: statistics.median(r["seconds"] for r in rs) for mode, rs in runs.items()}
-    processing = {mode: statistics.median(r["processing_seconds"] for r in rs) for mode, rs in runs.items()}
-    cpu = {mode: statistics.median(r["cpu_ms_per_job"] for r in rs) for mode, rs in runs.items()}
-    print(json.dumps({"jobs": args.jobs, "failing": "10 %", "concurrency": args.concurrency, "runs": runs,
-                      "median_seconds": medians, "median_processing_seconds": processing,
-                      "overhead_percent": round(100 * (medians["on"] / medians["off"] - 1), 1),
-                      "processing_overhead_percent": round(100 * (processing["on"] / processing["off"] - 1), 1),
-                      "median_cpu_ms_per_job": cpu, "cpu_overhead_percent": round(100 * (cpu["on"] / cpu["off"] - 1), 1)},
-                     indent=2))
+                runs[mode].append(burn_down(url, args.jobs, args.concurrency, None if mode == "off" else path,
+                                            writer="thread" if mode == "thread" else "process", warm=args.warm))
+                runs[mode][-1]["load_average"] = [round(x, 1) for x in __import__("os").getloadavg()]
+
+    def median(key: str) -> dict[str, float]:
+        return {mode: statistics.median(r[key] for r in rs) for mode, rs in runs.items()}
+
+    seconds, processing, cpu, child = (median("seconds"), median("processing_seconds"), median("cpu_ms_per_job"),
+                                       median("child_cpu_ms_per_job"))
+    base = modes[0]
+
+    def cost(values: dict[str, float]) -> dict[str, float]:
+        return {mode: round(100 * (v / values[base] - 1), 1) for mode, v in values.items() if mode != base}
+
+    print(json.dumps({"jobs": args.jobs, "failing": "10 %", "concurrency": args.concurrency, "baseline": base,
+                      "warm": args.warm,
+                      "runs": runs, "median_seconds": seconds, "median_processing_seconds": processing,
+                      "median_cpu_ms_per_job": cpu, "median_child_cpu_ms_per_job": child,
+                      "overhead_percent": cost(seconds), "processing_overhead_percent": cost(processing),
+                      "cpu_overhead_percent": cost(cpu)}, indent=2))
     with psycopg.connect(args.admin_url, autocommit=True) as conn:
         for name in ("pgq_memory_cost_run", TEMPLATE):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -254,6 +254,9 @@ class Settings:
     # The writer upserts at most this many per batch, at least every memory_flush_interval_seconds.
     memory_batch_size: int = 256
     memory_flush_interval_seconds: float = 1.0
+    # Where contexts are embedded and stored: "process" (a child process of the worker's own,
+    # so that the worker's threads never wait for the GIL behind it) or "thread" (in the worker).
+    memory_writer: str = "process"
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema)
@@ -402,6 +405,8 @@ class Settings:
                 f"PGQ_MEMORY_COLLECTION must be 1 to 64 letters, digits, _ or -, got {self.memory_collection!r}")
         if self.memory_embedder not in ("lexical", "minilm"):
             raise ConfigurationError(f"PGQ_MEMORY_EMBEDDER must be lexical or minilm, got {self.memory_embedder!r}")
+        if self.memory_writer not in ("process", "thread"):
+            raise ConfigurationError(f"PGQ_MEMORY_WRITER must be process or thread, got {self.memory_writer!r}")
         sample = self.memory_success_sample
         if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 <= sample <= 1:
             raise ConfigurationError(f"PGQ_MEMORY_SUCCESS_SAMPLE must be a fraction from 0 to 1, got {sample!r}")

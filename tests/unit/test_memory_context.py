@@ -99,7 +99,7 @@ def test_unknown_embedder_is_a_configuration_error() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("memory_retention_seconds", 3600.0), ("memory_retention_seconds", 91 * 24 * 3600.0),
     ("memory_success_sample", 1.5), ("memory_batch_size", 0), ("memory_collection", "a b"),
-    ("memory_embedder", "bert"), ("memory_path", " "), ("memory_flush_interval_seconds", 0),
+    ("memory_embedder", "bert"), ("memory_writer", "fork"), ("memory_writer", None), ("memory_path", " "), ("memory_flush_interval_seconds", 0),
 ])
 def test_bad_memory_settings_name_the_variable(name: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match="PGQ_" + name.upper()):
