@@ -23,6 +23,7 @@ Every namespace, server and process is removed at the end, also when a test fail
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,9 @@ def test_host_cut_off_is_rescued_fenced_and_stops_its_handlers(
     assert report.late >= len(run.faults)
     assert cut_short >= 1, "the healed worker stops the handlers of the jobs it lost"
     logs = "".join(w.log.read_text(errors="replace") for w in workers)
-    assert "had been marked stale; its jobs were rescued" in logs
+    # It learnt it had been marked stale: from its first heartbeat after the heal, or from a
+    # claim refused first (the LISTEN thread of an idle worker claims as soon as it reconnects).
+    assert re.search(r"had been marked stale; its jobs were rescued|is stale, only an active worker may claim", logs)
     assert len(run.workers) == 3, "no worker died (none was replaced)"
 
 
