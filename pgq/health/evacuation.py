@@ -11,6 +11,7 @@ the evacuation out (``evacuate_worker``, the drain, the exit code) is
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgq.health import DEGRADED, FAILING
+
+log = logging.getLogger(__name__)
 
 #: The exit code of a worker process that was evacuated: EX_TEMPFAIL (sysexits.h),
 #: "try again later": a supervisor restarts it (click's usage error is 2, a failure 1).
@@ -139,10 +142,13 @@ class EvacuationPolicy:
 
 @dataclass(frozen=True)
 class PeerWindow:
-    """A worker's health samples of its last few intervals against its peers' (``Queries.peer_window``).
+    """A worker's latest samples against its peers' over the same span (``Queries.peer_window``).
 
-    Peers are the other active workers sharing a queue with it; only samples in which
-    jobs finished count. ``failed_jobs``: the jobs that failed on this worker in the
+    The worker's own are its last ``after_samples`` samples in which jobs finished (those
+    its own rule counted, however long ago a slow or loaded worker sent them); its peers'
+    are those of the other active workers sharing a queue with it over the span these
+    cover, and at least over the last ``after_samples + 0.5`` intervals. Only samples in
+    which jobs finished count. ``failed_jobs``: the jobs that failed on this worker in the
     window (the latest ones it remembers); ``failed_elsewhere``: how many of them
     failed on another worker too.
     """
@@ -158,7 +164,8 @@ class PeerWindow:
     failed_jobs: int = 0
     failed_elsewhere: int = 0
 
-    def relative_score(self, latest: Mapping[str, Any], rss_limit_bytes: float | None) -> float:
+    def relative_score(self, latest: Mapping[str, Any], rss_limit_bytes: float | None,
+                       process: float | None = None) -> float:
         """The worker's score measured against its peers rather than against itself.
 
         The errors component counts only the error rate above the peers', as a share of
@@ -181,7 +188,9 @@ class PeerWindow:
         speed, p50 = 1.0, latest.get("latency_p50_ms") or self.p50_ms
         if p50 and self.peers_p50_ms and p50 > 0 and self.peers_p50_ms > 0:
             speed = min(1.0, s.SLOWDOWN_TOLERANCE * self.peers_p50_ms / p50)
-        return errors * speed * process_score(latest, rss_limit_bytes)
+        if process is None:
+            process = process_score(latest, rss_limit_bytes)
+        return errors * speed * process
 
     def why_stay(self, latest: Mapping[str, Any], rss_limit_bytes: float | None) -> str | None:
         """Why a worker its own samples would evacuate stays (None: it is the odd one out, it goes).
@@ -194,12 +203,13 @@ class PeerWindow:
         least half of the jobs that failed on it failed on another worker too (poison
         jobs follow the job, not the worker); otherwise its own evidence decides.
         """
-        if process_score(latest, rss_limit_bytes) < FAILING:
+        process = process_score(latest, rss_limit_bytes)
+        if process < FAILING:
             return None  # stuck handlers, outcome flow, event loop or memory: the process's own
         if self.peers_completed + self.peers_failed >= MIN_PEER_OUTCOMES:
             if self.peers_score is not None and self.peers_score < SHARED_CAUSE_BELOW:
                 return f"its peers are not healthy either (median score {self.peers_score:.2f}): a shared cause"
-            relative = self.relative_score(latest, rss_limit_bytes)
+            relative = self.relative_score(latest, rss_limit_bytes, process)
             if relative >= FAILING:
                 return (f"measured against its peers it is not failing (score {relative:.2f}): "
                         f"its jobs fail or run slowly on the other workers too")
@@ -220,3 +230,23 @@ def process_score(latest: Mapping[str, Any], rss_limit_bytes: float | None) -> f
 
     own = {k: v for k, v in latest.items() if k not in ("jobs_completed", "jobs_failed", "latency_p50_ms")}
     return score_sample(own, None, rss_limit_bytes)
+
+
+def weigh_against_peers(conn: Any, queries: Any, worker: Any, reason: str, sample: Mapping[str, Any]) -> str | None:
+    """Why ``worker`` (a ``pgq.Worker`` its policy would evacuate for ``reason``) stays, or None: it goes.
+
+    Reads its ``PeerWindow`` on ``conn`` and asks ``PeerWindow.why_stay``; a memory
+    prediction concerns the process alone and is not weighed. The figures are logged
+    either way, so that an operator can see what the decision rested on.
+    """
+    if reason.startswith("memory"):
+        return None
+    settings = worker.settings
+    samples = settings.evacuation_after_samples
+    peers = PeerWindow(*queries.peer_window(conn, worker.id, worker.queues, samples,
+                                            (samples + 0.5) * settings.heartbeat_interval_seconds,
+                                            worker.counters.failed_jobs.read()))
+    why = peers.why_stay(sample, settings.health_rss_limit_bytes)
+    log.info("worker %s weighed against its peers (%s): %s -> %s", worker.id, reason, peers,
+             "stays" if why else "evacuates")
+    return why

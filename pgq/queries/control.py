@@ -73,25 +73,29 @@ class ControlQueries(QueriesBase):
         self._evacuation = (
             f"SELECT evacuation_reason FROM {s}.workers WHERE id = %s::uuid AND evacuated_at >= drain_requested_at"
         )
-        # A worker's health samples of the last few intervals against those of the other live
-        # workers sharing a queue with it (only samples in which jobs finished: an idle peer
-        # says nothing); pgq.health.evacuation.PeerWindow reads the row.
+        # A worker's latest samples in which jobs finished (the ones its own rule counted) against
+        # the samples of the other live workers sharing a queue with it over the same span (at
+        # least the last few intervals; only samples in which jobs finished: an idle peer says
+        # nothing); pgq.health.evacuation.PeerWindow reads the row.
         self._peer_window = (
             f"WITH peers AS (SELECT id FROM {s}.workers WHERE status = 'active' AND id <> %s::uuid"
             "  AND queues && %s::text[]),"
-            " samples AS (SELECT l.worker_id = %s::uuid AS own, l.jobs_completed AS done,"
-            "  l.jobs_failed AS bad, l.latency_p50_ms AS p50, l.health_score AS score"
-            f"  FROM {s}.worker_health_logs AS l WHERE l.metric_type = 'heartbeat'"
-            "  AND l.logged_at > now() - make_interval(secs => %s)"
-            "  AND (l.worker_id = %s::uuid OR l.worker_id IN (SELECT id FROM peers))"
+            " own AS (SELECT l.logged_at - make_interval(secs => coalesce(l.interval_seconds, 0)) AS since,"
+            "  l.jobs_completed AS done, l.jobs_failed AS bad, l.latency_p50_ms AS p50"
+            f"  FROM {s}.worker_health_logs AS l WHERE l.worker_id = %s::uuid"
+            "  AND l.metric_type = 'heartbeat' AND coalesce(l.jobs_completed, 0) + coalesce(l.jobs_failed, 0) > 0"
+            "  ORDER BY l.logged_at DESC, l.id DESC LIMIT %s),"
+            " span AS (SELECT least(min(since), now() - make_interval(secs => %s)) AS since FROM own),"
+            " theirs AS (SELECT l.jobs_completed AS done, l.jobs_failed AS bad, l.latency_p50_ms AS p50,"
+            f"  l.health_score AS score FROM {s}.worker_health_logs AS l, span"
+            "  WHERE l.worker_id IN (SELECT id FROM peers) AND l.metric_type = 'heartbeat'"
+            "  AND l.logged_at > coalesce(span.since, now() - make_interval(secs => %s))"
             "  AND coalesce(l.jobs_completed, 0) + coalesce(l.jobs_failed, 0) > 0)"
-            " SELECT coalesce(sum(done) FILTER (WHERE own), 0), coalesce(sum(bad) FILTER (WHERE own), 0),"
-            "  percentile_cont(0.5) WITHIN GROUP (ORDER BY p50) FILTER (WHERE own),"
-            "  (SELECT count(*) FROM peers), coalesce(sum(done) FILTER (WHERE NOT own), 0),"
-            "  coalesce(sum(bad) FILTER (WHERE NOT own), 0),"
-            "  percentile_cont(0.5) WITHIN GROUP (ORDER BY p50) FILTER (WHERE NOT own),"
-            "  percentile_cont(0.5) WITHIN GROUP (ORDER BY score) FILTER (WHERE NOT own)"
-            " FROM samples"
+            " SELECT (SELECT coalesce(sum(done), 0) FROM own), (SELECT coalesce(sum(bad), 0) FROM own),"
+            "  (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY p50) FROM own),"
+            "  (SELECT count(*) FROM peers), coalesce(sum(done), 0), coalesce(sum(bad), 0),"
+            "  percentile_cont(0.5) WITHIN GROUP (ORDER BY p50), percentile_cont(0.5) WITHIN GROUP (ORDER BY score)"
+            " FROM theirs"
         )
         # Of some jobs, those that failed (or timed out) on another worker than this one.
         self._failed_elsewhere = (
@@ -189,13 +193,14 @@ class ControlQueries(QueriesBase):
         rows = execute(conn, self._evacuation, [worker_id])
         return str(rows[0][0]) if rows else None
 
-    def peer_window(self, conn: Any, worker_id: UUID, queues: Sequence[str], window_seconds: float,
+    def peer_window(self, conn: Any, worker_id: UUID, queues: Sequence[str], samples: int, window_seconds: float,
                     failed_job_ids: Sequence[int]) -> tuple[Any, ...]:
-        """The figures of ``pgq.health.evacuation.PeerWindow``, in its field order: this worker's and its
-        live peers' samples of the last ``window_seconds`` (database time), then how many of
+        """The figures of ``pgq.health.evacuation.PeerWindow``, in its field order: this worker's
+        latest ``samples`` samples in which jobs finished, and its live peers' samples over the
+        span they cover (at least the last ``window_seconds``, database time), then how many of
         ``failed_job_ids`` failed on another worker too."""
-        row = execute(conn, self._peer_window,
-                      [worker_id, list(queues), worker_id, window_seconds, worker_id])[0]
+        row = execute(conn, self._peer_window, [worker_id, list(queues), worker_id, samples,
+                                                window_seconds, window_seconds])[0]
         elsewhere = execute(conn, self._failed_elsewhere, [list(failed_job_ids), worker_id])[0][0] \
             if failed_job_ids else 0
         return (*row, len(failed_job_ids), int(elsewhere))

@@ -32,7 +32,7 @@ from pgq.scheduling.cron import register_periodic
 from pgq.clock import Clock, SystemClock
 from pgq.db import translated, wait_for_database
 from pgq.errors import TooManyStuckHandlers, ValidationError
-from pgq.health.evacuation import EvacuationPolicy, PeerWindow
+from pgq.health.evacuation import EvacuationPolicy, weigh_against_peers
 from pgq.maintenance import Maintenance
 from pgq.memory.writer import open_writer
 from pgq.notify import Listener
@@ -347,28 +347,20 @@ class Worker:
     def _evacuate_unless_shared(self, reason: str, sample: dict[str, Any]) -> None:
         """The policy says evacuate: do it, unless this worker is not the odd one out.
 
-        A restart helps a worker whose process is unwell, not one whose jobs are, nor
-        a fleet with a shared cause (the database, a dependency).
-        ``pgq.health.evacuation.PeerWindow.why_stay`` decides from the samples of the
-        last ``evacuation_after_samples`` intervals, this worker's against its peers'
-        (the other active workers of its queues), and from whether the jobs that failed
-        here failed elsewhere too; the policy asks again at the next sample. A memory
-        prediction concerns the process alone and is not weighed. When the figures
-        cannot be read, the worker's own evidence decides.
+        A restart helps a worker whose process is unwell, not one whose jobs are, nor a
+        fleet with a shared cause (the database, a dependency):
+        ``pgq.health.evacuation.weigh_against_peers`` decides, and the policy asks again at
+        the next sample. When the figures cannot be read, the worker's own evidence decides.
         """
-        if not reason.startswith("memory"):
-            window = (self.settings.evacuation_after_samples + 0.5) * self.settings.heartbeat_interval_seconds
-            try:
-                with translated(self.settings.database_url), self._pool().connection() as conn:
-                    peers = PeerWindow(*self.queries.peer_window(conn, self.id, self.queues, window,
-                                                                 self.counters.failed_jobs.read()))
-            except Exception as exc:  # the worker's own evidence decides
-                log.warning("could not weigh worker %s against its peers (%s)", self.id, exc)
-            else:
-                why = peers.why_stay(sample, self.settings.health_rss_limit_bytes)
-                if why is not None:
-                    log.warning("worker %s would evacuate (%s), but stays: %s", self.id, reason, why)
-                    return
+        try:
+            with translated(self.settings.database_url), self._pool().connection() as conn:
+                why = weigh_against_peers(conn, self.queries, self, reason, sample)
+        except Exception as exc:  # the worker's own evidence decides
+            log.warning("could not weigh worker %s against its peers (%s)", self.id, exc)
+            why = None
+        if why is not None:
+            log.warning("worker %s would evacuate (%s), but stays: %s", self.id, reason, why)
+            return
         self.evacuate(reason)
 
     def heartbeat(self) -> None:

@@ -73,10 +73,11 @@ def test_a_degraded_worker_claims_half_a_batch_and_a_failing_one_a_single_job(se
     assert worker.evacuation is None
 
 
-def broken_queue(settings: pgq.Settings, **retry: Any) -> pgq.Queue:
-    """A queue whose task ``broken`` always raises; heartbeats are sent by the test, and one
-    failing sample is enough for the policy to propose an evacuation."""
-    s = settings.replace(listen=False, heartbeat_interval_seconds=50.0, stale_after_seconds=120.0,
+def broken_queue(settings: pgq.Settings, interval: float = 50.0, **retry: Any) -> pgq.Queue:
+    """A queue whose task ``broken`` always raises; heartbeats are sent by the test (``interval``:
+    the one the settings say), and one failing sample is enough for the policy to propose an
+    evacuation."""
+    s = settings.replace(listen=False, heartbeat_interval_seconds=interval, stale_after_seconds=120.0,
                          evacuation_after_samples=1, evacuation_horizon_seconds=0.0)
     q = pgq.connect(settings=s, strict_tasks=False)
 
@@ -135,6 +136,51 @@ def test_a_worker_whose_jobs_fail_as_often_on_its_busy_peers_stays(
     finally:
         q.close()
     assert worker.evacuation == "health score 0.20 below 0.3 in 3 consecutive samples"
+
+
+def test_a_failing_sample_that_committed_late_is_still_weighed_against_the_peers(
+        settings: pgq.Settings, conn: psycopg.Connection[Any], connect: Callable[..., psycopg.Connection[Any]]
+) -> None:
+    # The defect (a CI run at load, 2026-12-03): the check read the worker's samples of the last
+    # (after_samples + 0.5) heartbeat intervals of database time. A heartbeat that waited (on a
+    # loaded machine, for a lock, for the pool) committed a sample logged before that window; the
+    # worker then had no outcomes of its own there, looked healthy against its busy peers, and
+    # stayed. Its own evidence is the samples its rule counted, however long they took to land.
+    q = broken_queue(settings, interval=0.5)  # the window was 0.75 s
+    peer = factories.insert_worker(conn)
+    locker = connect(autocommit=False)
+    watcher = connect()
+    failures: list[BaseException] = []
+
+    def release_after_a_wait() -> None:
+        try:  # the heartbeat has waited 1.5 s on the worker's row; the peer is busy and healthy meanwhile
+            eventually(lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query_start < clock_timestamp() - interval '1.5 s'"
+            ).fetchone()[0], "the heartbeat to wait 1.5 s on the worker's row")
+            factories.insert_health_sample(watcher, peer, completed=40, failed=0, health_score=1.0)
+        except BaseException as exc:  # reported below; the lock goes in any case
+            failures.append(exc)
+        finally:
+            locker.rollback()
+
+    try:
+        worker = q.worker(queues=["default"], concurrency=4, batch_size=4, install_signal_handlers=False,
+                          run_maintenance=False)
+        q.enqueue_many([{"task": "broken"} for _ in range(4)])
+        assert worker.run_once(4) == 4
+        locker.execute("SELECT 1 FROM pgq.workers WHERE id = %s FOR UPDATE", (worker.id,))
+        releaser = threading.Thread(target=release_after_a_wait)
+        releaser.start()
+        worker.heartbeat()  # 4 of 4 failed, logged when the statement began
+        releaser.join()
+    finally:
+        q.close()
+    assert failures == []
+    late = conn.execute("SELECT extract(epoch FROM now() - logged_at) FROM pgq.worker_health_logs"
+                        " WHERE worker_id = %s", (worker.id,)).fetchone()
+    assert late is not None and late[0] >= 1.5  # outside the old window when the check ran
+    assert worker.evacuation == "health score 0.20 below 0.3 in 1 consecutive samples"
 
 
 def test_poison_jobs_that_failed_on_another_worker_do_not_evacuate_a_worker_without_busy_peers(
