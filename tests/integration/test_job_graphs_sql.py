@@ -161,6 +161,45 @@ def test_withdrawing_only_ever_lowers(conn: psycopg.Connection[Any]) -> None:
     assert job(conn, parent)["effective_priority"] == 2
 
 
+@pytest.mark.parametrize("first", ["lend", "withdraw"])
+def test_a_lend_concurrent_with_a_withdrawal_is_never_lost(
+        conn: psycopg.Connection[Any], connect: Callable[..., psycopg.Connection[Any]], first: str) -> None:
+    # A parent holds 3, lent by a waiting child. One transaction cancels that child (withdraw),
+    # another enqueues a new child of priority 5 (lend); whichever takes the parent's row first,
+    # the other waits for it, and the parent ends at 5. The case this guards against: a
+    # withdrawal that read the lenders before it waited for the row, and then wrote what it had
+    # read over the lend committed meanwhile (withdraw_priority reads them after the lock).
+    parent = insert_job(conn, priority=1)
+    three = enqueue(conn, depends_on=[parent], priority=3)
+    assert job(conn, parent)["effective_priority"] == 3
+    holder, other = connect(autocommit=False), connect()
+    if first == "lend":
+        enqueue(holder, depends_on=[parent], priority=5)  # raised and row locked, not committed
+        statement, args = "SELECT pgq.cancel_job(%s)", (three,)
+    else:
+        holder.execute("SELECT pgq.cancel_job(%s)", (three,))  # lowered and row locked, not committed
+        statement, args = ("SELECT pgq.enqueue_job_v2('t', p_priority => 5, p_depends_on => %s::bigint[])",
+                           ([parent],))
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            other.execute(statement, args)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    eventually(lambda: conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+        (other.info.backend_pid,)).fetchone()[0], "the second transaction to wait for the parent's row")
+    holder.commit()
+    waiter.join()
+    assert errors == []
+    assert job(conn, three)["status"] == "cancelled"
+    assert job(conn, parent)["effective_priority"] == 5
+
+
 # ---------------------------------------------------------------- bad graphs
 
 
