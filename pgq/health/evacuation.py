@@ -84,17 +84,21 @@ class EvacuationPolicy:
         self._rss: deque[float] = deque(maxlen=HISTORY)
 
     def observe(self, now: float, score: float | None, rss_bytes: float | None = None,
-                finished: int | None = None) -> str | None:
+                finished: int | None = None, failed: int | None = None) -> str | None:
         """Fold in one sample (``now``: monotonic seconds); return why to evacuate, or None.
 
-        ``finished``: the jobs whose outcome the sample counts. A sample in which no job
-        finished (jobs slower than the interval, or none to run) says nothing of errors
-        or speed: its score neither counts nor breaks a failing streak, and the latest
-        score stays the one before it (its RSS still counts).
+        ``finished``: the jobs whose outcome the sample counts, ``failed`` how many of them
+        failed. A sample in which no job finished (jobs slower than the interval, or none
+        to run) says nothing of errors or speed: its score neither counts nor breaks a
+        failing streak, and the latest score stays the one before it (its RSS still
+        counts). Nor does one in which every job that finished failed, but too few of
+        them for the score's pseudo-counts to call it failing (3 of 3 failing scores 0.3):
+        no evidence of health, only too little of failure.
         """
         self._times.append(now)
         self._rss.append(math.nan if rss_bytes is None else float(rss_bytes))
-        if finished == 0:
+        few_and_all_failed = bool(finished) and failed == finished and score is not None and score >= FAILING
+        if finished == 0 or few_and_all_failed:
             self._scores.append(math.nan)
             return self._predicted(now) if self.horizon_seconds > 0 else None
         self.latest = score if score is not None and math.isfinite(score) else None

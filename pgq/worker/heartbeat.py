@@ -127,7 +127,7 @@ class Heartbeat:
             return
         finished = (sample.get("jobs_completed") or 0) + (sample.get("jobs_failed") or 0)
         reason = self.policy.observe(self.clock.monotonic(), sample.get("health_score"), sample.get("rss_bytes"),
-                                     finished=int(finished))
+                                     finished=int(finished), failed=int(sample.get("jobs_failed") or 0))
         if reason is not None and self._evacuate is not None:
             self._evacuate(reason, sample)
 

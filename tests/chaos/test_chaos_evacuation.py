@@ -88,13 +88,16 @@ def fault(case: tuple[str, str]) -> str:
 
 def detection(db: Database, worker: WorkerProc) -> dict[str, Any]:
     """The heartbeats (health samples) of ``worker`` after its onset: until it was degraded, failing,
-    evacuated; ``counted``: the samples in which jobs finished, until the evacuation; ``rule_after``:
+    evacuated; ``counted``: the samples the policy counts (jobs finished, and not only a few failures),
+    until the evacuation; ``rule_after``:
     the sample that ends the first run of ``AFTER_SAMPLES`` failing counted samples (None: none)."""
     onset = db.one("SELECT started_at FROM chaos.runs WHERE pid = %s ORDER BY started_at OFFSET %s LIMIT 1",
                    (worker.pid, AFTER_JOBS - 1))
     assert onset is not None, "the worker never degraded (too few jobs before its evacuation?)"
+    # counted: jobs finished, and not only failures too few to score failing (the policy's rule)
     samples = db.query("SELECT l.health_score, l.logged_at <= w.evacuated_at,"
                        " coalesce(l.jobs_completed, 0) + coalesce(l.jobs_failed, 0) > 0"
+                       " AND NOT (coalesce(l.jobs_completed, 0) = 0 AND l.health_score >= 0.3)"
                        " FROM pgq.worker_health_logs AS l"
                        " JOIN pgq.workers AS w ON w.id = l.worker_id WHERE l.worker_id = %s"
                        " AND l.metric_type = 'heartbeat' AND l.logged_at > %s ORDER BY l.logged_at, l.id",

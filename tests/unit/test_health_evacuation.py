@@ -58,6 +58,24 @@ def test_a_sample_in_which_no_job_finished_neither_counts_nor_breaks_a_failing_s
     assert "3 consecutive samples" in str(p.observe(4.0, 0.2, finished=1))
 
 
+def test_a_sample_whose_few_jobs_all_failed_neither_counts_nor_breaks_a_failing_streak() -> None:
+    # A failing worker claims one job at a time; on a loaded machine an interval may finish
+    # only one to three of them, all failed: too few to score failing (the pseudo-counts), but
+    # no sign of health either. A single success in the sample breaks the streak as before.
+    p = policy(after=3, horizon=0)
+    assert p.observe(0.0, 0.2, finished=4, failed=4) is None
+    assert p.observe(1.0, 0.65, finished=1, failed=1) is None
+    assert p.observe(2.0, 0.44, finished=2, failed=2) is None
+    assert p.latest == 0.2 and p.failing_in_a_row == 1
+    assert p.observe(3.0, 0.1, finished=6, failed=6) is None
+    assert p.observe(4.0, 0.68, finished=2, failed=1) is None  # one succeeded: evidence of health
+    assert p.failing_in_a_row == 0
+    assert p.observe(5.0, 0.2, finished=4, failed=4) is None
+    assert p.observe(6.0, 0.3, finished=3, failed=3) is None
+    assert p.observe(7.0, 0.2, finished=4, failed=4) is None
+    assert "3 consecutive samples" in str(p.observe(8.0, 0.25, finished=5, failed=4))
+
+
 def test_unmeasured_scores_neither_count_as_failing_nor_evacuate() -> None:
     p = policy(after=1, horizon=300)
     assert [p.observe(float(t), None) for t in range(20)] == [None] * 20
