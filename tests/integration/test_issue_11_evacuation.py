@@ -11,6 +11,7 @@ tests/chaos/test_chaos_evacuation.py.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -44,13 +45,14 @@ def test_a_degraded_worker_claims_half_a_batch_and_a_failing_one_a_single_job(se
     # Heartbeats are sent by the test (worker.heartbeat()); no background threads run.
     q = pgq.connect(settings=settings.replace(listen=False, heartbeat_interval_seconds=50.0,
                                                  stale_after_seconds=120.0), strict_tasks=False)
-    failing = threading.Event()
+    mode = ["ok"]  # "ok", "all" (every job fails) or "half" (every other one)
+    runs = itertools.count(1)  # next() is atomic: the runner's threads share it
     pause = threading.Event()
 
     @q.task(name="maybe", max_attempts=1)
     def maybe() -> None:
         pause.wait(0.005)  # 5 ms of "work": a run time steady enough for the latency baseline
-        if failing.is_set():
+        if mode[0] == "all" or (mode[0] == "half" and next(runs) % 2):
             raise RuntimeError("degraded on purpose")
 
     try:
@@ -58,18 +60,20 @@ def test_a_degraded_worker_claims_half_a_batch_and_a_failing_one_a_single_job(se
         worker = q.worker(queues=["default"], concurrency=8, batch_size=8, install_signal_handlers=False,
                           run_maintenance=False)
         claimed, scores = [], []
-        # Healthy, then 4 of 4 failing (score 0.2: failing), then 1 of 1 failing (0.65:
-        # degraded), then healthy again.
-        for fail, max_jobs in ((False, None), (True, 4), (True, None), (False, None), (False, None)):
-            failing.set() if fail else failing.clear()
+        # Healthy; 4 of 4 failing (score 0.2: failing); 1 of 1 failing (too few to score: the
+        # latest stays 0.2); 1 of 1 succeeding (1.0); 4 of 8 failing (1 - 1.4 * 4 / (8 + 3) = 0.49:
+        # degraded); healthy again, twice.
+        steps = (("ok", None), ("all", 4), ("all", None), ("ok", None), ("half", None), ("ok", None), ("ok", None))
+        for what, max_jobs in steps:
+            mode[0] = what
             claimed.append(worker.run_once(max_jobs))
             worker.heartbeat()
             scores.append(round(worker.health.latest or 0, 2))
     finally:
         q.close()
-    assert scores == [1.0, 0.2, 0.65, 1.0, 1.0], scores
-    # The claim after each heartbeat follows the score it carried.
-    assert claimed == [8, 4, 1, 4, 8], claimed
+    assert scores == [1.0, 0.2, 0.2, 1.0, 0.49, 1.0, 1.0], scores
+    # The claim after each heartbeat follows the score it carried: failing 1, degraded half of 8.
+    assert claimed == [8, 4, 1, 1, 8, 4, 8], claimed
     assert worker.evacuation is None
 
 
