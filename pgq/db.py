@@ -29,7 +29,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 from psycopg.pq import TransactionStatus
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed, PoolTimeout
 
 from pgq.clock import Clock, SystemClock
 from pgq.errors import (
@@ -432,6 +432,8 @@ def connection_lost(exc: BaseException, conn: psycopg.Connection[Any] | None) ->
     """
     if conn is not None and (conn.closed or conn.broken):
         return True
+    if isinstance(exc, PoolClosed):  # no connection was taken: nothing was sent
+        return False
     if not isinstance(exc, psycopg.OperationalError):
         return False
     sqlstate = exc.sqlstate
@@ -447,6 +449,9 @@ def translate(exc: BaseException, url: str | None = None) -> PgqError:
         return exc
     if isinstance(exc, PoolTimeout):
         return DatabaseError(f"no database connection available: {exc}")
+    if isinstance(exc, PoolClosed):
+        return DatabaseError("the queue was closed (Queue.close()) while this call waited for one of its "
+                             "connections; nothing was sent")
     sqlstate = getattr(exc, "sqlstate", None)
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) or str(exc).strip()

@@ -33,6 +33,7 @@ def test_a_priority_1_job_starts_within_the_aging_bound(
     q = pgq.connect(settings=settings.replace(maintenance_interval_seconds=MAINTENANCE, poll_interval_seconds=0.05,
                                               heartbeat_interval_seconds=0.5), strict_tasks=False)
     stop = threading.Event()
+    producer: threading.Thread | None = None
     try:
         @q.task(name="busy", queue="work")
         def busy() -> None:
@@ -59,6 +60,8 @@ def test_a_priority_1_job_starts_within_the_aging_bound(
                                                   (low,)).fetchone()[0], "the priority-1 job run", timeout=30)
     finally:
         stop.set()
+        if producer is not None:
+            producer.join()  # its last enqueue ends before the queue closes
         q.close()
     waited, passed_over = conn.execute(
         "SELECT extract(epoch FROM j.started_at - j.created_at),"

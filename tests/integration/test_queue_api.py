@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import threading
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import sqlalchemy
 
 import pgq
+from factories import eventually
 from pgq.migrate import downgrade, head_revision
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
@@ -608,4 +610,31 @@ def test_enqueue_async_validates_like_enqueue(q: pgq.Queue, conn: psycopg.Connec
         asyncio.run(q.enqueue_async("reports.build", {}, priority=6))
     with pytest.raises(pgq.UnknownTask):
         asyncio.run(q.enqueue_async("nope", {}))
+    assert jobs_count(conn) == 0
+
+
+def test_an_enqueue_waiting_for_a_connection_when_the_queue_closes_fails_at_once_and_writes_nothing(
+        settings: pgq.Settings, conn: psycopg.Connection[Any]) -> None:
+    # The defect: a closed pool counted as a broken connection, so the enqueue was "sent"
+    # three times and said "the connection broke 3 times" (an aging test's teardown).
+    q = pgq.connect(settings=settings.replace(pool_size=2), strict_tasks=False)
+    held = [q.pool.getconn(), q.pool.getconn()]  # every connection taken: the enqueue waits
+    errors: list[BaseException] = []
+
+    def enqueue() -> None:
+        try:
+            q.enqueue_many([{"task": "t"}])
+        except BaseException as exc:  # inspected below
+            errors.append(exc)
+
+    producer = threading.Thread(target=enqueue)
+    producer.start()
+    eventually(lambda: q.pool.get_stats().get("requests_waiting", 0) == 1, "the enqueue to wait for a connection")
+    pool = q.pool
+    q.close()
+    producer.join()
+    for c in held:
+        pool.putconn(c)
+    assert len(errors) == 1 and isinstance(errors[0], pgq.DatabaseError), errors
+    assert "closed" in str(errors[0]) and "broke" not in str(errors[0])
     assert jobs_count(conn) == 0
