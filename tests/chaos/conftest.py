@@ -6,7 +6,9 @@ scenario, the run harness, the mode parameter and the figures table.
 - ``mode``: the modes a scenario runs in, from ``MODES`` (``chaos_harness``): ``postgres`` and ``redis``
   (the accelerator on). A mode is a name plus the worker environment it needs
   (``chaos_harness.Mode``). A scenario for one mode only parametrises ``mode``
-  itself (``@pytest.mark.parametrize("mode", ["redis"], indirect=True)``).
+  itself (``@pytest.mark.parametrize("mode", ["redis"], indirect=True)``). A long scenario whose
+  mode does not change what it proves is marked ``@pytest.mark.chaos_short_modes("postgres")``:
+  that mode in the default suite, every mode with ``--chaos-long``.
 - ``chaos_redis`` (session): a redis-server the suite owns (``tests/redis_service.py``),
   shared by the Redis-mode runs, each with a key prefix of its own; a scenario
   that kills or flushes Redis passes a server of its own (``chaos(redis=...)``).
@@ -36,6 +38,20 @@ from chaos_topology import prepare_database
 from redis_service import NoRedis, OwnedRedis
 
 _names = itertools.count(1)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The ``mode`` of each scenario: every one of ``MODES``, unless the scenario parametrises it
+    itself (or, as the evacuation scenarios do, defines its own ``mode`` fixture); with
+    ``@pytest.mark.chaos_short_modes("postgres")``, only those modes in the default suite (the
+    mode does not change what it proves, and it is long), every one with ``--chaos-long``."""
+    if "mode" not in metafunc.fixturenames or hasattr(metafunc.module, "mode"):
+        return
+    if any(m.args and m.args[0] == "mode" for m in metafunc.definition.iter_markers("parametrize")):
+        return
+    marker = metafunc.definition.get_closest_marker("chaos_short_modes")
+    short = marker is not None and not metafunc.config.getoption("--chaos-long", default=False)
+    metafunc.parametrize("mode", list(marker.args) if short and marker else list(MODES), indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -92,7 +108,7 @@ def chaos_redis() -> Iterator[OwnedRedis]:
     server.stop()
 
 
-@pytest.fixture(params=list(MODES))
+@pytest.fixture
 def mode(request: pytest.FixtureRequest) -> Mode:
     return MODES[request.param]
 
