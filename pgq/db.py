@@ -299,7 +299,7 @@ def hung_up(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> boo
     """
     if conn.closed or conn.broken:
         return True
-    if conn.info.transaction_status != TransactionStatus.IDLE:
+    if conn.pgconn.transaction_status != TransactionStatus.IDLE:  # not conn.info: a new object per call
         return False
     try:
         fd = conn.fileno()
@@ -310,27 +310,49 @@ def hung_up(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> boo
     return bool(poller.poll(0))
 
 
-@contextlib.contextmanager
-def live_connection(pool: ConnectionPool[Any]) -> Iterator[Any]:
+class LiveConnection:
+    """The context manager of ``live_connection``: a class, not a generator (it runs on
+    every enqueue, where a generator-based one and psycopg's ``with conn`` cost more
+    than the rest of the checkout)."""
+
+    __slots__ = ("conn", "pool")
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self.pool = pool
+        self.conn: Any = None
+
+    def __enter__(self) -> Any:
+        pool = self.pool
+        for _ in range(pool.max_size + 1):
+            conn = pool.getconn()
+            if not hung_up(conn):
+                break
+            log.info("a pooled connection was closed by the server while idle; replacing it")
+            conn.close()
+            pool.putconn(conn)
+        else:
+            conn = pool.getconn()
+        self.conn = conn
+        return conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn = self.conn
+        try:
+            if not conn.closed and conn.pgconn.transaction_status != TransactionStatus.IDLE:
+                # A transaction left open: commit it, or roll it back after an error, as
+                # psycopg's ``with conn:`` does (on an idle autocommit connection both do nothing).
+                conn.__exit__(exc_type, exc, tb)
+        finally:
+            self.pool.putconn(conn)
+
+
+def live_connection(pool: ConnectionPool[Any]) -> LiveConnection:
     """``pool.connection()``, but a connection the server hung up on is replaced first.
 
     The dead connection is closed (the pool opens a new one in its place) and
     the next is taken, with no statement sent on it; ``PoolTimeout`` if none can be had.
     """
-    for _ in range(pool.max_size + 1):
-        conn = pool.getconn()
-        if not hung_up(conn):
-            break
-        log.info("a pooled connection was closed by the server while idle; replacing it")
-        conn.close()
-        pool.putconn(conn)
-    else:
-        conn = pool.getconn()
-    try:
-        with conn:
-            yield conn
-    finally:
-        pool.putconn(conn)
+    return LiveConnection(pool)
 
 
 @contextlib.asynccontextmanager
@@ -507,6 +529,13 @@ def int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, map(int, values))) + "}"
 
 
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether the statement just run returned a result with columns (``cur.description``
+    says the same, but builds a ``Column`` per field first)."""
+    result = cur.pgresult
+    return result is not None and result.nfields > 0
+
+
 def execute(conn: Any, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """Run ``statement`` on a psycopg connection or a SQLAlchemy connection; return all rows.
 
@@ -520,10 +549,10 @@ def execute(conn: Any, statement: str, params: Sequence[Any] = ()) -> list[tuple
         with conn.pipeline():
             conn.execute(_LOCAL_TIMEOUT, [str(conn.local_statement_timeout_ms)])
             cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else []
+        return cur.fetchall() if _has_rows(cur) else []
     if isinstance(conn, psycopg.Connection):
         cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else []
+        return cur.fetchall() if _has_rows(cur) else []
     exec_driver_sql = getattr(conn, "exec_driver_sql", None)
     if exec_driver_sql is None or inspect.iscoroutinefunction(exec_driver_sql):
         raise ValidationError(
@@ -540,10 +569,10 @@ async def execute_async(conn: Any, statement: str, params: Sequence[Any] = ()) -
         async with conn.pipeline():  # as in execute(): one round trip, one transaction
             await conn.execute(_LOCAL_TIMEOUT, [str(conn.local_statement_timeout_ms)])
             cur = await conn.execute(statement, params)
-        return await cur.fetchall() if cur.description else []
+        return await cur.fetchall() if _has_rows(cur) else []
     if isinstance(conn, psycopg.AsyncConnection):
         cur = await conn.execute(statement, params)
-        return await cur.fetchall() if cur.description else []
+        return await cur.fetchall() if _has_rows(cur) else []
     exec_driver_sql = getattr(conn, "exec_driver_sql", None)
     if exec_driver_sql is None or not inspect.iscoroutinefunction(exec_driver_sql):
         raise ValidationError(

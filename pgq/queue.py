@@ -354,9 +354,11 @@ class Queue(QueueControl):
                 f"unknown task {name!r} (registered: {known}); register it with @queue.task, "
                 "or connect with strict_tasks=False to enqueue tasks defined elsewhere"
             )
+        if type(payload) is not dict and isinstance(payload, Mapping):
+            payload = dict(payload)  # a dict is only encoded, never kept: no copy
         return JobSpec.build(
             name,
-            dict(payload) if isinstance(payload, Mapping) else payload,
+            payload,
             queue=queue if queue is not None else (registered.queue if registered else self.settings.default_queue),
             priority=priority if priority is not None else (registered.priority if registered else DEFAULT_PRIORITY),
             delay=delay,
@@ -547,6 +549,8 @@ _JOB_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts"
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
+    if options.keys() <= _JOB_OPTIONS:
+        return
     unknown = sorted(set(options) - _JOB_OPTIONS)
     if unknown:
         raise ValidationError(
