@@ -4,11 +4,11 @@ The ``Acknowledger`` takes ``(job, outcome)`` pairs from the runner and writes
 them from a thread of its own: completions in batches (``complete_jobs``, up to
 ``ack_batch_size`` gathered for ``ack_interval_seconds``, or fewer at once when
 the worker holds no other job: nothing more is coming, and a job graph's next
-job may be waiting for this commit), failures one by one (``fail_job``). A job is the worker's until its outcome is committed or given
-up: ``pending_ids()`` lists those jobs for the heartbeat, which would otherwise
-rescue them as lost. When outcomes queue up faster than they are written,
-``behind()`` tells the claim loop to stop claiming; the next flush wakes it.
-What an outcome means (retry, dead letter) is the stored functions' business.
+job may be waiting for this commit), failures one by one (``fail_job``). A job
+is the worker's until its outcome is committed or given up: ``pending_ids()``
+lists those jobs for the heartbeat, which would otherwise rescue them as lost.
+When outcomes queue up faster than they are written, ``behind()`` tells the
+claim loop to stop claiming; the next flush wakes it. What an outcome means (retry, dead letter) is the stored functions' business.
 """
 
 from __future__ import annotations
