@@ -8,7 +8,8 @@ job may be waiting for this commit), failures one by one (``fail_job``). A job
 is the worker's until its outcome is committed or given up: ``pending_ids()``
 lists those jobs for the heartbeat, which would otherwise rescue them as lost.
 When outcomes queue up faster than they are written, ``behind()`` tells the
-claim loop to stop claiming; the next flush wakes it. What an outcome means (retry, dead letter) is the stored functions' business.
+claim loop to stop claiming; the next flush wakes it. What an outcome means
+(retry, dead letter) is the stored functions' business.
 """
 
 from __future__ import annotations
