@@ -15,7 +15,7 @@ GRANT USAGE ON SCHEMA pgq TO pgq_operator;
 GRANT USAGE ON SCHEMA pgq TO pgq_producer;
 GRANT USAGE ON SCHEMA pgq TO pgq_viewer;
 GRANT USAGE ON SCHEMA pgq TO pgq_worker;
--- alembic revision: 0015
+-- alembic revision: 0022
 
 -- ==================== types
 CREATE TYPE pgq.attempt_outcome AS ENUM ('completed', 'failed', 'timed_out', 'lost', 'cancelled', 'interrupted');
@@ -1263,9 +1263,7 @@ BEGIN
     IF v_done IS NULL THEN
         RETURN;
     END IF;
-    IF EXISTS (SELECT 1 FROM job_dependencies AS jd WHERE jd.parent_id = ANY (v_done)) THEN
-        PERFORM release_waiting_children(v_done, p_now);
-    END IF;
+    PERFORM release_waiting_children(v_done, p_now);
     RETURN QUERY SELECT unnest(v_done);
 END
 $function$;
@@ -2908,20 +2906,28 @@ CREATE OR REPLACE FUNCTION pgq.release_waiting_children(p_parent_ids bigint[], p
  LANGUAGE plpgsql
  SET search_path TO 'pgq', 'pg_catalog', 'pg_temp'
  SET enable_nestloop TO 'on'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET enable_seqscan TO 'off'
  SET jit TO 'off'
 AS $function$
 DECLARE
+    v_children bigint[];
     v_queues text[];
 BEGIN
+    v_children := ARRAY(SELECT DISTINCT d.child_id FROM job_dependencies AS d
+                        WHERE d.parent_id = ANY (p_parent_ids));
+    IF cardinality(v_children) = 0 THEN
+        RETURN 0;
+    END IF;
     PERFORM 1 FROM jobs AS c
-    WHERE c.id IN (SELECT d.child_id FROM job_dependencies AS d WHERE d.parent_id = ANY (p_parent_ids))
-      AND c.status = 'waiting'
+    WHERE c.id = ANY (v_children) AND c.status = 'waiting'
     ORDER BY c.id
     FOR NO KEY UPDATE;
     WITH released AS (
         UPDATE jobs AS c
         SET status = 'queued', run_at = greatest(c.run_at, p_now), updated_at = p_now
-        WHERE c.id IN (SELECT d.child_id FROM job_dependencies AS d WHERE d.parent_id = ANY (p_parent_ids))
+        WHERE c.id = ANY (v_children)
           AND c.status = 'waiting'
           AND NOT EXISTS (SELECT 1 FROM job_dependencies AS d JOIN jobs AS p ON p.id = d.parent_id
                           WHERE d.child_id = c.id AND p.status <> 'completed')

@@ -2,12 +2,14 @@
 
 The ``Acknowledger`` takes ``(job, outcome)`` pairs from the runner and writes
 them from a thread of its own: completions in batches (``complete_jobs``, up to
-``ack_batch_size`` gathered for ``ack_interval_seconds``), failures one by one
-(``fail_job``). A job is the worker's until its outcome is committed or given
-up: ``pending_ids()`` lists those jobs for the heartbeat, which would otherwise
-rescue them as lost. When outcomes queue up faster than they are written,
-``behind()`` tells the claim loop to stop claiming; the next flush wakes it.
-What an outcome means (retry, dead letter) is the stored functions' business.
+``ack_batch_size`` gathered for ``ack_interval_seconds``, or fewer at once when
+the worker holds no other job: nothing more is coming, and a job graph's next
+job may be waiting for this commit), failures one by one (``fail_job``). A job
+is the worker's until its outcome is committed or given up: ``pending_ids()``
+lists those jobs for the heartbeat, which would otherwise rescue them as lost.
+When outcomes queue up faster than they are written, ``behind()`` tells the
+claim loop to stop claiming; the next flush wakes it. What an outcome means
+(retry, dead letter) is the stored functions' business.
 """
 
 from __future__ import annotations
@@ -52,12 +54,15 @@ class Acknowledger:
             three tries (the jobs are rescued later).
         observe: called with each outcome once it is written (the execution memory,
             ``pgq.memory``); must return at once and never raise.
+        quiet: True when no outcome is coming soon (the worker holds no job): a batch
+            gathered so far is written without waiting out ``ack_interval_seconds``.
     """
 
     def __init__(self, settings: Settings, pool: Callable[[], ConnectionPool], queries: Queries, worker_id: uuid.UUID,
                  counters: WorkerCounters, clock: Clock, *, before_write: Callable[[Sequence[int]], None],
                  wake: Callable[[], None], force: threading.Event,
-                 observe: Callable[[Job, Outcome], None] | None = None) -> None:
+                 observe: Callable[[Job, Outcome], None] | None = None,
+                 quiet: Callable[[], bool] | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.queries = queries
@@ -76,6 +81,7 @@ class Acknowledger:
         # none waits). One clock read per batch, not per outcome: the next write's lag.
         self._waiting_since: float | None = None
         self._observe = observe
+        self._quiet = quiet
         self._queue: queue_module.SimpleQueue[Ack] = queue_module.SimpleQueue()
         # Outcomes queued or being written: (job id, attempt) -> how many.
         self._pending: dict[tuple[int, int], int] = {}
@@ -138,6 +144,8 @@ class Acknowledger:
             batch = [first]
             deadline = self.clock.monotonic() + interval
             while len(batch) < limit:
+                if self._quiet is not None and self._queue.empty() and self._quiet():
+                    break  # nothing more is coming: waiting would only delay these
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     break

@@ -150,7 +150,7 @@ class Worker:
         self._acknowledger = Acknowledger(
             self.settings, self._pool, self.queries, self.id, self.counters, self.clock,
             before_write=self._source.finished, wake=self._wake.set, force=self._force,
-            observe=self.memory.observe if self.memory is not None else None)
+            observe=self.memory.observe if self.memory is not None else None, quiet=self._holds_nothing)
         self._runner = Runner(queue.tasks, concurrency, self._acknowledger, self._source, self.clock,
                               self._wake, self._stopping, max_stuck=max_stuck_handlers,
                               on_too_many_stuck=self._too_many_stuck, tracer=queue.tracer)
@@ -212,6 +212,10 @@ class Worker:
         """Seconds until the earliest queued or retrying job of this worker's queues is due."""
         with translated(self.settings.database_url), self._pool().connection() as conn:
             return self.queries.seconds_until_due(conn, self.queues)
+
+    def _holds_nothing(self) -> bool:
+        """True when the runner holds no job (buffered or running): no outcome is coming soon."""
+        return self._runner.count() == 0
 
     def _job_state(self, job_id: int) -> int:
         """What the runner says of a job (``positions.WAITING``, ``RUNNING`` or ``GONE``), read
