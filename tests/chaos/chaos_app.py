@@ -19,6 +19,11 @@ Fault hooks, from ``CHAOS_*`` variables (probabilities per call, 0 = off):
   (``get_runnable_jobs_v2``) and on the Redis path (``claim_jobs_v2`` of popped ids);
 - ``CHAOS_KILL_ACK``: SIGKILL itself just before or just after writing outcomes;
 - ``CHAOS_KILL_HANDLER``: SIGKILL itself inside a handler, mid-work;
+- ``CHAOS_KILL_ONCE_AFTER=N``: besides those odds, each of the moments above is
+  certain to be hit once per run: the first process to reach that moment for the
+  N-th time claims it (a file created with ``O_EXCL`` in the run's directory, the
+  workers' working directory) and dies there. Luck alone can miss a moment: a
+  Redis-mode run makes few enough claims that 1 % odds per claim missed them all;
 - ``CHAOS_STALL_LEADER=1``: SIGSTOP itself inside the maintenance leader's
   transaction, right after ``mark_stale_workers`` (once per process).
 
@@ -78,12 +83,34 @@ def _die(where: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+_ONCE_AFTER = int(os.environ.get("CHAOS_KILL_ONCE_AFTER") or 0)
+_reached: dict[str, int] = {}
+_reached_lock = threading.Lock()
+
+
+def _maybe_die(where: str, probability: float) -> None:
+    """Die at this moment with ``probability``, or because this process is the first to reach it
+    for the ``CHAOS_KILL_ONCE_AFTER``-th time (see the module docstring)."""
+    if _ONCE_AFTER:
+        with _reached_lock:
+            _reached[where] = count = _reached.get(where, 0) + 1
+        if count == _ONCE_AFTER:
+            try:
+                os.close(os.open(f"chaos-once-{where.replace(' ', '-')}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                _die(where)
+    if probability and _rng.random() < probability:
+        _die(where)
+
+
 def _claimed(jobs: Sequence[Job], via: str) -> None:
     """After a claim committed: remember the path, and maybe die (``CHAOS_KILL_CLAIM``)."""
     for job in jobs:
         _via[job.id] = via
-    if jobs and _rng.random() < KILL_CLAIM:
-        _die("after a claim")
+    if jobs:
+        _maybe_die("after a claim", KILL_CLAIM)
 
 
 _redis_claim = MirrorQueries.claim_jobs_v2
@@ -112,21 +139,17 @@ class ChaosQueries(Queries):
 
     def complete_jobs(self, conn: Any, worker_id: UUID, job_ids: Sequence[int], attempts: Sequence[int],
                       results_json: Sequence[str | None]) -> set[int]:
-        if _rng.random() < KILL_ACK / 2:
-            _die("before writing completions")
+        _maybe_die("before writing completions", KILL_ACK / 2)
         done = super().complete_jobs(conn, worker_id, job_ids, attempts, results_json)
-        if _rng.random() < KILL_ACK / 2:
-            _die("after writing completions")
+        _maybe_die("after writing completions", KILL_ACK / 2)
         return done
 
     def fail_job(self, conn: Any, job_id: int, worker_id: UUID, attempt: int, error_type: str, message: str,
                  traceback: str | None, retry_delay: float | None, fatal: bool, outcome: str) -> bool:
-        if _rng.random() < KILL_ACK / 2:
-            _die("before writing a failure")
+        _maybe_die("before writing a failure", KILL_ACK / 2)
         ok = super().fail_job(conn, job_id, worker_id, attempt, error_type, message, traceback, retry_delay,
                               fatal, outcome)
-        if _rng.random() < KILL_ACK / 2:
-            _die("after writing a failure")
+        _maybe_die("after writing a failure", KILL_ACK / 2)
         return ok
 
     def mark_stale_workers(self, conn: Any, stale_after_seconds: float) -> list[Rescue]:
@@ -230,8 +253,7 @@ def work(n: int, kind: str, ms: int, label: str | None = None) -> dict[str, Any]
         "INSERT INTO chaos.runs (job_id, n, attempt, worker_id, pid, claimed_at, via, started_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING id",
         (job.id, n, job.attempts, job.worker_id, os.getpid(), claimed_at, _via.pop(job.id, None)))
-    if KILL_HANDLER and _rng.random() < KILL_HANDLER:
-        _die("inside a handler")
+    _maybe_die("inside a handler", KILL_HANDLER)
     since = degradation.begin() if degradation is not None else None
     if degradation is not None and since is not None:
         degradation.grow()
