@@ -7,10 +7,12 @@ default; on with the writer in a ``thread`` of the worker) clones it, enqueues
 ``--jobs`` no-op jobs of which every tenth raises (``max_attempts=1``: it fails
 once and is dead), and times ``Worker.run(burst=True)`` from start to return
 (the writer's close included), and the processing alone (database time from
-the first start to the last outcome). CPU is the worker process's, and
-separately its children's (the writer's process). ``--warm`` starts the
-writer (and opens its store) before the clock: the steady state of a
-long-running worker, without the one-time start. Modes alternate so that
+the first start to the last outcome: the burn-down's rate, without the
+worker's shutdown, which gives the writer its last flush). CPU is the worker
+process's, and separately its children's (the writer's process). ``--warm``
+starts the writer (and opens its store) before the clock: the steady state of
+a long-running worker, without the one-time start, which the writer's CPU
+then leaves out too. Modes alternate so that
 drift hits all. Prints one JSON record.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import tempfile
@@ -53,6 +56,18 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _writer_pid(memory: MemoryWriter | None) -> int | None:
+    process = getattr(memory.sink, "process", None) if memory is not None else None
+    return process.pid if process is not None else None
+
+
 def warm_up(memory: MemoryWriter) -> None:
     """Start the writer and open its store before the clock starts (one context of a job that
     does not exist), so that a run measures the steady state, not the one-time start: the
@@ -83,9 +98,14 @@ def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None, sc
         worker = q.worker(concurrency=concurrency, install_signal_handlers=False, run_maintenance=False)
         if warm and worker.memory is not None:
             warm_up(worker.memory)
+        # A warm writer's process already spent its start (imports, opening the store): counted
+        # from here, its CPU is what the run's contexts cost it (until it has ended: ``run`` waits).
+        pid = _writer_pid(worker.memory)
+        started = _process_cpu(pid) if pid is not None else 0.0
         t, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
         worker.run(burst=True)
-        seconds, cpu, children = time.perf_counter() - t, time.process_time() - cpu, _children_cpu() - children
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+        children = _children_cpu() - children - started
         counters = worker.memory.counters.__dict__ if worker.memory is not None else None
         with q.pool.connection() as conn:
             # Database time from the first start to the last outcome: the burn-down without
@@ -118,7 +138,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as path:
                 runs[mode].append(burn_down(url, args.jobs, args.concurrency, None if mode == "off" else path,
                                             writer="thread" if mode == "thread" else "process", warm=args.warm))
-                runs[mode][-1]["load_average"] = [round(x, 1) for x in __import__("os").getloadavg()]
+                runs[mode][-1]["load_average"] = [round(x, 1) for x in os.getloadavg()]
 
     def median(key: str) -> dict[str, float]:
         return {mode: statistics.median(r[key] for r in rs) for mode, rs in runs.items()}

@@ -311,6 +311,51 @@ def test_the_local_store_writes_ahead_so_that_commits_do_not_wait_for_fsync(memo
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def batch_of(n: int, first_job: int = 1) -> tuple[list[ExecutionContext], np.ndarray]:
+    contexts = [ExecutionContext(job_id=first_job + i, attempt=1, queue="q", task="t", outcome="failed",
+                                 finished_at=5.0 + i, message=f"error {i}") for i in range(n)]
+    return contexts, np.ones((n, 384), dtype=np.float32) / np.sqrt(384)
+
+
+def test_a_batch_is_one_sqlite_transaction_in_the_local_store(memory_settings: pgq.Settings) -> None:
+    """qdrant-client's local mode commits each point on its own; the store writes a batch as one."""
+    store = ContextStore.open(memory_settings, 384)
+    statements: list[str] = []
+    store.persistence.storage.set_trace_callback(statements.append)
+    store.upsert(*batch_of(40))
+    store.persistence.storage.set_trace_callback(None)
+    store.close()
+    assert sum(1 for s in statements if s.startswith("INSERT")) == 40
+    assert sum(1 for s in statements if s.strip().upper() == "COMMIT") == 1, statements
+    reopened = ContextStore.open(memory_settings, 384)
+    assert reopened.count() == 40
+    reopened.close()
+
+
+def test_a_batch_that_fails_midway_leaves_none_of_its_points_in_the_file(memory_settings: pgq.Settings) -> None:
+    store = ContextStore.open(memory_settings, 384)
+    store.upsert(*batch_of(5))
+    inserts = 0
+
+    def count(statement: str) -> None:
+        nonlocal inserts
+        inserts += statement.startswith("INSERT")
+
+    # SQLite aborts the statement that runs while the progress handler says so: the 11th INSERT.
+    connection = store.persistence.storage
+    connection.set_trace_callback(count)
+    connection.set_progress_handler(lambda: int(inserts >= 11), 1)
+    with pytest.raises(ContextStoreUnavailable, match="could not write contexts"):
+        store.upsert(*batch_of(30, first_job=100))
+    connection.set_progress_handler(None, 1)
+    connection.set_trace_callback(None)
+    assert inserts == 11
+    store.close()
+    reopened = ContextStore.open(memory_settings, 384)  # what the file holds: the first batch alone
+    assert reopened.count() == 5
+    reopened.close()
+
+
 def test_a_clean_stop_writes_every_pending_context_before_the_worker_returns(memory_settings: pgq.Settings) -> None:
     """60 failures, batches of 7, and a flush interval of an hour: most contexts are still in
     the buffer (or in the last partial batch) when the burn-down ends. ``run(burst=True)``
