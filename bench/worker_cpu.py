@@ -7,7 +7,9 @@ bench/worker_cpu.py`` measures the other checkout's pgq). Each round pre-loads
 ``--jobs`` no-op jobs (``enqueue_many``, not measured) into schema
 ``pgq_cpu``, then runs ``Worker.run(burst=True)`` in this process with
 ``--concurrency`` threads (``--set FIELD=JSON``: a ``Settings`` field, e.g.
-``health_sampling=false``) and measures:
+``health_sampling=false``; ``--without-checks``: an ablation, the CHECK
+constraints of ``jobs`` dropped after the migration, to measure what they
+cost the claim and completion updates) and measures:
 
 - ``worker_us_per_job``: this process's CPU time (user + system,
   ``getrusage(RUSAGE_SELF)``) during the run, per job;
@@ -59,13 +61,25 @@ def _backend_cpu(conn: psycopg.Connection[Any]) -> float:
     return total / CLOCK_TICKS
 
 
-def one_round(url: str, jobs: int, concurrency: int, batch: int, **overrides: Any) -> dict[str, Any]:
+def _drop_checks(conn: psycopg.Connection[Any]) -> int:
+    """Drop every CHECK constraint of the bench schema's ``jobs`` (the ablation); how many."""
+    names = [r[0] for r in conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c'",
+        (f"{SCHEMA}.jobs",)).fetchall()]
+    for name in names:
+        conn.execute(f'ALTER TABLE {SCHEMA}.jobs DROP CONSTRAINT "{name}"')
+    return len(names)
+
+
+def one_round(url: str, jobs: int, concurrency: int, batch: int, without_checks: bool = False,
+              **overrides: Any) -> dict[str, Any]:
     settings = pgq.Settings(database_url=url, schema=SCHEMA, claim_batch_size=batch, listen=False, **overrides)
     q = pgq.Queue(settings, strict_tasks=False)
     q.task(name=TASK, queue="cpu")(_noop)
     with psycopg.connect(url, autocommit=True) as meter:
         meter.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         migrate.upgrade(settings)
+        dropped = _drop_checks(meter) if without_checks else 0
         q.enqueue_many([{"task": TASK}] * jobs)
         meter.execute(f"VACUUM ANALYZE {SCHEMA}.jobs")
         worker = pgq.Worker(q, concurrency=concurrency, install_signal_handlers=False, run_maintenance=False)
@@ -83,7 +97,7 @@ def one_round(url: str, jobs: int, concurrency: int, batch: int, **overrides: An
         meter.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"jobs": jobs, "completed": done[0] if done else None, "concurrency": concurrency, "batch": batch,
-            "settings": overrides,
+            "settings": overrides, "checks_dropped": dropped,
             "jobs_per_s": round(jobs / wall), "worker_us_per_job": round(cpu / jobs * 1e6, 2),
             "worker_sys_us_per_job": round((after.ru_stime - before.ru_stime) / jobs * 1e6, 2),
             "context_switches_per_job": round((after.ru_nvcsw - before.ru_nvcsw + after.ru_nivcsw - before.ru_nivcsw)
@@ -102,12 +116,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                         help="a Settings field for the worker, e.g. health_sampling=false (repeatable)")
+    parser.add_argument("--without-checks", action="store_true",
+                        help="ablation: drop the CHECK constraints of jobs after the migration")
     args = parser.parse_args()
     sep = "&" if "?" in args.url else "?"
     url = f"{args.url}{sep}application_name={APP}"
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     for _ in range(args.rounds):
-        print(json.dumps(one_round(url, args.jobs, args.concurrency, args.batch, **overrides)), flush=True)
+        print(json.dumps(one_round(url, args.jobs, args.concurrency, args.batch, args.without_checks, **overrides)), flush=True)
 
 
 if __name__ == "__main__":

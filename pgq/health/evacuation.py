@@ -14,11 +14,16 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from pgq.health import DEGRADED, FAILING
+
+if TYPE_CHECKING:
+    from pgq.queries import Queries
+    from pgq.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +241,10 @@ def process_score(latest: Mapping[str, Any], rss_limit_bytes: float | None) -> f
     return score_sample(own, None, rss_limit_bytes)
 
 
-def weigh_against_peers(conn: Any, queries: Any, worker: Any, reason: str, sample: Mapping[str, Any]) -> str | None:
-    """Why ``worker`` (a ``pgq.Worker`` its policy would evacuate for ``reason``) stays, or None: it goes.
+def weigh_against_peers(conn: Any, queries: Queries, settings: Settings, worker_id: UUID, queues: Sequence[str],
+                        failed_job_ids: Sequence[int], reason: str, sample: Mapping[str, Any]) -> str | None:
+    """Why worker ``worker_id`` (on ``queues``, whose policy would evacuate it for ``reason``)
+    stays, or None: it goes. ``failed_job_ids``: its latest failed jobs.
 
     Reads its ``PeerWindow`` on ``conn`` and asks ``PeerWindow.why_stay``; a memory
     prediction concerns the process alone and is not weighed. The figures are logged
@@ -245,12 +252,10 @@ def weigh_against_peers(conn: Any, queries: Any, worker: Any, reason: str, sampl
     """
     if reason.startswith("memory"):
         return None
-    settings = worker.settings
     samples = settings.evacuation_after_samples
-    peers = PeerWindow(*queries.peer_window(conn, worker.id, worker.queues, samples,
-                                            (samples + 0.5) * settings.heartbeat_interval_seconds,
-                                            worker.counters.failed_jobs.read()))
+    peers = PeerWindow(*queries.peer_window(conn, worker_id, queues, samples,
+                                            (samples + 0.5) * settings.heartbeat_interval_seconds, failed_job_ids))
     why = peers.why_stay(sample, settings.health_rss_limit_bytes)
-    log.info("worker %s weighed against its peers (%s): %s -> %s", worker.id, reason, peers,
+    log.info("worker %s weighed against its peers (%s): %s -> %s", worker_id, reason, peers,
              "stays" if why else "evacuates")
     return why

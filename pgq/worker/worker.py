@@ -358,7 +358,8 @@ class Worker:
         """
         try:
             with translated(self.settings.database_url), self._pool().connection() as conn:
-                why = weigh_against_peers(conn, self.queries, self, reason, sample)
+                why = weigh_against_peers(conn, self.queries, self.settings, self.id, self.queues, reason=reason,
+                                          failed_job_ids=self.counters.failed_jobs.read(), sample=sample)
         except Exception as exc:  # the worker's own evidence decides
             log.warning("could not weigh worker %s against its peers (%s)", self.id, exc)
             why = None
