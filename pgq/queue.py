@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from psycopg_pool import ConnectionPool
 
-from pgq.db import live_connection, make_pool, translated
+from pgq.db import translated
+from pgq.pool import live_connection, make_pool
 from pgq.delivery import deliver
 from pgq.errors import DuplicateJob, UnknownTask, ValidationError
 from pgq.job import DEFAULT_PRIORITY, JobSpec, Ref, validate_isolation, validate_task_name

@@ -23,17 +23,10 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgq.db import (
-    connect_async,
-    connection_lost,
-    live_connection,
-    live_connection_async,
-    make_async_pool,
-    translate,
-    translated,
-)
+from pgq.db import connect_async, connection_lost, translate, translated
 from pgq.errors import PgqError
 from pgq.job import JobStatus
+from pgq.pool import live_connection, live_connection_async, make_async_pool
 from pgq.operations import (
     Attempt,
     NextChange,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pgq.db import live_connection, translated
+from pgq.db import translated
+from pgq.pool import live_connection
 from pgq.errors import ValidationError
 from pgq.job import validate_queue_name
 from pgq.memory.embedders import Embedder, LexicalEmbedder, make_embedder

@@ -12,7 +12,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pgq.db import live_connection, translated
+from pgq.db import translated
+from pgq.pool import live_connection
 from pgq.errors import ConfigurationError, JobNotFound, ValidationError
 from pgq.memory.context import ExecutionContext, text_context
 from pgq.memory.embedders import Embedder, make_embedder

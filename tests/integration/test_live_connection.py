@@ -1,4 +1,4 @@
-"""``pgq.db.live_connection`` (the checkout of every enqueue) and ``pgq.db.execute``: what a
+"""``pgq.pool.live_connection`` (the checkout of every enqueue) and ``pgq.db.execute``: what a
 borrowed connection leaves behind, and which statements return rows."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
-from pgq.db import execute, live_connection, make_pool
+from pgq.db import execute
+from pgq.pool import live_connection, make_pool
 
 pytestmark = pytest.mark.integration
 

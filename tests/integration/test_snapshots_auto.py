@@ -12,7 +12,7 @@ import datetime as dt
 import factories
 import pytest
 
-from pgq.db import make_pool
+from pgq.pool import make_pool
 from pgq.maintenance import Maintenance
 from pgq.settings import Settings
 from pgq.snapshots.auto import AutoSnapshots
