@@ -27,6 +27,8 @@ from pgq.memory.context import ExecutionContext
 # all-MiniLM-L6-v2's width; the lexical embedder uses the same so that both fit one collection layout.
 DIMENSION = 384
 EMBEDDERS = ("lexical", "minilm")
+# How many recent inputs' vectors the lexical embedder keeps (1.5 KB each at 384 dimensions).
+ROWS_KEPT = 4096
 
 _CODE = re.compile(r"(?:status|errno|error)_\d")
 _WORD = re.compile(r"<[a-z]+>|[a-z_][a-z0-9_]+")
@@ -96,8 +98,26 @@ class LexicalEmbedder:
     def __init__(self, dimension: int = DIMENSION) -> None:
         self.dimension = dimension
         self._cache: dict[str, tuple[int, float]] = {}
+        # The vector of each recent input (what ``_features`` reads): failures repeat, and a
+        # repeated one (the same error type, normalised message and frames) is not hashed again.
+        self._rows: dict[tuple[str, str, tuple[str, ...]], np.ndarray[Any, Any]] = {}
 
     def embed(self, contexts: Sequence[ExecutionContext]) -> np.ndarray[Any, Any]:
+        if len(contexts) > ROWS_KEPT:  # a bulk call (clustering a dead letter queue): nothing kept
+            return self._vectors(contexts)
+        keys = [(c.error_type, c.normalised, c.frames[-6:]) for c in contexts]
+        rows = self._rows
+        new = {key: c for key, c in zip(keys, contexts, strict=True) if key not in rows}
+        if new:
+            if len(rows) + len(new) > ROWS_KEPT:
+                rows.clear()
+            rows.update(zip(new, self._vectors(list(new.values())), strict=True))
+        out = np.empty((len(contexts), self.dimension), dtype=np.float32)
+        for row, key in enumerate(keys):
+            out[row] = rows[key]
+        return out
+
+    def _vectors(self, contexts: Sequence[ExecutionContext]) -> np.ndarray[Any, Any]:
         out = np.zeros((len(contexts), self.dimension), dtype=np.float32)
         cache = self._cache
         for row, context in enumerate(contexts):

@@ -111,3 +111,33 @@ def test_memory_is_off_unless_asked() -> None:
     assert Settings(memory=True).memory_enabled
     assert Settings(qdrant_url="http://127.0.0.1:6333").memory_enabled
     assert Settings(memory_path="/tmp/m").memory_location() == "/tmp/m"
+
+
+def test_a_repeated_failure_reuses_its_vector_and_gets_the_same_one() -> None:
+    """The lexical embedder keeps the vectors of recent inputs: a repeat (in the same batch or a
+    later one) gets exactly what a fresh embedder computes, and the kept rows stay bounded."""
+    import pgq.memory.embedders as embedders
+
+    def failure(i: int, error: str = "ConnectionResetError") -> ExecutionContext:
+        return ExecutionContext(job_id=i, attempt=1, queue="q", task="t", outcome="failed", finished_at=1.0,
+                                error_type=error, message=f"peer 10.0.{i % 250}.{i % 7} reset (request {i})",
+                                frames=("net.py:send", "mail.py:deliver"))
+
+    batch = [failure(1), failure(2), failure(3, "TimeoutError"), failure(4)]
+    kept = LexicalEmbedder()
+    first = kept.embed(batch)
+    again = kept.embed([failure(9), failure(10, "TimeoutError")])
+    assert len(kept._rows) == 2  # two distinct inputs: the message's ids and numbers normalise away
+    fresh = [LexicalEmbedder().embed([c])[0] for c in batch]
+    assert np.array_equal(first, np.stack(fresh))
+    assert np.array_equal(again, np.stack([fresh[0], fresh[2]]))
+    assert not np.array_equal(first[0], first[2])
+    # Bounded: past ROWS_KEPT distinct inputs, what was kept is dropped and begins again.
+    small = LexicalEmbedder()
+    limit = embedders.ROWS_KEPT
+    distinct = [ExecutionContext(job_id=i, attempt=1, queue="q", task="t", outcome="failed", finished_at=1.0,
+                                 error_type=f"Error{chr(65 + i % 26)}{chr(65 + i // 26 % 26)}{chr(65 + i // 676 % 26)}")
+                for i in range(limit + 10)]
+    for start in range(0, len(distinct), 256):
+        small.embed(distinct[start:start + 256])
+    assert 0 < len(small._rows) <= limit
