@@ -85,6 +85,9 @@ class Acknowledger:
         self._queue: queue_module.SimpleQueue[Ack] = queue_module.SimpleQueue()
         # Outcomes queued or being written: (job id, attempt) -> how many.
         self._pending: dict[tuple[int, int], int] = {}
+        # Of those, the ones this worker claimed again on the same attempt meanwhile (``holds``):
+        # an outcome refused as stale is written once more, for the new claim.
+        self._claimed_again: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
         # Notified when no outcome is left to write (a burst run waits for that).
         self._settled = threading.Condition(self._lock)
@@ -107,10 +110,30 @@ class Acknowledger:
             return list({job_id for job_id, _ in self._pending})
 
     def holds(self, jobs: Sequence[Job]) -> set[int]:
-        """The ids of those ``jobs`` with an outcome for the same attempt queued or being written."""
+        """The ids of those newly claimed ``jobs`` with an outcome for the same attempt queued or
+        being written: that outcome settles the new claim too (the fence, job, worker and attempt,
+        is the same), so the caller does not run them again.
+
+        A write of that outcome may already have been refused as stale, the database having
+        rescued the job before this claim of it committed; the refusal is then not final: the
+        outcome is written once more, for the new claim (``_refused``). The check and that
+        mark are one step under the lock, so a refusal seen after it is always written again.
+        """
         with self._lock:
             pending = self._pending
-            return {job.id for job in jobs if (job.id, job.attempts) in pending} if pending else set()
+            held = {(job.id, job.attempts) for job in jobs if (job.id, job.attempts) in pending} if pending else set()
+            self._claimed_again |= held
+            return {job_id for job_id, _ in held}
+
+    def _refused(self, job: Job) -> bool:
+        """A write of ``job``'s outcome was refused as stale: True when it is to be written once more
+        (this worker claimed the job again on the same attempt while it was pending; see ``holds``)."""
+        with self._lock:
+            key = (job.id, job.attempts)
+            if key in self._claimed_again:
+                self._claimed_again.discard(key)
+                return True
+            return False
 
     def wait_settled(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until every queued outcome is written (or given
@@ -215,6 +238,7 @@ class Acknowledger:
                     self._pending[key] = left
                 else:
                     self._pending.pop(key, None)
+                    self._claimed_again.discard(key)
             if not self._pending:
                 self._settled.notify_all()
             # The ack lag: how long the oldest outcome waiting since the previous write
@@ -243,6 +267,15 @@ class Acknowledger:
         self._written([job for job, _ in completions])
 
     def _complete(self, conn: Any, completions: list[tuple[Job, Completed]]) -> None:
+        """Write a batch of completions; one refused as stale whose job this worker claimed again
+        meanwhile (``holds``) is written once more, for the new claim."""
+        again = self._complete_once(conn, completions)
+        if again:
+            log.info("job(s) %s were claimed again while their completion was written: writing it again",
+                     [job.id for job, _ in again])
+            self._complete_once(conn, again)
+
+    def _complete_once(self, conn: Any, completions: list[tuple[Job, Completed]]) -> list[tuple[Job, Completed]]:
         self.counters.ack_round_trips += 1
         sent = self.clock.monotonic()
         done = self.queries.complete_jobs(
@@ -254,17 +287,23 @@ class Acknowledger:
         self.counters.stale_reports += len(completions) - len(done)
         if self._exporter is not None:
             self._exporter.completed(job for job, _ in completions if job.id in done)
+        again = []
         for job, outcome in completions:
             if job.id in done:
                 if self._observe is not None:
                     self._observe(job, outcome)
+            elif self._refused(job):
+                again.append((job, outcome))
             else:
                 log.info("completion of job %s attempt %s was stale (rescued, cancelled or timed out "
                          "meanwhile); discarded", job.id, job.attempts)
+        return again
 
     def _write_failure(self, conn: Any, job: Job, o: Failed) -> None:
         try:
             ok = self._fail(conn, job, o)
+            if not ok and self._refused(job):  # claimed again meanwhile: for the new claim (``holds``)
+                ok = self._fail(conn, job, o)
         except ValidationError as exc:
             log.error("the database rejected the failure report of job %s: %s", job.id, exc)
             ok = self._fail(conn, job, Failed("OutcomeRejected", f"failure report rejected: {exc}"))
