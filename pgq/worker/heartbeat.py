@@ -98,11 +98,14 @@ class Heartbeat:
         the runner started). Returns the ids of those jobs. Raises what the database raises.
         """
         with self.positions.watching() as claimed_since:
-            held = self.held_ids()
-            started_through = self.positions.watermark(final=final)
-            sent_at = self.clock.monotonic()
-            sample, mark = self._sample_or_none(len(held))
             with self.pool().connection() as conn:
+                # The list is taken once the connection is had, just before it is sent: the
+                # database rescues an unlisted job claimed more than 10 s before the statement
+                # starts, and waiting for a connection of a busy pool may take longer than that.
+                held = self.held_ids()
+                started_through = self.positions.watermark(final=final)
+                sent_at = self.clock.monotonic()
+                sample, mark = self._sample_or_none(len(held))
                 beat = self._send(conn, len(held), held, started_through, sample)
             if mark is not None:
                 self.metrics.committed(mark)

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 import pgq
+from factories import eventually
 from pgq.queries import Queries
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_modes]
@@ -111,4 +112,38 @@ def test_a_heartbeat_lists_the_jobs_whose_outcome_is_queued(settings: pgq.Settin
         assert worker._heartbeat.held_ids() == []
     finally:
         held.release.set()
+        q.close()
+
+
+def test_a_heartbeat_that_waited_for_a_connection_lists_the_jobs_claimed_meanwhile(
+    settings: pgq.Settings, conn: psycopg.Connection[Any],
+) -> None:
+    """The heartbeat takes its list once it has a connection. Taken before, a list could wait
+    behind a busy pool (the pool-exhaustion chaos scenario: two connections, statements blocked
+    on locks) longer than the 10 s after which the database rescues an unlisted job as ClaimLost,
+    and miss a job claimed meanwhile: rescued while its worker held it, and run again."""
+    q = pgq.Queue(settings.replace(pool_size=2), strict_tasks=False)
+    try:
+        job_id = q.enqueue("quick")
+        worker = q.worker(queues=["default"], install_signal_handlers=False, run_maintenance=False)
+        worker._register()
+        pool = q.pool
+        taken = [pool.getconn(), pool.getconn()]  # every connection busy
+        beat = threading.Thread(target=worker.heartbeat, daemon=True)
+        beat.start()
+        eventually(lambda: pool.get_stats().get("requests_waiting", 0) >= 1, "the heartbeat to wait for a connection")
+        # Meanwhile a claim of this worker's returns (on a connection of its own here), and
+        # looks a minute old to the database.
+        base, through = worker._positions.reserve(1)
+        jobs = q.queries.get_runnable_jobs_v2(conn, ["default"], worker.id, 1, base, through)
+        assert [j.id for j in jobs] == [job_id]
+        worker._positions.returned(base, jobs)
+        conn.execute("UPDATE pgq.jobs SET started_at = now() - interval '1 minute' WHERE id = %s", (job_id,))
+        for c in taken:
+            pool.putconn(c)
+        beat.join(WAIT)
+        assert not beat.is_alive()
+        row = conn.execute("SELECT status::text, worker_id FROM pgq.jobs WHERE id = %s", (job_id,)).fetchone()
+        assert row == ("running", worker.id), "the heartbeat rescued a job its worker held"
+    finally:
         q.close()
