@@ -284,7 +284,6 @@ class Acknowledger:
         )
         self._round_trip("complete", len(completions), sent)
         self.counters.completed += len(done)
-        self.counters.stale_reports += len(completions) - len(done)
         if self._exporter is not None:
             self._exporter.completed(job for job, _ in completions if job.id in done)
         again = []
@@ -297,6 +296,8 @@ class Acknowledger:
             else:
                 log.info("completion of job %s attempt %s was stale (rescued, cancelled or timed out "
                          "meanwhile); discarded", job.id, job.attempts)
+        # A refusal written again is not a stale report (unless the second write is refused too).
+        self.counters.stale_reports += len(completions) - len(done) - len(again)
         return again
 
     def _write_failure(self, conn: Any, job: Job, o: Failed) -> None:

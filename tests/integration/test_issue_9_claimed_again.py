@@ -129,6 +129,7 @@ def test_a_completion_refused_because_the_job_was_claimed_again_meanwhile_settle
                             (job_id,)).fetchall() == [(1, "completed")]
         assert runs == [1]
         assert worker._acknowledger.pending_ids() == []
+        assert worker.counters.stale_reports == 0 and worker.counters.completed == 1
     finally:
         worker.close()
         q.close()
