@@ -38,18 +38,13 @@ import psycopg
 import pgq
 from pgq.migrate import upgrade
 
+from .memory_cost import process_cpu
+
 DATABASE = "pgq_insert_cost"
 VARIANTS = ("pgq", "copy", "domains", "nocheck", "raw")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 INSERT = ("INSERT INTO {table} (task, payload, queue, priority, max_attempts)"
           " VALUES (%s::text, %s::text::jsonb, %s::text, %s::smallint, %s::int) RETURNING id")
 RAW_INSERT = "INSERT INTO ablation.raw (payload) VALUES (%s::text::jsonb) RETURNING id"
-
-
-def _backend_cpu(conn: psycopg.Connection[Any]) -> float:
-    with open(f"/proc/{conn.info.backend_pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _single_column_checks(conn: psycopg.Connection[Any], table: str) -> dict[str, list[tuple[str, str]]]:
@@ -114,10 +109,10 @@ def one_run(url: str, variant: str, inserts: int) -> dict[str, float]:
             statement, params = INSERT.format(table=table), ("bench.task", '{"n": 1}', "default", 3, 25)
         for _ in range(20):  # warm: the statement prepared, the catalog cached
             conn.execute(statement, params, prepare=True)
-        cpu, wall = _backend_cpu(conn), time.perf_counter()
+        cpu, wall = process_cpu(conn.info.backend_pid), time.perf_counter()
         for _ in range(inserts):
             conn.execute(statement, params, prepare=True)
-        wall, cpu = time.perf_counter() - wall, _backend_cpu(conn) - cpu
+        wall, cpu = time.perf_counter() - wall, process_cpu(conn.info.backend_pid) - cpu
     return {"wall_us": round(wall / inserts * 1e6, 1), "backend_cpu_us": round(cpu / inserts * 1e6, 1)}
 
 
@@ -132,10 +127,10 @@ def one_update_run(url: str, variant: str, statements: int, rows: int = 100) -> 
     with psycopg.connect(url, autocommit=True) as conn:
         ids = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY id LIMIT %s", (rows,)).fetchall()]
         statement = UPDATE.format(table=table)
-        cpu = _backend_cpu(conn)
+        cpu = process_cpu(conn.info.backend_pid)
         for i in range(statements):
             conn.execute(statement, ("running" if i % 2 == 0 else "queued", ids), prepare=True)
-        cpu = _backend_cpu(conn) - cpu
+        cpu = process_cpu(conn.info.backend_pid) - cpu
     return {"update_backend_cpu_us_per_row": round(cpu / (statements * len(ids)) * 1e6, 2)}
 
 

@@ -56,7 +56,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _process_cpu(pid: int) -> float:
+def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a live process has used so far (``/proc/PID/stat``)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -101,7 +101,7 @@ def burn_down(url: str, jobs: int, concurrency: int, memory_path: str | None, sc
         # A warm writer's process already spent its start (imports, opening the store): counted
         # from here, its CPU is what the run's contexts cost it (until it has ended: ``run`` waits).
         pid = _writer_pid(worker.memory)
-        started = _process_cpu(pid) if pid is not None else 0.0
+        started = process_cpu(pid) if pid is not None else 0.0
         t, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
         worker.run(burst=True)
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
